@@ -1,0 +1,119 @@
+"""The one exception tree of gotstate-persist.
+
+Every failure the library reports is a :class:`PersistError`. Errors from the
+libraries underneath (SQLAlchemy, cryptography, msgspec, the file system) are
+mapped here at the boundary where they happen and chained with
+``raise ... from exc`` so the cause survives while the type is ours::
+
+    PersistError
+    ├── IntegrityError          blob failed authentication / was moved / unknown key id
+    ├── FormatError             not a valid envelope or record, over a decode limit,
+    │                           written by a newer format, or a value that cannot be saved
+    ├── StructureMismatch       snapshot restored into a differently built machine
+    ├── VersionConflict         expected_version did not match / version already exists
+    ├── QuotaExceeded           a write would cross a limit (nothing was written)
+    │   └── RateLimited         too many operations per second; retry later
+    ├── NotFound                key or version does not exist
+    ├── SchemaError
+    │   ├── SchemaOutdated      database schema older than this code
+    │   └── SchemaTooNew        database schema newer than this code
+    ├── BackendError            the storage failed or refused
+    └── InvalidArgument         (also a ValueError) bad key, namespace, URL, keyring...
+
+Messages say what happened and what to do. They never contain key material,
+plaintext payloads or credentials. Authentication failures are deliberately
+opaque (as ``cryptography.fernet.InvalidToken`` is): telling an attacker which
+check failed helps only the attacker.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "FormatError",
+    "IntegrityError",
+    "InvalidArgument",
+    "NotFound",
+    "PersistError",
+    "QuotaExceeded",
+    "RateLimited",
+    "SchemaError",
+    "SchemaOutdated",
+    "SchemaTooNew",
+    "StructureMismatch",
+    "VersionConflict",
+]
+
+
+class PersistError(Exception):
+    """Base class of every error raised by gotstate-persist."""
+
+
+class IntegrityError(PersistError):
+    """A sealed blob failed authentication, was moved, or names an unknown key."""
+
+
+class FormatError(PersistError):
+    """Bytes are not a valid envelope/record, exceed a limit, or cannot be saved."""
+
+
+class StructureMismatch(PersistError):
+    """A snapshot was restored into a machine whose structure differs.
+
+    ``snapshot_fingerprint`` and ``machine_fingerprint`` let the caller register
+    a structure migration; ``differences`` lists human-readable differences.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        snapshot_fingerprint: str = "",
+        machine_fingerprint: str = "",
+        differences: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.snapshot_fingerprint = snapshot_fingerprint
+        self.machine_fingerprint = machine_fingerprint
+        self.differences = differences
+
+
+class VersionConflict(PersistError):
+    """``expected_version`` did not match, or the version already exists."""
+
+    def __init__(self, message: str, *, expected: int | None = None, actual: int | None = None):
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual
+
+
+class QuotaExceeded(PersistError):
+    """A write would cross a quota limit; nothing was written."""
+
+
+class RateLimited(QuotaExceeded):
+    """Too many operations in the rate-limit window."""
+
+
+class NotFound(PersistError):
+    """The key or version does not exist."""
+
+
+class SchemaError(PersistError):
+    """The SQL schema does not match this version of gotstate-persist."""
+
+
+class SchemaOutdated(SchemaError):
+    """The SQL schema is older than the code; the message names the upgrade command."""
+
+
+class SchemaTooNew(SchemaError):
+    """The SQL schema is newer than the code; upgrade gotstate-persist."""
+
+
+class BackendError(PersistError):
+    """The storage failed or refused the operation; the cause is chained."""
+
+
+class InvalidArgument(PersistError, ValueError):
+    """An argument is outside its allowed form (key, namespace, URL, keyring...)."""
