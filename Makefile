@@ -1,0 +1,47 @@
+# Two commands matter: `make demo` and `make test`. Everything else is a step of them.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DB := sqlite:///.gotstate/demo.db
+DEMO_KEYS := .gotstate/demo-keys.json
+
+.PHONY: install demo test lint types pytest bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	rm -rf .gotstate && mkdir -p .gotstate
+	$(BIN)/gotstate-persist keys generate > $(DEMO_KEYS)
+	$(PY) examples/demo.py save --url $(DEMO_DB) --keys $(DEMO_KEYS)
+	@echo "--- process restart: a new Python process restores and continues ---"
+	$(PY) examples/demo.py restore --url $(DEMO_DB) --keys $(DEMO_KEYS)
+	@echo "--- what is stored, through the CLI ---"
+	$(BIN)/gotstate-persist ls $(DEMO_DB)
+	$(BIN)/gotstate-persist show $(DEMO_DB) order-42 --namespace orders --keys $(DEMO_KEYS)
+	$(BIN)/gotstate-persist verify $(DEMO_DB) --keys $(DEMO_KEYS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+types: $(STAMP)
+	$(BIN)/mypy --strict gotstate_persist
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+test: lint types pytest
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_snapshot.py
+
+clean:
+	rm -rf .gotstate .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,245 @@
+"""Snapshot pipeline and SQLite backend benchmarks, measured side by side in one run.
+
+Run with ``make bench``. Every figure is a ratio against a baseline measured in
+the same process on the same data, interleaved round by round, so a noisy,
+shared machine moves both sides alike. Targets (issue 4):
+
+(a) vs (b)  capture+encode+seal / open+decode+apply must be no slower than
+            the unsafe way: capture the same state and pickle it.
+(c)         SQLite backend write/read of the same sealed bytes >= 0.8x raw
+            sqlite3 INSERT/SELECT with the same durability (WAL, synchronous=FULL).
+            Envelope overhead for AES-256-GCM: 39 bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from gotstate.core.events import Event  # noqa: E402
+from machines import build_ring_machine, set_data  # noqa: E402
+
+import gotstate_persist as gp  # noqa: E402
+from gotstate_persist import machine as adapter  # noqa: E402
+from gotstate_persist.backends.sql import SQLBackend  # noqa: E402
+from gotstate_persist.codec import MSGPACK  # noqa: E402
+from gotstate_persist.formats import FormatRegistry, MachineSnapshot  # noqa: E402
+from gotstate_persist.sealing import open_envelope, seal  # noqa: E402
+
+FORMATS = FormatRegistry()
+PAYLOAD_TYPE = tuple[str, int, Any]
+
+
+def build(n_states: int, data_bytes: int) -> Any:
+    """A started ring machine with roughly ``data_bytes`` of mixed-type state data."""
+    machine = build_ring_machine(n_states, groups=10)
+    machine.start()
+    for name in ("next", "next", "jump", "next"):
+        machine.process_event(Event(name))
+    leaves = [s.name for s in machine.get_states() if s.name.startswith("s-")]
+    item = {
+        "customer": "customer-name-0001",
+        "qty": 3,
+        "price": 19.99,
+        "tags": ["a", "b"],
+        "flags": (True, None),
+    }
+    per_item = len(pickle.dumps(item))
+    count = max(1, data_bytes // per_item)
+    for i in range(count):
+        set_data(machine, leaves[i % len(leaves)], f"item-{i}", dict(item, qty=i))
+    set_data(machine, leaves[0], "total", Decimal("1234.50"))
+    set_data(machine, leaves[0], "when", datetime(2026, 11, 25, tzinfo=timezone.utc))
+    return machine
+
+
+# (a) What users do today, unsafely: pull out the same state, pickle it.
+
+
+def unsafe_capture(machine: Any) -> bytes:
+    graph = machine._graph
+    current = graph._current_state
+    state = {
+        "current": current.name if current else None,
+        "started": machine._started,
+        "history": {c.name: s.name for c, s in graph._history._history.items()},
+        "data": {s.name: dict(d) for s, d in graph._state_data.items() if d},
+    }
+    return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unsafe_restore(machine: Any, blob: bytes) -> None:
+    state = pickle.loads(blob)  # noqa: S301 - this is the unsafe baseline being measured
+    graph = machine._graph
+    by_name = {s.name: s for s in graph._nodes}
+    with machine._transition_lock:
+        graph._current_state = by_name[state["current"]] if state["current"] else None
+        graph._history._history = {
+            by_name[c]: by_name[s] for c, s in state["history"].items()
+        }
+        for s, d in graph._state_data.items():
+            d.clear()
+            d.update(state["data"].get(s.name, {}))
+        machine._started = state["started"]
+
+
+# (b) The safe pipeline, layer by layer (what save_machine/restore_machine do,
+# minus storage).
+
+
+def safe_capture(machine: Any, keys: gp.KeyRing) -> bytes:
+    snapshot = adapter.capture(machine, struct_kind=FORMATS.kind_of, max_depth=64)
+    payload = MSGPACK.encode(("gotstate.machine", 1, snapshot))
+    return seal(keys, payload, codec_id=1, namespace="bench", key="m", version=1)
+
+
+def safe_restore(machine: Any, blob: bytes, keys: gp.KeyRing) -> None:
+    _codec, payload = open_envelope(keys, blob, namespace="bench", key="m", version=1)
+    _kind, _version, body = MSGPACK.decode(payload, tuple[str, int, __import__("msgspec").Raw])
+    snapshot = MSGPACK.decode(body, MachineSnapshot)
+    adapter.apply(machine, snapshot, struct_type=FORMATS.type_for)
+
+
+def timed(fn: Callable[[], object], repeat: int) -> float:
+    """Median seconds per call over ``repeat`` calls."""
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def side_by_side(
+    baseline: Callable[[], object], ours: Callable[[], object], rounds: int, repeat: int
+) -> tuple[float, float]:
+    """Interleave rounds of both; return (baseline, ours) median seconds per call."""
+    base, mine = [], []
+    for _ in range(rounds):
+        base.append(timed(baseline, repeat))
+        mine.append(timed(ours, repeat))
+    return statistics.median(base), statistics.median(mine)
+
+
+def report(label: str, baseline: float, ours: float, target: str) -> None:
+    ratio = baseline / ours
+    print(
+        f"{label:<44} baseline {baseline * 1e6:9.1f} us  ours {ours * 1e6:9.1f} us  "
+        f"speed ratio {ratio:5.2f}x  ({target})"
+    )
+
+
+def bench_pipeline(rounds: int) -> None:
+    keys = gp.KeyRing.generate()
+    for n_states, data_bytes in ((100, 1_000), (1_000, 100_000)):
+        machine = build(n_states, data_bytes)
+        target = build(n_states, data_bytes)
+        unsafe_blob = unsafe_capture(machine)
+        safe_blob = safe_capture(machine, keys)
+        repeat = 50 if n_states <= 100 else 5
+        print(
+            f"\n{n_states} states, pickle {len(unsafe_blob)} B, sealed snapshot {len(safe_blob)} B"
+        )
+        base, ours = side_by_side(
+            lambda m=machine: unsafe_capture(m), lambda m=machine: safe_capture(m, keys),
+            rounds, repeat,
+        )
+        report("  save: capture+pickle vs capture+encode+seal", base, ours, "target >= 1.0x")
+        base, ours = side_by_side(
+            lambda t=target, b=unsafe_blob: unsafe_restore(t, b),
+            lambda t=target, b=safe_blob: safe_restore(t, b, keys),
+            rounds, repeat,
+        )
+        report("  load: unpickle+apply vs open+decode+apply", base, ours, "target >= 1.0x")
+
+
+def bench_sqlite(rounds: int) -> None:
+    keys = gp.KeyRing.generate()
+    payload_1k = b"x" * 1_000
+    blob = seal(keys, payload_1k, codec_id=1, namespace="bench", key="k", version=1)
+    print(f"\nenvelope overhead aes-256-gcm: {len(blob) - len(payload_1k)} bytes (target 39)")
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = sqlite3.connect(Path(tmp) / "raw.db", isolation_level=None)
+        raw.execute("PRAGMA journal_mode=WAL")
+        raw.execute("PRAGMA synchronous=FULL")
+        raw.execute(
+            "CREATE TABLE records (namespace TEXT, key TEXT, version INTEGER, kind TEXT, "
+            "format_version INTEGER, size INTEGER, created_at_us INTEGER, blob BLOB, "
+            "PRIMARY KEY (namespace, key, version))"
+        )
+        backend = SQLBackend(f"sqlite:///{Path(tmp) / 'ours.db'}")
+        counters = {"raw": 0, "ours": 0}
+        now = datetime.now(timezone.utc)
+
+        def raw_write() -> None:
+            counters["raw"] += 1
+            raw.execute("BEGIN IMMEDIATE")
+            raw.execute(
+                "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                ("bench", "k", counters["raw"], "gotstate.machine", 1, len(blob), 0, blob),
+            )
+            raw.execute("COMMIT")
+
+        def our_write() -> None:
+            counters["ours"] += 1
+            backend.put(
+                "bench", "k", counters["ours"], blob,
+                kind="gotstate.machine", format_version=1, created_at=now,
+            )
+
+        base, ours = side_by_side(raw_write, our_write, rounds, 40)
+        report("backend write 1 KB blob vs raw sqlite3 INSERT", base, ours, "target >= 0.8x")
+
+        def raw_read() -> None:
+            raw.execute(
+                "SELECT key, version, kind, format_version, size, created_at_us, blob "
+                "FROM records WHERE namespace=? AND key=? ORDER BY version DESC LIMIT 1",
+                ("bench", "k"),
+            ).fetchone()
+
+        def our_read() -> None:
+            backend.get("bench", "k")
+
+        base, ours = side_by_side(raw_read, our_read, rounds, 200)
+        report("backend read 1 KB blob vs raw sqlite3 SELECT", base, ours, "target >= 0.8x")
+        backend.close()
+        raw.close()
+
+        url = f"sqlite:///{Path(tmp) / 'e2e.db'}"
+        for n_states, data_bytes in ((100, 1_000), (1_000, 100_000)):
+            machine = build(n_states, data_bytes)
+            target = build(n_states, data_bytes)
+            with gp.open_store(url, keyring=keys) as store:
+                key = f"m{n_states}"
+                store.save_machine(key, machine)
+                save_s = timed(lambda s=store, k=key, m=machine: s.save_machine(k, m), 20)
+                load_s = timed(lambda s=store, k=key, t=target: s.restore_machine(k, t), 20)
+            print(
+                f"end-to-end {n_states:>5} states: save_machine {1 / save_s:8.0f}/s  "
+                f"restore_machine {1 / load_s:8.0f}/s"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    bench_pipeline(args.rounds)
+    bench_sqlite(args.rounds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Validation of keys, namespaces and record kinds, shared by every layer.
+
+Checked once at the public boundary so that backends can rely on every name
+they receive being 1..255 bytes of UTF-8 text without control characters.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import InvalidArgument
+
+MAX_NAME_BYTES = 255
+DEFAULT_NAMESPACE = "default"
+
+# C0 controls, DEL and C1 controls: invisible in listings and a classic way to
+# smuggle confusing names into logs and terminals.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_KIND = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+
+
+def check_name(value: object, what: str) -> str:
+    """Return ``value`` if it is an allowed key or namespace, else raise.
+
+    ``what`` is "key" or "namespace" and only shapes the message.
+    """
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{what} must be a str, not {type(value).__name__}")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidArgument(
+            f"{what} is not valid UTF-8 text (it contains a lone surrogate); use plain Unicode text"
+        ) from None
+    if not 1 <= size <= MAX_NAME_BYTES:
+        raise InvalidArgument(
+            f"{what} must be 1 to {MAX_NAME_BYTES} bytes of UTF-8, got {size} bytes; "
+            f"shorten it or hash long identifiers"
+        )
+    if _CONTROL.search(value):
+        raise InvalidArgument(f"{what} {value!r} contains a control character; remove it")
+    return value
+
+
+def check_kind(value: object) -> str:
+    """Return ``value`` if it is a well-formed record kind name."""
+    if not isinstance(value, str) or not _KIND.fullmatch(value):
+        raise InvalidArgument(
+            f"record kind {value!r} is not allowed: use 1-64 characters of lowercase "
+            "letters, digits, '_', '.', '-', starting with a letter"
+        )
+    return value

@@ -1,0 +1,117 @@
+"""Backends and the URL-scheme registry that picks one for ``open_store``.
+
+The registry is lazy, as fsspec's is: built-in schemes map to a dotted path
+that is imported on first use, so importing gotstate_persist never imports a
+database driver. Third-party backends register through the
+``gotstate_persist.backends`` entry-point group (name = URL scheme), read at
+lookup time, or at run time with :func:`register_backend`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from importlib import import_module
+from importlib.metadata import entry_points
+from types import MappingProxyType
+from typing import Any
+
+from ..errors import InvalidArgument
+from .base import Backend, Capabilities, KeyHead, Usage, VersionInfo
+
+__all__ = [
+    "Backend",
+    "BackendFactory",
+    "Capabilities",
+    "KeyHead",
+    "Usage",
+    "VersionInfo",
+    "known_schemes",
+    "open_backend",
+    "register_backend",
+]
+
+BackendFactory = Callable[..., Backend]
+ENTRY_POINT_GROUP = "gotstate_persist.backends"
+
+# scheme -> (dotted path "module:attribute", install hint)
+_BUILTIN: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "sqlite": ("gotstate_persist.backends.sql:SQLBackend", "built in"),
+        "postgresql": (
+            "gotstate_persist.backends.sql:SQLBackend",
+            "pip install 'gotstate-persist[postgres]'",
+        ),
+    }
+)
+_registered: dict[str, BackendFactory] = {}
+_registry_lock = threading.Lock()
+
+
+def register_backend(scheme: str, factory: BackendFactory, *, clobber: bool = False) -> None:
+    """Make ``open_store`` use ``factory(url, **options)`` for URLs of ``scheme``.
+
+    Refuses to replace an existing registration unless ``clobber=True``, so two
+    plugins cannot silently fight over one scheme.
+    """
+    if not isinstance(scheme, str) or not scheme.isascii() or not scheme.replace("+", "").isalnum():
+        raise InvalidArgument(f"backend scheme must be ASCII letters/digits, got {scheme!r}")
+    if not callable(factory):
+        raise InvalidArgument("backend factory must be callable as factory(url, **options)")
+    scheme = scheme.lower()
+    with _registry_lock:
+        if scheme in _registered and not clobber:
+            raise InvalidArgument(
+                f"a backend for {scheme!r} is already registered; pass clobber=True to replace it"
+            )
+        _registered[scheme] = factory
+
+
+def known_schemes() -> list[str]:
+    """Every scheme that can be opened now (built in, registered, entry points)."""
+    names = set(_BUILTIN) | set(_registered)
+    names.update(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+    return sorted(names)
+
+
+def _scheme_of(url: str) -> str:
+    if not isinstance(url, str) or "://" not in url and not url.startswith("sqlite:"):
+        raise InvalidArgument(
+            f"store URL {url!r} has no scheme; use e.g. 'sqlite:///path/state.db'. "
+            f"Known schemes: {', '.join(known_schemes())}"
+        )
+    scheme = url.split(":", 1)[0].lower()
+    # SQLAlchemy URLs name a driver after '+': postgresql+psycopg://
+    return scheme.split("+", 1)[0]
+
+
+def _resolve(scheme: str) -> BackendFactory:
+    with _registry_lock:
+        factory = _registered.get(scheme)
+    if factory is not None:
+        return factory
+    if scheme in _BUILTIN:
+        target, _hint = _BUILTIN[scheme]
+        module_name, attribute = target.split(":")
+        loaded: BackendFactory = getattr(import_module(module_name), attribute)
+        return loaded
+    for ep in entry_points(group=ENTRY_POINT_GROUP, name=scheme):
+        plugin: BackendFactory = ep.load()
+        return plugin
+    raise InvalidArgument(
+        f"no storage backend for URL scheme {scheme!r}. Known schemes: "
+        f"{', '.join(known_schemes())}. Install a plugin that provides it (an entry point "
+        f"in group {ENTRY_POINT_GROUP!r}) or call gotstate_persist.register_backend()."
+    )
+
+
+def open_backend(url: str, **options: Any) -> Backend:
+    """Open the backend for ``url`` exactly as ``open_store`` does."""
+    factory = _resolve(_scheme_of(url))
+    backend = factory(url, **options)
+    if not isinstance(backend, Backend):
+        raise InvalidArgument(
+            f"the backend factory for {url.split(':', 1)[0]!r} returned "
+            f"{type(backend).__name__}, not a gotstate_persist.backends.Backend"
+        )
+    return backend

@@ -1,0 +1,42 @@
+"""SQLAlchemy Core table definitions the SQL backend queries.
+
+These describe the schema at the newest alembic revision. They are used for
+queries only: tables are created and changed exclusively by the alembic
+revisions in ``gotstate_persist/migrations/versions`` (a test checks that the
+two agree), never with ``metadata.create_all()``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Integer, LargeBinary, MetaData, String, Table
+
+NAME_LENGTH = 255
+KIND_LENGTH = 64
+
+metadata = MetaData()
+
+records = Table(
+    "gotstate_persist_records",
+    metadata,
+    Column("namespace", String(NAME_LENGTH), primary_key=True),
+    Column("key", String(NAME_LENGTH), primary_key=True),
+    Column("version", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", String(KIND_LENGTH), nullable=False),
+    Column("format_version", Integer, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("blob", LargeBinary, nullable=False),
+)
+
+# One row per key ever written. It outlives deletes so that version numbers
+# are never reused, and its conditional update is the compare-and-set that
+# serialises concurrent appends on databases without serial transactions.
+keys = Table(
+    "gotstate_persist_keys",
+    metadata,
+    Column("namespace", String(NAME_LENGTH), primary_key=True),
+    Column("key", String(NAME_LENGTH), primary_key=True),
+    Column("last_version", BigInteger, nullable=False),
+    Column("newest", BigInteger, nullable=False),
+    Column("kind", String(KIND_LENGTH), nullable=True),
+)

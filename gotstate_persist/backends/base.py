@@ -1,0 +1,182 @@
+"""The storage contract every backend fulfils.
+
+A backend stores opaque, already sealed blobs under ``(namespace, key,
+version)``. It never decodes, decrypts or interprets them: sealing, formats and
+quotas are layers above it, written once for every backend. The abstract
+surface is deliberately small (``head``, ``put``, ``get``, ``versions``,
+``keys``, ``namespaces``, ``delete``, ``close``); conveniences such as
+``usage`` and ``iter_namespace`` are defined here in terms of it and may be
+overridden when a backend can do them faster.
+
+Version numbering is the backend's one piece of real logic, and it is the same
+everywhere: a key remembers the highest version it ever held (``last_version``),
+``put`` creates exactly ``last_version + 1`` or fails with ``VersionConflict``,
+and ``delete`` never lowers ``last_version``. That single compare-and-set is
+what makes concurrent appends safe without any check-then-write race.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+
+from ..errors import NotFound
+
+__all__ = ["Backend", "Capabilities", "KeyHead", "Usage", "VersionInfo"]
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend guarantees, declared rather than guessed by callers.
+
+    ``transactions``: a write and its bookkeeping commit atomically.
+    ``list_is_consistent``: a listing made after a write returns that write.
+    ``cross_process``: several processes may share the storage safely.
+    """
+
+    transactions: bool = False
+    list_is_consistent: bool = True
+    cross_process: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    """Metadata kept beside one stored blob (never read from the blob itself).
+
+    ``kind`` and ``format_version`` here are an unauthenticated copy used for
+    listings; the store compares them with the authenticated values inside
+    the sealed payload on every read.
+    """
+
+    key: str
+    version: int
+    kind: str
+    format_version: int
+    size: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class KeyHead:
+    """Where a key stands: highest version ever written and newest stored.
+
+    ``last_version`` never decreases, even when versions are deleted, so a
+    version number is never reused. ``newest`` is 0 when nothing is stored.
+    ``kind`` is the record kind of the stored versions (None when empty).
+    """
+
+    last_version: int = 0
+    newest: int = 0
+    kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Stored bytes, records (versions) and keys of one namespace."""
+
+    bytes: int = 0
+    records: int = 0
+    keys: int = 0
+
+
+class Backend(abc.ABC):
+    """Versioned, create-only storage of sealed blobs.
+
+    Implementations must be safe to call from several threads. Every failure of
+    the underlying storage is raised as :class:`~gotstate_persist.BackendError`
+    with the cause chained; the semantic errors are ``VersionConflict``,
+    ``NotFound`` and ``FormatError`` (kind mismatch), as documented per method.
+    """
+
+    capabilities: Capabilities = Capabilities()
+
+    @abc.abstractmethod
+    def head(self, namespace: str, key: str) -> KeyHead:
+        """Return the key's version bookkeeping (all zeros for an unknown key)."""
+
+    @abc.abstractmethod
+    def put(
+        self,
+        namespace: str,
+        key: str,
+        version: int,
+        blob: bytes,
+        *,
+        kind: str,
+        format_version: int,
+        created_at: datetime,
+        expected_newest: int | None = None,
+    ) -> VersionInfo:
+        """Create ``version`` of ``key`` holding ``blob``; never overwrite.
+
+        Succeeds only if ``version == last_version + 1`` and, when
+        ``expected_newest`` is given, the newest stored version equals it;
+        otherwise raises ``VersionConflict`` (carrying the actual newest
+        version). Raises ``FormatError`` if stored versions of the key have
+        another ``kind``. On any error nothing is stored.
+        """
+
+    @abc.abstractmethod
+    def get(
+        self, namespace: str, key: str, version: int | None = None
+    ) -> tuple[VersionInfo, bytes]:
+        """Return the newest (or the given) version and its blob, or raise ``NotFound``."""
+
+    @abc.abstractmethod
+    def versions(self, namespace: str, key: str) -> list[VersionInfo]:
+        """List the stored versions of ``key``, oldest first ([] if none)."""
+
+    @abc.abstractmethod
+    def keys(self, namespace: str, prefix: str = "") -> list[str]:
+        """List keys with at least one stored version, sorted, without reading blobs."""
+
+    @abc.abstractmethod
+    def namespaces(self) -> list[str]:
+        """List namespaces that hold at least one stored version, sorted."""
+
+    @abc.abstractmethod
+    def delete(self, namespace: str, key: str, versions: Sequence[int] | None = None) -> int:
+        """Delete all (or the given) versions; return how many were deleted.
+
+        Raises ``NotFound`` if the key has no stored version, or if one of the
+        given versions is not stored (then nothing is deleted).
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections and files; further use raises ``BackendError``."""
+
+    # Conveniences, written once in terms of the abstract surface.
+
+    def usage(self, namespace: str) -> Usage:
+        """Count stored bytes, records and keys of ``namespace``."""
+        total = records = 0
+        names = self.keys(namespace)
+        for key in names:
+            for info in self.versions(namespace, key):
+                total += info.size
+                records += 1
+        return Usage(bytes=total, records=records, keys=len(names))
+
+    def iter_namespace(self, namespace: str) -> Iterator[tuple[VersionInfo, bytes]]:
+        """Yield every stored version of every key with its blob, key by key."""
+        for key in self.keys(namespace):
+            for info in self.versions(namespace, key):
+                try:
+                    yield self.get(namespace, key, info.version)
+                except NotFound:
+                    continue  # deleted while we were iterating
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

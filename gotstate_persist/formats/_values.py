@@ -1,0 +1,215 @@
+"""Exact, type-preserving encoding of free-form state data.
+
+msgpack and JSON have one array type and (for JSON) no bytes, so a tuple would
+come back a list and a Decimal a string. State data therefore goes through
+this small tagged form: scalars (None, bool, int, float, str) stay as they are
+and every other value becomes an array whose first element is a tag number::
+
+    [TAG_LIST, item, ...]        [TAG_DICT, key, value, key, value, ...]
+    [TAG_TUPLE, item, ...]       [TAG_DECIMAL, "1.10"]   ...
+
+Only the exact types listed in design.md are accepted (``type(v) is T``, so a
+subclass such as an IntEnum or OrderedDict is refused rather than silently
+changed into its base type). The tag numbers are part of the stored format:
+never renumber them; add new ones at the end.
+
+Registered msgspec Structs travel as ``[TAG_STRUCT, kind, version, builtins]``
+and are rebuilt only through the registry: a stored name never chooses a
+class that the application did not register.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Callable
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+__all__ = ["UnsupportedValue", "decode_value", "encode_value"]
+
+TAG_LIST = 0
+TAG_TUPLE = 1
+TAG_SET = 2
+TAG_FROZENSET = 3
+TAG_DICT = 4
+TAG_BYTES = 5
+TAG_FLOAT = 6  # non-finite floats, which JSON cannot carry
+TAG_DATETIME = 7
+TAG_DATE = 8
+TAG_TIME = 9
+TAG_TIMEDELTA = 10
+TAG_UUID = 11
+TAG_DECIMAL = 12
+TAG_STRUCT = 13
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+StructKind = Callable[[msgspec.Struct], tuple[str, int]]
+StructType = Callable[[str, int], type[msgspec.Struct]]
+
+
+class UnsupportedValue(Exception):
+    """Internal: a value cannot be stored; the caller adds state/key context."""
+
+
+def _check_tz(value: datetime | time) -> None:
+    tz = value.tzinfo
+    if tz is None:
+        return
+    offset = value.utcoffset()
+    if (
+        type(tz) is not timezone
+        or offset is None
+        or tz != timezone(offset)
+        or (str(tz) != str(timezone(offset)))
+    ):
+        raise UnsupportedValue(
+            f"{type(value).__name__} with tzinfo {type(tz).__name__} cannot be stored exactly; "
+            "use datetime.timezone.utc or a fixed datetime.timezone offset"
+        )
+
+
+def encode_value(value: object, max_depth: int, struct_kind: StructKind) -> object:
+    """Turn ``value`` into the tagged form, refusing anything not exactly supported."""
+    return _encode(value, max_depth, struct_kind)
+
+
+def _encode(value: object, depth: int, struct_kind: StructKind) -> object:
+    t = type(value)
+    if t is str or t is bool or value is None:
+        return value
+    if t is int:
+        if not INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
+            raise UnsupportedValue("int outside the 64-bit range; store it as a str or Decimal")
+        return value
+    if t is float:
+        if math.isfinite(value):  # type: ignore[arg-type]
+            return value
+        return [TAG_FLOAT, repr(value)]
+    if depth <= 0:
+        raise UnsupportedValue("value is nested too deeply; flatten it")
+    depth -= 1
+    if t is dict:
+        out: list[object] = [TAG_DICT]
+        for k, v in value.items():  # type: ignore[attr-defined]
+            out.append(_encode(k, depth, struct_kind))
+            out.append(_encode(v, depth, struct_kind))
+        return out
+    if t is list or t is tuple or t is set or t is frozenset:
+        tag = _SEQUENCE_TAGS[t]
+        return [tag, *[_encode(item, depth, struct_kind) for item in value]]  # type: ignore[attr-defined]
+    if t is bytes:
+        return [TAG_BYTES, value]
+    if t is datetime:
+        _check_tz(value)  # type: ignore[arg-type]
+        return [TAG_DATETIME, value.isoformat(), value.fold]  # type: ignore[attr-defined]
+    if t is date:
+        return [TAG_DATE, value.isoformat()]  # type: ignore[attr-defined]
+    if t is time:
+        _check_tz(value)  # type: ignore[arg-type]
+        return [TAG_TIME, value.isoformat(), value.fold]  # type: ignore[attr-defined]
+    if t is timedelta:
+        return [TAG_TIMEDELTA, value.days, value.seconds, value.microseconds]  # type: ignore[attr-defined]
+    if t is UUID:
+        return [TAG_UUID, value.hex]  # type: ignore[attr-defined]
+    if t is Decimal:
+        return [TAG_DECIMAL, str(value)]
+    if isinstance(value, msgspec.Struct):
+        kind, version = struct_kind(value)
+        return [TAG_STRUCT, kind, version, msgspec.to_builtins(value)]
+    raise UnsupportedValue(
+        f"values of type {t.__module__}.{t.__qualname__} cannot be stored; use None, bool, "
+        "int, float, str, bytes, datetime, date, time, timedelta, UUID, Decimal, list, "
+        "tuple, set, frozenset, dict or a registered msgspec Struct"
+    )
+
+
+_SEQUENCE_TAGS: dict[type, int] = {
+    list: TAG_LIST,
+    tuple: TAG_TUPLE,
+    set: TAG_SET,
+    frozenset: TAG_FROZENSET,
+}
+
+
+def decode_value(value: object, struct_type: StructType) -> Any:
+    """Rebuild a value from its tagged form; raise UnsupportedValue if malformed.
+
+    Depth is already bounded by the codec's pre-scan, so recursion here is safe.
+    """
+    t = type(value)
+    if t is str or t is int or t is bool or t is float or value is None:
+        return value
+    if t is not list or not value:
+        raise UnsupportedValue(f"malformed state data: unexpected {t.__name__}")
+    tag = value[0]  # type: ignore[index]
+    if type(tag) is not int:
+        raise UnsupportedValue("malformed state data: missing tag")
+    items: list[object] = value[1:]  # type: ignore[index]
+    try:
+        if tag == TAG_LIST:
+            return [decode_value(item, struct_type) for item in items]
+        if tag == TAG_DICT:
+            if len(items) % 2:
+                raise UnsupportedValue("malformed state data: odd dict")
+            it = iter(items)
+            return {
+                decode_value(k, struct_type): decode_value(v, struct_type) for k, v in zip(it, it)
+            }
+        if tag == TAG_TUPLE:
+            return tuple([decode_value(item, struct_type) for item in items])
+        if tag == TAG_SET:
+            return {decode_value(item, struct_type) for item in items}
+        if tag == TAG_FROZENSET:
+            return frozenset([decode_value(item, struct_type) for item in items])
+        return _decode_scalar(tag, items, struct_type)
+    except TypeError as exc:  # unhashable dict key or set member in hostile data
+        raise UnsupportedValue(f"malformed state data: {exc}") from None
+
+
+def _one(items: list[object], expected: type) -> Any:
+    if len(items) != 1 or type(items[0]) is not expected:
+        raise UnsupportedValue("malformed state data: bad scalar")
+    return items[0]
+
+
+def _decode_scalar(tag: object, items: list[object], struct_type: StructType) -> object:
+    try:
+        if tag == TAG_BYTES:
+            if len(items) == 1 and type(items[0]) is str:  # JSON carries bytes as base64
+                return base64.b64decode(items[0], validate=True)
+            return _one(items, bytes)
+        if tag == TAG_FLOAT:
+            text = _one(items, str)
+            if text not in ("nan", "inf", "-inf"):
+                raise UnsupportedValue("malformed state data: bad float")
+            return float(text)
+        if tag == TAG_DATETIME or tag == TAG_TIME:
+            if len(items) != 2 or type(items[0]) is not str or items[1] not in (0, 1):
+                raise UnsupportedValue("malformed state data: bad datetime")
+            cls = datetime if tag == TAG_DATETIME else time
+            return cls.fromisoformat(items[0]).replace(fold=items[1])  # type: ignore[arg-type]
+        if tag == TAG_DATE:
+            return date.fromisoformat(_one(items, str))
+        if tag == TAG_TIMEDELTA:
+            if len(items) != 3 or any(type(i) is not int for i in items):
+                raise UnsupportedValue("malformed state data: bad timedelta")
+            return timedelta(days=items[0], seconds=items[1], microseconds=items[2])  # type: ignore[arg-type]
+        if tag == TAG_UUID:
+            return UUID(hex=_one(items, str))
+        if tag == TAG_DECIMAL:
+            return Decimal(_one(items, str))
+        if tag == TAG_STRUCT:
+            if len(items) != 3 or type(items[0]) is not str or type(items[1]) is not int:
+                raise UnsupportedValue("malformed state data: bad struct")
+            cls_ = struct_type(items[0], items[1])  # type: ignore[arg-type]
+            return msgspec.convert(items[2], cls_, strict=False)
+    except (ValueError, OverflowError, InvalidOperation, msgspec.ValidationError) as exc:
+        raise UnsupportedValue(f"malformed state data: {type(exc).__name__}") from None
+    raise UnsupportedValue(f"malformed state data: unknown tag {tag!r}")

@@ -1,0 +1,205 @@
+"""Reusable conformance tests for backend authors (also a pytest plugin).
+
+Subclass :class:`BackendTests` in your test suite and provide one fixture,
+``backend``, that yields a fresh, empty instance of your backend::
+
+    class TestMyBackend(BackendTests):
+        @pytest.fixture
+        def backend(self, tmp_path):
+            with MyBackend(tmp_path) as b:
+                yield b
+
+Every built-in backend runs this same suite unchanged. The tests talk to the
+backend only through the :class:`~gotstate_persist.backends.Backend` contract
+and use opaque byte strings as blobs, so they say nothing about sealing.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+
+import pytest
+
+from ..backends.base import Backend, KeyHead
+from ..errors import FormatError, NotFound, VersionConflict
+
+__all__ = ["BackendTests"]
+
+NS = "conformance"
+_NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+AWKWARD_KEYS = (
+    "../x",
+    "a/b",
+    "a\\b",
+    "UPPER",
+    "upper",
+    "é-ñ-✓",
+    "x" * 255,
+    "é" * 127,
+    " leading space",
+    "dot.",
+    ".",
+    "..",
+    "%41",
+    "a:b",
+    "CON",
+)
+
+
+def _put(backend: Backend, key: str, version: int, blob: bytes, **kw: object) -> None:
+    backend.put(
+        NS,
+        key,
+        version,
+        blob,
+        kind=str(kw.pop("kind", "test.kind")),
+        format_version=1,
+        created_at=_NOW,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+class BackendTests:
+    """The backend contract as tests. Provide a ``backend`` fixture."""
+
+    def test_empty_backend(self, backend: Backend) -> None:
+        assert backend.head(NS, "k") == KeyHead()
+        assert backend.versions(NS, "k") == []
+        assert backend.keys(NS) == []
+        with pytest.raises(NotFound):
+            backend.get(NS, "k")
+        with pytest.raises(NotFound):
+            backend.delete(NS, "k")
+
+    def test_put_get_newest_and_given_version(self, backend: Backend) -> None:
+        _put(backend, "k", 1, b"one")
+        _put(backend, "k", 2, b"two")
+        info, blob = backend.get(NS, "k")
+        assert (info.version, blob) == (2, b"two")
+        info, blob = backend.get(NS, "k", 1)
+        assert (info.key, info.version, info.size, blob) == ("k", 1, 3, b"one")
+        assert info.kind == "test.kind" and info.format_version == 1
+        assert info.created_at == _NOW
+        with pytest.raises(NotFound):
+            backend.get(NS, "k", 3)
+
+    def test_versions_are_ordered(self, backend: Backend) -> None:
+        for v in range(1, 12):
+            _put(backend, "k", v, bytes([v]))
+        assert [i.version for i in backend.versions(NS, "k")] == list(range(1, 12))
+
+    def test_create_only_never_overwrites(self, backend: Backend) -> None:
+        _put(backend, "k", 1, b"original")
+        with pytest.raises(VersionConflict):
+            _put(backend, "k", 1, b"overwrite")
+        with pytest.raises(VersionConflict):
+            _put(backend, "k", 3, b"gap")
+        assert backend.get(NS, "k")[1] == b"original"
+        assert backend.head(NS, "k") == KeyHead(last_version=1, newest=1, kind="test.kind")
+
+    def test_expected_newest(self, backend: Backend) -> None:
+        _put(backend, "k", 1, b"a", expected_newest=0)
+        with pytest.raises(VersionConflict):
+            _put(backend, "k", 2, b"b", expected_newest=0)
+        _put(backend, "k", 2, b"b", expected_newest=1)
+        assert [i.version for i in backend.versions(NS, "k")] == [1, 2]
+
+    def test_one_kind_per_key(self, backend: Backend) -> None:
+        _put(backend, "k", 1, b"a", kind="one")
+        with pytest.raises(FormatError):
+            _put(backend, "k", 2, b"b", kind="two")
+        assert backend.versions(NS, "k")[-1].kind == "one"
+
+    def test_delete_keeps_version_numbers(self, backend: Backend) -> None:
+        for v in (1, 2, 3):
+            _put(backend, "k", v, b"x")
+        assert backend.delete(NS, "k", [2]) == 1
+        assert [i.version for i in backend.versions(NS, "k")] == [1, 3]
+        with pytest.raises(NotFound):
+            backend.delete(NS, "k", [2])
+        assert backend.delete(NS, "k") == 2
+        assert backend.keys(NS) == []
+        assert backend.head(NS, "k") == KeyHead(last_version=3, newest=0, kind=None)
+        with pytest.raises(VersionConflict):
+            _put(backend, "k", 1, b"reuse")
+        _put(backend, "k", 4, b"next", kind="another")
+        assert backend.head(NS, "k").newest == 4
+
+    def test_delete_missing_version_deletes_nothing(self, backend: Backend) -> None:
+        _put(backend, "k", 1, b"x")
+        with pytest.raises(NotFound):
+            backend.delete(NS, "k", [1, 5])
+        assert len(backend.versions(NS, "k")) == 1
+
+    def test_prefix_listing(self, backend: Backend) -> None:
+        for key in ("order-1", "order-2", "Order-3", "orders", "ord%", "ord_x", "z"):
+            _put(backend, key, 1, b"x")
+        assert backend.keys(NS, "order-") == ["order-1", "order-2"]
+        assert backend.keys(NS, "ord%") == ["ord%"]
+        assert backend.keys(NS, "ord_") == ["ord_x"]
+        assert backend.keys(NS) == sorted(
+            ["order-1", "order-2", "Order-3", "orders", "ord%", "ord_x", "z"]
+        )
+
+    def test_namespaces_isolate(self, backend: Backend) -> None:
+        _put(backend, "k", 1, b"mine")
+        backend.put("other", "k", 1, b"theirs", kind="test.kind", format_version=1, created_at=_NOW)
+        assert backend.get(NS, "k")[1] == b"mine"
+        assert backend.get("other", "k")[1] == b"theirs"
+        backend.delete("other", "k")
+        assert backend.keys(NS) == ["k"]
+        assert NS in backend.namespaces()
+
+    @pytest.mark.parametrize("key", AWKWARD_KEYS)
+    def test_awkward_keys_do_not_collide(self, backend: Backend, key: str) -> None:
+        _put(backend, key, 1, key.encode())
+        _put(backend, key + "x", 1, b"neighbour")
+        assert backend.get(NS, key)[1] == key.encode()
+        assert key in backend.keys(NS)
+
+    def test_case_is_preserved(self, backend: Backend) -> None:
+        _put(backend, "Key", 1, b"upper")
+        _put(backend, "key", 1, b"lower")
+        assert backend.get(NS, "Key")[1] == b"upper"
+        assert backend.get(NS, "key")[1] == b"lower"
+
+    def test_large_blob(self, backend: Backend) -> None:
+        blob = bytes(range(256)) * 4096 * 4  # 4 MiB
+        _put(backend, "big", 1, blob)
+        assert backend.get(NS, "big")[1] == blob
+
+    def test_usage(self, backend: Backend) -> None:
+        _put(backend, "a", 1, b"12345")
+        _put(backend, "a", 2, b"123")
+        _put(backend, "b", 1, b"1")
+        usage = backend.usage(NS)
+        assert (usage.bytes, usage.records, usage.keys) == (9, 3, 2)
+
+    def test_concurrent_appends_from_threads(self, backend: Backend) -> None:
+        workers, per_worker = 4, 10
+        errors: list[BaseException] = []
+
+        def append(worker: int) -> None:
+            try:
+                done = 0
+                while done < per_worker:
+                    version = backend.head(NS, "shared").last_version + 1
+                    try:
+                        _put(backend, "shared", version, f"{worker}-{done}".encode())
+                    except VersionConflict:
+                        continue
+                    done += 1
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=append, args=(w,)) for w in range(workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        versions = backend.versions(NS, "shared")
+        assert [i.version for i in versions] == list(range(1, workers * per_worker + 1))
+        blobs = {backend.get(NS, "shared", i.version)[1] for i in versions}
+        assert len(blobs) == workers * per_worker

@@ -1,0 +1,31 @@
+"""Shared fixtures: real SQLite files in tmp_path, real keyrings, example machines."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import gotstate_persist as gp
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+if str(EXAMPLES) not in sys.path:
+    sys.path.insert(0, str(EXAMPLES))
+
+
+@pytest.fixture
+def keyring() -> gp.KeyRing:
+    return gp.KeyRing.generate()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'state.db'}"
+
+
+@pytest.fixture
+def store(sqlite_url: str, keyring: gp.KeyRing) -> Iterator[gp.Store]:
+    with gp.open_store(sqlite_url, namespace="orders", keyring=keyring) as opened:
+        yield opened
