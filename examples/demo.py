@@ -3,8 +3,8 @@
 Run as two separate processes to show that nothing but the database file and
 the exported keyring survive between them::
 
-    python examples/demo.py save    --url sqlite:///.gotstate/demo.db --keys .gotstate/demo-keys.json
-    python examples/demo.py restore --url sqlite:///.gotstate/demo.db --keys .gotstate/demo-keys.json
+    python examples/demo.py save --url sqlite:///.gotstate/demo.db --keys keys.json
+    python examples/demo.py restore --url sqlite:///.gotstate/demo.db --keys keys.json
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from gotstate.core.events import Event
 import gotstate_persist as gp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from order_workflow import build_order_machine, get_data, set_data  # noqa: E402
+from order_workflow import build_order_machine, get_data, set_data
 
 log = logging.getLogger("demo")
 KEY = "order-42"
@@ -56,8 +56,11 @@ def restore(url: str, keys: gp.KeyRing) -> None:
             fresh.process_event(Event(name))
             log.info("  event %-5s -> %s", name, fresh.current_state.name)
         ref = store.save_machine(KEY, fresh, expected_version=ref.version)
-        log.info("saved version %d; versions stored: %s", ref.version,
-                 [r.version for r in store.versions(KEY)])
+        log.info(
+            "saved version %d; versions stored: %s",
+            ref.version,
+            [r.version for r in store.versions(KEY)],
+        )
 
 
 def main() -> None:

@@ -22,8 +22,8 @@ from ._names import DEFAULT_NAMESPACE
 from .backends import Backend, open_backend
 from .errors import InvalidArgument, PersistError
 from .formats import MachineSnapshot
-from .formats._values import UnsupportedValue, decode_value
 from .formats._registry import FormatRegistry
+from .formats._values import UnsupportedValue, decode_value
 from .sealing import ALGORITHMS, DEFAULT_ENV_VAR, KeyRing, read_header
 from .store import SnapshotRef, Store
 
@@ -62,7 +62,10 @@ def _print_table(rows: list[list[str]], out: TextIO) -> None:
         return
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
+        out.write(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            + "\n"
+        )
 
 
 def _cmd_keys_generate(args: argparse.Namespace) -> int:
@@ -114,20 +117,18 @@ def _plain(value: Any) -> Any:
 
 def _snapshot_view(snapshot: MachineSnapshot, formats: FormatRegistry) -> dict[str, Any]:
     data: dict[str, Any] = {}
-    for record in snapshot.states:
-        if record.data is None:
-            continue
+    for name, tagged in snapshot.data.items():
         try:
-            data[record.name] = _plain(decode_value(record.data, formats.type_for))
+            data[name] = _plain(decode_value(tagged, formats.type_for))
         except (UnsupportedValue, PersistError) as exc:
-            data[record.name] = f"<cannot decode: {exc}>"
+            data[name] = f"<cannot decode: {exc}>"
     return {
         "machine": snapshot.machine_type,
         "started": snapshot.started,
         "current_state": snapshot.current,
         "history": snapshot.history,
         "state_data": data,
-        "states": len(snapshot.states),
+        "states": len(snapshot.structure.names),
         "fingerprint": snapshot.fingerprint,
         "submachines": {
             name: _snapshot_view(sub, formats) for name, sub in snapshot.submachines.items()

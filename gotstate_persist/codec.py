@@ -1,12 +1,14 @@
 """Bounded msgspec codecs: the only place bytes become Python objects.
 
 Everything gotstate-persist loads passes through :meth:`Codec.decode`, so this
-is where hostile or damaged bytes are stopped. msgspec is fast and safe, but a
-decoder that only fails *after* building a million nested lists (or after
-raising ``RecursionError`` from deep inside C) is not a limit anyone can state
-in a design document. So every decode first checks the size, then walks the
-raw bytes once without recursion to prove the nesting depth and the length
-prefixes are sane, and only then hands the bytes to msgspec.
+is where hostile or damaged bytes are stopped. msgspec refuses truncated input
+and eventually stops runaway recursion, but at a depth set by the
+interpreter's recursion limit and the caller's stack, after it has already
+built everything above that point. The design instead promises fixed limits
+(size, nesting depth 64) checked before any work. So every decode first checks
+the size, then walks the raw bytes once without recursion to prove the nesting
+depth and the length prefixes are sane, and only then hands the bytes to
+msgspec.
 
 Encoding runs the very same checks on its own output, so a value that could
 never be loaded is refused when it is saved, before anything is written.
@@ -301,7 +303,7 @@ def _scan_msgpack(data: bytes, max_depth: int) -> None:
     if pos > n:
         raise _ScanError("is truncated (its last value runs past the end)")
     if pos < n:
-        raise _ScanError(f"has {n - pos} trailing bytes after the value")
+        raise _ScanError(f"has {n - pos} byte(s) of trailing data after the value")
 
 
 # --------------------------------------------------------------------------
@@ -482,6 +484,24 @@ class Codec(abc.ABC):
             return decoder.decode(raw)
         except _DECODE_ERRORS as exc:
             raise FormatError(self._decode_failure(exc, type)) from exc
+
+    def decode_inner(self, raw: msgspec.Raw, type: Any) -> Any:
+        """Decode a ``msgspec.Raw`` that an outer :meth:`decode` of this codec produced.
+
+        The outer decode already size-checked and pre-scanned every byte of
+        the enclosing payload, this slice included (one level shallower), so
+        scanning it again would only double the cost of every load. Only a
+        ``Raw`` can be passed, and the only ``Raw`` objects gotstate-persist
+        holds come from such outer decodes.
+        """
+        if not isinstance(raw, msgspec.Raw):
+            raise InvalidArgument("decode_inner takes the msgspec.Raw of an outer decode")
+        decoder = self._decoder(type)
+        try:
+            result = decoder.decode(raw)
+        except _DECODE_ERRORS as exc:
+            raise FormatError(self._decode_failure(exc, type)) from exc
+        return result
 
     def check(self, data: BytesLike, *, limits: Limits = DEFAULT_LIMITS) -> None:
         """Run only the size and depth checks that :meth:`decode` runs first.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -29,7 +30,7 @@ from gotstate.core.states import CompositeState
 
 from .errors import FormatError, InvalidArgument, StructureMismatch
 from .formats._values import TAG_DICT, UnsupportedValue, decode_value, encode_value
-from .formats.machine import MachineSnapshot, StateRecord
+from .formats.machine import MachineSnapshot, Structure
 
 __all__ = ["apply", "capture", "fingerprint"]
 
@@ -37,9 +38,9 @@ __all__ = ["apply", "capture", "fingerprint"]
 #: from inside one of the machine's own actions would otherwise deadlock.
 LOCK_TIMEOUT = 10.0
 #: Containers that wrap state data inside a stored machine snapshot (payload
-#: tuple, snapshot, states list, state record, data dict): subtracted from the
+#: tuple, snapshot, data map, tagged data dict): subtracted from the
 #: codec's depth limit so a refusal can name the state and the data key.
-SNAPSHOT_NESTING = 5
+SNAPSHOT_NESTING = 4
 SUBMACHINE_NESTING = 2
 _MAX_REPORTED = 8
 
@@ -89,39 +90,93 @@ def _locked(machine: Any) -> Iterator[None]:
 # Structure and fingerprint.
 
 
-def _structure(machine: Any) -> dict[str, Any]:
-    graph = machine._graph
-    parents = graph._parent_map
-    states = sorted(
-        (
-            s.name,
-            parents[s].name if parents.get(s) is not None else None,
-            isinstance(s, CompositeState),
+class _Shape:
+    """What the adapter derives from a machine's structure, computed once.
+
+    gotstate offers no way to remove states or transitions, so a cheap
+    signature (counts and identities) detects every structural change made
+    through its API; the expensive canonical digest is recomputed only then.
+    """
+
+    __slots__ = ("by_name", "fingerprint", "signature", "structure", "summary")
+
+    by_name: dict[str, Any]
+    fingerprint: str
+    signature: tuple[object, ...]
+    structure: Structure
+    summary: dict[str, Any]
+
+    def __init__(self, machine: Any, signature: tuple[object, ...]) -> None:
+        graph = machine._graph
+        parents = graph._parent_map
+        nodes = list(graph._nodes)
+        index = {state: i for i, state in enumerate(nodes)}
+        self.signature = signature
+        self.by_name = {state.name: state for state in nodes}
+        self.structure = Structure(
+            names=[state.name for state in nodes],
+            parents=[index.get(parents.get(state), -1) for state in nodes],
+            composite=[isinstance(state, CompositeState) for state in nodes],
         )
-        for s in graph._nodes
-    )
-    # the root's entry has no composite (None): sort it first without comparing None to str
-    initial = sorted(
-        [((c.name if c is not None else None), s.name) for c, s in graph._initial_states.items()],
-        key=lambda pair: (pair[0] is not None, pair[0] or ""),
-    )
-    transitions = sorted(
-        (t.source.name, t.target.name, t.get_priority())
-        for group in graph._transitions.values()
-        for t in group
-    )
-    return {
-        "type": _machine_type(machine),
-        "states": states,
-        "initial": initial,
-        "transitions": transitions,
-        "submachines": {name: _structure(sub) for name, sub in _submachines(machine).items()},
-    }
+        # the root's initial entry has no composite (None): sort it first
+        initial = sorted(
+            [
+                ((c.name if c is not None else None), s.name)
+                for c, s in graph._initial_states.items()
+            ],
+            key=lambda pair: (pair[0] is not None, pair[0] or ""),
+        )
+        transitions = sorted(
+            (t.source.name, t.target.name, t.get_priority())
+            for group in graph._transitions.values()
+            for t in group
+        )
+        subs = {name: _shape(sub).fingerprint for name, sub in _submachines(machine).items()}
+        self.summary = {
+            "type": _machine_type(machine),
+            "states": sorted(
+                (state.name, parent.name if parent is not None else None, composite)
+                for state, composite in zip(nodes, self.structure.composite, strict=True)
+                for parent in (parents.get(state),)
+            ),
+            "initial": initial,
+            "transitions": transitions,
+            "submachines": subs,
+        }
+        canonical = json.dumps(
+            self.summary, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+        self.fingerprint = "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def _digest(structure: dict[str, Any]) -> str:
-    canonical = json.dumps(structure, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+# Derived data only, keyed weakly by machine: never keeps a machine alive and
+# is recomputed whenever the signature changes.
+_shapes: weakref.WeakKeyDictionary[Any, _Shape] = weakref.WeakKeyDictionary()
+
+
+def _signature(machine: Any) -> tuple[object, ...]:
+    graph = machine._graph
+    transitions = graph._transitions
+    subs = getattr(machine, "_submachines", None) or {}
+    return (
+        type(machine),
+        len(graph._nodes),
+        len(transitions),
+        sum(map(len, transitions.values())),
+        tuple(map(id, graph._initial_states)),
+        tuple(map(id, graph._initial_states.values())),
+        tuple(map(id, subs)),
+        tuple(_signature(sub) for sub in subs.values()),
+    )
+
+
+def _shape(machine: Any) -> _Shape:
+    signature = _signature(machine)
+    shape = _shapes.get(machine)
+    if shape is None or shape.signature != signature:
+        shape = _Shape(machine, signature)
+        _shapes[machine] = shape
+    return shape
 
 
 def fingerprint(machine: StateMachine) -> str:
@@ -133,7 +188,7 @@ def fingerprint(machine: StateMachine) -> str:
     a machine with the snapshot's fingerprint.
     """
     with _locked(machine):
-        return _digest(_structure(machine))
+        return _shape(machine).fingerprint
 
 
 # Capture.
@@ -147,28 +202,20 @@ def capture(machine: StateMachine, *, struct_kind: StructKind, max_depth: int) -
 
 def _capture(machine: Any, struct_kind: StructKind, budget: int) -> MachineSnapshot:
     graph = machine._graph
-    parents = graph._parent_map
-    state_data = graph._state_data
-    records = []
-    for state in graph._nodes:
-        parent = parents.get(state)
-        data = state_data.get(state)
-        records.append(
-            StateRecord(
-                state.name,
-                parent.name if parent is not None else None,
-                isinstance(state, CompositeState),
-                _encode_data(state.name, data, struct_kind, budget) if data else None,
-            )
-        )
+    shape = _shape(machine)
     current = graph._current_state
     return MachineSnapshot(
-        machine_type=_machine_type(machine),
-        fingerprint=_digest(_structure(machine)),
+        machine_type=shape.summary["type"],
+        fingerprint=shape.fingerprint,
         started=bool(machine._started),
         current=current.name if current is not None else None,
         history={c.name: s.name for c, s in graph._history._history.items()},
-        states=records,
+        structure=shape.structure,
+        data={
+            state.name: _encode_data(state.name, data, struct_kind, budget)
+            for state, data in graph._state_data.items()
+            if data
+        },
         submachines={
             name: _capture(sub, struct_kind, budget - SUBMACHINE_NESTING)
             for name, sub in _submachines(machine).items()
@@ -180,13 +227,12 @@ def _encode_data(
     state: str, data: dict[Any, Any], struct_kind: StructKind, budget: int
 ) -> list[object]:
     out: list[object] = [TAG_DICT]
+    append = out.append
     for key, value in data.items():
         try:
-            out.append(encode_value(key, budget, struct_kind))
-            out.append(encode_value(value, budget, struct_kind))
-        except UnsupportedValue as exc:
-            raise FormatError(f"cannot save state {state!r}, data key {key!r}: {exc}") from None
-        except InvalidArgument as exc:  # an unregistered Struct
+            append(encode_value(key, budget, struct_kind))
+            append(encode_value(value, budget, struct_kind))
+        except (UnsupportedValue, InvalidArgument) as exc:  # InvalidArgument: unregistered Struct
             raise FormatError(f"cannot save state {state!r}, data key {key!r}: {exc}") from None
     return out
 
@@ -212,12 +258,11 @@ def _plan(
     commits: list[_Commit],
     path: str,
 ) -> None:
-    structure = _structure(machine)
-    actual = _digest(structure)
-    if actual != snapshot.fingerprint:
-        raise _mismatch(snapshot, structure, actual, path)
+    shape = _shape(machine)
+    if shape.fingerprint != snapshot.fingerprint:
+        raise _mismatch(snapshot, shape, path)
     graph = machine._graph
-    by_name = {state.name: state for state in graph._nodes}
+    by_name = shape.by_name
     where = f" (submachine {path})" if path else ""
 
     def lookup(name: str | None) -> Any:
@@ -231,16 +276,14 @@ def _plan(
     current = lookup(snapshot.current)
     history = {lookup(c): lookup(s) for c, s in snapshot.history.items()}
     new_data: dict[Any, dict[Any, Any]] = {}
-    for record in snapshot.states:
-        state = lookup(record.name)
-        if record.data is None:
-            continue
+    for name, tagged in snapshot.data.items():
+        state = lookup(name)
         try:
-            value = decode_value(record.data, struct_type)
+            value = decode_value(tagged, struct_type)
         except UnsupportedValue as exc:
-            raise FormatError(f"state {record.name!r}{where}: {exc}") from None
+            raise FormatError(f"state {name!r}{where}: {exc}") from None
         if type(value) is not dict:
-            raise FormatError(f"state {record.name!r}{where}: state data is not a dict")
+            raise FormatError(f"state {name!r}{where}: state data is not a dict")
         new_data[state] = value
     subs = _submachines(machine)
     if set(subs) != set(snapshot.submachines):
@@ -255,34 +298,44 @@ def _plan(
             store._history.clear()
             store._history.update(history)
         locks = graph._data_locks
+        state_data = graph._state_data
         for state in graph._nodes:
-            fresh = new_data.get(state, {})
-            existing = graph._state_data.get(state)
+            fresh = new_data.get(state)
+            existing = state_data.get(state)
             if existing is None:
-                graph._state_data[state] = dict(fresh)
-                continue
-            lock = locks.get(state)
-            if lock is None:
-                existing.clear()
-                existing.update(fresh)
-            else:
-                with lock:
+                state_data[state] = dict(fresh or {})
+            elif fresh or existing:
+                # same dict object: references users hold stay valid
+                lock = locks.get(state)
+                if lock is not None:
+                    lock.acquire()
+                try:
                     existing.clear()
-                    existing.update(fresh)
+                    existing.update(fresh or {})
+                finally:
+                    if lock is not None:
+                        lock.release()
         machine._started = snapshot.started
 
     commits.append(commit)
 
 
-def _mismatch(
-    snapshot: MachineSnapshot, structure: dict[str, Any], actual: str, path: str
-) -> StructureMismatch:
-    stored = {r.name: (r.parent, r.composite) for r in snapshot.states}
-    live = {name: (parent, composite) for name, parent, composite in structure["states"]}
+def _mismatch(snapshot: MachineSnapshot, shape: _Shape, path: str) -> StructureMismatch:
+    def relations(structure: Structure) -> dict[str, tuple[str | None, bool]]:
+        names = structure.names
+        return {
+            name: (names[parent] if 0 <= parent < len(names) else None, composite)
+            for name, parent, composite in zip(
+                names, structure.parents, structure.composite, strict=False
+            )
+        }
+
+    stored = relations(snapshot.structure)
+    live = relations(shape.structure)
     differences: list[str] = []
-    if snapshot.machine_type != structure["type"]:
+    if snapshot.machine_type != shape.summary["type"]:
         differences.append(
-            f"snapshot is of a {snapshot.machine_type}, the machine is a {structure['type']}"
+            f"snapshot is of a {snapshot.machine_type}, the machine is a {shape.summary['type']}"
         )
     only_stored = sorted(set(stored) - set(live))
     only_live = sorted(set(live) - set(stored))
@@ -307,10 +360,10 @@ def _mismatch(
     where = f"submachine {path!r} of " if path else ""
     return StructureMismatch(
         f"the snapshot does not fit {where}this machine: {'; '.join(shown)}. Snapshot "
-        f"fingerprint {snapshot.fingerprint}, machine fingerprint {actual}. Restore into a "
-        "machine built like the saved one, or register a structure migration.",
+        f"fingerprint {snapshot.fingerprint}, machine fingerprint {shape.fingerprint}. "
+        "Restore into a machine built like the saved one, or register a structure migration.",
         snapshot_fingerprint=snapshot.fingerprint,
-        machine_fingerprint=actual,
+        machine_fingerprint=shape.fingerprint,
         differences=tuple(differences),
     )
 

@@ -18,7 +18,6 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, TypeVar
@@ -26,11 +25,12 @@ from typing import Any, TypeVar
 import msgspec
 
 from . import machine as _machine
+from ._gcpause import gc_paused
 from ._names import DEFAULT_NAMESPACE, check_name
 from .backends import Backend, Usage, VersionInfo, open_backend
 from .codec import DEFAULT_LIMITS, Codec, Limits, codec_by_id, codec_by_name
 from .errors import FormatError, IntegrityError, InvalidArgument, VersionConflict
-from .formats import MACHINE_KIND, FormatRegistry, MachineSnapshot
+from .formats import FormatRegistry, MachineSnapshot
 from .sealing import KeyRing, envelope_overhead, open_envelope, seal
 
 __all__ = ["SnapshotRef", "Store", "open_store"]
@@ -46,8 +46,7 @@ _PAYLOAD_TYPE = tuple[str, int, msgspec.Raw]
 R = TypeVar("R", bound=msgspec.Struct)
 
 
-@dataclass(frozen=True, slots=True)
-class SnapshotRef:
+class SnapshotRef(msgspec.Struct, frozen=True):
     """Where a saved record lives, and what it is.
 
     ``version`` starts at 1 and grows by one per save; ``size`` is the stored
@@ -127,9 +126,10 @@ class Store:
     ) -> SnapshotRef:
         """Snapshot ``machine`` (under its transition lock) as the next version of ``key``."""
         check_name(key, "key")
-        snapshot = _machine.capture(
-            machine, struct_kind=self._formats.kind_of, max_depth=self._limits.max_depth
-        )
+        with gc_paused():
+            snapshot = _machine.capture(
+                machine, struct_kind=self._formats.kind_of, max_depth=self._limits.max_depth
+            )
         return self._save_record(key, snapshot, expected_version)
 
     def restore_machine(self, key: str, machine: Any, *, version: int | None = None) -> SnapshotRef:
@@ -137,13 +137,14 @@ class Store:
 
         Entry and exit actions do not run. On any error the machine is unchanged.
         """
-        info, record = self._read(key, version)
-        if not isinstance(record, MachineSnapshot):
-            raise FormatError(
-                f"key {key!r} holds a {info.kind!r} record, not a machine snapshot; "
-                "use store.load() for it"
-            )
-        _machine.apply(machine, record, struct_type=self._formats.type_for)
+        with gc_paused():
+            info, record = self._read(key, version)
+            if not isinstance(record, MachineSnapshot):
+                raise FormatError(
+                    f"key {key!r} holds a {info.kind!r} record, not a machine snapshot; "
+                    "use store.load() for it"
+                )
+            _machine.apply(machine, record, struct_type=self._formats.type_for)
         return self._ref(info)
 
     # Records.
@@ -209,7 +210,8 @@ class Store:
         if expected_version is not None:
             _check_version(expected_version, allow_zero=True)
         kind, format_version = self._formats.kind_of(record)
-        payload = self._codec.encode((kind, format_version, record), limits=self._limits)
+        with gc_paused():
+            payload = self._codec.encode((kind, format_version, record), limits=self._limits)
         stored_size = len(payload) + envelope_overhead(self._keyring.algorithm)
         if stored_size > self._limits.max_blob_bytes:
             raise FormatError(
@@ -267,7 +269,8 @@ class Store:
     def _read(self, key: str, version: int | None) -> tuple[VersionInfo, Any]:
         info, codec, kind, format_version, body = self._open(key, version)
         record_type = self._formats.type_for(kind, format_version)
-        return info, codec.decode(body, record_type, limits=self._limits)
+        with gc_paused():
+            return info, codec.decode_inner(body, record_type)
 
     def _open(
         self, key: str, version: int | None
@@ -307,8 +310,8 @@ class Store:
         except FormatError:
             if kind in self._formats.kinds():
                 raise
-            return self._ref(info), codec.decode(body, Any, limits=self._limits), False
-        return self._ref(info), codec.decode(body, record_type, limits=self._limits), True
+            return self._ref(info), codec.decode_inner(body, Any), False
+        return self._ref(info), codec.decode_inner(body, record_type), True
 
     def _ref(self, info: VersionInfo) -> SnapshotRef:
         return SnapshotRef(

@@ -34,7 +34,9 @@ def build_ring_machine(
     start = State("start", entry_actions=actions("start"))
     machine = StateMachine(initial_state=start)
     per_group = max(1, (n_states - 1 - groups) // groups)
-    composites = [CompositeState(f"group-{g}", entry_actions=actions(f"group-{g}")) for g in range(groups)]
+    composites = [
+        CompositeState(f"group-{g}", entry_actions=actions(f"group-{g}")) for g in range(groups)
+    ]
     leaves: list[list[State]] = []
     for g, composite in enumerate(composites):
         machine.add_state(composite)
@@ -51,7 +53,9 @@ def build_ring_machine(
         for i, leaf in enumerate(row[:-1]):
             machine.add_transition(Transition(leaf, row[i + 1], guards=[on("next")]))
         machine.add_transition(Transition(row[-1], following, guards=[on("next")]))
-        machine.add_transition(Transition(composites[g], following, guards=[on("jump")], priority=1))
+        machine.add_transition(
+            Transition(composites[g], following, guards=[on("jump")], priority=1)
+        )
         machine.add_transition(Transition(composites[g], start, guards=[on("home")]))
     return machine
 

@@ -87,7 +87,8 @@ def test_verify_ok_then_tampered(
     with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
         conn.execute(
             "UPDATE gotstate_persist_records SET blob = "
-            "CAST(substr(blob, 1, 20) || X'00' || substr(blob, 22) AS BLOB) WHERE key='order-42' AND version=1"
+            "CAST(substr(blob, 1, 20) || X'00' || substr(blob, 22) AS BLOB) "
+            "WHERE key='order-42' AND version=1"
         )
     assert main(["verify", url, "--keys", str(keys)]) == 1
     out = capsys.readouterr().out

@@ -190,9 +190,7 @@ def test_moved_blob_is_integrity_error(rstore: gp.Store, sqlite_url: str) -> Non
     assert rstore.load("a") == Order("a", 1)
 
 
-def test_copied_to_other_namespace_is_integrity_error(
-    sqlite_url: str, keyring: gp.KeyRing
-) -> None:
+def test_copied_to_other_namespace_is_integrity_error(sqlite_url: str, keyring: gp.KeyRing) -> None:
     formats = _formats()
     with gp.open_store(sqlite_url, namespace="a", keyring=keyring, formats=formats) as a:
         a.save("k", Order("a", 1))
@@ -343,9 +341,7 @@ def test_application_alembic_table_is_untouched(sqlite_url: str, keyring: gp.Key
     assert ours == [("v0.1.0.a",)]
 
 
-def test_schema_newer_than_code_is_refused_untouched(
-    sqlite_url: str, keyring: gp.KeyRing
-) -> None:
+def test_schema_newer_than_code_is_refused_untouched(sqlite_url: str, keyring: gp.KeyRing) -> None:
     with gp.open_store(sqlite_url, keyring=keyring):
         pass
     _tamper(sqlite_url, "UPDATE gotstate_persist_alembic_version SET version_num='v9.0.0.a'")

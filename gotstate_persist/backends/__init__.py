@@ -75,7 +75,7 @@ def known_schemes() -> list[str]:
 
 
 def _scheme_of(url: str) -> str:
-    if not isinstance(url, str) or "://" not in url and not url.startswith("sqlite:"):
+    if not isinstance(url, str) or ("://" not in url and not url.startswith("sqlite:")):
         raise InvalidArgument(
             f"store URL {url!r} has no scheme; use e.g. 'sqlite:///path/state.db'. "
             f"Known schemes: {', '.join(known_schemes())}"

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 
+import msgspec
+
 from ..errors import NotFound
 
 __all__ = ["Backend", "Capabilities", "KeyHead", "Usage", "VersionInfo"]
@@ -42,8 +44,7 @@ class Capabilities:
     cross_process: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class VersionInfo:
+class VersionInfo(msgspec.Struct, frozen=True):
     """Metadata kept beside one stored blob (never read from the blob itself).
 
     ``kind`` and ``format_version`` here are an unauthenticated copy used for
@@ -59,8 +60,7 @@ class VersionInfo:
     created_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class KeyHead:
+class KeyHead(msgspec.Struct, frozen=True):
     """Where a key stands: highest version ever written and newest stored.
 
     ``last_version`` never decreases, even when versions are deleted, so a
@@ -73,8 +73,7 @@ class KeyHead:
     kind: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(msgspec.Struct, frozen=True):
     """Stored bytes, records (versions) and keys of one namespace."""
 
     bytes: int = 0

@@ -1,23 +1,32 @@
-"""SQL backend on SQLAlchemy Core: SQLite embedded by default.
+"""SQL backend: SQLite embedded by default, any SQLAlchemy database by URL.
 
-Each sealed blob is one row of ``gotstate_persist_records``; the per-key
-bookkeeping row in ``gotstate_persist_keys`` is updated in the same
-transaction, with a condition on the previous ``last_version``, so that an
-append either wins atomically or fails with ``VersionConflict``.
+Each sealed blob is one row of ``gotstate_persist_records``. The per-key
+bookkeeping row in ``gotstate_persist_keys`` is the compare-and-set: an append
+updates it *only if* ``last_version`` is still the one the writer saw, in the
+same transaction as the insert of the blob, so an append either wins
+atomically or fails with ``VersionConflict`` — no check-then-write race.
 
-SQLite runs in WAL mode (readers never block the writer) with a busy timeout,
-and every write transaction starts with ``BEGIN IMMEDIATE``: the write lock is
-taken up front, so two processes appending to one file queue on the lock
-instead of both reading and then failing to upgrade a shared lock.
+SQLAlchemy provides the URL handling, the dialect, connection pooling for
+server databases and the alembic migrations. The hot paths (head, put, get)
+then run a handful of fixed statements straight on the DBAPI connection: for
+an embedded database, SQLAlchemy's per-statement machinery would cost more
+than SQLite's own work (the benchmark compares against raw ``sqlite3``).
+
+SQLite runs in WAL mode (readers never block the writer) with a busy timeout
+and ``synchronous=FULL`` by default, and every write transaction starts with
+``BEGIN IMMEDIATE``: the write lock is taken up front, so writers from several
+processes queue on it instead of deadlocking on a lock upgrade.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +36,6 @@ from sqlalchemy import exc as sa_exc
 
 from ..errors import BackendError, FormatError, InvalidArgument, NotFound, VersionConflict
 from ..migrations import ensure_schema
-from ._sql_tables import keys as keys_table
-from ._sql_tables import records as records_table
 from .base import Backend, Capabilities, KeyHead, Usage, VersionInfo
 
 __all__ = ["SQLBackend"]
@@ -39,36 +46,69 @@ _WRITE = "gotstate_persist_write"
 _SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 DEFAULT_BUSY_TIMEOUT_MS = 30_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MAX_IDLE_CONNECTIONS = 8
 
-_r = records_table.c
-_k = keys_table.c
-_INFO_COLUMNS = (_r.key, _r.version, _r.kind, _r.format_version, _r.size, _r.created_at_us)
-_ns = sa.bindparam("ns")
-_key = sa.bindparam("key")
+_R = "gotstate_persist_records"
+_K = "gotstate_persist_keys"
+_INFO = 'SELECT "key", version, kind, format_version, size, created_at_us'
+_SQL = {
+    "head": f'SELECT last_version, newest, kind FROM {_K} WHERE namespace = :ns AND "key" = :key',
+    "bump": (
+        f"UPDATE {_K} SET last_version = :version, newest = :version, kind = :kind "
+        'WHERE namespace = :ns AND "key" = :key AND last_version = :prev '
+        "AND (newest = 0 OR kind = :kind)"
+    ),
+    "bump_expected": (
+        f"UPDATE {_K} SET last_version = :version, newest = :version, kind = :kind "
+        'WHERE namespace = :ns AND "key" = :key AND last_version = :prev '
+        "AND (newest = 0 OR kind = :kind) AND newest = :expected"
+    ),
+    "new_key": (
+        f'INSERT INTO {_K} (namespace, "key", last_version, newest, kind) '
+        "VALUES (:ns, :key, :version, :version, :kind)"
+    ),
+    "insert": (
+        f'INSERT INTO {_R} (namespace, "key", version, kind, format_version, size, '
+        "created_at_us, blob) VALUES (:ns, :key, :version, :kind, :format_version, :size, "
+        ":created_at_us, :blob)"
+    ),
+    "newest": (
+        f'{_INFO}, blob FROM {_R} WHERE namespace = :ns AND "key" = :key '
+        "ORDER BY version DESC LIMIT 1"
+    ),
+    "one": f'{_INFO}, blob FROM {_R} WHERE namespace = :ns AND "key" = :key AND version = :version',
+    "versions": f'{_INFO} FROM {_R} WHERE namespace = :ns AND "key" = :key ORDER BY version',
+    "keys": f'SELECT DISTINCT "key" FROM {_R} WHERE namespace = :ns ORDER BY "key"',
+    # A range on the primary key instead of LIKE: LIKE is case-insensitive on
+    # SQLite and would need escaping of % and _.
+    "keys_prefix": (
+        f'SELECT DISTINCT "key" FROM {_R} WHERE namespace = :ns AND "key" >= :prefix '
+        'AND substr("key", 1, :length) = :prefix ORDER BY "key"'
+    ),
+    "namespaces": f"SELECT DISTINCT namespace FROM {_R} ORDER BY namespace",
+    "stored": f'SELECT version FROM {_R} WHERE namespace = :ns AND "key" = :key',
+    "delete_one": f'DELETE FROM {_R} WHERE namespace = :ns AND "key" = :key AND version = :version',
+    "set_newest": (
+        f'UPDATE {_K} SET newest = :newest, kind = :kind WHERE namespace = :ns AND "key" = :key'
+    ),
+    "usage": (
+        f'SELECT COALESCE(SUM(size), 0), COUNT(*), COUNT(DISTINCT "key") FROM {_R} '
+        "WHERE namespace = :ns"
+    ),
+}
 
-_SELECT_HEAD = sa.select(_k.last_version, _k.newest, _k.kind).where(
-    _k.namespace == _ns, _k.key == _key
-)
-_INSERT_RECORD = sa.insert(records_table)
-_INSERT_KEY = sa.insert(keys_table)
-_SELECT_NEWEST = (
-    sa.select(*_INFO_COLUMNS, _r.blob)
-    .where(_r.namespace == _ns, _r.key == _key)
-    .order_by(_r.version.desc())
-    .limit(1)
-)
-_SELECT_ONE = sa.select(*_INFO_COLUMNS, _r.blob).where(
-    _r.namespace == _ns, _r.key == _key, _r.version == sa.bindparam("version")
-)
-_SELECT_VERSIONS = (
-    sa.select(*_INFO_COLUMNS).where(_r.namespace == _ns, _r.key == _key).order_by(_r.version)
-)
+
+def _render(sql: str, paramstyle: str, *, is_sqlite: bool) -> str:
+    """Adapt ``:name`` placeholders to the driver's style (psycopg wants %(name)s)."""
+    if is_sqlite or paramstyle == "named":  # sqlite3 accepts :name whatever it advertises
+        return sql
+    if paramstyle == "pyformat":
+        return re.sub(r":(\w+)", r"%(\1)s", sql)
+    raise InvalidArgument(f"database drivers with paramstyle {paramstyle!r} are not supported")
 
 
 def _to_datetime(micros: int) -> datetime:
-    return datetime.fromtimestamp(micros // 1_000_000, tz=timezone.utc).replace(
-        microsecond=micros % 1_000_000
-    )
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 def _to_micros(moment: datetime) -> int:
@@ -76,15 +116,43 @@ def _to_micros(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def _info(row: sa.Row[Any]) -> VersionInfo:
-    return VersionInfo(
-        key=row.key,
-        version=row.version,
-        kind=row.kind,
-        format_version=row.format_version,
-        size=row.size,
-        created_at=_to_datetime(row.created_at_us),
-    )
+def _info(row: Sequence[Any]) -> VersionInfo:
+    return VersionInfo(row[0], row[1], row[2], row[3], row[4], _to_datetime(row[5]))
+
+
+class _SQLiteConnections:
+    """A tiny LIFO pool of sqlite3 connections, one user at a time each.
+
+    Cheaper than a general pool on the hot path (a list pop under a lock), and
+    it lets us own the connection settings: autocommit mode so that we issue
+    BEGIN IMMEDIATE ourselves, WAL, busy timeout, synchronous level.
+    """
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._connect = connect
+        self._idle: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def acquire(self) -> sqlite3.Connection:
+        try:
+            return self._idle.pop()  # list.pop is atomic under the GIL
+        except IndexError:
+            return self._connect()
+
+    def release(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            if not self._closed and len(self._idle) < _MAX_IDLE_CONNECTIONS:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
 
 class SQLBackend(Backend):
@@ -112,14 +180,15 @@ class SQLBackend(Backend):
         except (sa_exc.ArgumentError, ValueError) as exc:
             raise InvalidArgument(f"not a valid SQL URL: {exc}") from None
         self._display_url = parsed.render_as_string(hide_password=True)
-        synchronous = sqlite_synchronous.upper()
+        synchronous = str(sqlite_synchronous).upper()
         if synchronous not in _SQLITE_SYNCHRONOUS:
             raise InvalidArgument(
                 f"sqlite_synchronous must be one of {', '.join(_SQLITE_SYNCHRONOUS)}, "
                 f"got {sqlite_synchronous!r}"
             )
+        if type(busy_timeout_ms) is not int or busy_timeout_ms < 0:
+            raise InvalidArgument("busy_timeout_ms must be an int >= 0")
         self._closed = False
-        self._lock = threading.Lock()
         self._is_sqlite = parsed.get_backend_name() == "sqlite"
         if self._is_sqlite:
             _prepare_sqlite_path(parsed)
@@ -130,11 +199,30 @@ class SQLBackend(Backend):
                 f"cannot use {self._display_url}: {exc}; install the driver it needs "
                 "(for PostgreSQL: pip install 'gotstate-persist[postgres]')"
             ) from exc
+        dialect = self._engine.dialect
+        self._dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
+        self._dbapi_integrity: type[Exception] = dialect.loaded_dbapi.IntegrityError
+        self._sql = {
+            name: _render(sql, dialect.paramstyle, is_sqlite=self._is_sqlite)
+            for name, sql in _SQL.items()
+        }
+        self._sql_newest = self._sql["newest"]
+        self._sql_one = self._sql["one"]
+        self._sqlite_pool: _SQLiteConnections | None = None
         if self._is_sqlite:
             _install_sqlite_hooks(self._engine, busy_timeout_ms, synchronous)
+            cargs, cparams = dialect.create_connect_args(parsed)
+            self._sqlite_pool = _SQLiteConnections(
+                lambda: _connect_sqlite(cargs, cparams, busy_timeout_ms, synchronous)
+            )
         try:
-            with self._write() as conn:
-                ensure_schema(conn, display_url=self._display_url, upgrade=upgrade)
+            with self._engine.connect() as conn:
+                conn.execution_options(**{_WRITE: True})
+                with conn.begin():
+                    ensure_schema(conn, display_url=self._display_url, upgrade=upgrade)
+        except sa_exc.SQLAlchemyError as exc:
+            self._engine.dispose()
+            raise self._backend_error(exc) from exc
         except BaseException:
             self._engine.dispose()
             raise
@@ -147,52 +235,74 @@ class SQLBackend(Backend):
         """The SQLAlchemy engine (for migrations and tooling)."""
         return self._engine
 
-    # Connection handling: every database error is mapped here, once.
+    # Connections and transactions; every database error is mapped here, once.
 
-    @contextmanager
-    def _read(self) -> Iterator[sa.Connection]:
-        self._check_open()
+    def _acquire(self) -> Any:
+        if self._closed:
+            raise BackendError("this store is closed; open a new one with open_store()")
+        pool = self._sqlite_pool
         try:
-            with self._engine.connect() as conn:
-                yield conn
-        except sa_exc.SQLAlchemyError as exc:
+            if pool is not None:
+                return pool.acquire()
+            return self._engine.raw_connection()
+        except (sa_exc.SQLAlchemyError, self._dbapi_error) as exc:
             raise self._backend_error(exc) from exc
 
+    def _release(self, conn: Any) -> None:
+        if self._sqlite_pool is not None:
+            self._sqlite_pool.release(conn)
+        else:
+            conn.close()  # back to SQLAlchemy's pool
+
     @contextmanager
-    def _write(self) -> Iterator[sa.Connection]:
-        self._check_open()
+    def _read(self) -> Iterator[Any]:
+        conn = self._acquire()
         try:
-            with self._engine.connect() as conn:
-                conn.execution_options(**{_WRITE: True})
-                with conn.begin():
-                    yield conn
-        except sa_exc.IntegrityError as exc:
+            yield conn
+            if self._sqlite_pool is None:
+                conn.rollback()  # end the read transaction a server driver opened
+        except self._dbapi_error as exc:
+            raise self._backend_error(exc) from exc
+        finally:
+            self._release(conn)
+
+    @contextmanager
+    def _write(self) -> Iterator[Any]:
+        conn = self._acquire()
+        try:
+            if self._sqlite_pool is not None:
+                conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+        except self._dbapi_integrity as exc:
             raise VersionConflict(
                 "another writer created this version at the same time; retry the save"
             ) from exc
-        except sa_exc.SQLAlchemyError as exc:
+        except self._dbapi_error as exc:
             raise self._backend_error(exc) from exc
+        finally:
+            self._release(conn)
 
-    def _backend_error(self, exc: sa_exc.SQLAlchemyError) -> BackendError:
+    def _backend_error(self, exc: BaseException) -> BackendError:
         reason = getattr(exc, "orig", None) or exc
+        first_line = str(reason).splitlines()[0] if str(reason) else ""
         return BackendError(
             f"the database at {self._display_url} failed: {type(reason).__name__}: "
-            f"{str(reason).splitlines()[0] if str(reason) else ''}; check that it is "
-            "reachable, writable and not full, then retry"
+            f"{first_line}; check that it is reachable, writable and not full, then retry"
         )
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise BackendError("this store is closed; open a new one with open_store()")
 
     # The Backend contract.
 
     def head(self, namespace: str, key: str) -> KeyHead:
         with self._read() as conn:
-            row = conn.execute(_SELECT_HEAD, {"ns": namespace, "key": key}).first()
+            row = conn.execute(self._sql["head"], {"ns": namespace, "key": key}).fetchone()
         if row is None:
             return KeyHead()
-        return KeyHead(last_version=row.last_version, newest=row.newest, kind=row.kind)
+        return KeyHead(row[0], row[1], row[2])
 
     def put(
         self,
@@ -206,111 +316,116 @@ class SQLBackend(Backend):
         created_at: datetime,
         expected_newest: int | None = None,
     ) -> VersionInfo:
-        size = len(blob)
         micros = _to_micros(created_at)
+        params = {
+            "ns": namespace,
+            "key": key,
+            "version": version,
+            "prev": version - 1,
+            "kind": kind,
+            "expected": expected_newest,
+            "format_version": format_version,
+            "size": len(blob),
+            "created_at_us": micros,
+            "blob": blob,
+        }
+        bump = self._sql["bump" if expected_newest is None else "bump_expected"]
         with self._write() as conn:
-            row = conn.execute(_SELECT_HEAD, {"ns": namespace, "key": key}).first()
-            last, newest, stored_kind = (0, 0, None) if row is None else row
-            if expected_newest is not None and newest != expected_newest:
-                raise VersionConflict(
-                    f"key {key!r} is at version {newest}, not {expected_newest}: "
-                    "reload it and retry, or save without expected_version",
-                    expected=expected_newest,
-                    actual=newest,
-                )
-            if version != last + 1:
-                raise VersionConflict(
-                    f"version {version} of key {key!r} cannot be created: the key's "
-                    f"last version is {last}; retry the save",
-                    expected=version - 1,
-                    actual=newest,
-                )
-            if newest and stored_kind != kind:
-                raise FormatError(
-                    f"key {key!r} holds records of kind {stored_kind!r}; a {kind!r} record "
-                    "cannot be saved under it: use another key, or delete the key first"
-                )
-            conn.execute(
-                _INSERT_RECORD,
-                {
-                    "namespace": namespace,
-                    "key": key,
-                    "version": version,
-                    "kind": kind,
-                    "format_version": format_version,
-                    "size": size,
-                    "created_at_us": micros,
-                    "blob": blob,
-                },
+            if conn.execute(bump, params).rowcount != 1:
+                if version == 1 and not expected_newest:
+                    conn.execute(self._sql["new_key"], params)  # a racing creator -> conflict
+                else:
+                    self._explain_refusal(conn, namespace, key, version, kind, expected_newest)
+            conn.execute(self._sql["insert"], params)
+        return VersionInfo(key, version, kind, format_version, len(blob), _to_datetime(micros))
+
+    def _explain_refusal(
+        self,
+        conn: Any,
+        namespace: str,
+        key: str,
+        version: int,
+        kind: str,
+        expected_newest: int | None,
+    ) -> None:
+        row = conn.execute(self._sql["head"], {"ns": namespace, "key": key}).fetchone()
+        last, newest, stored_kind = (0, 0, None) if row is None else row
+        if expected_newest is not None and newest != expected_newest:
+            raise VersionConflict(
+                f"key {key!r} is at version {newest}, not {expected_newest}: "
+                "reload it and retry, or save without expected_version",
+                expected=expected_newest,
+                actual=newest,
             )
-            if row is None:
-                conn.execute(
-                    _INSERT_KEY,
-                    {
-                        "namespace": namespace,
-                        "key": key,
-                        "last_version": version,
-                        "newest": version,
-                        "kind": kind,
-                    },
-                )
-            else:
-                updated = conn.execute(
-                    sa.update(keys_table)
-                    .where(_k.namespace == namespace, _k.key == key, _k.last_version == last)
-                    .values(last_version=version, newest=version, kind=kind)
-                )
-                if updated.rowcount != 1:
-                    raise VersionConflict(
-                        f"another writer appended to key {key!r} at the same time; retry"
-                    )
-        return VersionInfo(
-            key=key,
-            version=version,
-            kind=kind,
-            format_version=format_version,
-            size=size,
-            created_at=_to_datetime(micros),
+        if newest and stored_kind != kind:
+            raise FormatError(
+                f"key {key!r} holds records of kind {stored_kind!r}; a {kind!r} record "
+                "cannot be saved under it: use another key, or delete the key first"
+            )
+        raise VersionConflict(
+            f"version {version} of key {key!r} cannot be created: the key's last version "
+            f"is {last}; retry the save",
+            expected=version - 1,
+            actual=newest,
         )
 
     def get(
         self, namespace: str, key: str, version: int | None = None
     ) -> tuple[VersionInfo, bytes]:
-        with self._read() as conn:
+        # The hottest read: no context manager, one statement, one row.
+        conn = self._acquire()
+        try:
             if version is None:
-                row = conn.execute(_SELECT_NEWEST, {"ns": namespace, "key": key}).first()
+                cursor = conn.execute(self._sql_newest, {"ns": namespace, "key": key})
             else:
-                row = conn.execute(
-                    _SELECT_ONE, {"ns": namespace, "key": key, "version": version}
-                ).first()
+                cursor = conn.execute(
+                    self._sql_one, {"ns": namespace, "key": key, "version": version}
+                )
+            row = cursor.fetchone()
+            if self._sqlite_pool is None:
+                conn.rollback()
+        except self._dbapi_error as exc:
+            raise self._backend_error(exc) from exc
+        finally:
+            self._release(conn)
         if row is None:
             which = "no stored version" if version is None else f"no version {version}"
             raise NotFound(f"key {key!r} in namespace {namespace!r} has {which}")
-        return _info(row), bytes(row.blob)
+        blob = row[6]
+        if type(blob) is not bytes:
+            if not isinstance(blob, (bytearray, memoryview)):
+                raise FormatError(
+                    f"version {row[1]} of key {key!r} is not stored as binary data; "
+                    "the database was altered outside gotstate-persist"
+                )
+            blob = bytes(blob)
+        return VersionInfo(
+            row[0], row[1], row[2], row[3], row[4], _EPOCH + timedelta(microseconds=row[5])
+        ), blob
 
     def versions(self, namespace: str, key: str) -> list[VersionInfo]:
         with self._read() as conn:
-            rows = conn.execute(_SELECT_VERSIONS, {"ns": namespace, "key": key}).all()
+            rows = conn.execute(self._sql["versions"], {"ns": namespace, "key": key}).fetchall()
         return [_info(row) for row in rows]
 
     def keys(self, namespace: str, prefix: str = "") -> list[str]:
-        query = sa.select(_r.key).where(_r.namespace == namespace).distinct().order_by(_r.key)
-        if prefix:
-            # A range on the primary key instead of LIKE: LIKE is case-insensitive
-            # on SQLite and would need escaping of % and _.
-            query = query.where(_r.key >= prefix, sa.func.substr(_r.key, 1, len(prefix)) == prefix)
         with self._read() as conn:
-            return list(conn.execute(query).scalars())
+            if prefix:
+                params = {"ns": namespace, "prefix": prefix, "length": len(prefix)}
+                rows = conn.execute(self._sql["keys_prefix"], params).fetchall()
+            else:
+                rows = conn.execute(self._sql["keys"], {"ns": namespace}).fetchall()
+        return [row[0] for row in rows]
 
     def namespaces(self) -> list[str]:
-        query = sa.select(_r.namespace).distinct().order_by(_r.namespace)
         with self._read() as conn:
-            return list(conn.execute(query).scalars())
+            rows = conn.execute(self._sql["namespaces"]).fetchall()
+        return [row[0] for row in rows]
 
     def delete(self, namespace: str, key: str, versions: Sequence[int] | None = None) -> int:
-        where = (_r.namespace == namespace, _r.key == key)
+        params: dict[str, Any] = {"ns": namespace, "key": key}
         with self._write() as conn:
-            stored = set(conn.execute(sa.select(_r.version).where(*where)).scalars())
+            stored = {row[0] for row in conn.execute(self._sql["stored"], params).fetchall()}
             if not stored:
                 raise NotFound(f"key {key!r} in namespace {namespace!r} has no stored version")
             doomed = stored if versions is None else set(versions)
@@ -319,33 +434,32 @@ class SQLBackend(Backend):
                 raise NotFound(
                     f"key {key!r} has no version(s) {sorted(missing)}; nothing was deleted"
                 )
-            conn.execute(sa.delete(records_table).where(*where, _r.version.in_(sorted(doomed))))
+            for version in sorted(doomed):
+                conn.execute(self._sql["delete_one"], {**params, "version": version})
             remaining = stored - doomed
+            head = conn.execute(self._sql["head"], params).fetchone()
             conn.execute(
-                sa.update(keys_table)
-                .where(_k.namespace == namespace, _k.key == key)
-                .values(
-                    newest=max(remaining, default=0),
-                    kind=_k.kind if remaining else None,
-                )
+                self._sql["set_newest"],
+                {
+                    **params,
+                    "newest": max(remaining, default=0),
+                    "kind": head[2] if remaining else None,
+                },
             )
         return len(doomed)
 
     def usage(self, namespace: str) -> Usage:
-        query = sa.select(
-            sa.func.coalesce(sa.func.sum(_r.size), 0),
-            sa.func.count(),
-            sa.func.count(sa.distinct(_r.key)),
-        ).where(_r.namespace == namespace)
         with self._read() as conn:
-            total, records, keys = conn.execute(query).one()
+            total, records, keys = conn.execute(self._sql["usage"], {"ns": namespace}).fetchone()
         return Usage(bytes=int(total), records=int(records), keys=int(keys))
 
     def close(self) -> None:
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._engine.dispose()
+        if self._closed:
+            return
+        self._closed = True
+        if self._sqlite_pool is not None:
+            self._sqlite_pool.close()
+        self._engine.dispose()
 
 
 def _prepare_sqlite_path(url: sa.URL) -> None:
@@ -362,19 +476,31 @@ def _prepare_sqlite_path(url: sa.URL) -> None:
         ) from exc
 
 
+def _configure_sqlite(conn: Any, busy_timeout_ms: int, synchronous: str) -> None:
+    conn.isolation_level = None  # autocommit: we issue BEGIN [IMMEDIATE] ourselves
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+
+
+def _connect_sqlite(
+    cargs: Sequence[Any], cparams: Mapping[str, Any], busy_timeout_ms: int, synchronous: str
+) -> sqlite3.Connection:
+    conn: sqlite3.Connection = sqlite3.connect(*cargs, **{**cparams, "check_same_thread": False})
+    try:
+        _configure_sqlite(conn, busy_timeout_ms, synchronous)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def _install_sqlite_hooks(engine: sa.Engine, busy_timeout_ms: int, synchronous: str) -> None:
-    """Take over transaction control from pysqlite so writes can BEGIN IMMEDIATE."""
+    """Same settings for SQLAlchemy's own connections (used by migrations)."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute(f"PRAGMA synchronous = {synchronous}")
-        finally:
-            cursor.close()
+        _configure_sqlite(dbapi_connection, busy_timeout_ms, synchronous)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:

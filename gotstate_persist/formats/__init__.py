@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from ._registry import FormatRegistry
-from .machine import MACHINE_FORMAT_VERSION, MACHINE_KIND, MachineSnapshot, StateRecord
+from .machine import MACHINE_FORMAT_VERSION, MACHINE_KIND, MachineSnapshot, Structure
 
 __all__ = [
     "MACHINE_FORMAT_VERSION",
     "MACHINE_KIND",
     "FormatRegistry",
     "MachineSnapshot",
-    "StateRecord",
+    "Structure",
 ]

@@ -77,7 +77,7 @@ class FormatRegistry:
     def kind_of(self, record: object) -> tuple[str, int]:
         """Return ``(kind, version)`` of a registered Struct instance or type."""
         record_type = record if isinstance(record, type) else type(record)
-        found = self._by_type.get(record_type)  # type: ignore[arg-type]
+        found = self._by_type.get(record_type)
         if found is None:
             raise InvalidArgument(
                 f"{record_type.__qualname__} is not a registered record format; call "

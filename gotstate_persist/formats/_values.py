@@ -95,15 +95,24 @@ def _encode(value: object, depth: int, struct_kind: StructKind) -> object:
     if depth <= 0:
         raise UnsupportedValue("value is nested too deeply; flatten it")
     depth -= 1
+    # Containers inline the check for the plain scalars that make up most data:
+    # a set lookup is several times cheaper than a recursive call.
     if t is dict:
         out: list[object] = [TAG_DICT]
+        append = out.append
         for k, v in value.items():  # type: ignore[attr-defined]
-            out.append(_encode(k, depth, struct_kind))
-            out.append(_encode(v, depth, struct_kind))
+            append(k if type(k) in _PLAIN else _encode(k, depth, struct_kind))
+            append(v if type(v) in _PLAIN else _encode(v, depth, struct_kind))
         return out
     if t is list or t is tuple or t is set or t is frozenset:
-        tag = _SEQUENCE_TAGS[t]
-        return [tag, *[_encode(item, depth, struct_kind) for item in value]]  # type: ignore[attr-defined]
+        out = [_SEQUENCE_TAGS[t]]
+        out.extend(
+            [
+                item if type(item) in _PLAIN else _encode(item, depth, struct_kind)
+                for item in value  # type: ignore[attr-defined]
+            ]
+        )
+        return out
     if t is bytes:
         return [TAG_BYTES, value]
     if t is datetime:
@@ -130,6 +139,12 @@ def _encode(value: object, depth: int, struct_kind: StructKind) -> object:
     )
 
 
+# Values stored as they are, with nothing to check (ints and floats are not
+# here: they need a range or finiteness check).
+_PLAIN = frozenset({str, bool, type(None)})
+# Values a decoder hands back that are already final.
+_FINAL = frozenset({str, int, bool, float, type(None)})
+
 _SEQUENCE_TAGS: dict[type, int] = {
     list: TAG_LIST,
     tuple: TAG_TUPLE,
@@ -149,25 +164,27 @@ def decode_value(value: object, struct_type: StructType) -> Any:
     if t is not list or not value:
         raise UnsupportedValue(f"malformed state data: unexpected {t.__name__}")
     tag = value[0]  # type: ignore[index]
-    if type(tag) is not int:
+    if type(tag) is not int or tag < 0:
         raise UnsupportedValue("malformed state data: missing tag")
     items: list[object] = value[1:]  # type: ignore[index]
     try:
-        if tag == TAG_LIST:
-            return [decode_value(item, struct_type) for item in items]
-        if tag == TAG_DICT:
-            if len(items) % 2:
-                raise UnsupportedValue("malformed state data: odd dict")
-            it = iter(items)
-            return {
-                decode_value(k, struct_type): decode_value(v, struct_type) for k, v in zip(it, it)
-            }
-        if tag == TAG_TUPLE:
-            return tuple([decode_value(item, struct_type) for item in items])
-        if tag == TAG_SET:
-            return {decode_value(item, struct_type) for item in items}
-        if tag == TAG_FROZENSET:
-            return frozenset([decode_value(item, struct_type) for item in items])
+        if tag <= TAG_DICT:
+            # inline the check for final scalars: far cheaper than a call each
+            final = _FINAL
+            decoded = [
+                item if type(item) in final else decode_value(item, struct_type) for item in items
+            ]
+            if tag == TAG_LIST:
+                return decoded
+            if tag == TAG_TUPLE:
+                return tuple(decoded)
+            if tag == TAG_SET:
+                return set(decoded)
+            if tag == TAG_FROZENSET:
+                return frozenset(decoded)
+            if tag == TAG_DICT and not len(decoded) % 2:
+                it = iter(decoded)
+                return dict(zip(it, it, strict=True))
         return _decode_scalar(tag, items, struct_type)
     except TypeError as exc:  # unhashable dict key or set member in hostile data
         raise UnsupportedValue(f"malformed state data: {exc}") from None
@@ -190,11 +207,11 @@ def _decode_scalar(tag: object, items: list[object], struct_type: StructType) ->
             if text not in ("nan", "inf", "-inf"):
                 raise UnsupportedValue("malformed state data: bad float")
             return float(text)
-        if tag == TAG_DATETIME or tag == TAG_TIME:
+        if tag in (TAG_DATETIME, TAG_TIME):
             if len(items) != 2 or type(items[0]) is not str or items[1] not in (0, 1):
                 raise UnsupportedValue("malformed state data: bad datetime")
             cls = datetime if tag == TAG_DATETIME else time
-            return cls.fromisoformat(items[0]).replace(fold=items[1])  # type: ignore[arg-type]
+            return cls.fromisoformat(items[0]).replace(fold=items[1])
         if tag == TAG_DATE:
             return date.fromisoformat(_one(items, str))
         if tag == TAG_TIMEDELTA:
@@ -208,7 +225,7 @@ def _decode_scalar(tag: object, items: list[object], struct_type: StructType) ->
         if tag == TAG_STRUCT:
             if len(items) != 3 or type(items[0]) is not str or type(items[1]) is not int:
                 raise UnsupportedValue("malformed state data: bad struct")
-            cls_ = struct_type(items[0], items[1])  # type: ignore[arg-type]
+            cls_ = struct_type(items[0], items[1])
             return msgspec.convert(items[2], cls_, strict=False)
     except (ValueError, OverflowError, InvalidOperation, msgspec.ValidationError) as exc:
         raise UnsupportedValue(f"malformed state data: {type(exc).__name__}") from None

@@ -12,32 +12,38 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["MACHINE_KIND", "MACHINE_FORMAT_VERSION", "MachineSnapshot", "StateRecord"]
+__all__ = ["MACHINE_FORMAT_VERSION", "MACHINE_KIND", "MachineSnapshot", "Structure"]
 
 MACHINE_KIND = "gotstate.machine"
 MACHINE_FORMAT_VERSION = 1
 
 
-class StateRecord(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
-    """One state: its name, its parent's name, whether composite, its data.
+class Structure(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    """The machine's states as parallel lists, so a mismatch can be explained.
 
-    ``data`` is None when the state holds no data (most states), which keeps
-    large snapshots small.
+    ``parents[i]`` is the index of state ``names[i]``'s parent, -1 at the top.
+    The digest of the full structure (transitions included) is the snapshot's
+    ``fingerprint``; this part only serves error messages and migrations.
     """
 
-    name: str
-    parent: str | None
-    composite: bool
-    data: Any = None
+    names: list[str]
+    parents: list[int]
+    composite: list[bool]
 
 
 class MachineSnapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Everything needed to put a machine of the same structure back where it was."""
+    """Everything needed to put a machine of the same structure back where it was.
+
+    ``data`` maps a state name to its data in tagged form, for states that
+    hold data only; ``history`` maps a composite state to its last active
+    descendant; ``submachines`` are keyed by their composite state's name.
+    """
 
     machine_type: str
     fingerprint: str
     started: bool
     current: str | None
     history: dict[str, str]
-    states: list[StateRecord]
+    structure: Structure
+    data: dict[str, Any]
     submachines: dict[str, MachineSnapshot] = {}
