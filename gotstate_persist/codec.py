@@ -441,16 +441,24 @@ class Codec(abc.ABC):
 
     # -- public API --------------------------------------------------------
 
-    def encode(self, obj: object, *, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    def encode(
+        self, obj: object, *, limits: Limits = DEFAULT_LIMITS, depth_checked: bool = False
+    ) -> bytes:
         """Encode ``obj``, refusing anything :meth:`decode` would refuse.
 
         The output is checked with the same size limit and depth pre-scan as
         a load, so a save can never produce a record that cannot be read back.
+        ``depth_checked=True`` skips only the depth pre-scan, for callers that
+        built ``obj`` under the same depth limit themselves (the machine adapter
+        does, and a test holds it to the pre-scan's verdict).
         """
         try:
             data = self._encoder.encode(obj)
         except _ENCODE_ERRORS as exc:
             raise FormatError(self._encode_failure(exc, limits)) from exc
+        if depth_checked:
+            self._check_save_size(data, limits)
+            return data
         try:
             self._check_bytes(data, limits)
         except _TooDeep:
@@ -552,13 +560,16 @@ class Codec(abc.ABC):
 
     def _check_bytes(self, data: bytes, limits: Limits) -> None:
         """The save-side twin of :meth:`_load_bytes` for freshly encoded bytes."""
+        self._check_save_size(data, limits)
+        self._scan(data, limits.max_depth)
+
+    def _check_save_size(self, data: bytes, limits: Limits) -> None:
         if len(data) > limits.max_payload_bytes:
             raise FormatError(
                 f"value cannot be saved: it encodes to {len(data)} bytes of {self.name}, "
                 f"over the {limits.max_payload_bytes}-byte payload limit that load enforces; "
                 "store less data per record"
             )
-        self._scan(data, limits.max_depth)
 
     @staticmethod
     def _raise_or_refuse(field: str, limits: Limits) -> str:

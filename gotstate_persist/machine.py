@@ -201,6 +201,8 @@ def capture(machine: StateMachine, *, struct_kind: StructKind, max_depth: int) -
 
 
 def _capture(machine: Any, struct_kind: StructKind, budget: int) -> MachineSnapshot:
+    if budget < 0:  # the snapshot's own fixed containers would cross the depth limit
+        raise FormatError("submachines are nested too deeply to be saved; flatten the machine")
     graph = machine._graph
     shape = _shape(machine)
     current = graph._current_state

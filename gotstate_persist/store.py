@@ -130,7 +130,8 @@ class Store:
             snapshot = _machine.capture(
                 machine, struct_kind=self._formats.kind_of, max_depth=self._limits.max_depth
             )
-        return self._save_record(key, snapshot, expected_version)
+        # capture() built the snapshot under the depth limit itself
+        return self._save_record(key, snapshot, expected_version, depth_checked=True)
 
     def restore_machine(self, key: str, machine: Any, *, version: int | None = None) -> SnapshotRef:
         """Put ``machine`` into the state saved under ``key`` (newest or ``version``).
@@ -205,13 +206,20 @@ class Store:
     # The pipeline.
 
     def _save_record(
-        self, key: str, record: msgspec.Struct, expected_version: int | None
+        self,
+        key: str,
+        record: msgspec.Struct,
+        expected_version: int | None,
+        *,
+        depth_checked: bool = False,
     ) -> SnapshotRef:
         if expected_version is not None:
             _check_version(expected_version, allow_zero=True)
         kind, format_version = self._formats.kind_of(record)
         with gc_paused():
-            payload = self._codec.encode((kind, format_version, record), limits=self._limits)
+            payload = self._codec.encode(
+                (kind, format_version, record), limits=self._limits, depth_checked=depth_checked
+            )
         stored_size = len(payload) + envelope_overhead(self._keyring.algorithm)
         if stored_size > self._limits.max_blob_bytes:
             raise FormatError(

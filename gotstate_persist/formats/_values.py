@@ -131,7 +131,17 @@ def _encode(value: object, depth: int, struct_kind: StructKind) -> object:
         return [TAG_DECIMAL, str(value)]
     if isinstance(value, msgspec.Struct):
         kind, version = struct_kind(value)
-        return [TAG_STRUCT, kind, version, msgspec.to_builtins(value)]
+        try:
+            # str_keys: what JSON can carry and any decoder can rebuild
+            fields = msgspec.to_builtins(value, str_keys=True)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise UnsupportedValue(
+                f"{t.__qualname__} holds a value msgspec cannot store ({type(exc).__name__}); "
+                "give its fields supported types"
+            ) from None
+        if not _fits(fields, depth):
+            raise UnsupportedValue("value is nested too deeply; flatten it")
+        return [TAG_STRUCT, kind, version, fields]
     raise UnsupportedValue(
         f"values of type {t.__module__}.{t.__qualname__} cannot be stored; use None, bool, "
         "int, float, str, bytes, datetime, date, time, timedelta, UUID, Decimal, list, "
@@ -144,6 +154,16 @@ def _encode(value: object, depth: int, struct_kind: StructKind) -> object:
 _PLAIN = frozenset({str, bool, type(None)})
 # Values a decoder hands back that are already final.
 _FINAL = frozenset({str, int, bool, float, type(None)})
+
+
+def _fits(value: object, depth: int) -> bool:
+    """Whether builtins (``msgspec.to_builtins`` output) nest within ``depth`` containers."""
+    if type(value) is dict:
+        return depth > 0 and all(_fits(v, depth - 1) for v in value.values())
+    if type(value) in (list, tuple, set, frozenset):
+        return depth > 0 and all(_fits(v, depth - 1) for v in value)  # type: ignore[attr-defined]
+    return True
+
 
 _SEQUENCE_TAGS: dict[type, int] = {
     list: TAG_LIST,

@@ -1,0 +1,102 @@
+"""Save refuses exactly what load would refuse: the adapter's depth walk vs the pre-scan.
+
+``save_machine`` skips the codec's depth pre-scan on its own output because the
+adapter already built the snapshot under the same limit. These tests hold the
+adapter to the pre-scan's verdict, so that shortcut can never let through a
+record that load would refuse (or refuse one it would accept).
+"""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from machines import build_composite_machine, set_data
+from order_workflow import build_order_machine
+
+import gotstate_persist as gp
+from gotstate_persist import machine as adapter
+from gotstate_persist.codec import JSON, MSGPACK, Limits
+from gotstate_persist.formats import MACHINE_KIND, FormatRegistry
+
+
+class Box(msgspec.Struct):
+    inner: object
+
+
+FORMATS = FormatRegistry()
+FORMATS.register(Box, kind="box", version=1)
+CONTAINERS = [lambda v: [v], lambda v: (v,), lambda v: {"k": v}, lambda v: {(1, 2): v}, Box]
+
+
+def nest(depth: int, shapes: list[int]) -> object:
+    value: object = "leaf"
+    for i in range(depth):
+        value = CONTAINERS[shapes[i % len(shapes)]](value)
+    return value
+
+
+def _verdicts(machine: object, limit: int) -> tuple[bool, bool]:
+    """(adapter accepts at ``limit``, pre-scan accepts the payload at ``limit``)."""
+    limits = Limits(max_depth=limit)
+    try:
+        adapter.capture(machine, struct_kind=FORMATS.kind_of, max_depth=limit)  # type: ignore[arg-type]
+        walk_ok = True
+    except gp.FormatError:
+        walk_ok = False
+    snapshot = adapter.capture(machine, struct_kind=FORMATS.kind_of, max_depth=64)  # type: ignore[arg-type]
+    scan_ok = True
+    for codec in (MSGPACK, JSON):
+        payload = codec.encode((MACHINE_KIND, 1, snapshot))
+        try:
+            codec.check(payload, limits=limits)
+        except gp.FormatError:
+            scan_ok = False
+    return walk_ok, scan_ok
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    depth=st.integers(0, 40),
+    limit=st.integers(4, 40),
+    shapes=st.lists(st.integers(0, len(CONTAINERS) - 1), min_size=1, max_size=4),
+)
+def test_adapter_and_prescan_agree_on_depth(depth: int, limit: int, shapes: list[int]) -> None:
+    assume(not (4 in shapes and 3 in shapes))  # a Struct cannot hold tuple-keyed dicts
+    machine = build_order_machine()
+    set_data(machine, "cart", "value", nest(depth, shapes))
+    walk_ok, scan_ok = _verdicts(machine, limit)
+    assert walk_ok == scan_ok
+
+
+@pytest.mark.parametrize("depth", range(10, 20))
+def test_agreement_in_submachines(depth: int) -> None:
+    machine = build_composite_machine()
+    sub = next(iter(machine._submachines.values()))
+    state = next(iter(sub._graph._nodes))
+    sub._graph.set_state_data(state, "deep", nest(depth, [0]))
+    walk_ok, scan_ok = _verdicts(machine, 20)
+    assert walk_ok == scan_ok
+
+
+def test_exact_boundary_at_the_default_limit(sqlite_url: str, keyring: gp.KeyRing) -> None:
+    with gp.open_store(sqlite_url, keyring=keyring) as store:
+        machine = build_order_machine()
+        set_data(machine, "cart", "v", nest(60, [0]))  # data at depth 4 + 60 = 64
+        store.save_machine("ok", machine)
+        assert store.versions("ok")[0].version == 1
+        store.restore_machine("ok", build_order_machine())
+        set_data(machine, "cart", "v", nest(61, [0]))
+        with pytest.raises(gp.FormatError, match="nested too deeply"):
+            store.save_machine("too-deep", machine)
+        assert store.keys() == ["ok"]
+
+
+def test_struct_holding_unstorable_value_is_refused(sqlite_url: str, keyring: gp.KeyRing) -> None:
+    with gp.open_store(sqlite_url, keyring=keyring, formats=FORMATS) as store:
+        machine = build_order_machine()
+        set_data(machine, "cart", "boxed", Box({(1, 2): "x"}))
+        with pytest.raises(gp.FormatError, match=r"state 'cart', data key 'boxed'.*Box"):
+            store.save_machine("m", machine)
+        assert store.keys() == []
