@@ -117,7 +117,7 @@ def adapter_pickle_restore(machine: Any, blob: bytes) -> None:
 def safe_capture(machine: Any, keys: gp.KeyRing) -> bytes:
     with gc_paused():
         snapshot = adapter.capture(machine, struct_kind=FORMATS.kind_of, max_depth=64)
-        payload = MSGPACK.encode(("gotstate.machine", 1, snapshot))
+        payload = MSGPACK.encode(("gotstate.machine", 1, snapshot), depth_checked=True)
     return seal(keys, payload, codec_id=1, namespace="bench", key="m", version=1)
 
 

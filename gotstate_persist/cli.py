@@ -24,6 +24,7 @@ from .errors import InvalidArgument, PersistError
 from .formats import MachineSnapshot
 from .formats._registry import FormatRegistry
 from .formats._values import UnsupportedValue, decode_value
+from .formats.machine import decode_structure
 from .sealing import ALGORITHMS, DEFAULT_ENV_VAR, KeyRing, read_header
 from .store import SnapshotRef, Store
 
@@ -128,7 +129,7 @@ def _snapshot_view(snapshot: MachineSnapshot, formats: FormatRegistry) -> dict[s
         "current_state": snapshot.current,
         "history": snapshot.history,
         "state_data": data,
-        "states": len(snapshot.structure.names),
+        "states": len(decode_structure(snapshot).names),
         "fingerprint": snapshot.fingerprint,
         "submachines": {
             name: _snapshot_view(sub, formats) for name, sub in snapshot.submachines.items()

@@ -30,7 +30,7 @@ from gotstate.core.states import CompositeState
 
 from .errors import FormatError, InvalidArgument, StructureMismatch
 from .formats._values import TAG_DICT, UnsupportedValue, decode_value, encode_value
-from .formats.machine import MachineSnapshot, Structure
+from .formats.machine import MachineSnapshot, Structure, decode_structure, encode_structure
 
 __all__ = ["apply", "capture", "fingerprint"]
 
@@ -98,12 +98,13 @@ class _Shape:
     through its API; the expensive canonical digest is recomputed only then.
     """
 
-    __slots__ = ("by_name", "fingerprint", "signature", "structure", "summary")
+    __slots__ = ("by_name", "fingerprint", "signature", "structure", "structure_blob", "summary")
 
     by_name: dict[str, Any]
     fingerprint: str
     signature: tuple[object, ...]
     structure: Structure
+    structure_blob: bytes
     summary: dict[str, Any]
 
     def __init__(self, machine: Any, signature: tuple[object, ...]) -> None:
@@ -118,6 +119,7 @@ class _Shape:
             parents=[index.get(parents.get(state), -1) for state in nodes],
             composite=[isinstance(state, CompositeState) for state in nodes],
         )
+        self.structure_blob = encode_structure(self.structure)
         # the root's initial entry has no composite (None): sort it first
         initial = sorted(
             [
@@ -212,7 +214,7 @@ def _capture(machine: Any, struct_kind: StructKind, budget: int) -> MachineSnaps
         started=bool(machine._started),
         current=current.name if current is not None else None,
         history={c.name: s.name for c, s in graph._history._history.items()},
-        structure=shape.structure,
+        structure=shape.structure_blob,
         data={
             state.name: _encode_data(state.name, data, struct_kind, budget)
             for state, data in graph._state_data.items()
@@ -277,16 +279,17 @@ def _plan(
 
     current = lookup(snapshot.current)
     history = {lookup(c): lookup(s) for c, s in snapshot.history.items()}
-    new_data: dict[Any, dict[Any, Any]] = {}
+    # keyed by name: str hashes are cached in C, State.__hash__ is Python code
+    new_data: dict[str, dict[Any, Any]] = {}
     for name, tagged in snapshot.data.items():
-        state = lookup(name)
+        lookup(name)
         try:
             value = decode_value(tagged, struct_type)
         except UnsupportedValue as exc:
             raise FormatError(f"state {name!r}{where}: {exc}") from None
         if type(value) is not dict:
             raise FormatError(f"state {name!r}{where}: state data is not a dict")
-        new_data[state] = value
+        new_data[name] = value
     subs = _submachines(machine)
     if set(subs) != set(snapshot.submachines):
         raise FormatError(f"snapshot's submachines do not match the machine's{where}")
@@ -301,22 +304,25 @@ def _plan(
             store._history.update(history)
         locks = graph._data_locks
         state_data = graph._state_data
-        for state in graph._nodes:
-            fresh = new_data.get(state)
-            existing = state_data.get(state)
-            if existing is None:
-                state_data[state] = dict(fresh or {})
-            elif fresh or existing:
-                # same dict object: references users hold stay valid
-                lock = locks.get(state)
+        for state, existing in state_data.items():
+            fresh = new_data.get(state.name)
+            if not fresh and not existing:
+                continue  # most states hold no data before or after
+            # same dict object: references users hold stay valid
+            lock = locks.get(state)
+            if lock is not None:
+                lock.acquire()
+            try:
+                existing.clear()
+                if fresh:
+                    existing.update(fresh)
+            finally:
                 if lock is not None:
-                    lock.acquire()
-                try:
-                    existing.clear()
-                    existing.update(fresh or {})
-                finally:
-                    if lock is not None:
-                        lock.release()
+                    lock.release()
+        for name, fresh in new_data.items():
+            state = by_name[name]
+            if state not in state_data:  # a state gotstate never gave a data dict
+                state_data[state] = dict(fresh)
         machine._started = snapshot.started
 
     commits.append(commit)
@@ -332,7 +338,7 @@ def _mismatch(snapshot: MachineSnapshot, shape: _Shape, path: str) -> StructureM
             )
         }
 
-    stored = relations(snapshot.structure)
+    stored = relations(decode_structure(snapshot))
     live = relations(shape.structure)
     differences: list[str] = []
     if snapshot.machine_type != shape.summary["type"]:
