@@ -37,6 +37,7 @@ from machines import build_ring_machine, set_data  # noqa: E402
 import gotstate_persist as gp  # noqa: E402
 from gotstate_persist import machine as adapter  # noqa: E402
 from gotstate_persist._gcpause import gc_paused  # noqa: E402
+from gotstate_persist.backends.base import to_micros  # noqa: E402
 from gotstate_persist.backends.sql import SQLBackend  # noqa: E402
 from gotstate_persist.codec import MSGPACK  # noqa: E402
 from gotstate_persist.formats import FormatRegistry, MachineSnapshot  # noqa: E402
@@ -218,14 +219,14 @@ def bench_sqlite(rounds: int) -> None:
         )
         backend = SQLBackend(f"sqlite:///{Path(tmp) / 'ours.db'}")
         counters = {"raw": 0, "ours": 0}
-        now = datetime.now(timezone.utc)
+        now_us = to_micros(datetime.now(timezone.utc))
 
         def raw_write() -> None:
             counters["raw"] += 1
             raw.execute("BEGIN IMMEDIATE")
             raw.execute(
                 "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                ("bench", "k", counters["raw"], "gotstate.machine", 1, len(blob), 0, blob),
+                ("bench", "k", counters["raw"], "gotstate.machine", 1, len(blob), now_us, blob),
             )
             raw.execute("COMMIT")
 
@@ -238,10 +239,10 @@ def bench_sqlite(rounds: int) -> None:
                 blob,
                 kind="gotstate.machine",
                 format_version=1,
-                created_at=now,
+                created_at_us=now_us,
             )
 
-        base, ours = side_by_side(raw_write, our_write, rounds, 40)
+        base, ours = side_by_side(raw_write, our_write, rounds, 100)
         report("backend write 1 KB blob vs raw sqlite3 INSERT", base, ours, "target >= 0.8x")
 
         def raw_read() -> None:

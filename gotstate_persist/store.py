@@ -28,6 +28,7 @@ from . import machine as _machine
 from ._gcpause import gc_paused
 from ._names import DEFAULT_NAMESPACE, check_name
 from .backends import Backend, Usage, VersionInfo, open_backend
+from .backends.base import to_micros
 from .codec import DEFAULT_LIMITS, Codec, Limits, codec_by_id, codec_by_name
 from .errors import FormatError, IntegrityError, InvalidArgument, VersionConflict
 from .formats import FormatRegistry, MachineSnapshot
@@ -259,7 +260,7 @@ class Store:
                     blob,
                     kind=kind,
                     format_version=format_version,
-                    created_at=self._clock(),
+                    created_at_us=to_micros(self._clock()),
                     expected_newest=expected_version,
                 )
             except VersionConflict:

@@ -20,14 +20,22 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from types import TracebackType
 
 import msgspec
 
 from ..errors import NotFound
 
-__all__ = ["Backend", "Capabilities", "KeyHead", "Usage", "VersionInfo"]
+__all__ = ["EPOCH", "Backend", "Capabilities", "KeyHead", "Usage", "VersionInfo", "to_micros"]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def to_micros(moment: datetime) -> int:
+    """Microseconds since the Unix epoch of an aware datetime (exact, no float)."""
+    delta = moment - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +65,16 @@ class VersionInfo(msgspec.Struct, frozen=True):
     kind: str
     format_version: int
     size: int
-    created_at: datetime
+    created_at_us: int
+
+    @property
+    def created_at(self) -> datetime:
+        """When the version was written (aware UTC).
+
+        Stored as integer microseconds since the Unix epoch: exact, portable
+        across databases, and converted only when someone looks.
+        """
+        return EPOCH + timedelta(microseconds=self.created_at_us)
 
 
 class KeyHead(msgspec.Struct, frozen=True):
@@ -106,7 +123,7 @@ class Backend(abc.ABC):
         *,
         kind: str,
         format_version: int,
-        created_at: datetime,
+        created_at_us: int,
         expected_newest: int | None = None,
     ) -> VersionInfo:
         """Create ``version`` of ``key`` holding ``blob``; never overwrite.

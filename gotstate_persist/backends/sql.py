@@ -23,10 +23,8 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +43,6 @@ logger = logging.getLogger(__name__)
 _WRITE = "gotstate_persist_write"
 _SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 DEFAULT_BUSY_TIMEOUT_MS = 30_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MAX_IDLE_CONNECTIONS = 8
 
 _R = "gotstate_persist_records"
@@ -107,17 +104,17 @@ def _render(sql: str, paramstyle: str, *, is_sqlite: bool) -> str:
     raise InvalidArgument(f"database drivers with paramstyle {paramstyle!r} are not supported")
 
 
-def _to_datetime(micros: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=micros)
-
-
-def _to_micros(moment: datetime) -> int:
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
 def _info(row: Sequence[Any]) -> VersionInfo:
-    return VersionInfo(row[0], row[1], row[2], row[3], row[4], _to_datetime(row[5]))
+    return VersionInfo(row[0], row[1], row[2], row[3], row[4], row[5])
+
+
+def _positional(sql: str, order: tuple[str, ...], paramstyle: str) -> str:
+    """``sql`` with its ``:name`` placeholders, which must appear in ``order``, made positional."""
+    found = tuple(re.findall(r":(\w+)", sql))
+    if found != order:  # pragma: no cover - a programming error caught by any test run
+        raise AssertionError(f"placeholders {found} are not in the order {order}")
+    mark = "%s" if paramstyle in ("pyformat", "format") else "?"
+    return re.sub(r":\w+", lambda _m: mark, sql)
 
 
 class _SQLiteConnections:
@@ -131,7 +128,6 @@ class _SQLiteConnections:
     def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
         self._connect = connect
         self._idle: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
         self._closed = False
 
     def acquire(self) -> sqlite3.Connection:
@@ -141,17 +137,21 @@ class _SQLiteConnections:
             return self._connect()
 
     def release(self, conn: sqlite3.Connection) -> None:
-        with self._lock:
-            if not self._closed and len(self._idle) < _MAX_IDLE_CONNECTIONS:
-                self._idle.append(conn)
-                return
+        idle = self._idle
+        if len(idle) < _MAX_IDLE_CONNECTIONS:
+            idle.append(conn)  # atomic under the GIL, like pop() in acquire()
+            if self._closed:  # raced with close(): drain again
+                self.close()
+            return
         conn.close()
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for conn in idle:
+        self._closed = True
+        while True:
+            try:
+                conn = self._idle.pop()
+            except IndexError:
+                return
             conn.close()
 
 
@@ -206,8 +206,10 @@ class SQLBackend(Backend):
             name: _render(sql, dialect.paramstyle, is_sqlite=self._is_sqlite)
             for name, sql in _SQL.items()
         }
-        self._sql_newest = self._sql["newest"]
-        self._sql_one = self._sql["one"]
+        # The hottest statements also in positional form (cheaper to bind).
+        self._sql_newest = _positional(_SQL["newest"], ("ns", "key"), dialect.paramstyle)
+        self._sql_one = _positional(_SQL["one"], ("ns", "key", "version"), dialect.paramstyle)
+        self._sql_head = _positional(_SQL["head"], ("ns", "key"), dialect.paramstyle)
         self._sqlite_pool: _SQLiteConnections | None = None
         if self._is_sqlite:
             _install_sqlite_hooks(self._engine, busy_timeout_ms, synchronous)
@@ -299,7 +301,7 @@ class SQLBackend(Backend):
 
     def head(self, namespace: str, key: str) -> KeyHead:
         with self._read() as conn:
-            row = conn.execute(self._sql["head"], {"ns": namespace, "key": key}).fetchone()
+            row = conn.execute(self._sql_head, (namespace, key)).fetchone()
         if row is None:
             return KeyHead()
         return KeyHead(row[0], row[1], row[2])
@@ -313,10 +315,10 @@ class SQLBackend(Backend):
         *,
         kind: str,
         format_version: int,
-        created_at: datetime,
+        created_at_us: int,
         expected_newest: int | None = None,
     ) -> VersionInfo:
-        micros = _to_micros(created_at)
+        micros = created_at_us
         params = {
             "ns": namespace,
             "key": key,
@@ -337,7 +339,7 @@ class SQLBackend(Backend):
                 else:
                     self._explain_refusal(conn, namespace, key, version, kind, expected_newest)
             conn.execute(self._sql["insert"], params)
-        return VersionInfo(key, version, kind, format_version, len(blob), _to_datetime(micros))
+        return VersionInfo(key, version, kind, format_version, len(blob), micros)
 
     def _explain_refusal(
         self,
@@ -376,11 +378,9 @@ class SQLBackend(Backend):
         conn = self._acquire()
         try:
             if version is None:
-                cursor = conn.execute(self._sql_newest, {"ns": namespace, "key": key})
+                cursor = conn.execute(self._sql_newest, (namespace, key))
             else:
-                cursor = conn.execute(
-                    self._sql_one, {"ns": namespace, "key": key, "version": version}
-                )
+                cursor = conn.execute(self._sql_one, (namespace, key, version))
             row = cursor.fetchone()
             if self._sqlite_pool is None:
                 conn.rollback()
@@ -399,9 +399,7 @@ class SQLBackend(Backend):
                     "the database was altered outside gotstate-persist"
                 )
             blob = bytes(blob)
-        return VersionInfo(
-            row[0], row[1], row[2], row[3], row[4], _EPOCH + timedelta(microseconds=row[5])
-        ), blob
+        return VersionInfo(row[0], row[1], row[2], row[3], row[4], row[5]), blob
 
     def versions(self, namespace: str, key: str) -> list[VersionInfo]:
         with self._read() as conn:

@@ -21,13 +21,14 @@ from datetime import datetime, timezone
 
 import pytest
 
-from ..backends.base import Backend, KeyHead
+from ..backends.base import Backend, KeyHead, to_micros
 from ..errors import FormatError, NotFound, VersionConflict
 
 __all__ = ["BackendTests"]
 
 NS = "conformance"
-_NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+_NOW = datetime(2026, 1, 1, 12, 30, 45, 123456, tzinfo=timezone.utc)
+_NOW_US = to_micros(_NOW)
 AWKWARD_KEYS = (
     "../x",
     "a/b",
@@ -55,7 +56,7 @@ def _put(backend: Backend, key: str, version: int, blob: bytes, **kw: object) ->
         blob,
         kind=str(kw.pop("kind", "test.kind")),
         format_version=1,
-        created_at=_NOW,
+        created_at_us=_NOW_US,
         **kw,  # type: ignore[arg-type]
     )
 
@@ -144,7 +145,9 @@ class BackendTests:
 
     def test_namespaces_isolate(self, backend: Backend) -> None:
         _put(backend, "k", 1, b"mine")
-        backend.put("other", "k", 1, b"theirs", kind="test.kind", format_version=1, created_at=_NOW)
+        backend.put(
+            "other", "k", 1, b"theirs", kind="test.kind", format_version=1, created_at_us=_NOW_US
+        )
         assert backend.get(NS, "k")[1] == b"mine"
         assert backend.get("other", "k")[1] == b"theirs"
         backend.delete("other", "k")
