@@ -7,12 +7,12 @@ STAMP := $(VENV)/.installed
 DEMO_DB := sqlite:///.gotstate/demo.db
 DEMO_KEYS := .gotstate/demo-keys.json
 
-.PHONY: install demo test lint types pytest bench clean
+.PHONY: install services demo test lint types pytest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,dev]'
+	$(PY) -m pip install --quiet -e '.[test,dev,postgres,s3]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -38,7 +38,11 @@ types: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-test: lint types pytest
+# Debian's PostgreSQL server (the tests start their own instance; S3 is moto, a pip package)
+services:
+	bash scripts/test-services.sh
+
+test: services lint types pytest
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_snapshot.py

@@ -42,8 +42,15 @@ _BUILTIN: Mapping[str, tuple[str, str]] = MappingProxyType(
             "gotstate_persist.backends.sql:SQLBackend",
             "pip install 'gotstate-persist[postgres]'",
         ),
+        "file": ("gotstate_persist.backends.objectstore:ObjectStoreBackend", "built in"),
+        "memory": ("gotstate_persist.backends.objectstore:ObjectStoreBackend", "built in"),
+        "s3": (
+            "gotstate_persist.backends.objectstore:ObjectStoreBackend",
+            "pip install 'gotstate-persist[s3]'",
+        ),
     }
 )
+_OBJECT_STORE = "gotstate_persist.backends.objectstore:ObjectStoreBackend"
 _registered: dict[str, BackendFactory] = {}
 _registry_lock = threading.Lock()
 
@@ -98,11 +105,24 @@ def _resolve(scheme: str) -> BackendFactory:
     for ep in entry_points(group=ENTRY_POINT_GROUP, name=scheme):
         plugin: BackendFactory = ep.load()
         return plugin
+    if _is_fsspec_protocol(scheme):
+        module_name, attribute = _OBJECT_STORE.split(":")
+        fallback: BackendFactory = getattr(import_module(module_name), attribute)
+        return fallback
     raise InvalidArgument(
         f"no storage backend for URL scheme {scheme!r}. Known schemes: "
         f"{', '.join(known_schemes())}. Install a plugin that provides it (an entry point "
         f"in group {ENTRY_POINT_GROUP!r}) or call gotstate_persist.register_backend()."
     )
+
+
+def _is_fsspec_protocol(scheme: str) -> bool:
+    """Any protocol fsspec knows (gcs, az, sftp, ...) is served by the object store."""
+    try:
+        from fsspec.registry import known_implementations, registry
+    except ImportError:  # pragma: no cover - fsspec is a dependency
+        return False
+    return scheme in known_implementations or scheme in registry
 
 
 def open_backend(url: str, **options: Any) -> Backend:
