@@ -1,4 +1,4 @@
-"""The ``gotstate-persist`` command: keys, listing, inspection, verification.
+"""The ``gotstate-persist`` command: keys, listing, inspection, verification, copy.
 
 Commands that open records read the exported keyring from ``--keys FILE`` or,
 by default, the environment variable ``GOTSTATE_PERSIST_KEYS`` (the one
@@ -18,6 +18,7 @@ from typing import Any, TextIO
 import msgspec
 import sqlalchemy as sa
 
+from ._copy import copy_records
 from ._names import DEFAULT_NAMESPACE
 from .backends import Backend, open_backend
 from .errors import InvalidArgument, PersistError
@@ -193,6 +194,49 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+class _ProgressBar:
+    """A one-line progress bar on stderr (a plain line every 10% when not a terminal)."""
+
+    WIDTH = 30
+
+    def __init__(self, label: str, stream: TextIO) -> None:
+        self._label = label
+        self._stream = stream
+        self._tty = stream.isatty()
+        self._last_tenth = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        fraction = done / total if total else 1.0
+        if self._tty:
+            filled = int(fraction * self.WIDTH)
+            bar = "#" * filled + "." * (self.WIDTH - filled)
+            self._stream.write(f"\r{self._label} [{bar}] {done}/{total}")
+            if done == total:
+                self._stream.write("\n")
+        elif int(fraction * 10) > self._last_tenth or done == total:
+            self._last_tenth = int(fraction * 10)
+            self._stream.write(f"{self._label}: {done}/{total}\n")
+        self._stream.flush()
+
+
+def _cmd_copy(args: argparse.Namespace) -> int:
+    keys = _keyring(args.keys)
+    with _open_existing(args.source) as source, open_backend(args.destination) as destination:
+        report = copy_records(
+            source,
+            destination,
+            keys,
+            namespaces=[args.namespace] if args.namespace else None,
+            progress=_ProgressBar("copying", sys.stderr),
+        )
+    for namespace, key, version, reason in report.failed:
+        sys.stdout.write(f"FAILED {namespace}/{key} version {version}: {reason}\n")
+    sys.stdout.write(
+        f"{report.copied} copied, {report.skipped} already present, {len(report.failed)} failed\n"
+    )
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gotstate-persist",
@@ -229,6 +273,17 @@ def _parser() -> argparse.ArgumentParser:
 
     verify = store_command("verify", "authenticate every stored record", needs_keys=True)
     verify.set_defaults(func=_cmd_verify)
+
+    copy = commands.add_parser(
+        "copy", help="copy every version of every key to another store (resumable)"
+    )
+    copy.add_argument("source", help="store URL to copy from")
+    copy.add_argument("destination", help="store URL to copy to")
+    copy.add_argument("--namespace", help="only this namespace (default: all)")
+    copy.add_argument(
+        "--keys", metavar="FILE", help=f"exported keyring file (default: ${DEFAULT_ENV_VAR})"
+    )
+    copy.set_defaults(func=_cmd_copy)
     return parser
 
 

@@ -284,19 +284,23 @@ class Store:
     def _open(
         self, key: str, version: int | None
     ) -> tuple[VersionInfo, Codec, str, int, msgspec.Raw]:
-        """Fetch, authenticate and unwrap one record, leaving its body encoded.
-
-        The body's decoder is then chosen from the authenticated kind and
-        format version, never from the unauthenticated copy beside the blob.
-        """
+        """Fetch, authenticate and unwrap one record, leaving its body encoded."""
         check_name(key, "key")
         if version is not None:
             _check_version(version)
         info, blob = self._backend.get(self._namespace, key, version)
         if info.key != key or (version is not None and info.version != version):
             raise IntegrityError("the backend returned a record for another key or version")
+        return (info, *self._unwrap(info, blob))
+
+    def _unwrap(self, info: VersionInfo, blob: bytes) -> tuple[Codec, str, int, msgspec.Raw]:
+        """Authenticate ``blob`` as ``info`` of this namespace and split its payload.
+
+        The body's decoder is then chosen from the authenticated kind and
+        format version, never from the unauthenticated copy beside the blob.
+        """
         codec_id, payload = open_envelope(
-            self._keyring, blob, namespace=self._namespace, key=key, version=info.version
+            self._keyring, blob, namespace=self._namespace, key=info.key, version=info.version
         )
         codec = codec_by_id(codec_id)
         kind, format_version, body = codec.decode(payload, _PAYLOAD_TYPE, limits=self._limits)
@@ -305,7 +309,15 @@ class Store:
                 "the record's stored kind/format version disagree with its authenticated "
                 "contents; the storage was altered: restore it from a backup"
             )
-        return info, codec, kind, format_version, body
+        return codec, kind, format_version, body
+
+    def _verify_blob(self, info: VersionInfo, blob: bytes) -> None:
+        """Authenticate and fully decode a blob (typed when its kind is registered)."""
+        codec, kind, format_version, body = self._unwrap(info, blob)
+        if kind in self._formats.kinds():
+            codec.decode_inner(body, self._formats.type_for(kind, format_version))
+        else:
+            codec.decode_inner(body, Any)
 
     def _inspect(self, key: str, version: int | None) -> tuple[SnapshotRef, Any, bool]:
         """For tools: the record, typed if its kind is registered, else as builtins.
