@@ -9,6 +9,11 @@ Subclass :class:`BackendTests` in your test suite and provide one fixture,
             with MyBackend(tmp_path) as b:
                 yield b
 
+If the backend declares ``capabilities.cross_process``, also provide
+``backend_url``, returning ``(url, options)`` that open the *same* storage
+through :func:`~gotstate_persist.backends.open_backend`, so the suite can
+append to it from several processes at once.
+
 Every built-in backend runs this same suite unchanged. The tests talk to the
 backend only through the :class:`~gotstate_persist.backends.Backend` contract
 and use opaque byte strings as blobs, so they say nothing about sealing.
@@ -16,13 +21,21 @@ and use opaque byte strings as blobs, so they say nothing about sealing.
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 from datetime import datetime, timezone
+from typing import Any
 
+import msgspec
 import pytest
 
+from ..backends import open_backend
 from ..backends.base import Backend, KeyHead, to_micros
-from ..errors import FormatError, NotFound, VersionConflict
+from ..codec import MAX_BLOB_BYTES
+from ..errors import FormatError, IntegrityError, NotFound, VersionConflict
+from ..formats import FormatRegistry
+from ..sealing import KeyRing
+from ..store import Store
 
 __all__ = ["BackendTests"]
 
@@ -167,10 +180,12 @@ class BackendTests:
         assert backend.get(NS, "Key")[1] == b"upper"
         assert backend.get(NS, "key")[1] == b"lower"
 
-    def test_large_blob(self, backend: Backend) -> None:
-        blob = bytes(range(256)) * 4096 * 4  # 4 MiB
+    def test_blob_at_the_size_limit(self, backend: Backend) -> None:
+        blob = bytes(range(256)) * (MAX_BLOB_BYTES // 256)
+        assert len(blob) == MAX_BLOB_BYTES
         _put(backend, "big", 1, blob)
-        assert backend.get(NS, "big")[1] == blob
+        info, stored = backend.get(NS, "big")
+        assert stored == blob and info.size == MAX_BLOB_BYTES
 
     def test_usage(self, backend: Backend) -> None:
         _put(backend, "a", 1, b"12345")
@@ -206,3 +221,77 @@ class BackendTests:
         assert [i.version for i in versions] == list(range(1, workers * per_worker + 1))
         blobs = {backend.get(NS, "shared", i.version)[1] for i in versions}
         assert len(blobs) == workers * per_worker
+
+    def test_tamper_detection_end_to_end(self, backend: Backend) -> None:
+        """A blob moved to another key or namespace through the backend is refused."""
+        formats = FormatRegistry()
+        formats.register(_Note, kind="conformance.note", version=1)
+        keys = KeyRing.generate()
+        store = Store(backend, keyring=keys, namespace=NS, formats=formats)
+        other = Store(backend, keyring=keys, namespace="elsewhere", formats=formats)
+        store.save("original", _Note("secret"))
+        info, blob = backend.get(NS, "original")
+        for target, key in ((NS, "moved"), ("elsewhere", "original")):
+            backend.put(
+                target,
+                key,
+                1,
+                blob,
+                kind=info.kind,
+                format_version=info.format_version,
+                created_at_us=info.created_at_us,
+            )
+        with pytest.raises(IntegrityError):
+            store.load("moved")
+        with pytest.raises(IntegrityError):
+            other.load("original")
+        assert store.load("original") == _Note("secret")
+
+    @pytest.fixture
+    def backend_url(self) -> tuple[str, dict[str, Any]] | None:
+        """Override: ``(url, options)`` opening the same storage as ``backend``."""
+        return None
+
+    def test_concurrent_appends_from_processes(
+        self, backend: Backend, backend_url: tuple[str, dict[str, Any]] | None
+    ) -> None:
+        if not backend.capabilities.cross_process:
+            pytest.skip("the backend declares cross_process=False")
+        if backend_url is None:
+            pytest.fail(
+                "the backend declares cross_process=True: define a `backend_url` fixture "
+                "returning (url, options) so the suite can open it from other processes"
+            )
+        url, options = backend_url
+        workers, per_worker = 3, 8
+        ctx = multiprocessing.get_context("spawn")
+        procs = [
+            ctx.Process(target=_append_from_process, args=(url, options, w, per_worker))
+            for w in range(workers)
+        ]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(timeout=180)
+            assert proc.exitcode == 0, "a writer process failed"
+        versions = backend.versions(NS, "shared")
+        assert [i.version for i in versions] == list(range(1, workers * per_worker + 1))
+        blobs = {backend.get(NS, "shared", i.version)[1] for i in versions}
+        assert blobs == {f"{w}-{i}".encode() for w in range(workers) for i in range(per_worker)}
+
+
+class _Note(msgspec.Struct, frozen=True):
+    text: str
+
+
+def _append_from_process(url: str, options: dict[str, Any], worker: int, count: int) -> None:
+    """Child-process writer for the multi-process test (module level: picklable)."""
+    with open_backend(url, **options) as backend:
+        done = 0
+        while done < count:
+            version = backend.head(NS, "shared").last_version + 1
+            try:
+                _put(backend, "shared", version, f"{worker}-{done}".encode())
+            except VersionConflict:
+                continue
+            done += 1
