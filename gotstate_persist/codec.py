@@ -404,6 +404,17 @@ def _type_name(tp: object) -> str:
     return repr(tp)[:200]
 
 
+def _safe_cause(exc: BaseException) -> BaseException | None:
+    """The cause worth chaining: not a ValidationError, whose text may quote values.
+
+    msgspec's validation messages can contain field names and values of the
+    decrypted record (an invalid enum or literal value, say); a traceback must
+    never carry plaintext, so those are dropped. Structural errors (bad bytes,
+    truncation, recursion) say nothing about the contents and are kept.
+    """
+    return None if isinstance(exc, msgspec.ValidationError) else exc
+
+
 class Codec(abc.ABC):
     """One wire format (msgpack or JSON) with the limits enforced around it.
 
@@ -491,7 +502,7 @@ class Codec(abc.ABC):
         try:
             return decoder.decode(raw)
         except _DECODE_ERRORS as exc:
-            raise FormatError(self._decode_failure(exc, type)) from exc
+            raise FormatError(self._decode_failure(exc, type)) from _safe_cause(exc)
 
     def decode_inner(self, raw: msgspec.Raw, type: Any) -> Any:
         """Decode a ``msgspec.Raw`` that an outer :meth:`decode` of this codec produced.
@@ -508,7 +519,7 @@ class Codec(abc.ABC):
         try:
             result = decoder.decode(raw)
         except _DECODE_ERRORS as exc:
-            raise FormatError(self._decode_failure(exc, type)) from exc
+            raise FormatError(self._decode_failure(exc, type)) from _safe_cause(exc)
         return result
 
     def check(self, data: BytesLike, *, limits: Limits = DEFAULT_LIMITS) -> None:
@@ -612,7 +623,7 @@ class Codec(abc.ABC):
             at = f" at {where.group(1)}" if where else ""
             return (
                 f"{self.name} record does not match {target}{at}; it was written by a "
-                "different format or version, or is damaged (the chained error has details)"
+                "different format or version, or is damaged"
             )
         if isinstance(exc, (RecursionError, MemoryError)):
             return (

@@ -28,6 +28,7 @@ import msgspec
 from gotstate.core.state_machine import CompositeStateMachine, StateMachine
 from gotstate.core.states import CompositeState
 
+from ._gcpause import gc_paused
 from .errors import FormatError, InvalidArgument, StructureMismatch
 from .formats._values import TAG_DICT, UnsupportedValue, decode_value, encode_value
 from .formats.machine import MachineSnapshot, Structure, decode_structure, encode_structure
@@ -82,6 +83,15 @@ def _locked(machine: Any) -> Iterator[None]:
                     "save or restore a machine from inside its own actions or hooks"
                 )
             stack.callback(lock.release)
+            # add_state()/add_transition() take the graph lock: hold it so the
+            # structure cannot change under us (same order as process_event).
+            graph_lock: threading.Lock = current._graph._graph_lock
+            if not graph_lock.acquire(timeout=LOCK_TIMEOUT):
+                raise InvalidArgument(
+                    f"the machine's graph lock was busy for {LOCK_TIMEOUT:.0f}s; is another "
+                    "thread changing its structure?"
+                )
+            stack.callback(graph_lock.release)
             subs = _submachines(current)
             pending.extend(subs[name] for name in sorted(subs))
         yield
@@ -111,6 +121,20 @@ class _Shape:
         graph = machine._graph
         parents = graph._parent_map
         nodes = list(graph._nodes)
+        for state in nodes:
+            if type(state.name) is not str:
+                raise InvalidArgument(
+                    f"state names must be str to be saved, found {type(state.name).__name__} "
+                    f"{state.name!r}"
+                )
+        for group in graph._transitions.values():
+            for transition in group:
+                if type(transition.get_priority()) is not int:
+                    raise InvalidArgument(
+                        f"transition priorities must be int to be saved, found "
+                        f"{transition.get_priority()!r} on {transition.source.name!r} -> "
+                        f"{transition.target.name!r}"
+                    )
         index = {state: i for i, state in enumerate(nodes)}
         self.signature = signature
         self.by_name = {state.name: state for state in nodes}
@@ -198,7 +222,7 @@ def fingerprint(machine: StateMachine) -> str:
 
 def capture(machine: StateMachine, *, struct_kind: StructKind, max_depth: int) -> MachineSnapshot:
     """Take a consistent snapshot while holding the machine's transition lock."""
-    with _locked(machine):
+    with _locked(machine), gc_paused():
         return _capture(machine, struct_kind, max_depth - SNAPSHOT_NESTING)
 
 
@@ -216,9 +240,8 @@ def _capture(machine: Any, struct_kind: StructKind, budget: int) -> MachineSnaps
         history={c.name: s.name for c, s in graph._history._history.items()},
         structure=shape.structure_blob,
         data={
-            state.name: _encode_data(state.name, data, struct_kind, budget)
-            for state, data in graph._state_data.items()
-            if data
+            state.name: _encode_data(state.name, items, struct_kind, budget)
+            for state, items in _data_items(graph)
         },
         submachines={
             name: _capture(sub, struct_kind, budget - SUBMACHINE_NESTING)
@@ -227,12 +250,34 @@ def _capture(machine: Any, struct_kind: StructKind, budget: int) -> MachineSnaps
     )
 
 
+def _data_items(graph: Any) -> list[tuple[Any, list[tuple[Any, Any]]]]:
+    """Each non-empty state's data items, copied under that state's data lock.
+
+    gotstate's ``set_state_data`` takes the per-state lock, not the transition
+    lock, so another thread may be writing data while we capture.
+    """
+    locks = graph._data_locks
+    found = []
+    for state, data in list(graph._state_data.items()):
+        if not data:
+            continue
+        lock = locks.get(state)
+        if lock is None:
+            items = list(data.items())
+        else:
+            with lock:
+                items = list(data.items())
+        if items:
+            found.append((state, items))
+    return found
+
+
 def _encode_data(
-    state: str, data: dict[Any, Any], struct_kind: StructKind, budget: int
+    state: str, items: list[tuple[Any, Any]], struct_kind: StructKind, budget: int
 ) -> list[object]:
     out: list[object] = [TAG_DICT]
     append = out.append
-    for key, value in data.items():
+    for key, value in items:
         try:
             append(encode_value(key, budget, struct_kind))
             append(encode_value(value, budget, struct_kind))
@@ -248,7 +293,7 @@ _Commit = Callable[[], None]
 
 def apply(machine: StateMachine, snapshot: MachineSnapshot, *, struct_type: StructType) -> None:
     """Put ``machine`` into the snapshot's state, or raise and change nothing."""
-    with _locked(machine):
+    with _locked(machine), gc_paused():
         commits: list[_Commit] = []
         _plan(machine, snapshot, struct_type, commits, path="")
         for commit in commits:

@@ -127,10 +127,9 @@ class Store:
     ) -> SnapshotRef:
         """Snapshot ``machine`` (under its transition lock) as the next version of ``key``."""
         check_name(key, "key")
-        with gc_paused():
-            snapshot = _machine.capture(
-                machine, struct_kind=self._formats.kind_of, max_depth=self._limits.max_depth
-            )
+        snapshot = _machine.capture(
+            machine, struct_kind=self._formats.kind_of, max_depth=self._limits.max_depth
+        )
         # capture() built the snapshot under the depth limit itself
         return self._save_record(key, snapshot, expected_version, depth_checked=True)
 
@@ -139,15 +138,15 @@ class Store:
 
         Entry and exit actions do not run. On any error the machine is unchanged.
         """
-        with gc_paused():
-            info, record = self._read(key, version)
-            if not isinstance(record, MachineSnapshot):
-                raise FormatError(
-                    f"key {key!r} holds a {info.kind!r} record, not a machine snapshot; "
-                    "use store.load() for it"
-                )
-            _machine.apply(machine, record, struct_type=self._formats.type_for)
-        return self._ref(info)
+        info, record = self._read(key, version)
+        if not isinstance(record, MachineSnapshot):
+            raise FormatError(
+                f"key {key!r} holds a {info.kind!r} record, not a machine snapshot; "
+                "use store.load() for it"
+            )
+        ref = self._ref(info)  # before apply: nothing may fail once the machine changed
+        _machine.apply(machine, record, struct_type=self._formats.type_for)
+        return ref
 
     # Records.
 
@@ -171,7 +170,9 @@ class Store:
 
     def keys(self, prefix: str = "") -> list[str]:
         """Keys with at least one stored version, sorted, optionally by prefix."""
-        if not isinstance(prefix, str):
+        if prefix:
+            check_name(prefix, "key prefix")
+        elif not isinstance(prefix, str):
             raise InvalidArgument("prefix must be a str")
         return self._backend.keys(self._namespace, prefix)
 
@@ -221,6 +222,8 @@ class Store:
             payload = self._codec.encode(
                 (kind, format_version, record), limits=self._limits, depth_checked=depth_checked
             )
+            if not depth_checked:
+                self._check_round_trip(payload, record)
         stored_size = len(payload) + envelope_overhead(self._keyring.algorithm)
         if stored_size > self._limits.max_blob_bytes:
             raise FormatError(
@@ -275,6 +278,28 @@ class Store:
             "the race first; retry later"
         )
 
+    def _check_round_trip(self, payload: bytes, record: msgspec.Struct) -> None:
+        """Refuse a record that load would refuse or return changed.
+
+        msgspec encodes whatever the fields hold; only a strict, typed decode
+        notices a str in an int field. Run that decode now, before anything
+        is written, and compare (repr as well, since NaN != NaN).
+        """
+        _kind, _version, body = self._codec.decode(payload, _PAYLOAD_TYPE, limits=self._limits)
+        try:
+            back = self._codec.decode_inner(body, type(record))
+        except FormatError as exc:
+            raise FormatError(
+                f"{type(record).__qualname__} cannot be saved: a field holds a value that "
+                f"does not match its annotation, so it could never be loaded ({exc})"
+            ) from None
+        if back != record and repr(back) != repr(record):
+            raise FormatError(
+                f"{type(record).__qualname__} cannot be saved exactly: a field holds a value "
+                "its annotation cannot carry (such as a tuple in a list or object field); "
+                "annotate the field with the exact type"
+            )
+
     def _read(self, key: str, version: int | None) -> tuple[VersionInfo, Any]:
         info, codec, kind, format_version, body = self._open(key, version)
         record_type = self._formats.type_for(kind, format_version)
@@ -299,6 +324,12 @@ class Store:
         The body's decoder is then chosen from the authenticated kind and
         format version, never from the unauthenticated copy beside the blob.
         """
+        if len(blob) > self._limits.max_blob_bytes:
+            raise FormatError(
+                f"stored blob of {info.key!r} version {info.version} is {len(blob)} bytes, over "
+                f"this store's limit of {self._limits.max_blob_bytes}; open the store with a "
+                "higher Limits.max_blob_bytes (at most 16 MiB) if it is legitimate"
+            )
         codec_id, payload = open_envelope(
             self._keyring, blob, namespace=self._namespace, key=info.key, version=info.version
         )

@@ -581,7 +581,7 @@ def test_unknown_field_is_rejected_without_naming_it(codec: Codec) -> None:
     with pytest.raises(FormatError, match="does not match Point") as info:
         codec.decode(data, Point)
     assert "hushhush" not in str(info.value)
-    assert isinstance(info.value.__cause__, msgspec.ValidationError)
+    assert info.value.__cause__ is None  # msgspec's text would name the field
 
 
 @each_codec
@@ -606,7 +606,7 @@ def test_invalid_literal_value_is_not_quoted(codec: Codec) -> None:
     with pytest.raises(FormatError) as info:
         codec.decode(raw_encode(codec, {"mode": "hushhush"}), Mode)
     assert "hushhush" not in str(info.value)
-    assert "hushhush" in str(info.value.__cause__)  # the cause keeps the detail
+    assert info.value.__cause__ is None  # a traceback must not carry the plaintext value
 
 
 @each_codec

@@ -25,7 +25,7 @@ from types import TracebackType
 
 import msgspec
 
-from ..errors import NotFound
+from ..errors import IntegrityError, NotFound
 
 __all__ = ["EPOCH", "Backend", "Capabilities", "KeyHead", "Usage", "VersionInfo", "to_micros"]
 
@@ -74,7 +74,13 @@ class VersionInfo(msgspec.Struct, frozen=True):
         Stored as integer microseconds since the Unix epoch: exact, portable
         across databases, and converted only when someone looks.
         """
-        return EPOCH + timedelta(microseconds=self.created_at_us)
+        try:
+            return EPOCH + timedelta(microseconds=self.created_at_us)
+        except (OverflowError, TypeError):
+            raise IntegrityError(
+                f"version {self.version} of key {self.key!r} has an impossible stored "
+                "timestamp; the storage was altered outside gotstate-persist"
+            ) from None
 
 
 class KeyHead(msgspec.Struct, frozen=True):

@@ -13,7 +13,7 @@ subclass such as an IntEnum or OrderedDict is refused rather than silently
 changed into its base type). The tag numbers are part of the stored format:
 never renumber them; add new ones at the end.
 
-Registered msgspec Structs travel as ``[TAG_STRUCT, kind, version, builtins]``
+Registered msgspec Structs travel as ``[TAG_STRUCT, kind, version, msgpack]``
 and are rebuilt only through the registry: a stored name never chooses a
 class that the application did not register.
 """
@@ -29,6 +29,9 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
+
+from ..codec import MSGPACK
+from ..errors import FormatError
 
 __all__ = ["UnsupportedValue", "decode_value", "encode_value"]
 
@@ -88,13 +91,14 @@ def _encode(value: object, depth: int, struct_kind: StructKind) -> object:
         if not INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
             raise UnsupportedValue("int outside the 64-bit range; store it as a str or Decimal")
         return value
-    if t is float:
-        if math.isfinite(value):  # type: ignore[arg-type]
-            return value
-        return [TAG_FLOAT, repr(value)]
+    if t is float and math.isfinite(value):  # type: ignore[arg-type]
+        return value
+    # Everything below becomes a tagged array: one level of nesting.
     if depth <= 0:
         raise UnsupportedValue("value is nested too deeply; flatten it")
     depth -= 1
+    if t is float:
+        return [TAG_FLOAT, repr(value)]
     # Containers inline the check for the plain scalars that make up most data:
     # a set lookup is several times cheaper than a recursive call.
     if t is dict:
@@ -131,17 +135,7 @@ def _encode(value: object, depth: int, struct_kind: StructKind) -> object:
         return [TAG_DECIMAL, str(value)]
     if isinstance(value, msgspec.Struct):
         kind, version = struct_kind(value)
-        try:
-            # str_keys: what JSON can carry and any decoder can rebuild
-            fields = msgspec.to_builtins(value, str_keys=True)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise UnsupportedValue(
-                f"{t.__qualname__} holds a value msgspec cannot store ({type(exc).__name__}); "
-                "give its fields supported types"
-            ) from None
-        if not _fits(fields, depth):
-            raise UnsupportedValue("value is nested too deeply; flatten it")
-        return [TAG_STRUCT, kind, version, fields]
+        return [TAG_STRUCT, kind, version, encode_struct(value)]
     raise UnsupportedValue(
         f"values of type {t.__module__}.{t.__qualname__} cannot be stored; use None, bool, "
         "int, float, str, bytes, datetime, date, time, timedelta, UUID, Decimal, list, "
@@ -156,21 +150,39 @@ _PLAIN = frozenset({str, bool, type(None)})
 _FINAL = frozenset({str, int, bool, float, type(None)})
 
 
-def _fits(value: object, depth: int) -> bool:
-    """Whether builtins (``msgspec.to_builtins`` output) nest within ``depth`` containers."""
-    if type(value) is dict:
-        return depth > 0 and all(_fits(v, depth - 1) for v in value.values())
-    if type(value) in (list, tuple, set, frozenset):
-        return depth > 0 and all(_fits(v, depth - 1) for v in value)  # type: ignore[attr-defined]
-    return True
-
-
 _SEQUENCE_TAGS: dict[type, int] = {
     list: TAG_LIST,
     tuple: TAG_TUPLE,
     set: TAG_SET,
     frozenset: TAG_FROZENSET,
 }
+
+
+def encode_struct(value: msgspec.Struct) -> bytes:
+    """Encode a registered Struct so that it comes back exactly, or refuse it.
+
+    A Struct travels as its own msgpack bytes, checked by the same bounded,
+    strict, typed decode a load will run, and compared with the original: a
+    field holding a value of the wrong type, or one its annotation cannot
+    carry exactly (a tuple in an ``object`` field comes back a list), is
+    refused at save time instead of failing or changing at restore.
+    """
+    name = type(value).__qualname__
+    try:
+        encoded = MSGPACK.encode(value)
+        back = MSGPACK.decode(encoded, type(value))
+    except FormatError:
+        raise UnsupportedValue(
+            f"{name} does not match its own field types, or is nested too deeply; "
+            "fix the values of its fields"
+        ) from None
+    if back != value and repr(back) != repr(value):  # repr: NaN fields compare unequal
+        raise UnsupportedValue(
+            f"{name} would not come back exactly (a field holds a value its annotation "
+            "cannot carry, such as a tuple or set in a list or object field); "
+            "annotate the field with the exact type"
+        )
+    return encoded
 
 
 def decode_value(value: object, struct_type: StructType) -> Any:
@@ -245,8 +257,13 @@ def _decode_scalar(tag: object, items: list[object], struct_type: StructType) ->
         if tag == TAG_STRUCT:
             if len(items) != 3 or type(items[0]) is not str or type(items[1]) is not int:
                 raise UnsupportedValue("malformed state data: bad struct")
-            cls_ = struct_type(items[0], items[1])
-            return msgspec.convert(items[2], cls_, strict=False)
+            encoded = items[2]
+            if type(encoded) is str:  # JSON carries bytes as base64
+                encoded = base64.b64decode(encoded, validate=True)
+            if type(encoded) is not bytes:
+                raise UnsupportedValue("malformed state data: bad struct")
+            # its own bounded, strict, typed decode: the class comes from the registry
+            return MSGPACK.decode(encoded, struct_type(items[0], items[1]))
     except (ValueError, OverflowError, InvalidOperation, msgspec.ValidationError) as exc:
         raise UnsupportedValue(f"malformed state data: {type(exc).__name__}") from None
     raise UnsupportedValue(f"malformed state data: unknown tag {tag!r}")
