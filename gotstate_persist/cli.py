@@ -49,7 +49,12 @@ def _keyring(path: str | None) -> KeyRing:
 def _open_existing(url: str) -> Backend:
     """Open a backend for reading; refuse to create a missing SQLite file."""
     if url.startswith("sqlite"):
-        database = sa.make_url(url).database
+        try:
+            database = sa.make_url(url).database
+        except sa.exc.ArgumentError:
+            raise InvalidArgument(
+                f"{url!r} is not a store URL; use e.g. sqlite:///path/state.db"
+            ) from None
         if database and database != ":memory:" and not Path(database).exists():
             raise InvalidArgument(f"no SQLite database at {database!r}; check the URL")
     return open_backend(url)
@@ -176,20 +181,36 @@ def _verify_key(store: Store, key: str) -> tuple[int, list[str]]:
     return len(versions), problems
 
 
+def _verify_namespace(backend: Backend, keys: KeyRing, namespace: str) -> tuple[int, int]:
+    """Verify every key of one namespace, print a line per key; return (checked, failed)."""
+    checked = failed = 0
+    try:
+        store = Store(backend, keyring=keys, namespace=namespace)
+    except InvalidArgument as exc:  # a name no gotstate-persist could have written
+        sys.stdout.write(f"FAILED namespace {namespace!r}: {exc}\n")
+        return 0, 1
+    for key in backend.keys(namespace):
+        try:
+            count, problems = _verify_key(store, key)
+        except InvalidArgument as exc:
+            count, problems = 0, [f"invalid key: {exc}"]
+        checked += count
+        failed += len(problems)
+        status = "ok" if not problems else "FAILED"
+        sys.stdout.write(f"{status:6} {namespace}/{key} ({count} versions)\n")
+        for problem in problems:
+            sys.stdout.write(f"         {problem}\n")
+    return checked, failed
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     keys = _keyring(args.keys)
     failed = checked = 0
     with _open_existing(args.url) as backend:
         for namespace in _namespaces(backend, args.namespace):
-            store = Store(backend, keyring=keys, namespace=namespace)
-            for key in backend.keys(namespace):
-                count, problems = _verify_key(store, key)
-                checked += count
-                failed += len(problems)
-                status = "ok" if not problems else "FAILED"
-                sys.stdout.write(f"{status:6} {namespace}/{key} ({count} versions)\n")
-                for problem in problems:
-                    sys.stdout.write(f"         {problem}\n")
+            ns_checked, ns_failed = _verify_namespace(backend, keys, namespace)
+            checked += ns_checked
+            failed += ns_failed
     sys.stdout.write(f"{checked - failed} of {checked} records verified, {failed} failed\n")
     return EXIT_FAILED if failed else EXIT_OK
 

@@ -125,3 +125,21 @@ def test_console_script_runs(populated: tuple[str, Path]) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "3 of 3 records verified" in result.stdout
+
+
+def test_malformed_url_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ls", "sqlite"]) == 2
+    assert "not a store URL" in capsys.readouterr().err
+
+
+def test_verify_reports_names_no_writer_could_have_stored(
+    populated: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, keys = populated
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+        conn.execute(
+            "UPDATE gotstate_persist_records SET key = 'bad\x01key' WHERE key = 'order-43'"
+        )
+    assert main(["verify", url, "--keys", str(keys)]) == 1
+    out = capsys.readouterr().out
+    assert "invalid key" in out and "ok     orders/order-42" in out

@@ -403,3 +403,9 @@ def test_machine_versions_and_restore_older(store: gp.Store) -> None:
     assert fresh.current_state.name == "idle"
     store.restore_machine("o", fresh)
     assert fresh.current_state.name == "cart"
+
+
+def test_unknown_backend_options_are_named_not_echoed(sqlite_url: str, keyring: gp.KeyRing) -> None:
+    with pytest.raises(gp.InvalidArgument, match="endpoint_url") as info:
+        gp.open_store(sqlite_url, keyring=keyring, endpoint_url="http://user:hunter2@x")
+    assert "hunter2" not in str(info.value)

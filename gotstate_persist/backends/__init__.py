@@ -9,6 +9,7 @@ lookup time, or at run time with :func:`register_backend`.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable, Mapping
 from importlib import import_module
@@ -127,7 +128,19 @@ def _is_fsspec_protocol(scheme: str) -> bool:
 
 def open_backend(url: str, **options: Any) -> Backend:
     """Open the backend for ``url`` exactly as ``open_store`` does."""
-    factory = _resolve(_scheme_of(url))
+    scheme = _scheme_of(url)
+    factory = _resolve(scheme)
+    try:
+        inspect.signature(factory).bind(url, **options)
+    except TypeError:
+        # name the options, never their values: they may hold credentials
+        raise InvalidArgument(
+            f"the {scheme!r} backend does not accept the option(s) "
+            f"{', '.join(sorted(options)) or '(none)'}; check their spelling and the "
+            "backend's documentation"
+        ) from None
+    except ValueError:  # pragma: no cover - a builtin without a signature
+        pass
     backend = factory(url, **options)
     if not isinstance(backend, Backend):
         raise InvalidArgument(
