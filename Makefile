@@ -9,10 +9,14 @@ DEMO_KEYS := .gotstate/demo-keys.json
 
 .PHONY: install services demo test lint types pytest bench clean
 
-$(STAMP): pyproject.toml
+PLUGIN := examples/plugin_backend
+
+$(STAMP): pyproject.toml $(PLUGIN)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,dev,postgres,s3]'
+	# the example third-party backend, discovered through its entry point
+	$(PY) -m pip install --quiet -e $(PLUGIN)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -34,9 +38,10 @@ lint: $(STAMP)
 
 types: $(STAMP)
 	$(BIN)/mypy --strict gotstate_persist
+	$(BIN)/mypy --strict $(PLUGIN)/src
 
 pytest: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest tests $(PLUGIN)/tests
 
 # Debian's PostgreSQL server (the tests start their own instance; S3 is moto, a pip package)
 services:
