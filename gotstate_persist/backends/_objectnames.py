@@ -1,0 +1,301 @@
+"""Object names of the object-store backend: where each name lives, and back.
+
+Layout under the store's root (``/`` separates path components)::
+
+    <namespace components>/<key components>/v0000000007~order~2~1767270645123456
+                                            r0000000007       claim of version 7
+                                            d0000000009       tombstone: 9 was the highest
+                                            .tmp-3f2a...      a writer's temporary (local files)
+
+Namespace and key are the RFC 4648 base32 text of their UTF-8 bytes, in
+lowercase and without padding. Hex was the first idea, but two 255-byte names
+in hex take 1,020 characters and would break S3's 1,024-byte key limit on
+their own; base32 takes 408 and its alphabet (``a-z``, ``2-7``) is still safe
+on case-insensitive file systems, in URLs, and cannot spell ``..``, ``/`` or a
+Windows device name. The text is cut into chunks of at most
+:data:`CHUNK_CHARS` characters so every component stays far below the
+255-byte limit of common file systems. Each component starts with a marker
+letter saying what it is: ``x`` a chunk that continues in the next component,
+``s`` the last chunk of a namespace, ``k`` the last chunk of a key. The
+markers make the path self-describing, so a listing is parsed without knowing
+where names were cut, and no marker letter starts a reserved device name.
+
+The name of a version object carries everything a listing needs (version,
+record kind, format version, creation time), so listings never read a blob.
+``~`` separates the fields because it cannot occur in a kind. Anything in a
+key directory that is not a canonical name of one of the three object types
+is ignored: a crashed writer's temporary or a stray file never shows up as a
+version.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from .._names import MAX_NAME_BYTES, check_kind
+from ..errors import InvalidArgument
+
+__all__ = [
+    "CHUNK_CHARS",
+    "MAX_INT64",
+    "MAX_RELATIVE_PATH_BYTES",
+    "TEMP_PREFIX",
+    "KeyListing",
+    "StoredVersion",
+    "check_put_arguments",
+    "claim_name",
+    "decode_key_path",
+    "decode_namespace_key_path",
+    "is_version_name",
+    "key_components",
+    "namespace_components",
+    "parse_key_listing",
+    "tombstone_name",
+    "version_name",
+]
+
+#: Longest chunk of encoded text in one path component (plus one marker letter).
+CHUNK_CHARS = 200
+#: Largest version, format version and |created_at_us| accepted: what a SQL
+#: BIGINT holds, so every backend accepts the same numbers.
+MAX_INT64 = 2**63 - 1
+#: Prefix of temporaries written before an exclusive link (local files).
+TEMP_PREFIX = ".tmp-"
+#: Longest namespace or key this layout stores. The public boundary allows
+#: 255 bytes (``_names``); the backend is lenient beyond that, as the SQL one
+#: is, because the conformance suite stores a 255-byte key plus a suffix. The
+#: S3 key-length budget is computed for 255-byte names.
+MAX_STORED_NAME_BYTES = 1024
+
+_CONTINUED = "x"
+_NAMESPACE_END = "s"
+_KEY_END = "k"
+_VERSION = "v"
+_CLAIM = "r"
+_TOMBSTONE = "d"
+_SEPARATOR = "~"
+_VERSION_DIGITS = 10  # zero padding, so names also sort by version in tools
+
+_VERSION_NAME = re.compile(
+    r"v(?P<version>\d{10,19})~(?P<kind>[a-z][a-z0-9_.-]{0,63})"
+    r"~(?P<format>\d{1,19})~(?P<created>-?\d{1,19})"
+)
+_MARKER_NAME = re.compile(r"(?P<type>[rd])(?P<version>\d{10,19})")
+
+
+# Namespaces and keys.
+
+
+def _name_bytes(name: object, what: str) -> bytes:
+    """The UTF-8 bytes of ``name``; any text encodes safely, so only size is limited."""
+    if not isinstance(name, str):
+        raise InvalidArgument(f"{what} must be a str, not {type(name).__name__}")
+    try:
+        data = name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{what} is not valid UTF-8 text (a lone surrogate)") from None
+    if not 1 <= len(data) <= MAX_STORED_NAME_BYTES:
+        raise InvalidArgument(
+            f"{what} must be 1 to {MAX_NAME_BYTES} bytes of UTF-8 (this backend stores at "
+            f"most {MAX_STORED_NAME_BYTES}), got {len(data)} bytes"
+        )
+    return data
+
+
+def _encode(name: str, what: str, end_marker: str) -> list[str]:
+    text = base64.b32encode(_name_bytes(name, what)).decode("ascii")
+    text = text.rstrip("=").lower()
+    chunks = [text[i : i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)]
+    return [_CONTINUED + chunk for chunk in chunks[:-1]] + [end_marker + chunks[-1]]
+
+
+def namespace_components(namespace: str) -> list[str]:
+    """Path components of ``namespace`` (raises ``InvalidArgument`` if not allowed)."""
+    return _encode(namespace, "namespace", _NAMESPACE_END)
+
+
+def key_components(key: str) -> list[str]:
+    """Path components of ``key`` below its namespace's components."""
+    return _encode(key, "key", _KEY_END)
+
+
+def _decode(components: Sequence[str], end_marker: str) -> tuple[str, int] | None:
+    """Decode the name that starts ``components``; return it and how many it used.
+
+    Returns None for anything that is not exactly what :func:`_encode`
+    produces, so a stray directory cannot alias a real name.
+    """
+    text = []
+    for used, component in enumerate(components, start=1):
+        marker, chunk = component[:1], component[1:]
+        if marker == _CONTINUED and len(chunk) == CHUNK_CHARS:
+            text.append(chunk)
+            continue
+        if marker != end_marker or not 1 <= len(chunk) <= CHUNK_CHARS:
+            return None
+        text.append(chunk)
+        encoded = "".join(text)
+        try:
+            raw = base64.b32decode(encoded.upper() + "=" * (-len(encoded) % 8))
+            name = raw.decode("utf-8")
+        except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
+            return None
+        if len(raw) > MAX_STORED_NAME_BYTES:
+            return None
+        if _encode(name, "name", end_marker) != list(components[:used]):
+            return None  # not canonical (e.g. nonzero padding bits)
+        return name, used
+    return None
+
+
+def decode_key_path(components: Sequence[str]) -> tuple[str, str] | None:
+    """``(key, object name)`` from components relative to a namespace directory."""
+    decoded = _decode(components, _KEY_END)
+    if decoded is None or decoded[1] != len(components) - 1:
+        return None
+    return decoded[0], components[-1]
+
+
+def decode_namespace_key_path(components: Sequence[str]) -> tuple[str, str, str] | None:
+    """``(namespace, key, object name)`` from components relative to the root."""
+    namespace = _decode(components, _NAMESPACE_END)
+    if namespace is None:
+        return None
+    rest = decode_key_path(components[namespace[1] :])
+    if rest is None:
+        return None
+    return namespace[0], rest[0], rest[1]
+
+
+# Objects in a key directory.
+
+
+def version_name(version: int, kind: str, format_version: int, created_at_us: int) -> str:
+    """Name of the object that holds one version's blob."""
+    return _SEPARATOR.join(
+        (f"{_VERSION}{version:0{_VERSION_DIGITS}d}", kind, str(format_version), str(created_at_us))
+    )
+
+
+def claim_name(version: int) -> str:
+    """Name of the empty object whose exclusive creation reserves ``version``."""
+    return f"{_CLAIM}{version:0{_VERSION_DIGITS}d}"
+
+
+def tombstone_name(version: int) -> str:
+    """Name of the empty object recording that ``version`` was the highest ever."""
+    return f"{_TOMBSTONE}{version:0{_VERSION_DIGITS}d}"
+
+
+def is_version_name(name: str) -> bool:
+    """Whether ``name`` is a complete version object (cheap pre-filter for walks)."""
+    return name.startswith(_VERSION) and _parse_version(name) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVersion:
+    """A version object as a listing shows it."""
+
+    name: str
+    version: int
+    kind: str
+    format_version: int
+    created_at_us: int
+    size: int
+
+
+def _parse_version(name: str, size: int = 0) -> StoredVersion | None:
+    match = _VERSION_NAME.fullmatch(name)
+    if match is None:
+        return None
+    version, fmt, created = (int(match[g]) for g in ("version", "format", "created"))
+    if not 1 <= version <= MAX_INT64 or fmt > MAX_INT64 or abs(created) > MAX_INT64:
+        return None
+    if version_name(version, match["kind"], fmt, created) != name:
+        return None  # not canonical: leading zeros, "-0", ...
+    return StoredVersion(name, version, match["kind"], fmt, created, size)
+
+
+def _parse_marker(name: str) -> tuple[str, int] | None:
+    match = _MARKER_NAME.fullmatch(name)
+    if match is None:
+        return None
+    version = int(match["version"])
+    if not 1 <= version <= MAX_INT64 or f"{match['type']}{version:0{_VERSION_DIGITS}d}" != name:
+        return None
+    return match["type"], version
+
+
+@dataclass(slots=True)
+class KeyListing:
+    """Everything one listing of a key directory says about the key.
+
+    ``last_version`` is the highest number ever reserved, written or deleted;
+    ``live`` maps each stored version to its object.
+    """
+
+    live: dict[int, StoredVersion] = field(default_factory=dict)
+    claims: set[int] = field(default_factory=set)
+    tombstones: set[int] = field(default_factory=set)
+    temporaries: list[str] = field(default_factory=list)
+
+    @property
+    def last_version(self) -> int:
+        return max(max(self.live, default=0), max(self.claims, default=0), self.last_tombstone)
+
+    @property
+    def last_tombstone(self) -> int:
+        return max(self.tombstones, default=0)
+
+    @property
+    def newest(self) -> StoredVersion | None:
+        return self.live[max(self.live)] if self.live else None
+
+
+def parse_key_listing(entries: Iterable[tuple[str, int]]) -> KeyListing:
+    """Sort ``(object name, size)`` pairs of a key directory into a :class:`KeyListing`."""
+    listing = KeyListing()
+    for name, size in entries:
+        if name.startswith(_VERSION):
+            stored = _parse_version(name, size)
+            if stored is None:
+                continue
+            seen = listing.live.get(stored.version)
+            if seen is None or stored.name < seen.name:  # deterministic if tampered with
+                listing.live[stored.version] = stored
+        elif name.startswith(TEMP_PREFIX):
+            listing.temporaries.append(name)
+        else:
+            marker = _parse_marker(name)
+            if marker is not None:
+                (listing.claims if marker[0] == _CLAIM else listing.tombstones).add(marker[1])
+    return listing
+
+
+def check_put_arguments(
+    version: object, kind: object, format_version: object, created: object
+) -> None:
+    """Refuse numbers and kinds that no object name (or SQL column) could hold."""
+    for what, value, low in (
+        ("version", version, 1),
+        ("format_version", format_version, 0),
+        ("created_at_us", created, -MAX_INT64),
+    ):
+        if type(value) is not int or not low <= value <= MAX_INT64:
+            raise InvalidArgument(f"{what} must be an int from {low} to {MAX_INT64}, got {value!r}")
+    check_kind(kind)
+
+
+def _max_relative_path_bytes() -> int:
+    longest = "x" * MAX_NAME_BYTES
+    largest = version_name(MAX_INT64, "a" * 64, MAX_INT64, -MAX_INT64)
+    return len("/".join([*namespace_components(longest), *key_components(longest), largest]))
+
+
+#: Longest path below the root that any allowed namespace, key and version
+#: produce (954 bytes); S3 keys may be 1,024 bytes, which bounds the prefix.
+MAX_RELATIVE_PATH_BYTES = _max_relative_path_bytes()

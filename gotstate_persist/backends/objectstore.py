@@ -1,0 +1,826 @@
+"""Object-store backend: one object per version, on any fsspec filesystem.
+
+``file:///dir``, ``memory://name``, ``s3://bucket/prefix`` and any other
+fsspec protocol. Each version is its own object holding the sealed blob
+verbatim, so operators can list, copy and verify records with their own tools;
+the object layout is described in :mod:`._objectnames`.
+
+Object stores have no transactions, so the one guarantee that matters, that
+two writers never both create version N of a key, rests on exclusive create:
+an object that is created only if no object of that name exists, atomically,
+by the storage itself. The name of a version object also carries its
+creation time, so two racing writers would produce *different* names; the
+exclusive create is therefore made on a claim object whose name is the
+version number alone (``r0000000007``). ``put`` runs:
+
+1. list the key directory and check ``version == last_version + 1``, the
+   record kind and ``expected_newest``;
+2. exclusively create the claim: the loser of a race gets ``VersionConflict``;
+3. list again: a tombstone at or above the claimed number means a ``delete``
+   ran meanwhile and the number may be one that was used before, so the claim
+   is abandoned; ``expected_newest`` and the kind are checked once more;
+4. exclusively create the version object with the blob.
+
+A claim whose writer died before step 4, or gave up at step 3, keeps its
+number used: numbers are never reused, and a gap is harmless.
+``expected_newest`` is best effort here: two writers that pass step 3 before
+either reaches step 4 both succeed (with consecutive versions); only a
+transactional backend (SQL) makes it exact.
+``delete`` first writes a tombstone naming the highest number it removes, so
+``head().last_version`` survives the deletion and stale claims are detected.
+
+How exclusive create is done depends on the protocol:
+
+* local files: the blob goes to a temporary file in the key directory
+  (``.tmp-...``), is flushed and fsynced, then hard-linked to its final name
+  with ``os.link``, which fails if that name exists; the temporary is
+  unlinked and the directory fsynced. A crash leaves at most a temporary,
+  which listings ignore and the next ``put`` in that directory deletes once
+  it is older than :data:`STALE_TEMPORARY_SECONDS`. Empty claims and
+  tombstones use ``O_CREAT | O_EXCL``.
+* S3 (s3fs): ``PutObject`` with ``If-None-Match: *``; S3 is strongly
+  consistent, so a listing made after a write returns it.
+* ``memory://``: fsspec's memory filesystem is shared by everything in one
+  process (``memory://name`` means the same store wherever it is opened in the
+  process, as fsspec documents) and has no exclusive create of its own, so
+  check-and-create runs under one process-wide lock.
+* any other protocol: the filesystem's own exclusive open mode ``"xb"``;
+  fsspec leaves whether that is atomic to each implementation, and a
+  filesystem that writes in place (rather than uploading on close, as object
+  stores do) may leave a partial object if the writer crashes. A filesystem
+  without ``"xb"`` is refused with ``InvalidArgument`` at the first write.
+
+Storage options (credentials, ``endpoint_url``, ...) go to fsspec only: they
+are kept out of ``repr``, logs and error messages, which name the protocol and
+root path alone.
+"""
+
+from __future__ import annotations
+
+import abc
+import errno
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from ..errors import (
+    BackendError,
+    FormatError,
+    InvalidArgument,
+    NotFound,
+    PersistError,
+    VersionConflict,
+)
+from ._objectnames import (
+    MAX_RELATIVE_PATH_BYTES,
+    TEMP_PREFIX,
+    KeyListing,
+    StoredVersion,
+    check_put_arguments,
+    claim_name,
+    decode_key_path,
+    decode_namespace_key_path,
+    is_version_name,
+    key_components,
+    namespace_components,
+    parse_key_listing,
+    tombstone_name,
+    version_name,
+)
+from .base import Backend, Capabilities, KeyHead, Usage, VersionInfo
+
+__all__ = ["STALE_TEMPORARY_SECONDS", "ObjectStoreBackend"]
+
+logger = logging.getLogger(__name__)
+
+#: A temporary older than this belongs to a writer that died; a live writer
+#: holds its temporary for one write and fsync of at most a blob's size.
+STALE_TEMPORARY_SECONDS = 15 * 60
+#: S3 refuses longer object keys.
+S3_MAX_KEY_BYTES = 1024
+#: Objects per S3 DeleteObjects request (the service's maximum).
+S3_DELETE_BATCH = 1000
+#: Option values shorter than this are not masked in messages (masking "1"
+#: would garble every number, and nothing that short is a secret).
+_MIN_MASKED_LENGTH = 4
+_MASK = "***"
+_S3_MISSING_BUCKET = frozenset({"NoSuchBucket", "404"})
+_S3_REFUSED = frozenset(
+    {
+        "AccessDenied",
+        "AllAccessDisabled",
+        "ExpiredToken",
+        "InvalidAccessKeyId",
+        "InvalidToken",
+        "SignatureDoesNotMatch",
+        "403",
+    }
+)
+_S3_CREATE_CONFLICT = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412"})
+_UNREACHABLE = frozenset(
+    {
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ConnectionClosedError",
+        "ClientConnectorError",
+        "ServerDisconnectedError",
+    }
+)
+_NO_CREDENTIALS = frozenset({"NoCredentialsError", "PartialCredentialsError"})
+_OS_REASONS: Mapping[int, str] = {
+    errno.EROFS: "the file system is read-only; mount it writable or choose another directory",
+    errno.ENOSPC: "no space is left on the device; free some space and retry",
+    errno.EDQUOT: "the disk quota is exhausted; free some space and retry",
+    errno.EACCES: "permission denied; make the directory writable by this user",
+    errno.EPERM: "the operation is not permitted here (hard links, which exclusive create "
+    "needs, may be unsupported on this file system); choose another directory",
+    errno.EXDEV: "hard links are not supported here; choose another directory",
+    errno.EOPNOTSUPP: "the file system does not support an operation exclusive create needs "
+    "(hard links); choose another directory",
+}
+
+# fsspec's memory filesystem is one store per process; so is this lock.
+_MEMORY_LOCK = threading.RLock()
+
+
+class _Objects(abc.ABC):
+    """The few primitive operations one storage protocol provides, on full paths.
+
+    Errors are the storage's own (``OSError`` and friends); the backend maps
+    them at its boundary. ``FileExistsError`` from :meth:`create` and
+    ``FileNotFoundError`` from :meth:`read` carry meaning and are kept apart.
+    """
+
+    def prepare(self) -> None:  # noqa: B027 - optional hook
+        """Check (or create) the root once at open, so failures show early."""
+
+    @abc.abstractmethod
+    def entries(self, directory: str) -> list[tuple[str, int]]:
+        """``(name, size)`` of the files directly in ``directory`` ([] if none)."""
+
+    @abc.abstractmethod
+    def walk(self, top: str, *, sizes: bool) -> Iterator[tuple[list[str], int]]:
+        """Path components below ``top`` and size (0 unless ``sizes``) of every file."""
+
+    @abc.abstractmethod
+    def read(self, path: str) -> bytes:
+        """The object's bytes; ``FileNotFoundError`` if it does not exist."""
+
+    @abc.abstractmethod
+    def create(self, path: str, data: bytes) -> None:
+        """Create ``path`` holding ``data`` atomically; ``FileExistsError`` if it exists."""
+
+    @abc.abstractmethod
+    def remove(self, paths: Sequence[str]) -> None:
+        """Delete ``paths``; those already gone are fine."""
+
+    def sweep(self, directory: str, names: Sequence[str]) -> None:  # noqa: B027 - optional hook
+        """Delete crashed writers' temporaries among ``names`` (local files only)."""
+
+
+class _LocalFiles(_Objects):
+    """Local files through ``os``: temporary, fsync, ``os.link``, directory fsync."""
+
+    def __init__(self, root: str) -> None:
+        self._root = root
+
+    def prepare(self) -> None:
+        os.makedirs(self._root, exist_ok=True)
+
+    def entries(self, directory: str) -> list[tuple[str, int]]:
+        found = []
+        try:
+            with os.scandir(directory) as listing:
+                for entry in listing:
+                    try:
+                        if entry.is_file(follow_symlinks=False):  # symlinks are strays
+                            found.append((entry.name, entry.stat(follow_symlinks=False).st_size))
+                    except FileNotFoundError:
+                        continue  # deleted while listing
+        except FileNotFoundError:
+            return []
+        return found
+
+    def walk(self, top: str, *, sizes: bool) -> Iterator[tuple[list[str], int]]:
+        try:
+            listing = list(os.scandir(top))
+        except FileNotFoundError:
+            return
+        for entry in listing:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    for components, size in self.walk(entry.path, sizes=sizes):
+                        yield [entry.name, *components], size
+                elif entry.is_file(follow_symlinks=False):
+                    size = entry.stat(follow_symlinks=False).st_size if sizes else 0
+                    yield [entry.name], size
+            except FileNotFoundError:
+                continue
+
+    def read(self, path: str) -> bytes:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read()
+
+    def create(self, path: str, data: bytes) -> None:
+        directory = os.path.dirname(path)
+        self._ensure_directory(directory)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+        if not data:
+            # An empty marker cannot be half-written: O_EXCL alone is atomic.
+            os.close(os.open(path, flags, 0o666))
+            return
+        temporary = os.path.join(directory, TEMP_PREFIX + secrets.token_hex(8))
+        fd = os.open(temporary, flags, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(temporary, path)  # FileExistsError if the version exists
+        finally:
+            with suppress(FileNotFoundError):
+                os.unlink(temporary)
+        _fsync_directory(directory)
+
+    def remove(self, paths: Sequence[str]) -> None:
+        directories = set()
+        for path in paths:
+            with suppress(FileNotFoundError):
+                os.unlink(path)
+            directories.add(os.path.dirname(path))
+        for directory in directories:
+            _fsync_directory(directory)
+
+    def sweep(self, directory: str, names: Sequence[str]) -> None:
+        cutoff = time.time() - STALE_TEMPORARY_SECONDS
+        for name in names:
+            path = os.path.join(directory, name)
+            try:
+                if os.lstat(path).st_mtime < cutoff:
+                    os.unlink(path)
+                    logger.info("removed a crashed writer's temporary file %s", path)
+            except OSError as exc:  # best effort: the next put tries again
+                logger.debug("could not remove temporary %s: %s", path, exc.strerror)
+
+    def _ensure_directory(self, directory: str) -> None:
+        """Create the missing directories below the root, each made durable in its parent."""
+        if os.path.isdir(directory):
+            return
+        current = self._root
+        for part in os.path.relpath(directory, self._root).split(os.sep):
+            parent, current = current, os.path.join(current, part)
+            try:
+                os.mkdir(current)
+            except FileExistsError:
+                continue
+            _fsync_directory(parent)
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make a directory's entries (a new link, a removal) survive power loss."""
+    if not hasattr(os, "O_DIRECTORY"):  # pragma: no cover - Windows cannot open directories
+        return
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _FsspecObjects(_Objects):
+    """Any fsspec filesystem, through its public API; exclusive create via open mode "xb"."""
+
+    def __init__(self, fs: Any, root: str, protocol: str) -> None:
+        self._fs = fs
+        self._root = root
+        self._protocol = protocol
+
+    def entries(self, directory: str) -> list[tuple[str, int]]:
+        try:
+            infos = self._fs.ls(directory, detail=True)
+        except FileNotFoundError as exc:
+            if _missing_bucket(exc):
+                raise
+            return []
+        return [
+            (str(info["name"]).rstrip("/").rsplit("/", 1)[-1], int(info.get("size") or 0))
+            for info in infos
+            if info.get("type") == "file"
+        ]
+
+    def walk(self, top: str, *, sizes: bool) -> Iterator[tuple[list[str], int]]:
+        try:
+            found = self._fs.find(top, detail=True)
+        except FileNotFoundError as exc:
+            if _missing_bucket(exc):
+                raise
+            return
+        start = top.rstrip("/") + "/"
+        for name, info in found.items():
+            if name.startswith(start) and info.get("type", "file") == "file":
+                yield name[len(start) :].split("/"), int(info.get("size") or 0)
+
+    def read(self, path: str) -> bytes:
+        return bytes(self._fs.cat_file(path))
+
+    def create(self, path: str, data: bytes) -> None:
+        self._fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        if self._fs.exists(path):  # cheap refusal; "xb" below is what must be exclusive
+            raise FileExistsError(path)
+        try:
+            handle = self._fs.open(path, "xb")
+        except (ValueError, NotImplementedError, TypeError) as exc:
+            raise InvalidArgument(
+                f"the {self._protocol!r} filesystem cannot create files exclusively (open mode "
+                "'xb'), which gotstate-persist needs so that a saved version is never "
+                "overwritten; use file://, memory:// or s3://, or register a backend for "
+                "this scheme with gotstate_persist.register_backend()"
+            ) from exc
+        with handle:
+            handle.write(data)
+
+    def remove(self, paths: Sequence[str]) -> None:
+        for path in paths:
+            with suppress(FileNotFoundError):
+                self._fs.rm_file(path)
+
+
+class _MemoryObjects(_FsspecObjects):
+    """fsspec's per-process memory filesystem; every operation under one process-wide lock.
+
+    The memory filesystem checks and then writes, so exclusive create is only
+    atomic if nothing else writes in between: the lock makes it so for every
+    backend in this process, the only place that store is visible.
+    """
+
+    def entries(self, directory: str) -> list[tuple[str, int]]:
+        with _MEMORY_LOCK:
+            return super().entries(directory)
+
+    def walk(self, top: str, *, sizes: bool) -> Iterator[tuple[list[str], int]]:
+        with _MEMORY_LOCK:
+            found = list(super().walk(top, sizes=sizes))
+        return iter(found)
+
+    def read(self, path: str) -> bytes:
+        with _MEMORY_LOCK:
+            return super().read(path)
+
+    def create(self, path: str, data: bytes) -> None:
+        with _MEMORY_LOCK:
+            if self._fs.exists(path):
+                raise FileExistsError(path)
+            self._fs.pipe_file(path, bytes(data))
+
+    def remove(self, paths: Sequence[str]) -> None:
+        with _MEMORY_LOCK:
+            super().remove(paths)
+
+
+class _S3Objects(_FsspecObjects):
+    """S3 through s3fs: conditional ``PutObject`` and batched ``DeleteObjects``."""
+
+    def __init__(self, fs: Any, root: str, protocol: str) -> None:
+        super().__init__(fs, root, protocol)
+        self.bucket = str(fs.split_path(root)[0])
+
+    def prepare(self) -> None:
+        # Never create the bucket: a typo would otherwise silently make a new one.
+        self._fs.call_s3("head_bucket", Bucket=self.bucket)
+
+    def create(self, path: str, data: bytes) -> None:
+        try:
+            self._fs.pipe_file(path, data, mode="create")  # If-None-Match: *
+        except OSError as exc:
+            # s3fs maps a 412 to FileExistsError only when the service names the
+            # failed condition; some S3-compatible stores do not, and a 409
+            # means a concurrent conditional write to the same name.
+            if not isinstance(exc, FileExistsError) and _s3_code(exc) in _S3_CREATE_CONFLICT:
+                raise FileExistsError(path) from exc
+            raise
+
+    def remove(self, paths: Sequence[str]) -> None:
+        keys = [str(self._fs.split_path(path)[1]) for path in paths]
+        for start in range(0, len(keys), S3_DELETE_BATCH):
+            batch = keys[start : start + S3_DELETE_BATCH]
+            answer = self._fs.call_s3(
+                "delete_objects",
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
+            )
+            failed = [e for e in answer.get("Errors", []) if e.get("Code") != "NoSuchKey"]
+            if failed:
+                code = str(failed[0].get("Code", "unknown"))
+                raise PermissionError(
+                    errno.EACCES, f"S3 refused to delete {len(failed)} objects ({code})"
+                )
+
+
+def _s3_code(exc: BaseException) -> str | None:
+    """The S3 error code behind an exception that s3fs translated, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        response = getattr(current, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            if code:
+                return str(code)
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _missing_bucket(exc: BaseException) -> bool:
+    return _s3_code(exc) in _S3_MISSING_BUCKET
+
+
+def _option_strings(value: object) -> Iterator[str]:
+    """Every string inside the storage options, to be masked out of messages."""
+    if isinstance(value, str):
+        if len(value) >= _MIN_MASKED_LENGTH:
+            yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _option_strings(item)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            yield from _option_strings(item)
+
+
+class ObjectStoreBackend(Backend):
+    """Versioned blobs as objects on a local directory, in memory, on S3 or any fsspec store.
+
+    ``url`` picks the filesystem (``file:///dir``, ``memory://name``,
+    ``s3://bucket/prefix``, ...). ``options`` are fsspec storage options for
+    it, such as ``key``, ``secret``, ``endpoint_url`` or ``client_kwargs`` for
+    S3; they never appear in ``repr``, logs or error messages. ``upgrade`` is
+    accepted because ``open_store`` passes it to every backend; object stores
+    have no schema to upgrade.
+
+    Buckets are never created: a missing bucket is a ``BackendError`` at open.
+    See the module docstring for the object layout and how each protocol
+    creates a version exclusively.
+    """
+
+    def __init__(self, url: str, *, upgrade: bool = False, **options: Any) -> None:
+        del upgrade  # nothing to upgrade: the layout has one version so far
+        if not isinstance(url, str) or "://" not in url:
+            raise InvalidArgument(
+                f"object store URL {url!r} needs a scheme, e.g. 'file:///var/lib/state', "
+                "'memory://name' or 's3://bucket/prefix'"
+            )
+        self._masked = sorted(set(_option_strings(options)), key=len, reverse=True)
+        self._closed = False
+        scheme = url.split("://", 1)[0].lower()
+        fs, root = self._filesystem(url, scheme, options)
+        root = str(root).rstrip("/")
+        self._root = root
+        self._objects, self.capabilities = _driver(fs, root, scheme)
+        self._display = _display(scheme, root, self._objects)
+        with self._guard("opening the store"):
+            self._objects.prepare()
+        logger.debug("opened %s", self._display)
+
+    def _filesystem(self, url: str, scheme: str, options: dict[str, Any]) -> tuple[Any, str]:
+        try:
+            from fsspec.core import url_to_fs
+        except ImportError as exc:  # pragma: no cover - fsspec is a dependency
+            raise InvalidArgument("object stores need fsspec: pip install fsspec") from exc
+        settings = {"skip_instance_cache": True, **options}  # no hidden shared instances
+        if scheme in ("s3", "s3a"):
+            settings.setdefault("use_listings_cache", False)  # list after write must see it
+        try:
+            fs, root = url_to_fs(url, **settings)
+        except ImportError as exc:
+            hint = (
+                "pip install 'gotstate-persist[s3]'"
+                if scheme in ("s3", "s3a")
+                else (f"install the fsspec implementation of {scheme!r}")
+            )
+            raise InvalidArgument(f"{scheme}:// storage needs an extra package: {hint}") from exc
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgument(
+                self._mask(
+                    f"{scheme}:// storage refused its URL or options ({type(exc).__name__}: "
+                    f"{_first_line(exc)}); check the option names"
+                )
+            ) from exc
+        except Exception as exc:
+            raise BackendError(
+                self._mask(f"cannot open {scheme}:// storage: {type(exc).__name__}")
+            ) from exc
+        return fs, root
+
+    def __repr__(self) -> str:
+        return f"ObjectStoreBackend({self._display!r})"
+
+    # The boundary: every storage error becomes ours here, without secrets.
+
+    @contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        if self._closed:
+            raise BackendError("this store is closed; open a new one with open_store()")
+        try:
+            yield
+        except PersistError:
+            raise
+        except Exception as exc:
+            raise BackendError(
+                self._mask(f"{action} on {self._display} failed: {self._reason(exc)}")
+            ) from exc
+
+    def _reason(self, exc: BaseException) -> str:
+        code = _s3_code(exc)
+        if isinstance(self._objects, _S3Objects):
+            if code in _S3_MISSING_BUCKET:
+                return (
+                    f"bucket {self._objects.bucket!r} does not exist; create it first "
+                    "(gotstate-persist never creates buckets)"
+                )
+            if code in _S3_REFUSED:
+                return (
+                    f"S3 refused the request ({code}); check the credentials and that they "
+                    "may list, read, write and delete objects in this bucket"
+                )
+        names = {cls.__name__ for cls in type(exc).__mro__}
+        if names & _NO_CREDENTIALS:
+            return (
+                "no usable credentials were found; pass them as options (e.g. key and secret) "
+                "or configure the provider's credential chain"
+            )
+        if names & _UNREACHABLE or isinstance(exc, (ConnectionError, TimeoutError)):
+            return (
+                f"the storage endpoint could not be reached ({type(exc).__name__}); check the "
+                "endpoint_url option, the network, and that the service is running"
+            )
+        known = _OS_REASONS.get(exc.errno) if isinstance(exc, OSError) and exc.errno else None
+        if known is not None:
+            return known
+        if isinstance(exc, PermissionError):
+            return "permission denied; check the credentials or the file permissions"
+        if code is not None:
+            return f"the service answered {code}; retry, or check the service's status"
+        if isinstance(exc, OSError) and exc.errno:
+            return f"{type(exc).__name__}: {os.strerror(exc.errno)}"
+        return f"{type(exc).__name__}: {_first_line(exc)}"
+
+    def _mask(self, message: str) -> str:
+        for value in self._masked:
+            message = message.replace(value, _MASK)
+        return message
+
+    # Paths.
+
+    def _path(self, components: Sequence[str]) -> str:
+        return "/".join([self._root, *components])
+
+    def _key_directory(self, namespace: str, key: str) -> str:
+        return self._path([*namespace_components(namespace), *key_components(key)])
+
+    def _listing(self, namespace: str, key: str) -> tuple[str, KeyListing]:
+        directory = self._key_directory(namespace, key)
+        with self._guard("listing a key"):
+            entries = self._objects.entries(directory)
+        return directory, parse_key_listing(entries)
+
+    # The Backend contract.
+
+    def head(self, namespace: str, key: str) -> KeyHead:
+        return _head(self._listing(namespace, key)[1])
+
+    def put(
+        self,
+        namespace: str,
+        key: str,
+        version: int,
+        blob: bytes,
+        *,
+        kind: str,
+        format_version: int,
+        created_at_us: int,
+        expected_newest: int | None = None,
+    ) -> VersionInfo:
+        check_put_arguments(version, kind, format_version, created_at_us)
+        directory, before = self._listing(namespace, key)
+        if version != before.last_version + 1:
+            newest = _head(before).newest
+            raise VersionConflict(
+                f"version {version} of key {key!r} cannot be created: the key's last version "
+                f"is {before.last_version}; retry the save",
+                expected=version - 1,
+                actual=newest,
+            )
+        _check_newest(key, before, kind, expected_newest)
+        if before.temporaries:
+            self._objects.sweep(directory, before.temporaries)
+
+        with self._guard("reserving a version"):
+            try:
+                self._objects.create(f"{directory}/{claim_name(version)}", b"")
+            except FileExistsError:
+                raise VersionConflict(
+                    f"another writer created version {version} of key {key!r} at the same "
+                    "time; retry the save",
+                    expected=version - 1,
+                ) from None
+        _, after = self._listing(namespace, key)
+        if after.last_tombstone >= version:
+            raise VersionConflict(
+                f"key {key!r} was deleted while version {version} was being saved; retry the save",
+                expected=version - 1,
+                actual=_head(after).newest,
+            )
+        _check_newest(key, after, kind, expected_newest)
+
+        name = version_name(version, kind, format_version, created_at_us)
+        with self._guard("writing a version"):
+            try:
+                self._objects.create(f"{directory}/{name}", blob)
+            except FileExistsError:  # only a tampered store gets here: the claim was ours
+                raise VersionConflict(
+                    f"version {version} of key {key!r} already exists; retry the save",
+                    expected=version - 1,
+                ) from None
+        return VersionInfo(key, version, kind, format_version, len(blob), created_at_us)
+
+    def get(
+        self, namespace: str, key: str, version: int | None = None
+    ) -> tuple[VersionInfo, bytes]:
+        directory, listing = self._listing(namespace, key)
+        stored = listing.newest if version is None else listing.live.get(version)
+        if stored is None:
+            which = "no stored version" if version is None else f"no version {version}"
+            raise NotFound(f"key {key!r} in namespace {namespace!r} has {which}")
+        with self._guard("reading a version"):
+            try:
+                blob = self._objects.read(f"{directory}/{stored.name}")
+            except FileNotFoundError:
+                raise NotFound(
+                    f"version {stored.version} of key {key!r} was deleted while being read"
+                ) from None
+        return _info(key, stored, len(blob)), blob
+
+    def versions(self, namespace: str, key: str) -> list[VersionInfo]:
+        live = self._listing(namespace, key)[1].live
+        return [_info(key, live[v], live[v].size) for v in sorted(live)]
+
+    def keys(self, namespace: str, prefix: str = "") -> list[str]:
+        top = self._path(namespace_components(namespace))
+        found: set[str] = set()
+        decoded: dict[tuple[str, ...], str | None] = {}  # one decode per key directory
+        with self._guard("listing keys"):
+            for components, _size in self._objects.walk(top, sizes=False):
+                if not is_version_name(components[-1]):
+                    continue
+                directory = tuple(components[:-1])
+                if directory not in decoded:
+                    pair = decode_key_path(components)
+                    decoded[directory] = None if pair is None else pair[0]
+                key = decoded[directory]
+                if key is not None and key.startswith(prefix):
+                    found.add(key)
+        return sorted(found)
+
+    def namespaces(self) -> list[str]:
+        found: set[str] = set()
+        with self._guard("listing namespaces"):
+            for components, _size in self._objects.walk(self._root, sizes=False):
+                if is_version_name(components[-1]):
+                    triple = decode_namespace_key_path(components)
+                    if triple is not None:
+                        found.add(triple[0])
+        return sorted(found)
+
+    def usage(self, namespace: str) -> Usage:
+        top = self._path(namespace_components(namespace))
+        total = records = 0
+        keys: set[tuple[str, ...]] = set()
+        with self._guard("measuring usage"):
+            for components, size in self._objects.walk(top, sizes=True):
+                if is_version_name(components[-1]) and decode_key_path(components) is not None:
+                    total += size
+                    records += 1
+                    keys.add(tuple(components[:-1]))
+        return Usage(bytes=total, records=records, keys=len(keys))
+
+    def delete(self, namespace: str, key: str, versions: Sequence[int] | None = None) -> int:
+        directory, listing = self._listing(namespace, key)
+        if not listing.live:
+            raise NotFound(f"key {key!r} in namespace {namespace!r} has no stored version")
+        doomed = set(listing.live) if versions is None else set(versions)
+        if not doomed:
+            return 0
+        missing = doomed - set(listing.live)
+        if missing:
+            raise NotFound(f"key {key!r} has no version(s) {sorted(missing)}; nothing was deleted")
+        remaining = set(listing.live) - doomed
+        # Claims of removed versions go too (and, when the key is emptied, those
+        # of writers that died). A removed claim frees its number for a stale
+        # writer, so a tombstone at least as high is written first: put checks
+        # for it after claiming.
+        claims = set(listing.claims) if not remaining else listing.claims & doomed
+        tombstone = max(doomed | claims | {listing.last_tombstone})
+        obsolete = [listing.live[v].name for v in sorted(doomed)]
+        obsolete += [claim_name(v) for v in sorted(claims)]
+        obsolete += [tombstone_name(v) for v in sorted(listing.tombstones) if v < tombstone]
+        with self._guard("deleting versions"):
+            if tombstone > listing.last_tombstone:
+                with suppress(FileExistsError):  # a concurrent delete wrote it
+                    self._objects.create(f"{directory}/{tombstone_name(tombstone)}", b"")
+            self._objects.remove([f"{directory}/{name}" for name in obsolete])
+        return len(doomed)
+
+    def close(self) -> None:
+        self._closed = True
+
+
+def _driver(fs: Any, root: str, scheme: str) -> tuple[_Objects, Capabilities]:
+    """The primitive operations for ``fs``, and what they guarantee."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if isinstance(fs, LocalFileSystem):
+        return _LocalFiles(root), Capabilities(transactions=False, list_is_consistent=True)
+    if "memory" in protocols:
+        return _MemoryObjects(fs, root, scheme), Capabilities(
+            transactions=False, list_is_consistent=True, cross_process=False
+        )
+    if "s3" in protocols:
+        bucket, prefix, _version = fs.split_path(root)
+        if not bucket:
+            raise InvalidArgument("name a bucket in the URL: s3://bucket/prefix")
+        room = S3_MAX_KEY_BYTES - MAX_RELATIVE_PATH_BYTES - 1
+        size = len(str(prefix).encode("utf-8"))
+        if size > room:
+            raise InvalidArgument(
+                f"the S3 prefix is {size} bytes; S3 keys hold at most {S3_MAX_KEY_BYTES} "
+                f"bytes and the longest key, namespace and version take "
+                f"{MAX_RELATIVE_PATH_BYTES + 1} below the prefix, so keep the prefix to at "
+                f"most {room} bytes"
+            )
+        # S3 has been strongly consistent (read and list after write) since 2020.
+        return _S3Objects(fs, root, scheme), Capabilities(
+            transactions=False, list_is_consistent=True
+        )
+    logger.info(
+        "%s:// storage: exclusive create relies on the filesystem's open mode 'xb', "
+        "whose atomicity fsspec leaves to each implementation",
+        scheme,
+    )
+    return _FsspecObjects(fs, root, scheme), Capabilities(
+        transactions=False, list_is_consistent=False
+    )
+
+
+def _head(listing: KeyListing) -> KeyHead:
+    newest = listing.newest
+    if newest is None:
+        return KeyHead(last_version=listing.last_version)
+    return KeyHead(listing.last_version, newest.version, newest.kind)
+
+
+def _check_newest(key: str, listing: KeyListing, kind: str, expected_newest: int | None) -> None:
+    newest = listing.newest
+    newest_version = 0 if newest is None else newest.version
+    if expected_newest is not None and newest_version != expected_newest:
+        raise VersionConflict(
+            f"key {key!r} is at version {newest_version}, not {expected_newest}: "
+            "reload it and retry, or save without expected_version",
+            expected=expected_newest,
+            actual=newest_version,
+        )
+    if newest is not None and newest.kind != kind:
+        raise FormatError(
+            f"key {key!r} holds records of kind {newest.kind!r}; a {kind!r} record "
+            "cannot be saved under it: use another key, or delete the key first"
+        )
+
+
+def _info(key: str, stored: StoredVersion, size: int) -> VersionInfo:
+    return VersionInfo(
+        key, stored.version, stored.kind, stored.format_version, size, stored.created_at_us
+    )
+
+
+def _display(scheme: str, root: str, objects: _Objects) -> str:
+    """``protocol://root`` for messages: never options, never userinfo in the URL."""
+    if isinstance(objects, _MemoryObjects):
+        return f"{scheme}://{root.lstrip('/')}"
+    head, sep, rest = root.partition("/")
+    if "@" in head:
+        head = head.rsplit("@", 1)[1]
+    return f"{scheme}://{head}{sep}{rest}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else ""
