@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _postgres import *  # noqa: F403
 from _s3 import *  # noqa: F403
 
 import gotstate_persist as gp

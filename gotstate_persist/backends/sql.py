@@ -16,17 +16,30 @@ SQLite runs in WAL mode (readers never block the writer) with a busy timeout
 and ``synchronous=FULL`` by default, and every write transaction starts with
 ``BEGIN IMMEDIATE``: the write lock is taken up front, so writers from several
 processes queue on it instead of deadlocking on a lock upgrade.
+
+PostgreSQL (psycopg 3, the driver SQLAlchemy >= 2.1 picks for a plain
+``postgresql://`` URL) uses SQLAlchemy's connection pool and the default READ
+COMMITTED isolation: a racing append waits for the row lock on the key's
+bookkeeping row, re-reads it and finds ``last_version`` moved on, so it fails
+with ``VersionConflict``; two creators of a new key collide on its primary key
+(a unique violation, also ``VersionConflict``). Under a stricter isolation
+level set by the application, serialization failures and deadlocks roll the
+transaction back and run it again. Keys and namespaces are compared and listed
+in code-point order (``COLLATE "C"``) whatever the database's collation, as on
+SQLite and the object stores.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -44,10 +57,24 @@ _WRITE = "gotstate_persist_write"
 _SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 DEFAULT_BUSY_TIMEOUT_MS = 30_000
 _MAX_IDLE_CONNECTIONS = 8
+#: A write transaction that lost a serialization race is run this often in all.
+_MAX_TRANSACTION_ATTEMPTS = 8
+_RETRY_BASE_S = 0.002
+#: SQLSTATEs after which the whole transaction may simply run again:
+#: serialization_failure and deadlock_detected.
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+_UNIQUE_VIOLATION = "23505"
+_T = TypeVar("_T")
 
 _R = "gotstate_persist_records"
 _K = "gotstate_persist_keys"
 _INFO = 'SELECT "key", version, kind, format_version, size, created_at_us'
+# Where keys and namespaces are compared or sorted. Replaced by the dialect's
+# byte-order collation (nothing on SQLite, whose default is already binary).
+_BYTES = " <byte-order>"
+# Where a write locks the key's bookkeeping row (nothing on SQLite, whose
+# BEGIN IMMEDIATE already holds the database's write lock).
+_LOCK = " <lock-row>"
 _SQL = {
     "head": f'SELECT last_version, newest, kind FROM {_K} WHERE namespace = :ns AND "key" = :key',
     "bump": (
@@ -75,14 +102,20 @@ _SQL = {
     ),
     "one": f'{_INFO}, blob FROM {_R} WHERE namespace = :ns AND "key" = :key AND version = :version',
     "versions": f'{_INFO} FROM {_R} WHERE namespace = :ns AND "key" = :key ORDER BY version',
-    "keys": f'SELECT DISTINCT "key" FROM {_R} WHERE namespace = :ns ORDER BY "key"',
+    "head_locked": (
+        f'SELECT last_version, newest, kind FROM {_K} WHERE namespace = :ns AND "key" = :key{_LOCK}'
+    ),
+    "keys": (
+        f'SELECT DISTINCT "key"{_BYTES} FROM {_R} WHERE namespace = :ns ORDER BY "key"{_BYTES}'
+    ),
     # A range on the primary key instead of LIKE: LIKE is case-insensitive on
     # SQLite and would need escaping of % and _.
     "keys_prefix": (
-        f'SELECT DISTINCT "key" FROM {_R} WHERE namespace = :ns AND "key" >= :prefix '
-        'AND substr("key", 1, :length) = :prefix ORDER BY "key"'
+        f'SELECT DISTINCT "key"{_BYTES} FROM {_R} WHERE namespace = :ns '
+        f'AND "key"{_BYTES} >= :prefix AND substr("key", 1, :length) = :prefix '
+        f'ORDER BY "key"{_BYTES}'
     ),
-    "namespaces": f"SELECT DISTINCT namespace FROM {_R} ORDER BY namespace",
+    "namespaces": f"SELECT DISTINCT namespace{_BYTES} FROM {_R} ORDER BY namespace{_BYTES}",
     "stored": f'SELECT version FROM {_R} WHERE namespace = :ns AND "key" = :key',
     "delete_one": f'DELETE FROM {_R} WHERE namespace = :ns AND "key" = :key AND version = :version',
     "set_newest": (
@@ -95,6 +128,19 @@ _SQL = {
 }
 
 
+# Dialect name -> (byte-order collation clause, row lock clause).
+_DIALECT_CLAUSES: Mapping[str, tuple[str, str]] = {
+    "sqlite": ("", ""),
+    "postgresql": (' COLLATE "C"', " FOR UPDATE"),
+}
+
+
+def _for_dialect(sql: str, dialect: str) -> str:
+    """Fill in the dialect-specific clauses of one of the statements above."""
+    collate, lock = _DIALECT_CLAUSES.get(dialect, ("", " FOR UPDATE"))
+    return sql.replace(_BYTES, collate).replace(_LOCK, lock)
+
+
 def _render(sql: str, paramstyle: str, *, is_sqlite: bool) -> str:
     """Adapt ``:name`` placeholders to the driver's style (psycopg wants %(name)s)."""
     if is_sqlite or paramstyle == "named":  # sqlite3 accepts :name whatever it advertises
@@ -102,6 +148,18 @@ def _render(sql: str, paramstyle: str, *, is_sqlite: bool) -> str:
     if paramstyle == "pyformat":
         return re.sub(r":(\w+)", r"%(\1)s", sql)
     raise InvalidArgument(f"database drivers with paramstyle {paramstyle!r} are not supported")
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE a DBAPI error carries (psycopg: ``sqlstate``, psycopg2: ``pgcode``)."""
+    code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    return code if isinstance(code, str) else None
+
+
+def _rollback_quietly(conn: Any) -> None:
+    """Roll back after a failure; a connection too broken for that is discarded later."""
+    with suppress(Exception):  # the original error is the one to report
+        conn.rollback()
 
 
 def _info(row: Sequence[Any]) -> VersionInfo:
@@ -161,7 +219,11 @@ class SQLBackend(Backend):
     ``url`` is any SQLAlchemy URL. Options: ``upgrade`` (upgrade an outdated
     schema in place), ``busy_timeout_ms`` and ``sqlite_synchronous`` (SQLite
     durability, default ``FULL``: a save that returned survives power loss),
-    ``engine_options`` (passed to ``sqlalchemy.create_engine``).
+    ``engine_options`` (passed to ``sqlalchemy.create_engine``: pool sizes,
+    ``isolation_level``, ``connect_args``; where a server or proxy closes idle
+    connections, ``pool_pre_ping=True`` or ``pool_recycle`` keeps the pool
+    fresh, otherwise a connection found dropped fails one call with
+    ``BackendError`` and is discarded).
     """
 
     capabilities = Capabilities(transactions=True, list_is_consistent=True, cross_process=True)
@@ -202,8 +264,15 @@ class SQLBackend(Backend):
         dialect = self._engine.dialect
         self._dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
         self._dbapi_integrity: type[Exception] = dialect.loaded_dbapi.IntegrityError
+        self._dbapi_operational: tuple[type[Exception], ...] = (
+            dialect.loaded_dbapi.OperationalError,
+            dialect.loaded_dbapi.InterfaceError,
+            sa_exc.SQLAlchemyError,  # pool timeouts and the like
+        )
         self._sql = {
-            name: _render(sql, dialect.paramstyle, is_sqlite=self._is_sqlite)
+            name: _render(
+                _for_dialect(sql, dialect.name), dialect.paramstyle, is_sqlite=self._is_sqlite
+            )
             for name, sql in _SQL.items()
         }
         # The hottest statements also in positional form (cheaper to bind).
@@ -218,16 +287,32 @@ class SQLBackend(Backend):
                 lambda: _connect_sqlite(cargs, cparams, busy_timeout_ms, synchronous)
             )
         try:
-            with self._engine.connect() as conn:
-                conn.execution_options(**{_WRITE: True})
-                with conn.begin():
-                    ensure_schema(conn, display_url=self._display_url, upgrade=upgrade)
+            self._prepare_schema(upgrade)
         except sa_exc.SQLAlchemyError as exc:
             self._engine.dispose()
             raise self._backend_error(exc) from exc
         except BaseException:
             self._engine.dispose()
             raise
+
+    def _prepare_schema(self, upgrade: bool) -> None:
+        """Create, check or upgrade the schema in one write transaction."""
+        options: dict[str, Any] = {_WRITE: True}
+        if not self._is_sqlite:
+            # Each statement then sees what other sessions committed before it,
+            # so a schema created while we waited for the schema lock is seen
+            # (under REPEATABLE READ it would not be, and CREATE TABLE would fail).
+            options["isolation_level"] = "READ COMMITTED"
+        with self._engine.connect() as conn:
+            if not hasattr(conn.connection.dbapi_connection, "execute"):
+                raise InvalidArgument(
+                    f"the database driver {self._engine.dialect.driver!r} of "
+                    f"{self._display_url} is not supported; use sqlite:/// or "
+                    "postgresql:// (psycopg 3)"
+                )
+            conn.execution_options(**options)
+            with conn.begin():
+                ensure_schema(conn, display_url=self._display_url, upgrade=upgrade)
 
     def __repr__(self) -> str:
         return f"SQLBackend({self._display_url!r})"
@@ -256,6 +341,17 @@ class SQLBackend(Backend):
         else:
             conn.close()  # back to SQLAlchemy's pool
 
+    def _failed(self, conn: Any, exc: Exception) -> BackendError:
+        """Map a driver error; a connection the server dropped never returns to the pool."""
+        dialect = self._engine.dialect
+        if self._sqlite_pool is None and dialect.is_disconnect(
+            exc,  # type: ignore[arg-type]  # a DBAPI error, typed as the driver's base class
+            conn.dbapi_connection,
+            None,
+        ):
+            conn.invalidate(exc)
+        return self._backend_error(exc)
+
     @contextmanager
     def _read(self) -> Iterator[Any]:
         conn = self._acquire()
@@ -264,37 +360,69 @@ class SQLBackend(Backend):
             if self._sqlite_pool is None:
                 conn.rollback()  # end the read transaction a server driver opened
         except self._dbapi_error as exc:
-            raise self._backend_error(exc) from exc
+            if self._sqlite_pool is None:
+                _rollback_quietly(conn)
+            raise self._failed(conn, exc) from exc
         finally:
             self._release(conn)
 
-    @contextmanager
-    def _write(self) -> Iterator[Any]:
-        conn = self._acquire()
-        try:
-            if self._sqlite_pool is not None:
-                conn.execute("BEGIN IMMEDIATE")
+    def _transaction(self, body: Callable[[Any], _T]) -> _T:
+        """Run ``body(conn)`` in one write transaction and commit it.
+
+        A unique violation means another writer created the same row first:
+        ``VersionConflict``. A serialization failure or deadlock (possible when
+        the application runs PostgreSQL at REPEATABLE READ or SERIALIZABLE)
+        rolled everything back, so the whole transaction runs again, a few
+        times, with jittered backoff. Anything else is a ``BackendError``.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            conn = self._acquire()
             try:
-                yield conn
-            except BaseException:
-                conn.rollback()
-                raise
-            conn.commit()
-        except self._dbapi_integrity as exc:
-            raise VersionConflict(
-                "another writer created this version at the same time; retry the save"
-            ) from exc
-        except self._dbapi_error as exc:
-            raise self._backend_error(exc) from exc
-        finally:
-            self._release(conn)
+                try:
+                    if self._sqlite_pool is not None:
+                        conn.execute("BEGIN IMMEDIATE")
+                    result = body(conn)
+                    conn.commit()
+                except BaseException:
+                    _rollback_quietly(conn)
+                    raise
+                return result
+            except self._dbapi_integrity as exc:
+                state = _sqlstate(exc)
+                if state is not None and state != _UNIQUE_VIOLATION:
+                    raise self._failed(conn, exc) from exc
+                raise VersionConflict(
+                    "another writer created this version at the same time; retry the save"
+                ) from exc
+            except self._dbapi_error as exc:
+                if (
+                    _sqlstate(exc) not in _RETRYABLE_SQLSTATES
+                    or attempt >= _MAX_TRANSACTION_ATTEMPTS
+                ):
+                    raise self._failed(conn, exc) from exc
+                logger.debug("retrying a write transaction after %s", type(exc).__name__)
+            finally:
+                self._release(conn)
+            delay = _RETRY_BASE_S * 2**attempt
+            time.sleep(random.uniform(0, delay))  # noqa: S311 - jitter, not crypto
 
     def _backend_error(self, exc: BaseException) -> BackendError:
         reason = getattr(exc, "orig", None) or exc
         first_line = str(reason).splitlines()[0] if str(reason) else ""
+        if self._is_sqlite:
+            hint = "check that it is reachable, writable and not full, then retry"
+        elif isinstance(reason, self._dbapi_operational):
+            hint = (
+                "check that the server is reachable, that the URL's database, user and "
+                "password are right, and that the database is writable and not full, then retry"
+            )
+        else:
+            hint = "the database refused the operation; nothing was changed"
         return BackendError(
             f"the database at {self._display_url} failed: {type(reason).__name__}: "
-            f"{first_line}; check that it is reachable, writable and not full, then retry"
+            f"{first_line}; {hint}"
         )
 
     # The Backend contract.
@@ -332,13 +460,16 @@ class SQLBackend(Backend):
             "blob": blob,
         }
         bump = self._sql["bump" if expected_newest is None else "bump_expected"]
-        with self._write() as conn:
+
+        def append(conn: Any) -> None:
             if conn.execute(bump, params).rowcount != 1:
                 if version == 1 and not expected_newest:
                     conn.execute(self._sql["new_key"], params)  # a racing creator -> conflict
                 else:
                     self._explain_refusal(conn, namespace, key, version, kind, expected_newest)
             conn.execute(self._sql["insert"], params)
+
+        self._transaction(append)
         return VersionInfo(key, version, kind, format_version, len(blob), micros)
 
     def _explain_refusal(
@@ -385,7 +516,9 @@ class SQLBackend(Backend):
             if self._sqlite_pool is None:
                 conn.rollback()
         except self._dbapi_error as exc:
-            raise self._backend_error(exc) from exc
+            if self._sqlite_pool is None:
+                _rollback_quietly(conn)
+            raise self._failed(conn, exc) from exc
         finally:
             self._release(conn)
         if row is None:
@@ -422,7 +555,12 @@ class SQLBackend(Backend):
 
     def delete(self, namespace: str, key: str, versions: Sequence[int] | None = None) -> int:
         params: dict[str, Any] = {"ns": namespace, "key": key}
-        with self._write() as conn:
+
+        def remove(conn: Any) -> int:
+            # Lock the key's bookkeeping row first (SQLite: already locked by
+            # BEGIN IMMEDIATE), so that no append commits between listing the
+            # stored versions and recording the new newest one.
+            head = conn.execute(self._sql["head_locked"], params).fetchone()
             stored = {row[0] for row in conn.execute(self._sql["stored"], params).fetchall()}
             if not stored:
                 raise NotFound(f"key {key!r} in namespace {namespace!r} has no stored version")
@@ -435,7 +573,6 @@ class SQLBackend(Backend):
             for version in sorted(doomed):
                 conn.execute(self._sql["delete_one"], {**params, "version": version})
             remaining = stored - doomed
-            head = conn.execute(self._sql["head"], params).fetchone()
             conn.execute(
                 self._sql["set_newest"],
                 {
@@ -444,7 +581,9 @@ class SQLBackend(Backend):
                     "kind": head[2] if remaining else None,
                 },
             )
-        return len(doomed)
+            return len(doomed)
+
+        return self._transaction(remove)
 
     def usage(self, namespace: str) -> Usage:
         with self._read() as conn:

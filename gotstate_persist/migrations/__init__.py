@@ -7,6 +7,12 @@ application's own alembic history in the same database is never touched.
 Opening a store only *reads* the version table (a single SELECT, no alembic
 import) and runs alembic only to create a fresh schema or when asked to
 upgrade, which keeps ``open_store`` cheap.
+
+Several processes may open one fresh database at the same moment. Whoever
+changes the schema first takes the database's schema lock inside the same
+transaction and looks again: on SQLite that lock is the write lock that
+``BEGIN IMMEDIATE`` already holds, on PostgreSQL a transaction-scoped advisory
+lock. The others wait for it, then see the finished schema and change nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ VERSION_TABLE = "gotstate_persist_alembic_version"
 #: Every released revision, oldest first. A test checks this against alembic's graph.
 REVISIONS: tuple[str, ...] = ("v0.1.0.a",)
 HEAD_REVISION = REVISIONS[-1]
+#: PostgreSQL advisory lock key held while the schema is created or upgraded
+#: (the first 8 bytes of sha256(b"gotstate_persist.schema") as a signed int64).
+SCHEMA_LOCK_KEY = -0x3F5C_78B5_A031_D187
 _HERE = Path(__file__).resolve().parent
 
 
@@ -72,6 +81,10 @@ def ensure_schema(connection: sa.Connection, *, display_url: str, upgrade: bool)
     revision = current_revision(connection)
     if revision == HEAD_REVISION:
         return
+    _lock_schema(connection)
+    revision = current_revision(connection)  # as left by whoever held the lock before us
+    if revision == HEAD_REVISION:
+        return
     if revision is not None and revision not in REVISIONS:
         raise SchemaTooNew(
             f"the database at {display_url} has gotstate-persist schema revision "
@@ -87,6 +100,14 @@ def ensure_schema(connection: sa.Connection, *, display_url: str, upgrade: bool)
         )
     _run_upgrade(connection, HEAD_REVISION)
     logger.info("gotstate-persist schema at %s is now %s", display_url, HEAD_REVISION)
+
+
+def _lock_schema(connection: sa.Connection) -> None:
+    """Hold the schema lock until the transaction ends (see the module docstring)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=SCHEMA_LOCK_KEY)
+        )
 
 
 def _run_upgrade(connection: sa.Connection, revision: str) -> None:
