@@ -31,6 +31,7 @@ from .store import SnapshotRef, Store
 
 __all__ = ["main"]
 
+_SQL_SCHEMES = ("sqlite", "postgresql")
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -57,6 +58,8 @@ def _open_existing(url: str) -> Backend:
             ) from None
         if database and database != ":memory:" and not Path(database).exists():
             raise InvalidArgument(f"no SQLite database at {database!r}; check the URL")
+    if url.split(":", 1)[0].split("+", 1)[0] in _SQL_SCHEMES:
+        return open_backend(url, create=False)  # never create tables to read them
     return open_backend(url)
 
 
@@ -258,6 +261,29 @@ def _cmd_copy(args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.failed else EXIT_OK
 
 
+def _cmd_db(args: argparse.Namespace) -> int:
+    from .backends.sql import SQLBackend
+    from .migrations import HEAD_REVISION, REVISIONS, current_revision
+
+    if args.db_command == "history":
+        for revision in REVISIONS:
+            marker = " (head)" if revision == HEAD_REVISION else ""
+            sys.stdout.write(f"{revision}{marker}\n")
+        return EXIT_OK
+    if args.url.split(":", 1)[0].split("+", 1)[0] not in _SQL_SCHEMES:
+        raise InvalidArgument("db commands apply to SQL stores (sqlite:///..., postgresql://...)")
+    if args.db_command == "upgrade":
+        with SQLBackend(args.url, upgrade=True) as backend, backend.engine.connect() as conn:
+            sys.stdout.write(f"schema at {current_revision(conn)} (head {HEAD_REVISION})\n")
+        return EXIT_OK
+    existing = _open_existing(args.url)
+    if not isinstance(existing, SQLBackend):  # pragma: no cover - guarded by the scheme check
+        raise InvalidArgument("db commands apply to SQL stores")
+    with existing, existing.engine.connect() as conn:
+        sys.stdout.write(f"{current_revision(conn)}\n")
+    return EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gotstate-persist",
@@ -305,6 +331,18 @@ def _parser() -> argparse.ArgumentParser:
         "--keys", metavar="FILE", help=f"exported keyring file (default: ${DEFAULT_ENV_VAR})"
     )
     copy.set_defaults(func=_cmd_copy)
+
+    db = commands.add_parser("db", help="SQL schema: current revision, upgrade, history")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    for name, text in (
+        ("current", "print the schema revision of a database"),
+        ("upgrade", "upgrade (or create) the schema to this version's head revision"),
+    ):
+        sub = db_sub.add_parser(name, help=text)
+        sub.add_argument("url", help="SQL store URL, e.g. sqlite:///state.db")
+        sub.set_defaults(func=_cmd_db)
+    history = db_sub.add_parser("history", help="list the schema revisions this version knows")
+    history.set_defaults(func=_cmd_db)
     return parser
 
 

@@ -143,3 +143,28 @@ def test_verify_reports_names_no_writer_could_have_stored(
     assert main(["verify", url, "--keys", str(keys)]) == 1
     out = capsys.readouterr().out
     assert "invalid key" in out and "ok     orders/order-42" in out
+
+
+def test_read_commands_never_touch_a_foreign_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app_db = tmp_path / "app.db"
+    with sqlite3.connect(app_db) as conn:
+        conn.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY)")
+    before = app_db.read_bytes()
+    assert main(["ls", f"sqlite:///{app_db}"]) == 1
+    assert "holds no gotstate-persist store" in capsys.readouterr().err
+    assert app_db.read_bytes() == before
+    with sqlite3.connect(app_db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+def test_db_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'schema.db'}"
+    assert main(["db", "upgrade", url]) == 0
+    assert "schema at v0.1.0.a (head v0.1.0.a)" in capsys.readouterr().out
+    assert main(["db", "current", url]) == 0
+    assert capsys.readouterr().out.strip() == "v0.1.0.a"
+    assert main(["db", "history"]) == 0
+    assert capsys.readouterr().out.strip() == "v0.1.0.a (head)"
+    assert main(["db", "current", "memory://x"]) == 2

@@ -89,3 +89,20 @@ def test_copy_with_wrong_keys_copies_nothing(source: str, tmp_path: Path) -> Non
         report = copy_records(src, dst, gp.KeyRing.generate())
         assert report.copied == 0 and len(report.failed) == 8
         assert dst.namespaces() == []
+
+
+def test_copy_keeps_numbering_across_deleted_versions(
+    source: str, tmp_path: Path, keyring: gp.KeyRing
+) -> None:
+    with gp.open_store(source, namespace="orders", keyring=keyring) as store:
+        store.delete("a", version=1)
+    destination = f"file://{tmp_path / 'dest-files'}"
+    with open_backend(source) as src, open_backend(destination) as dst:
+        report = copy_records(src, dst, keyring)
+        assert report.failed == [] and report.copied == 7
+        assert [i.version for i in dst.versions("orders", "a")] == [2]
+    with gp.open_store(destination, namespace="orders", keyring=keyring) as store:
+        fresh = build_order_machine()
+        store.restore_machine("a", fresh)
+        assert fresh.current_state.name == "cart"
+        assert store.save_machine("a", fresh).version == 3

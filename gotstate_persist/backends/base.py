@@ -10,8 +10,9 @@ overridden when a backend can do them faster.
 
 Version numbering is the backend's one piece of real logic, and it is the same
 everywhere: a key remembers the highest version it ever held (``last_version``),
-``put`` creates exactly ``last_version + 1`` or fails with ``VersionConflict``,
-and ``delete`` never lowers ``last_version``. That single compare-and-set is
+``put`` creates a version above ``last_version`` or fails with ``VersionConflict``
+(the store always asks for ``last_version + 1``; ``copy`` may skip numbers the
+source deleted), and ``delete`` never lowers ``last_version``. That single compare-and-set is
 what makes concurrent appends safe without any check-then-write race.
 """
 
@@ -22,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
+from typing import TypeVar
 
 import msgspec
 
@@ -30,6 +32,7 @@ from ..errors import IntegrityError, NotFound
 __all__ = ["EPOCH", "Backend", "Capabilities", "KeyHead", "Usage", "VersionInfo", "to_micros"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_B = TypeVar("_B", bound="Backend")
 
 
 def to_micros(moment: datetime) -> int:
@@ -134,7 +137,7 @@ class Backend(abc.ABC):
     ) -> VersionInfo:
         """Create ``version`` of ``key`` holding ``blob``; never overwrite.
 
-        Succeeds only if ``version == last_version + 1`` and, when
+        Succeeds only if ``version > last_version`` and, when
         ``expected_newest`` is given, the newest stored version equals it;
         otherwise raises ``VersionConflict`` (carrying the actual newest
         version). Raises ``FormatError`` if stored versions of the key have
@@ -192,7 +195,7 @@ class Backend(abc.ABC):
                 except NotFound:
                     continue  # deleted while we were iterating
 
-    def __enter__(self) -> Backend:
+    def __enter__(self: _B) -> _B:
         return self
 
     def __exit__(

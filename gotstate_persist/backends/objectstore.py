@@ -13,7 +13,7 @@ creation time, so two racing writers would produce *different* names; the
 exclusive create is therefore made on a claim object whose name is the
 version number alone (``r0000000007``). ``put`` runs:
 
-1. list the key directory and check ``version == last_version + 1``, the
+1. list the key directory and check ``version > last_version``, the
    record kind and ``expected_newest``;
 2. exclusively create the claim: the loser of a race gets ``VersionConflict``;
 3. list again: a tombstone at or above the claimed number means a ``delete``
@@ -611,11 +611,11 @@ class ObjectStoreBackend(Backend):
     ) -> VersionInfo:
         check_put_arguments(version, kind, format_version, created_at_us)
         directory, before = self._listing(namespace, key)
-        if version != before.last_version + 1:
+        if version <= before.last_version:
             newest = _head(before).newest
             raise VersionConflict(
-                f"version {version} of key {key!r} cannot be created: the key's last version "
-                f"is {before.last_version}; retry the save",
+                f"version {version} of key {key!r} cannot be created: the key already "
+                f"reached version {before.last_version}; retry the save",
                 expected=version - 1,
                 actual=newest,
             )

@@ -32,6 +32,7 @@ SQLite and the object stores.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 import sqlite3
@@ -46,7 +47,7 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 
 from ..errors import BackendError, FormatError, InvalidArgument, NotFound, VersionConflict
-from ..migrations import ensure_schema
+from ..migrations import HEAD_REVISION, current_revision, ensure_schema
 from .base import Backend, Capabilities, KeyHead, Usage, VersionInfo
 
 __all__ = ["SQLBackend"]
@@ -79,12 +80,12 @@ _SQL = {
     "head": f'SELECT last_version, newest, kind FROM {_K} WHERE namespace = :ns AND "key" = :key',
     "bump": (
         f"UPDATE {_K} SET last_version = :version, newest = :version, kind = :kind "
-        'WHERE namespace = :ns AND "key" = :key AND last_version = :prev '
+        'WHERE namespace = :ns AND "key" = :key AND last_version < :version '
         "AND (newest = 0 OR kind = :kind)"
     ),
     "bump_expected": (
         f"UPDATE {_K} SET last_version = :version, newest = :version, kind = :kind "
-        'WHERE namespace = :ns AND "key" = :key AND last_version = :prev '
+        'WHERE namespace = :ns AND "key" = :key AND last_version < :version '
         "AND (newest = 0 OR kind = :kind) AND newest = :expected"
     ),
     "new_key": (
@@ -162,6 +163,18 @@ def _rollback_quietly(conn: Any) -> None:
         conn.rollback()
 
 
+def _leave_autocommit(conn: Any) -> None:
+    """Hand the connection back to the pool in the driver's default transaction mode.
+
+    SQLAlchemy's own users of the pool (schema checks, migrations) rely on
+    transactions; a connection the server dropped raises here and is discarded.
+    """
+    try:
+        conn.autocommit = False
+    except Exception:
+        conn.invalidate()
+
+
 def _info(row: Sequence[Any]) -> VersionInfo:
     return VersionInfo(row[0], row[1], row[2], row[3], row[4], row[5])
 
@@ -187,8 +200,13 @@ class _SQLiteConnections:
         self._connect = connect
         self._idle: list[sqlite3.Connection] = []
         self._closed = False
+        self._pid = os.getpid()
 
     def acquire(self) -> sqlite3.Connection:
+        if os.getpid() != self._pid:
+            # After fork() the parent's connections must not be used (SQLite's
+            # rule); forget them without closing them under the parent's feet.
+            self._idle, self._pid = [], os.getpid()
         try:
             return self._idle.pop()  # list.pop is atomic under the GIL
         except IndexError:
@@ -223,7 +241,8 @@ class SQLBackend(Backend):
     ``isolation_level``, ``connect_args``; where a server or proxy closes idle
     connections, ``pool_pre_ping=True`` or ``pool_recycle`` keeps the pool
     fresh, otherwise a connection found dropped fails one call with
-    ``BackendError`` and is discarded).
+    ``BackendError`` and is discarded), ``create`` (default True; False refuses
+    to create a schema in a database that has none, for read-only tools).
     """
 
     capabilities = Capabilities(transactions=True, list_is_consistent=True, cross_process=True)
@@ -236,6 +255,7 @@ class SQLBackend(Backend):
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
         sqlite_synchronous: str = "FULL",
         engine_options: dict[str, Any] | None = None,
+        create: bool = True,
     ) -> None:
         try:
             parsed = sa.make_url(url)
@@ -287,7 +307,7 @@ class SQLBackend(Backend):
                 lambda: _connect_sqlite(cargs, cparams, busy_timeout_ms, synchronous)
             )
         try:
-            self._prepare_schema(upgrade)
+            self._prepare_schema(upgrade, create)
         except sa_exc.SQLAlchemyError as exc:
             self._engine.dispose()
             raise self._backend_error(exc) from exc
@@ -295,8 +315,37 @@ class SQLBackend(Backend):
             self._engine.dispose()
             raise
 
-    def _prepare_schema(self, upgrade: bool) -> None:
-        """Create, check or upgrade the schema in one write transaction."""
+    def _schema_is_current(self) -> bool:
+        """Check the schema revision in a read transaction (no write lock taken)."""
+        with self._engine.connect() as conn, conn.begin():
+            return current_revision(conn) == HEAD_REVISION
+
+    def _use_wal(self) -> None:
+        """Put our SQLite database in WAL mode (persistent; needs no transaction open)."""
+        assert self._sqlite_pool is not None
+        conn = self._sqlite_pool.acquire()
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+        finally:
+            self._sqlite_pool.release(conn)
+
+    def _prepare_schema(self, upgrade: bool, create: bool) -> None:
+        """Check the schema cheaply; take the write lock only to create or upgrade it."""
+        if self._schema_is_current():
+            if self._sqlite_pool is not None:
+                self._use_wal()
+            return
+        if not create:
+            with self._engine.connect() as conn, conn.begin():
+                fresh = current_revision(conn) is None
+            if fresh:
+                raise NotFound(
+                    f"{self._display_url} holds no gotstate-persist store; check the URL "
+                    "(nothing was created)"
+                )
+        if self._sqlite_pool is not None:
+            self._use_wal()
         options: dict[str, Any] = {_WRITE: True}
         if not self._is_sqlite:
             # Each statement then sees what other sessions committed before it,
@@ -355,15 +404,18 @@ class SQLBackend(Backend):
     @contextmanager
     def _read(self) -> Iterator[Any]:
         conn = self._acquire()
+        server = self._sqlite_pool is None
         try:
+            if server:
+                # One round trip per read instead of BEGIN, SELECT, ROLLBACK: every
+                # read is a single statement, consistent on its own.
+                conn.autocommit = True
             yield conn
-            if self._sqlite_pool is None:
-                conn.rollback()  # end the read transaction a server driver opened
         except self._dbapi_error as exc:
-            if self._sqlite_pool is None:
-                _rollback_quietly(conn)
             raise self._failed(conn, exc) from exc
         finally:
+            if server:
+                _leave_autocommit(conn)
             self._release(conn)
 
     def _transaction(self, body: Callable[[Any], _T]) -> _T:
@@ -451,7 +503,6 @@ class SQLBackend(Backend):
             "ns": namespace,
             "key": key,
             "version": version,
-            "prev": version - 1,
             "kind": kind,
             "expected": expected_newest,
             "format_version": format_version,
@@ -463,7 +514,8 @@ class SQLBackend(Backend):
 
         def append(conn: Any) -> None:
             if conn.execute(bump, params).rowcount != 1:
-                if version == 1 and not expected_newest:
+                head = conn.execute(self._sql_head, (namespace, key)).fetchone()
+                if head is None and not expected_newest:
                     conn.execute(self._sql["new_key"], params)  # a racing creator -> conflict
                 else:
                     self._explain_refusal(conn, namespace, key, version, kind, expected_newest)
@@ -496,8 +548,8 @@ class SQLBackend(Backend):
                 "cannot be saved under it: use another key, or delete the key first"
             )
         raise VersionConflict(
-            f"version {version} of key {key!r} cannot be created: the key's last version "
-            f"is {last}; retry the save",
+            f"version {version} of key {key!r} cannot be created: the key already reached "
+            f"version {last}; retry the save",
             expected=version - 1,
             actual=newest,
         )
@@ -507,19 +559,20 @@ class SQLBackend(Backend):
     ) -> tuple[VersionInfo, bytes]:
         # The hottest read: no context manager, one statement, one row.
         conn = self._acquire()
+        server = self._sqlite_pool is None
         try:
+            if server:
+                conn.autocommit = True  # one round trip, as in _read()
             if version is None:
                 cursor = conn.execute(self._sql_newest, (namespace, key))
             else:
                 cursor = conn.execute(self._sql_one, (namespace, key, version))
             row = cursor.fetchone()
-            if self._sqlite_pool is None:
-                conn.rollback()
         except self._dbapi_error as exc:
-            if self._sqlite_pool is None:
-                _rollback_quietly(conn)
             raise self._failed(conn, exc) from exc
         finally:
+            if server:
+                _leave_autocommit(conn)
             self._release(conn)
         if row is None:
             which = "no stored version" if version is None else f"no version {version}"
@@ -614,9 +667,10 @@ def _prepare_sqlite_path(url: sa.URL) -> None:
 
 
 def _configure_sqlite(conn: Any, busy_timeout_ms: int, synchronous: str) -> None:
+    # WAL is set once, persistently, on databases that hold our schema
+    # (SQLBackend._use_wal): opening someone else's file must not convert it.
     conn.isolation_level = None  # autocommit: we issue BEGIN [IMMEDIATE] ourselves
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-    conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {synchronous}")
 
 

@@ -107,10 +107,17 @@ class BackendTests:
         _put(backend, "k", 1, b"original")
         with pytest.raises(VersionConflict):
             _put(backend, "k", 1, b"overwrite")
-        with pytest.raises(VersionConflict):
-            _put(backend, "k", 3, b"gap")
         assert backend.get(NS, "k")[1] == b"original"
         assert backend.head(NS, "k") == KeyHead(last_version=1, newest=1, kind="test.kind")
+
+    def test_numbers_may_skip_but_never_go_back(self, backend: Backend) -> None:
+        """A copy keeps the source's numbering, gaps from deleted versions included."""
+        _put(backend, "k", 3, b"three")
+        with pytest.raises(VersionConflict):
+            _put(backend, "k", 2, b"older")
+        _put(backend, "k", 7, b"seven")
+        assert [i.version for i in backend.versions(NS, "k")] == [3, 7]
+        assert backend.head(NS, "k") == KeyHead(last_version=7, newest=7, kind="test.kind")
 
     def test_expected_newest(self, backend: Backend) -> None:
         _put(backend, "k", 1, b"a", expected_newest=0)

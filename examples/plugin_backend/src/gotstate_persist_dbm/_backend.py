@@ -435,10 +435,10 @@ class DbmBackend(Backend):
                     f"key {key!r} holds records of kind {state.kind!r}; a {kind!r} record "
                     "cannot be saved under it: use another key, or delete the key first"
                 )
-            if version != state.last_version + 1:
+            if version <= state.last_version:
                 raise VersionConflict(
-                    f"version {version} of key {key!r} cannot be created: the key's last "
-                    f"version is {state.last_version}; retry the save",
+                    f"version {version} of key {key!r} cannot be created: the key already "
+                    f"reached version {state.last_version}; retry the save",
                     expected=version - 1,
                     actual=newest,
                 )
