@@ -9,26 +9,34 @@ the same process. Raw and ours run interleaved round by round (who goes first
 alternates), each figure is the median over rounds of the median call, and
 the ratio is ours/raw in operations per second (issue 5 target: >= 0.8x).
 
-Every write appends the next version of a key, as ``put`` requires
-(``version == last_version + 1``); the raw clients use the same (namespace,
-key, version) scheme. Each round appends to a fresh key, so every key holds
-the same number of versions whatever ``--rounds`` is, and the reads fetch the
-newest version of the last round's key.
+Every write appends version ``last_version + 1`` of a key, as a store does;
+the raw clients use the same (namespace, key, version) scheme. Each round
+appends to a fresh key, so every key holds the same number of versions
+whatever ``--rounds`` is (printed per backend: the object stores list the key
+directory on every put and get, so their cost grows with it), and the reads
+fetch the newest version of the last round's key.
 
 * SQLite: ``SQLBackend("sqlite:///...")`` vs ``sqlite3`` (WAL, synchronous=FULL,
-  BEGIN IMMEDIATE + INSERT + COMMIT per write; SELECT newest by (namespace, key)).
-* PostgreSQL: a throw-away server started as the test suite starts it
-  (``tests/_postgres.py``: loopback only, ``fsync=off``), ``SQLBackend`` vs one
-  psycopg connection (INSERT + COMMIT per write). Reads are compared with
-  psycopg in autocommit mode (one round trip) and in transaction mode.
+  BEGIN IMMEDIATE + INSERT + COMMIT per write; SELECT newest by (namespace, key)),
+  timed once both WAL files have grown to their steady size.
+* PostgreSQL: a throw-away server started by ``tests/_postgres.py``'s own
+  helper (loopback only, ``fsync=off`` as in the tests, so commits cost round
+  trips, not disk flushes), ``SQLBackend`` vs one psycopg connection: INSERT +
+  COMMIT per write, and "+CAS", the same plus the compare-and-set UPDATE of a
+  per-key row that ``put`` makes. Reads are compared with psycopg in
+  autocommit mode (one round trip) and in transaction mode (BEGIN, SELECT,
+  ROLLBACK). Client and server are pinned to two CPUs (``--pg-cpus``): on a
+  small VM a loopback round trip otherwise costs 10 or 80 us depending on
+  where the scheduler happens to put each connection's server process.
 * Local files: ``file://`` vs temporary file + write + flush + fsync,
   ``os.link`` to the final name, unlink, directory fsync; reads: ``os.listdir``
   of the key directory, then open + read of the newest file.
-* S3: moto's ``ThreadedMotoServer`` on 127.0.0.1 with fake credentials,
-  ``s3://`` vs s3fs ``pipe_file(mode="create")`` / ``cat_file`` of the known
-  newest object (and, for reads, ``ls`` + ``cat_file`` too).
+* S3: moto's ``ThreadedMotoServer`` on 127.0.0.1 (in this process) with fake
+  credentials, ``s3://`` vs s3fs ``pipe_file(mode="create")`` / ``cat_file`` of
+  the known newest object, and for reads ``ls`` + ``cat_file`` too. moto's
+  LIST costs several PUTs, so these ratios mostly count requests.
 * memory:// and end-to-end ``open_store(...).save_machine/restore_machine`` of a
-  100-state machine: rates only.
+  100-state machine with ~1 KB of state data: rates only.
 
 No traffic leaves 127.0.0.1. ``--profile`` runs cProfile over our side of
 every comparison under the target and prints the hot spots.
@@ -52,6 +60,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -198,28 +207,26 @@ class Bench:
         show(row)
 
     def compare_writes(
-        self, backend: str, raw: Writer, ours: Backend, repeat: int, baseline: str
+        self,
+        backend: str,
+        raws: Sequence[tuple[str, str, Writer]],
+        ours: Backend,
+        repeat: int,
     ) -> int:
-        """Writes of each blob size, raw vs ``ours.put``; returns the versions per key."""
+        """Appends of each blob: ``ours.put`` vs each ``(op, baseline, write)``.
+
+        Returns the number of versions each round's key holds afterwards.
+        """
+        n = self.repeat(repeat)
+        print(f"  (each round appends {n} versions to a fresh key)", flush=True)
         for size, blob in self.blobs.items():
             tag = f"w{len(blob)}"
             ours_factory = appends(put_into(ours), blob, tag)
-            raw_s, ours_s = interleaved(
-                [appends(raw, blob, tag), ours_factory], self.rounds, self.repeat(repeat)
-            )
-            self.add(
-                Row(
-                    backend,
-                    "write",
-                    size,
-                    raw_s,
-                    ours_s,
-                    baseline,
-                    ours_factory,
-                    self.repeat(repeat),
-                )
-            )
-        return self.repeat(repeat)
+            factories = [appends(write, blob, tag) for _, _, write in raws]
+            *raw_times, ours_s = interleaved([*factories, ours_factory], self.rounds, n)
+            for (op, baseline, _), raw_s in zip(raws, raw_times, strict=True):
+                self.add(Row(backend, op, size, raw_s, ours_s, baseline, ours_factory, n))
+        return n
 
     def compare_reads(
         self,
@@ -235,27 +242,15 @@ class Bench:
             info, stored = ours.get(NS, key)
             if stored != blob or info.version != version:
                 raise SystemExit(f"{backend}: ours read back the wrong record of {key!r}")
-            for _op, _baseline, read in raws:
+            for op, _baseline, read in raws:
                 if read(key, version) != blob:
-                    raise SystemExit(f"{backend}: the raw client read back other bytes")
-            factories = [same(lambda r=read, k=key: r(k, version)) for _, _, r in raws]
-            ours_factory = same(lambda k=key: ours.get(NS, k))
-            *raw_times, ours_s = interleaved(
-                [*factories, ours_factory], self.rounds, self.repeat(repeat)
-            )
+                    raise SystemExit(f"{backend}: the raw client of {op!r} read other bytes")
+            factories = [same(partial(read, key, version)) for _, _, read in raws]
+            ours_factory = same(partial(ours.get, NS, key))
+            n = self.repeat(repeat)
+            *raw_times, ours_s = interleaved([*factories, ours_factory], self.rounds, n)
             for (op, baseline, _), raw_s in zip(raws, raw_times, strict=True):
-                self.add(
-                    Row(
-                        backend,
-                        op,
-                        size,
-                        raw_s,
-                        ours_s,
-                        baseline,
-                        ours_factory,
-                        self.repeat(repeat),
-                    )
-                )
+                self.add(Row(backend, op, size, raw_s, ours_s, baseline, ours_factory, n))
 
     def rates_only(self, backend: str, ours: Backend, repeat: int) -> None:
         """Writes and reads through ``ours`` alone (no raw baseline)."""
@@ -267,15 +262,24 @@ class Bench:
             self.add(Row(backend, "write", size, None, ours_s))
             key = f"{tag}-r{self.rounds - 1}"
             (ours_s,) = interleaved(
-                [same(lambda k=key: ours.get(NS, k))], self.rounds, self.repeat(repeat)
+                [same(partial(ours.get, NS, key))], self.rounds, self.repeat(repeat)
             )
             self.add(Row(backend, "read", size, None, ours_s))
 
-    def end_to_end(self, backend: str, url: str, repeat: int, **options: Any) -> None:
+    def end_to_end(
+        self,
+        backend: str,
+        url: str,
+        repeat: int,
+        warm_up: Callable[[Writer], None] | None = None,
+        **options: Any,
+    ) -> None:
         """``save_machine`` / ``restore_machine`` of a ~100-state machine through ``open_store``."""
         machine = build(E2E_STATES, E2E_DATA_BYTES)
         target = build(E2E_STATES, E2E_DATA_BYTES)
         with gp.open_store(url, keyring=self.keys, **options) as store:
+            if warm_up is not None:
+                warm_up(put_into(store.backend))
 
             def saves(r: int) -> Op:
                 key = f"e2e-r{r}"
@@ -296,24 +300,26 @@ class Bench:
         """cProfile our side of each comparison of ``backend`` that is under the target."""
         if not self.profile:
             return
+        done: set[int] = set()
         for row in self.rows:
             ratio = row.ratio
             if row.backend != backend or ratio is None or ratio >= TARGET:
                 continue
-            if row.ours_factory is None:
+            if row.ours_factory is None or id(row.ours_factory) in done:
                 continue
+            done.add(id(row.ours_factory))
             op = row.ours_factory(self.rounds)  # a fresh key for writes
             profiler = cProfile.Profile()
             profiler.enable()
             for _ in range(row.repeat):
                 op()
             profiler.disable()
-            out = io.StringIO()
-            stats = pstats.Stats(profiler, stream=out).strip_dirs()
-            stats.sort_stats("tottime").print_stats(14)
             print(f"\n  cProfile, ours: {backend} {row.op} {row.size} x{row.repeat} ({ratio:.2f}x)")
-            body = out.getvalue().split("ncalls", 1)[-1]
-            print("    ncalls" + body.rstrip().replace("\n", "\n    "))
+            for order in ("tottime", "cumulative"):
+                out = io.StringIO()
+                pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(order).print_stats(12)
+                body = out.getvalue().split("ncalls", 1)[-1].rstrip()
+                print(f"    by {order}:\n    ncalls" + body.replace("\n", "\n    "))
 
 
 def put_into(backend: Backend) -> Writer:
@@ -336,6 +342,23 @@ _SQLITE_NEWEST = (
 )
 
 
+def fill_wal(blob: bytes) -> Callable[[Writer], None]:
+    """Append enough to grow a SQLite WAL to its steady size before anything is timed.
+
+    Until the WAL first reaches the autocheckpoint size (1,000 pages) every
+    commit's fsync also journals the file's new size and costs about twice as
+    much; afterwards commits rewrite the same file. Our put writes more pages
+    per commit (the bookkeeping row too), so without this it would reach the
+    cheap steady state first and look faster than raw sqlite3.
+    """
+
+    def warm_up(write: Writer) -> None:
+        for version in range(1, 1 + 6_000_000 // len(blob)):  # ~1,500 pages
+            write("wal-warm-up", version, blob)
+
+    return warm_up
+
+
 def bench_sqlite(bench: Bench, tmp: Path) -> None:
     print("\nSQLite (WAL, synchronous=FULL)", flush=True)
     raw = sqlite3.connect(tmp / "raw.db", isolation_level=None)
@@ -354,17 +377,19 @@ def bench_sqlite(bench: Bench, tmp: Path) -> None:
         return bytes(row[6])
 
     ours = SQLBackend(f"sqlite:///{tmp / 'ours.db'}")
+    warm_up = fill_wal(bench.blobs["100 KB"])
     try:
-        written = bench.compare_writes(
-            "sqlite", raw_write, ours, 50, "sqlite3 BEGIN IMMEDIATE+INSERT+COMMIT"
-        )
+        warm_up(raw_write)
+        warm_up(put_into(ours))
+        writes = [("write", "sqlite3 BEGIN IMMEDIATE+INSERT+COMMIT", raw_write)]
+        written = bench.compare_writes("sqlite", writes, ours, 100)
         reads = [("read", "sqlite3 SELECT newest", raw_read)]
-        bench.compare_reads("sqlite", reads, ours, 300, written)
+        bench.compare_reads("sqlite", reads, ours, 500, written)
         bench.profile_slow("sqlite")
     finally:
         ours.close()
         raw.close()
-    bench.end_to_end("sqlite", f"sqlite:///{tmp / 'e2e.db'}", 20)
+    bench.end_to_end("sqlite", f"sqlite:///{tmp / 'e2e.db'}", 20, warm_up)
 
 
 # PostgreSQL.
@@ -375,13 +400,65 @@ _PG_TABLE = (
     "size BIGINT NOT NULL, created_at_us BIGINT NOT NULL, blob BYTEA NOT NULL, "
     'PRIMARY KEY (namespace, "key", version))'
 )
+# The same shape as the backend's per-key bookkeeping table, for the +CAS baseline.
+_PG_KEYS_TABLE = (
+    'CREATE TABLE raw_keys (namespace VARCHAR(255) NOT NULL, "key" VARCHAR(255) NOT NULL, '
+    "last_version BIGINT NOT NULL, newest BIGINT NOT NULL, kind VARCHAR(64), "
+    'PRIMARY KEY (namespace, "key"))'
+)
+_PG_BUMP = (
+    "UPDATE raw_keys SET last_version = %s, newest = %s, kind = %s "
+    'WHERE namespace = %s AND "key" = %s AND last_version = %s AND (newest = 0 OR kind = %s)'
+)
 
 
-def bench_postgres(bench: Bench) -> None:
+@contextmanager
+def _pin_postgres(admin_url: str, placement: str) -> Iterator[str]:
+    """Pin this process and the server's processes to CPUs; yield what was done.
+
+    On a small VM a loopback round trip costs ~10-20 us when client and server
+    share a CPU and ~80 us when the server's CPU must be woken up, and the
+    scheduler picks per connection: unpinned, two connections of one run can
+    differ 4x. Pinning makes every connection alike. The postmaster's
+    affinity is inherited by the backends it forks for later connections.
+    """
+    import psycopg
+
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else []
+    if placement == "off" or len(cpus) < 2:
+        yield "unpinned"
+        return
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        row = admin.execute("SHOW data_directory").fetchone()
+    assert row is not None
+    postmaster = int((Path(row[0]) / "postmaster.pid").read_text().split()[0])
+    server_cpu = cpus[1] if placement == "cross" else cpus[0]
+    family = [postmaster]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # pid (comm) state ppid ...: comm may hold spaces, so split after ")"
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                family.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    client_before = os.sched_getaffinity(0)
+    for pid in family:
+        try:
+            os.sched_setaffinity(pid, {server_cpu})
+        except OSError:  # a worker that just exited; nothing else can stop root
+            continue
+    os.sched_setaffinity(0, {cpus[0]})
+    try:
+        yield f"client on CPU {cpus[0]}, server on CPU {server_cpu}"
+    finally:
+        os.sched_setaffinity(0, client_before)
+
+
+def bench_postgres(bench: Bench, placement: str) -> None:
     print("\nPostgreSQL (server on 127.0.0.1, started like tests/_postgres.py: fsync=off)")
     try:
         import psycopg
-        from _postgres import _running_server, _Unavailable
+        from _postgres import _running_server, _Unavailable  # type: ignore[import-not-found]
     except ImportError as exc:
         print(f"  skipped: {exc}")
         return
@@ -392,10 +469,12 @@ def bench_postgres(bench: Bench) -> None:
             print(f"  skipped: {exc}")
             return
         url = server.url(server.database)
-        print(f"  server up on 127.0.0.1:{server.port}", flush=True)
+        pinned = stack.enter_context(_pin_postgres(server.admin_url, placement))
+        print(f"  server up on 127.0.0.1:{server.port}; {pinned}", flush=True)
         tx = stack.enter_context(psycopg.connect(url))  # transaction mode, as SQLBackend
         auto = stack.enter_context(psycopg.connect(url, autocommit=True))
         auto.execute(_PG_TABLE)
+        auto.execute(_PG_KEYS_TABLE)
         insert = "INSERT INTO raw_records VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
         newest = (
             'SELECT "key", version, kind, format_version, size, created_at_us, blob FROM '
@@ -403,6 +482,18 @@ def bench_postgres(bench: Bench) -> None:
         )
 
         def raw_write(key: str, version: int, blob: bytes) -> None:
+            tx.execute(insert, (NS, key, version, KIND, 1, len(blob), NOW_US, blob))
+            tx.commit()
+
+        def raw_write_cas(key: str, version: int, blob: bytes) -> None:
+            """What the backend's put does, by hand: compare-and-set the key row, insert."""
+            key = f"cas-{key}"
+            if version == 1:
+                tx.execute("INSERT INTO raw_keys VALUES (%s, %s, 1, 1, %s)", (NS, key, KIND))
+            else:
+                bumped = tx.execute(_PG_BUMP, (version, version, KIND, NS, key, version - 1, KIND))
+                if bumped.rowcount != 1:
+                    raise RuntimeError(f"raw compare-and-set of {key!r} failed")
             tx.execute(insert, (NS, key, version, KIND, 1, len(blob), NOW_US, blob))
             tx.commit()
 
@@ -419,12 +510,16 @@ def bench_postgres(bench: Bench) -> None:
 
         ours = SQLBackend(url)
         stack.callback(ours.close)
-        written = bench.compare_writes("postgresql", raw_write, ours, 100, "psycopg INSERT+COMMIT")
+        writes = [
+            ("write", "psycopg INSERT+COMMIT", raw_write),
+            ("write (raw: +CAS)", "psycopg UPDATE keys row+INSERT+COMMIT", raw_write_cas),
+        ]
+        written = bench.compare_writes("postgresql", writes, ours, 200)
         reads = [
             ("read", "psycopg autocommit SELECT", read_autocommit),
             ("read (raw: txn)", "psycopg SELECT+ROLLBACK", read_in_transaction),
         ]
-        bench.compare_reads("postgresql", reads, ours, 300, written)
+        bench.compare_reads("postgresql", reads, ours, 500, written)
         bench.profile_slow("postgresql")
         bench.end_to_end("postgresql", url, 30)
 
@@ -468,11 +563,10 @@ def bench_files(bench: Bench, tmp: Path) -> None:
 
     ours = open_backend(f"file://{tmp / 'ours-files'}")
     try:
-        written = bench.compare_writes(
-            "file", raw_write, ours, 50, "tmp+write+fsync, link, unlink, dir fsync"
-        )
+        writes = [("write", "tmp+write+fsync, link, unlink, dir fsync", raw_write)]
+        written = bench.compare_writes("file", writes, ours, 50)
         reads = [("read", "listdir + open/read newest", raw_read)]
-        bench.compare_reads("file", reads, ours, 200, written)
+        bench.compare_reads("file", reads, ours, 300, written)
         bench.profile_slow("file")
     finally:
         ours.close()
@@ -585,18 +679,17 @@ def bench_s3(bench: Bench) -> None:
 
         ours = open_backend("s3://gsp-bench-ours/state", **options)
         try:
-            written = bench.compare_writes(
-                "s3", raw_write, ours, 20, "s3fs pipe_file(mode='create')"
-            )
+            writes = [("write", "s3fs pipe_file(mode='create')", raw_write)]
+            written = bench.compare_writes("s3", writes, ours, 30)
             reads = [
                 ("read", "s3fs cat_file of known name", raw_get),
                 ("read (raw: ls)", "s3fs ls + cat_file newest", raw_list_get),
             ]
-            bench.compare_reads("s3", reads, ours, 40, written)
+            bench.compare_reads("s3", reads, ours, 60, written)
             bench.profile_slow("s3")
         finally:
             ours.close()
-        bench.end_to_end("s3", "s3://gsp-bench-e2e/state", 10, **options)
+        bench.end_to_end("s3", "s3://gsp-bench-e2e/state", 10, None, **options)
 
 
 # memory://
@@ -607,7 +700,7 @@ def bench_memory(bench: Bench) -> None:
     url = f"memory://gsp-bench-{os.getpid()}"
     ours = open_backend(url)
     try:
-        bench.rates_only("memory", ours, 100)
+        bench.rates_only("memory", ours, 50)
     finally:
         ours.close()
     bench.end_to_end("memory", f"{url}-e2e", 20)
@@ -635,6 +728,12 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="cProfile our side of comparisons under 0.8x"
     )
+    parser.add_argument(
+        "--pg-cpus",
+        choices=("cross", "same", "off"),
+        default="cross",
+        help="pin PostgreSQL client and server to different CPUs (default), one CPU, or not",
+    )
     args = parser.parse_args()
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = set(chosen) - set(BACKENDS)
@@ -657,16 +756,17 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gsp-bench-") as name:
         tmp = Path(name)
-        if "sqlite" in chosen:
-            bench_sqlite(bench, tmp)
-        if "postgresql" in chosen:
-            bench_postgres(bench)
-        if "file" in chosen:
-            bench_files(bench, tmp)
-        if "s3" in chosen:
-            bench_s3(bench)
-        if "memory" in chosen:
-            bench_memory(bench)
+        sections: dict[str, Callable[[], None]] = {
+            "sqlite": lambda: bench_sqlite(bench, tmp),
+            "postgresql": lambda: bench_postgres(bench, args.pg_cpus),
+            "file": lambda: bench_files(bench, tmp),
+            "s3": lambda: bench_s3(bench),
+            "memory": lambda: bench_memory(bench),
+        }
+        for backend in chosen:
+            section_start = time.perf_counter()
+            sections[backend]()
+            print(f"  ({time.perf_counter() - section_start:.0f} s)", flush=True)
     table(bench.rows)
     print(f"\n{time.perf_counter() - started:.0f} s")
 

@@ -353,3 +353,39 @@ def test_reopening_a_current_schema_changes_nothing(pg_url: str, keyring: gp.Key
     with gp.open_store(pg_url, keyring=keyring, formats=_formats()) as store:
         assert store.load("k") == Order("k", 1)
     assert _dump(pg_url) == before
+
+
+def test_reads_take_one_round_trip(pg_url: str) -> None:
+    """Reads run in autocommit: the server is never left inside a transaction."""
+    import psycopg
+
+    statuses: list[object] = []
+    with open_backend(pg_url) as backend:
+        backend.put("ns", "k", 1, b"x", kind="k", format_version=1, created_at_us=0)
+        original = backend._acquire  # type: ignore[attr-defined]
+        spied: list[object] = []
+
+        def spy() -> object:
+            conn = original()
+            real = conn.dbapi_connection
+
+            def execute(*args: object, **kwargs: object) -> object:
+                cursor = real.execute(*args, **kwargs)
+                statuses.append(real.info.transaction_status)
+                return cursor
+
+            conn.execute = execute
+            spied.append(conn)
+            return conn
+
+        backend._acquire = spy  # type: ignore[attr-defined]
+        try:
+            backend.get("ns", "k")
+            backend.get("ns", "k", 1)
+            backend.head("ns", "k")
+            backend.versions("ns", "k")
+        finally:
+            for conn in spied:
+                del conn.execute  # type: ignore[attr-defined]
+    assert len(statuses) == 4
+    assert set(statuses) == {psycopg.pq.TransactionStatus.IDLE}

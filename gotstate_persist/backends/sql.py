@@ -170,7 +170,7 @@ def _leave_autocommit(conn: Any) -> None:
     transactions; a connection the server dropped raises here and is discarded.
     """
     try:
-        conn.autocommit = False
+        conn.dbapi_connection.autocommit = False
     except Exception:
         conn.invalidate()
 
@@ -409,7 +409,7 @@ class SQLBackend(Backend):
             if server:
                 # One round trip per read instead of BEGIN, SELECT, ROLLBACK: every
                 # read is a single statement, consistent on its own.
-                conn.autocommit = True
+                conn.dbapi_connection.autocommit = True  # the driver's, not the pool proxy's
             yield conn
         except self._dbapi_error as exc:
             raise self._failed(conn, exc) from exc
@@ -562,7 +562,7 @@ class SQLBackend(Backend):
         server = self._sqlite_pool is None
         try:
             if server:
-                conn.autocommit = True  # one round trip, as in _read()
+                conn.dbapi_connection.autocommit = True  # one round trip, as in _read()
             if version is None:
                 cursor = conn.execute(self._sql_newest, (namespace, key))
             else:
