@@ -169,9 +169,11 @@ def _leave_autocommit(conn: Any) -> None:
     SQLAlchemy's own users of the pool (schema checks, migrations) rely on
     transactions; a connection the server dropped raises here and is discarded.
     """
+    if not conn.is_valid:  # already invalidated after a failure
+        return
     try:
         conn.dbapi_connection.autocommit = False
-    except Exception:
+    except Exception:  # a broken connection: make the pool drop it
         conn.invalidate()
 
 
