@@ -22,7 +22,7 @@ from ._copy import copy_records
 from ._names import DEFAULT_NAMESPACE
 from .backends import Backend, open_backend
 from .errors import InvalidArgument, PersistError
-from .formats import MachineSnapshot
+from .formats import MachineSnapshot, SubmachineSnapshot
 from .formats._registry import FormatRegistry
 from .formats._values import UnsupportedValue, decode_value
 from .formats.machine import decode_structure
@@ -125,14 +125,16 @@ def _plain(value: Any) -> Any:
     return repr(value)
 
 
-def _snapshot_view(snapshot: MachineSnapshot, formats: FormatRegistry) -> dict[str, Any]:
+def _snapshot_view(
+    snapshot: MachineSnapshot | SubmachineSnapshot, formats: FormatRegistry
+) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for name, tagged in snapshot.data.items():
         try:
             data[name] = _plain(decode_value(tagged, formats.type_for))
         except (UnsupportedValue, PersistError) as exc:
             data[name] = f"<cannot decode: {exc}>"
-    return {
+    view: dict[str, Any] = {
         "machine": snapshot.machine_type,
         "started": snapshot.started,
         "current_state": snapshot.current,
@@ -140,10 +142,12 @@ def _snapshot_view(snapshot: MachineSnapshot, formats: FormatRegistry) -> dict[s
         "state_data": data,
         "states": len(decode_structure(snapshot).names),
         "fingerprint": snapshot.fingerprint,
-        "submachines": {
-            name: _snapshot_view(sub, formats) for name, sub in snapshot.submachines.items()
-        },
     }
+    if isinstance(snapshot, MachineSnapshot):
+        view["submachines"] = {
+            "/".join(sub.path): _snapshot_view(sub, formats) for sub in snapshot.submachines
+        }
+    return view
 
 
 def _cmd_show(args: argparse.Namespace) -> int:

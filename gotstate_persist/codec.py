@@ -485,19 +485,50 @@ class Codec(abc.ABC):
         return data
 
     @overload
-    def decode(self, data: BytesLike, type: builtins.type[T], *, limits: Limits = ...) -> T: ...
+    def decode(
+        self,
+        data: BytesLike,
+        type: builtins.type[T],
+        *,
+        limits: Limits = ...,
+        type_bounds_depth: bool = ...,
+    ) -> T: ...
 
     @overload
-    def decode(self, data: BytesLike, type: Any = ..., *, limits: Limits = ...) -> Any: ...
+    def decode(
+        self,
+        data: BytesLike,
+        type: Any = ...,
+        *,
+        limits: Limits = ...,
+        type_bounds_depth: bool = ...,
+    ) -> Any: ...
 
-    def decode(self, data: BytesLike, type: Any = Any, *, limits: Limits = DEFAULT_LIMITS) -> Any:
+    def decode(
+        self,
+        data: BytesLike,
+        type: Any = Any,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        type_bounds_depth: bool = False,
+    ) -> Any:
         """Decode ``data`` as ``type`` (strictly: no str-to-int coercion).
 
         Size and nesting are checked on the raw bytes before msgspec sees them.
         ``type`` may be ``Any``, a ``msgspec.Struct`` subclass or any type
         msgspec understands, such as ``tuple[str, int, msgspec.Raw]``.
+
+        ``type_bounds_depth=True`` is the caller's promise that ``type`` itself
+        cannot hold anything nested deeper than ``limits.max_depth`` (no
+        ``Any``, no recursion: the machine snapshot schema is built that way).
+        msgspec's typed decode then refuses deeper input the moment it reaches
+        it, in C, and the Python pre-scan would only repeat that check; the
+        size limit still applies.
         """
-        raw = self._load_bytes(data, limits)
+        if type_bounds_depth:
+            raw = self._load_bytes(data, limits, scan=False)
+        else:
+            raw = self._load_bytes(data, limits)
         decoder = self._decoder(type)
         try:
             return decoder.decode(raw)
@@ -532,7 +563,7 @@ class Codec(abc.ABC):
 
     # -- internals ---------------------------------------------------------
 
-    def _load_bytes(self, data: BytesLike, limits: Limits) -> bytes:
+    def _load_bytes(self, data: BytesLike, limits: Limits, *, scan: bool = True) -> bytes:
         """Size-check, freeze and pre-scan ``data``, mapping failures for a load."""
         if isinstance(data, bytes):
             self._check_load_size(len(data), limits)
@@ -548,6 +579,8 @@ class Codec(abc.ABC):
             # Copy anything mutable into immutable bytes *before* checking it,
             # so nobody can change the buffer between the pre-scan and decode.
             raw = view.tobytes()
+        if not scan:
+            return raw
         try:
             self._scan(raw, limits.max_depth)
         except _TooDeep:

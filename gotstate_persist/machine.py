@@ -31,18 +31,21 @@ from gotstate.core.states import CompositeState
 from ._gcpause import gc_paused
 from .errors import FormatError, InvalidArgument, StructureMismatch
 from .formats._values import TAG_DICT, UnsupportedValue, decode_value, encode_value
-from .formats.machine import MachineSnapshot, Structure, decode_structure, encode_structure
+from .formats.machine import (
+    SUB_DATA_NESTING,
+    TOP_DATA_NESTING,
+    MachineSnapshot,
+    Structure,
+    SubmachineSnapshot,
+    decode_structure,
+    encode_structure,
+)
 
 __all__ = ["apply", "capture", "fingerprint"]
 
 #: Seconds to wait for a machine's transition lock before giving up. A save
 #: from inside one of the machine's own actions would otherwise deadlock.
 LOCK_TIMEOUT = 10.0
-#: Containers that wrap state data inside a stored machine snapshot (payload
-#: tuple, snapshot, data map, tagged data dict): subtracted from the
-#: codec's depth limit so a refusal can name the state and the data key.
-SNAPSHOT_NESTING = 4
-SUBMACHINE_NESTING = 2
 _MAX_REPORTED = 8
 
 StructKind = Callable[[msgspec.Struct], tuple[str, int]]
@@ -223,31 +226,42 @@ def fingerprint(machine: StateMachine) -> str:
 def capture(machine: StateMachine, *, struct_kind: StructKind, max_depth: int) -> MachineSnapshot:
     """Take a consistent snapshot while holding the machine's transition lock."""
     with _locked(machine), gc_paused():
-        return _capture(machine, struct_kind, max_depth - SNAPSHOT_NESTING)
+        top = _fields(machine, struct_kind, max_depth - TOP_DATA_NESTING)
+        subs = [
+            SubmachineSnapshot(path=path, **_fields(sub, struct_kind, max_depth - SUB_DATA_NESTING))
+            for path, sub in _all_submachines(machine)
+        ]
+        return MachineSnapshot(**top, submachines=subs)
 
 
-def _capture(machine: Any, struct_kind: StructKind, budget: int) -> MachineSnapshot:
+def _all_submachines(machine: Any, path: tuple[str, ...] = ()) -> list[tuple[list[str], Any]]:
+    """Every nested submachine with its path of composite state names, outermost first."""
+    found: list[tuple[list[str], Any]] = []
+    for name, sub in sorted(_submachines(machine).items()):
+        found.append(([*path, name], sub))
+        found.extend(_all_submachines(sub, (*path, name)))
+    return found
+
+
+def _fields(machine: Any, struct_kind: StructKind, budget: int) -> dict[str, Any]:
+    """The snapshot fields of one machine (its own, not its submachines')."""
     if budget < 0:  # the snapshot's own fixed containers would cross the depth limit
-        raise FormatError("submachines are nested too deeply to be saved; flatten the machine")
+        raise FormatError("the depth limit is too low to save this machine; raise it")
     graph = machine._graph
     shape = _shape(machine)
     current = graph._current_state
-    return MachineSnapshot(
-        machine_type=shape.summary["type"],
-        fingerprint=shape.fingerprint,
-        started=bool(machine._started),
-        current=current.name if current is not None else None,
-        history={c.name: s.name for c, s in graph._history._history.items()},
-        structure=shape.structure_blob,
-        data={
+    return {
+        "machine_type": shape.summary["type"],
+        "fingerprint": shape.fingerprint,
+        "started": bool(machine._started),
+        "current": current.name if current is not None else None,
+        "history": {c.name: s.name for c, s in graph._history._history.items()},
+        "structure": shape.structure_blob,
+        "data": {
             state.name: _encode_data(state.name, items, struct_kind, budget)
             for state, items in _data_items(graph)
         },
-        submachines={
-            name: _capture(sub, struct_kind, budget - SUBMACHINE_NESTING)
-            for name, sub in _submachines(machine).items()
-        },
-    )
+    }
 
 
 def _data_items(graph: Any) -> list[tuple[Any, list[tuple[Any, Any]]]]:
@@ -294,15 +308,22 @@ _Commit = Callable[[], None]
 def apply(machine: StateMachine, snapshot: MachineSnapshot, *, struct_type: StructType) -> None:
     """Put ``machine`` into the snapshot's state, or raise and change nothing."""
     with _locked(machine), gc_paused():
+        live = {tuple(path): sub for path, sub in _all_submachines(machine)}
+        stored = {tuple(sub.path): sub for sub in snapshot.submachines}
         commits: list[_Commit] = []
+        # the top machine first: its fingerprint covers the submachines' structure
         _plan(machine, snapshot, struct_type, commits, path="")
+        if set(live) != set(stored) or len(stored) != len(snapshot.submachines):
+            raise FormatError("the snapshot's submachines do not match the machine's")
+        for key, sub_snapshot in stored.items():
+            _plan(live[key], sub_snapshot, struct_type, commits, path="/".join(key))
         for commit in commits:
             commit()
 
 
 def _plan(
     machine: Any,
-    snapshot: MachineSnapshot,
+    snapshot: MachineSnapshot | SubmachineSnapshot,
     struct_type: StructType,
     commits: list[_Commit],
     path: str,
@@ -335,11 +356,6 @@ def _plan(
         if type(value) is not dict:
             raise FormatError(f"state {name!r}{where}: state data is not a dict")
         new_data[name] = value
-    subs = _submachines(machine)
-    if set(subs) != set(snapshot.submachines):
-        raise FormatError(f"snapshot's submachines do not match the machine's{where}")
-    for name, sub_snapshot in snapshot.submachines.items():
-        _plan(subs[name], sub_snapshot, struct_type, commits, f"{path}/{name}")
 
     def commit() -> None:
         graph._current_state = current
@@ -373,7 +389,9 @@ def _plan(
     commits.append(commit)
 
 
-def _mismatch(snapshot: MachineSnapshot, shape: _Shape, path: str) -> StructureMismatch:
+def _mismatch(
+    snapshot: MachineSnapshot | SubmachineSnapshot, shape: _Shape, path: str
+) -> StructureMismatch:
     def relations(structure: Structure) -> dict[str, tuple[str | None, bool]]:
         names = structure.names
         return {

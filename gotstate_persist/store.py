@@ -29,9 +29,9 @@ from ._gcpause import gc_paused
 from ._names import DEFAULT_NAMESPACE, check_name
 from .backends import Backend, Usage, VersionInfo, open_backend
 from .backends.base import to_micros
-from .codec import DEFAULT_LIMITS, Codec, Limits, codec_by_id, codec_by_name
+from .codec import DEFAULT_LIMITS, MAX_DEPTH, Codec, Limits, codec_by_id, codec_by_name
 from .errors import FormatError, IntegrityError, InvalidArgument, VersionConflict
-from .formats import FormatRegistry, MachineSnapshot
+from .formats import MACHINE_FORMAT_VERSION, MACHINE_KIND, FormatRegistry, MachineSnapshot
 from .sealing import KeyRing, envelope_overhead, open_envelope, seal
 
 __all__ = ["SnapshotRef", "Store", "open_store"]
@@ -43,6 +43,11 @@ MAX_APPEND_ATTEMPTS = 64
 _BACKOFF_BASE_S = 0.001
 _BACKOFF_CAP_S = 0.05
 _PAYLOAD_TYPE = tuple[str, int, msgspec.Raw]
+_MACHINE_PAYLOAD = tuple[str, int, MachineSnapshot]
+_KIND_MISMATCH = (
+    "the record's stored kind/format version disagree with its authenticated "
+    "contents; the storage was altered: restore it from a backup"
+)
 
 R = TypeVar("R", bound=msgspec.Struct)
 
@@ -138,12 +143,7 @@ class Store:
 
         Entry and exit actions do not run. On any error the machine is unchanged.
         """
-        info, record = self._read(key, version)
-        if not isinstance(record, MachineSnapshot):
-            raise FormatError(
-                f"key {key!r} holds a {info.kind!r} record, not a machine snapshot; "
-                "use store.load() for it"
-            )
+        info, record = self._read_machine(key, version)
         ref = self._ref(info)  # before apply: nothing may fail once the machine changed
         _machine.apply(machine, record, struct_type=self._formats.type_for)
         return ref
@@ -300,6 +300,45 @@ class Store:
                 "annotate the field with the exact type"
             )
 
+    def _read_machine(self, key: str, version: int | None) -> tuple[VersionInfo, MachineSnapshot]:
+        """Fetch a machine snapshot; at the default depth limit in one typed decode.
+
+        The snapshot schema bounds its own nesting (formats.machine), so its
+        typed decode enforces the depth limit and the pre-scan is skipped. Any
+        other content (another kind, a damaged record) takes the general path,
+        which reports it precisely.
+        """
+        check_name(key, "key")
+        if version is not None:
+            _check_version(version)
+        info, blob = self._backend.get(self._namespace, key, version)
+        if info.key != key or (version is not None and info.version != version):
+            raise IntegrityError("the backend returned a record for another key or version")
+        if self._limits.max_depth == MAX_DEPTH and info.kind == MACHINE_KIND:
+            codec_id, payload = self._open_blob(info, blob)
+            codec = codec_by_id(codec_id)
+            try:
+                with gc_paused():
+                    kind, format_version, snapshot = codec.decode(
+                        payload, _MACHINE_PAYLOAD, limits=self._limits, type_bounds_depth=True
+                    )
+            except FormatError:
+                pass  # not the current snapshot format: let the general path explain
+            else:
+                if (kind, format_version) != (info.kind, info.format_version):
+                    raise IntegrityError(_KIND_MISMATCH)
+                if format_version == MACHINE_FORMAT_VERSION:
+                    return info, snapshot
+        codec, kind, format_version, body = self._unwrap(info, blob)
+        with gc_paused():
+            record = codec.decode_inner(body, self._formats.type_for(kind, format_version))
+        if not isinstance(record, MachineSnapshot):
+            raise FormatError(
+                f"key {key!r} holds a {info.kind!r} record, not a machine snapshot; "
+                "use store.load() for it"
+            )
+        return info, record
+
     def _read(self, key: str, version: int | None) -> tuple[VersionInfo, Any]:
         info, codec, kind, format_version, body = self._open(key, version)
         record_type = self._formats.type_for(kind, format_version)
@@ -324,23 +363,24 @@ class Store:
         The body's decoder is then chosen from the authenticated kind and
         format version, never from the unauthenticated copy beside the blob.
         """
+        codec_id, payload = self._open_blob(info, blob)
+        codec = codec_by_id(codec_id)
+        kind, format_version, body = codec.decode(payload, _PAYLOAD_TYPE, limits=self._limits)
+        if (kind, format_version) != (info.kind, info.format_version):
+            raise IntegrityError(_KIND_MISMATCH)
+        return codec, kind, format_version, body
+
+    def _open_blob(self, info: VersionInfo, blob: bytes) -> tuple[int, bytes]:
+        """Check the blob's size and authenticate it; return (codec id, payload)."""
         if len(blob) > self._limits.max_blob_bytes:
             raise FormatError(
                 f"stored blob of {info.key!r} version {info.version} is {len(blob)} bytes, over "
                 f"this store's limit of {self._limits.max_blob_bytes}; open the store with a "
                 "higher Limits.max_blob_bytes (at most 16 MiB) if it is legitimate"
             )
-        codec_id, payload = open_envelope(
+        return open_envelope(
             self._keyring, blob, namespace=self._namespace, key=info.key, version=info.version
         )
-        codec = codec_by_id(codec_id)
-        kind, format_version, body = codec.decode(payload, _PAYLOAD_TYPE, limits=self._limits)
-        if (kind, format_version) != (info.kind, info.format_version):
-            raise IntegrityError(
-                "the record's stored kind/format version disagree with its authenticated "
-                "contents; the storage was altered: restore it from a backup"
-            )
-        return codec, kind, format_version, body
 
     def _verify_blob(self, info: VersionInfo, blob: bytes) -> None:
         """Authenticate and fully decode a blob (typed when its kind is registered)."""

@@ -21,7 +21,7 @@ from order_workflow import build_order_machine, get_data
 import gotstate_persist as gp
 from gotstate_persist import machine as adapter
 from gotstate_persist.codec import JSON, MSGPACK, Limits
-from gotstate_persist.formats import MACHINE_KIND, FormatRegistry
+from gotstate_persist.formats import MACHINE_KIND, FormatRegistry, MachineSnapshot
 
 
 class Box(msgspec.Struct):
@@ -129,3 +129,53 @@ def test_struct_nested_too_deeply_inside_is_refused(sqlite_url: str, keyring: gp
         fresh = build_order_machine()
         store.restore_machine("m", fresh)
         assert get_data(fresh, "cart")["deep"] == Deep([[[1]]])
+
+
+def _deep_payload(depth: int, where: str) -> bytes:
+    """A raw msgpack machine-snapshot payload whose state data nests ``depth`` arrays.
+
+    Built by splicing one-element array headers into an encoded payload: msgspec
+    itself refuses to encode values this deep, as a hostile writer would not.
+    """
+    value = "@@DEEP@@"
+    snapshot: dict[str, object] = {
+        "machine_type": "StateMachine",
+        "fingerprint": "sha256:x",
+        "started": True,
+        "current": None,
+        "history": {},
+        "structure": b"",
+        "data": {},
+        "submachines": [],
+    }
+    tagged = [4, "k", value]
+    if where == "top":
+        snapshot["data"] = {"s": tagged}
+    else:
+        sub = {k: v for k, v in snapshot.items() if k != "submachines"}
+        sub["path"] = ["a", "b"]
+        sub["data"] = {"s": tagged}
+        snapshot["submachines"] = [sub]
+    encoded = msgspec.msgpack.encode((MACHINE_KIND, 1, snapshot))
+    marker = msgspec.msgpack.encode(value)
+    assert encoded.count(marker) == 1
+    return encoded.replace(marker, b"\x91" * depth + b"\x01")
+
+
+@pytest.mark.parametrize("where", ["top", "sub"])
+@pytest.mark.parametrize("depth", [*range(50, 66), 1000, 100_000])
+def test_schema_bound_and_prescan_agree(where: str, depth: int) -> None:
+    """The snapshot schema bounds depth exactly where the pre-scan does."""
+    payload = _deep_payload(depth, where)
+    try:
+        MSGPACK.check(payload)
+        scan_ok = True
+    except gp.FormatError:
+        scan_ok = False
+    try:
+        MSGPACK.decode(payload, tuple[str, int, MachineSnapshot], type_bounds_depth=True)
+        typed_ok = True
+    except gp.FormatError:
+        typed_ok = False
+    assert typed_ok == scan_ok
+    assert scan_ok == (depth <= (60 if where == "top" else 58))

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from ._registry import FormatRegistry
-from .machine import MACHINE_FORMAT_VERSION, MACHINE_KIND, MachineSnapshot, Structure
+from .machine import (
+    MACHINE_FORMAT_VERSION,
+    MACHINE_KIND,
+    MachineSnapshot,
+    Structure,
+    SubmachineSnapshot,
+)
 
 __all__ = [
     "MACHINE_FORMAT_VERSION",
@@ -11,4 +17,5 @@ __all__ = [
     "FormatRegistry",
     "MachineSnapshot",
     "Structure",
+    "SubmachineSnapshot",
 ]

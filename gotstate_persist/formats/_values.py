@@ -13,7 +13,8 @@ subclass such as an IntEnum or OrderedDict is refused rather than silently
 changed into its base type). The tag numbers are part of the stored format:
 never renumber them; add new ones at the end.
 
-Registered msgspec Structs travel as ``[TAG_STRUCT, kind, version, msgpack]``
+Bytes travel as base64 text, ``[TAG_BYTES, "AAH+/w=="]``. Registered msgspec
+Structs travel as ``[TAG_STRUCT, kind, version, base64 of their msgpack]``
 and are rebuilt only through the registry: a stored name never chooses a
 class that the application did not register.
 """
@@ -118,7 +119,10 @@ def _encode(value: object, depth: int, struct_kind: StructKind) -> object:
         )
         return out
     if t is bytes:
-        return [TAG_BYTES, value]
+        # base64 text: keeps the tagged form free of a bytes type, so every
+        # codec carries it alike and the schema can bound its depth (see
+        # formats.machine: msgspec unions cannot mix str and bytes)
+        return [TAG_BYTES, base64.b64encode(value).decode("ascii")]  # type: ignore[arg-type]
     if t is datetime:
         _check_tz(value)  # type: ignore[arg-type]
         return [TAG_DATETIME, value.isoformat(), value.fold]  # type: ignore[attr-defined]
@@ -135,7 +139,7 @@ def _encode(value: object, depth: int, struct_kind: StructKind) -> object:
         return [TAG_DECIMAL, str(value)]
     if isinstance(value, msgspec.Struct):
         kind, version = struct_kind(value)
-        return [TAG_STRUCT, kind, version, encode_struct(value)]
+        return [TAG_STRUCT, kind, version, base64.b64encode(encode_struct(value)).decode("ascii")]
     raise UnsupportedValue(
         f"values of type {t.__module__}.{t.__qualname__} cannot be stored; use None, bool, "
         "int, float, str, bytes, datetime, date, time, timedelta, UUID, Decimal, list, "
@@ -231,9 +235,7 @@ def _one(items: list[object], expected: type) -> Any:
 def _decode_scalar(tag: object, items: list[object], struct_type: StructType) -> object:
     try:
         if tag == TAG_BYTES:
-            if len(items) == 1 and type(items[0]) is str:  # JSON carries bytes as base64
-                return base64.b64decode(items[0], validate=True)
-            return _one(items, bytes)
+            return base64.b64decode(_one(items, str), validate=True)
         if tag == TAG_FLOAT:
             text = _one(items, str)
             if text not in ("nan", "inf", "-inf"):
@@ -257,11 +259,9 @@ def _decode_scalar(tag: object, items: list[object], struct_type: StructType) ->
         if tag == TAG_STRUCT:
             if len(items) != 3 or type(items[0]) is not str or type(items[1]) is not int:
                 raise UnsupportedValue("malformed state data: bad struct")
-            encoded = items[2]
-            if type(encoded) is str:  # JSON carries bytes as base64
-                encoded = base64.b64decode(encoded, validate=True)
-            if type(encoded) is not bytes:
+            if type(items[2]) is not str:
                 raise UnsupportedValue("malformed state data: bad struct")
+            encoded = base64.b64decode(items[2], validate=True)
             # its own bounded, strict, typed decode: the class comes from the registry
             return MSGPACK.decode(encoded, struct_type(items[0], items[1]))
     except (ValueError, OverflowError, InvalidOperation, msgspec.ValidationError) as exc:
