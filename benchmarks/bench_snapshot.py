@@ -26,8 +26,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -44,7 +42,7 @@ from gotstate_persist.formats import FormatRegistry, MachineSnapshot  # noqa: E4
 from gotstate_persist.sealing import open_envelope, seal  # noqa: E402
 
 FORMATS = FormatRegistry()
-RAW_PAYLOAD = tuple[str, int, msgspec.Raw]
+MACHINE_PAYLOAD = tuple[str, int, MachineSnapshot]
 
 
 def build(n_states: int, data_bytes: int) -> Any:
@@ -112,12 +110,13 @@ def adapter_pickle_restore(machine: Any, blob: bytes) -> None:
 
 
 # (b) The safe pipeline, layer by layer, exactly as Store.save_machine and
-# Store.restore_machine run it (including their GC pause), minus storage I/O.
+# Store.restore_machine run it (including their GC pause and the restore's
+# single typed decode, whose schema bounds the depth), minus storage I/O.
 
 
 def safe_capture(machine: Any, keys: gp.KeyRing) -> bytes:
+    snapshot = adapter.capture(machine, struct_kind=FORMATS.kind_of, max_depth=64)
     with gc_paused():
-        snapshot = adapter.capture(machine, struct_kind=FORMATS.kind_of, max_depth=64)
         payload = MSGPACK.encode(("gotstate.machine", 1, snapshot), depth_checked=True)
     return seal(keys, payload, codec_id=1, namespace="bench", key="m", version=1)
 
@@ -125,9 +124,8 @@ def safe_capture(machine: Any, keys: gp.KeyRing) -> bytes:
 def safe_restore(machine: Any, blob: bytes, keys: gp.KeyRing) -> None:
     _codec, payload = open_envelope(keys, blob, namespace="bench", key="m", version=1)
     with gc_paused():
-        _kind, _version, body = MSGPACK.decode(payload, RAW_PAYLOAD)
-        snapshot = MSGPACK.decode_inner(body, MachineSnapshot)
-        adapter.apply(machine, snapshot, struct_type=FORMATS.type_for)
+        _kind, _version, snapshot = MSGPACK.decode(payload, MACHINE_PAYLOAD, type_bounds_depth=True)
+    adapter.apply(machine, snapshot, struct_type=FORMATS.type_for)
 
 
 def timed(fn: Callable[[], object], repeat: int) -> float:
