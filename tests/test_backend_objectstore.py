@@ -753,3 +753,65 @@ def test_moto_honours_if_none_match(s3_url: UrlAndOptions) -> None:
         client.put_object(Bucket=bucket, Key="canary", Body=b"2", IfNoneMatch="*")
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
     assert client.get_object(Bucket=bucket, Key="canary")["Body"].read() == b"1"
+
+
+# Hot paths: released claims, quick listings, numbers past the zero padding.
+
+
+def test_files_release_the_claims_of_older_versions_safely(tmp_path: Path) -> None:
+    with open_backend(f"file://{tmp_path}") as backend:
+        stale = backend._listing(NS, "k")  # type: ignore[attr-defined]
+        for version in (1, 2, 3):
+            _put(backend, "k", version, f"v{version}".encode())
+        directory = _key_directory(backend, "k")
+        names = sorted(p.name for p in directory.iterdir())
+        assert [n[:11] for n in names] == ["r0000000003", *(f"v000000000{v}" for v in (1, 2, 3))]
+        # A writer that listed before version 1 existed claims the freed number
+        # again; its listing after the claim finds the version object.
+        assert isinstance(backend, ObjectStoreBackend)
+        backend._listing = lambda ns, key: stale  # type: ignore[method-assign]
+        with pytest.raises(gp.VersionConflict, match="meanwhile"):
+            _put(backend, "k", 1, b"reused")
+        del backend._listing
+        assert [backend.get(NS, "k", v)[1] for v in (1, 2, 3)] == [b"v1", b"v2", b"v3"]
+        assert backend.head(NS, "k") == KeyHead(3, 3, KIND)
+
+
+def test_get_skips_non_files_under_version_names(tmp_path: Path) -> None:
+    with open_backend(f"file://{tmp_path}") as backend:
+        _put(backend, "k", 1, b"one")
+        directory = _key_directory(backend, "k")
+        (directory / "v0000000009~test.kind~1~5").mkdir()
+        (directory / "v0000000008~test.kind~1~5").symlink_to(directory / "nowhere")
+        os.mkfifo(directory / "v0000000007~test.kind~1~5")
+        assert backend.get(NS, "k")[1] == b"one"
+        assert backend.get(NS, "k", 1)[1] == b"one"
+        with pytest.raises(gp.NotFound):
+            backend.get(NS, "k", 9)
+        assert backend.head(NS, "k") == KeyHead(1, 1, KIND)
+
+
+def test_newest_version_beyond_the_zero_padding() -> None:
+    from gotstate_persist.backends._objectnames import (
+        find_version,
+        newest_version,
+        summarize_key,
+        version_name,
+    )
+
+    low, high = version_name(7, KIND, 1, 5), version_name(12_345_678_901, KIND, 1, 5)
+    stray = "v99999999999~Bad~1~5"
+    names = [low, high, stray, "r0000000007", "zzz", "v0000000008~test.kind~01~5"]
+    assert newest_version(names).version == 12_345_678_901  # type: ignore[union-attr]
+    assert newest_version([low, "v0000000008~x~01~5"]).version == 7  # type: ignore[union-attr]
+    assert newest_version(["r0000000001", stray]) is None
+    assert find_version(names, 7).name == low  # type: ignore[union-attr]
+    assert find_version(names, 8) is None
+    summary = summarize_key([*names, "d0000000020", "r00000000030", ".tmp-x"])
+    assert (summary.last_version, summary.last_tombstone) == (12_345_678_901, 20)
+    assert summary.temporaries == (".tmp-x",)
+    # Two canonical names of one version (tampered): the largest, everywhere.
+    twins = [version_name(3, "a.kind", 1, 5), version_name(3, "b.kind", 1, 5)]
+    assert newest_version(twins).kind == "b.kind"  # type: ignore[union-attr]
+    assert newest_version([*twins[::-1], "zz"]).kind == "b.kind"  # type: ignore[union-attr]
+    assert find_version(twins, 3).kind == "b.kind"  # type: ignore[union-attr]

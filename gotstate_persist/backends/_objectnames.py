@@ -25,7 +25,14 @@ record kind, format version, creation time), so listings never read a blob.
 ``~`` separates the fields because it cannot occur in a kind. Anything in a
 key directory that is not a canonical name of one of the three object types
 is ignored: a crashed writer's temporary or a stray file never shows up as a
-version.
+version. Should a tampered directory hold two canonical names of one version,
+the lexically largest is that version, for every operation alike.
+
+Version numbers are zero-padded to 10 digits, so names sort by number up to
+9,999,999,999; longer numbers are not padded. :func:`newest_version` relies on
+that: when the lexically largest name of a directory is a valid version name
+starting ``v0``, no other name can hold a higher number, so it is the newest
+with one ``max`` and one parse; otherwise it compares parsed numbers.
 """
 
 from __future__ import annotations
@@ -45,17 +52,23 @@ __all__ = [
     "MAX_RELATIVE_PATH_BYTES",
     "TEMP_PREFIX",
     "KeyListing",
+    "KeySummary",
     "StoredVersion",
     "check_put_arguments",
     "claim_name",
     "decode_key_path",
     "decode_namespace_key_path",
+    "find_version",
     "is_version_name",
     "key_components",
+    "last_tombstone",
     "namespace_components",
+    "newest_version",
     "parse_key_listing",
+    "summarize_key",
     "tombstone_name",
     "version_name",
+    "version_prefix",
 ]
 
 #: Longest chunk of encoded text in one path component (plus one marker letter).
@@ -181,6 +194,11 @@ def version_name(version: int, kind: str, format_version: int, created_at_us: in
     )
 
 
+def version_prefix(version: int) -> str:
+    """The start of every name of ``version``'s object (a listing prefix)."""
+    return f"{_VERSION}{version:0{_VERSION_DIGITS}d}{_SEPARATOR}"
+
+
 def claim_name(version: int) -> str:
     """Name of the empty object whose exclusive creation reserves ``version``."""
     return f"{_CLAIM}{version:0{_VERSION_DIGITS}d}"
@@ -235,7 +253,8 @@ class KeyListing:
     """Everything one listing of a key directory says about the key.
 
     ``last_version`` is the highest number ever reserved, written or deleted;
-    ``live`` maps each stored version to its object.
+    ``live`` maps each stored version to its object (if a tampered store holds
+    two valid names for one version, the lexically largest one, everywhere).
     """
 
     live: dict[int, StoredVersion] = field(default_factory=dict)
@@ -265,7 +284,7 @@ def parse_key_listing(entries: Iterable[tuple[str, int]]) -> KeyListing:
             if stored is None:
                 continue
             seen = listing.live.get(stored.version)
-            if seen is None or stored.name < seen.name:  # deterministic if tampered with
+            if seen is None or stored.name > seen.name:  # deterministic if tampered with
                 listing.live[stored.version] = stored
         elif name.startswith(TEMP_PREFIX):
             listing.temporaries.append(name)
@@ -274,6 +293,124 @@ def parse_key_listing(entries: Iterable[tuple[str, int]]) -> KeyListing:
             if marker is not None:
                 (listing.claims if marker[0] == _CLAIM else listing.tombstones).add(marker[1])
     return listing
+
+
+# The hot paths: only what one operation needs, parsed from as few names as possible.
+
+
+def _digits_number(digits: str) -> int | None:
+    """The number a canonical 10-19 digit field spells, or None (exact, no regex)."""
+    if not (_VERSION_DIGITS <= len(digits) <= 19 and digits.isascii() and digits.isdigit()):
+        return None
+    if len(digits) > _VERSION_DIGITS and digits[0] == "0":
+        return None  # more padding than the canonical name has
+    number = int(digits)
+    return number if 1 <= number <= MAX_INT64 else None
+
+
+def _best(candidates: list[tuple[int, str]]) -> StoredVersion | None:
+    """The valid version object with the highest number among ``(number, name)`` pairs.
+
+    The cheap number of a name is only a pre-filter: the full parse decides,
+    so a stray that merely starts like a version object never wins.
+    """
+    while candidates:
+        top = max(candidates)[0]
+        valid = [
+            stored
+            for number, name in candidates
+            if number == top and (stored := _parse_version(name)) is not None
+        ]
+        if valid:
+            return max(valid, key=lambda stored: stored.name)
+        candidates = [pair for pair in candidates if pair[0] != top]
+    return None
+
+
+def _version_candidates(names: Iterable[str]) -> list[tuple[int, str]]:
+    found = []
+    for name in names:
+        if name[:1] == _VERSION:
+            number = _digits_number(name[1 : name.find(_SEPARATOR, 1)])
+            if number is not None:
+                found.append((number, name))
+    return found
+
+
+def newest_version(names: Sequence[str]) -> StoredVersion | None:
+    """The newest valid version object among the names of one key directory.
+
+    Canonical names of versions below 10**9 are 10 digits starting with "0",
+    and every longer number starts with another digit, so when the lexically
+    largest name is such a version object nothing can outnumber it: one
+    C-level ``max`` and one parse. Anything else takes the exact path.
+    """
+    if names:
+        top = max(names)
+        if top[:2] == "v0":
+            stored = _parse_version(top)
+            if stored is not None:
+                return stored
+    return _best(_version_candidates(names))
+
+
+def find_version(names: Iterable[str], version: int) -> StoredVersion | None:
+    """The valid object of ``version`` among the names of one key directory."""
+    prefix = version_prefix(version)
+    valid = [
+        stored
+        for name in names
+        if name.startswith(prefix) and (stored := _parse_version(name)) is not None
+    ]
+    return max(valid, key=lambda stored: stored.name) if valid else None
+
+
+@dataclass(frozen=True, slots=True)
+class KeySummary:
+    """What ``head`` and ``put`` need from one listing of a key directory.
+
+    The same numbers :class:`KeyListing` gives, without an object per name:
+    only the newest version object is fully parsed.
+    """
+
+    last_version: int
+    newest: StoredVersion | None
+    last_tombstone: int
+    temporaries: tuple[str, ...]
+
+
+def summarize_key(names: Iterable[str]) -> KeySummary:
+    """Sort the names of a key directory into a :class:`KeySummary`."""
+    versions: list[tuple[int, str]] = []
+    temporaries: list[str] = []
+    claim = tombstone = 0
+    for name in names:
+        first = name[:1]
+        if first == _VERSION:
+            number = _digits_number(name[1 : name.find(_SEPARATOR, 1)])
+            if number is not None:
+                versions.append((number, name))
+        elif first == _CLAIM:
+            number = _digits_number(name[1:])
+            if number is not None and number > claim:
+                claim = number
+        elif first == _TOMBSTONE:
+            number = _digits_number(name[1:])
+            if number is not None and number > tombstone:
+                tombstone = number
+        elif name.startswith(TEMP_PREFIX):
+            temporaries.append(name)
+    newest = _best(versions)
+    last = max(0 if newest is None else newest.version, claim, tombstone)
+    return KeySummary(last, newest, tombstone, tuple(temporaries))
+
+
+def last_tombstone(names: Iterable[str]) -> int:
+    """The highest tombstone among the names of a key directory (0 if none)."""
+    return max(
+        (n for name in names if name[:1] == _TOMBSTONE if (n := _digits_number(name[1:]))),
+        default=0,
+    )
 
 
 def check_put_arguments(

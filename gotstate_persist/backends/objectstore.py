@@ -22,7 +22,27 @@ version number alone (``r0000000007``). ``put`` runs:
 4. exclusively create the version object with the blob.
 
 A claim whose writer died before step 4, or gave up at step 3, keeps its
-number used: numbers are never reused, and a gap is harmless.
+number used: numbers are never reused, and a gap is harmless. Step 3 also
+refuses when a version object of the claimed number exists.
+
+Claims on local files: once version N is durable, its object holds the
+number as well as its claim does, so the next ``put`` of the key (after its
+own version is written and fsynced) unlinks the claim of the version that was
+newest when it listed. A key directory thus holds one name per version plus
+the newest claim, and listings stay half as long. This is as safe as keeping
+every claim: only a claim whose version object was listed is removed (never a
+dead writer's, never the newest); a writer that claims the freed number
+again lists after claiming and finds the version object, or the tombstone a
+``delete`` writes before it removes that object, and gives up; and a lost
+unlink merely leaves the claim, as every other protocol does (an extra
+request per ``put`` is not worth it on S3). Readers never depend on it.
+
+The hot paths read as little as they can: ``get`` lists only names (S3: only
+names under the ``v`` prefix, or ``v<version>~`` for one version; local files:
+``os.listdir``, and a name that is not a regular file sends it back to an
+exact listing) and parses only the newest or the requested name; ``head`` and
+``put`` list names without sizes and parse one version name. Only
+``versions``, ``usage`` and ``delete`` build the full listing.
 ``expected_newest`` is best effort here: two writers that pass step 3 before
 either reaches step 4 both succeed (with consecutive versions); only a
 transactional backend (SQL) makes it exact.
@@ -59,9 +79,11 @@ from __future__ import annotations
 
 import abc
 import errno
+import functools
 import logging
 import os
 import secrets
+import stat
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -77,20 +99,26 @@ from ..errors import (
     VersionConflict,
 )
 from ._objectnames import (
+    MAX_INT64,
     MAX_RELATIVE_PATH_BYTES,
     TEMP_PREFIX,
     KeyListing,
+    KeySummary,
     StoredVersion,
     check_put_arguments,
     claim_name,
     decode_key_path,
     decode_namespace_key_path,
+    find_version,
     is_version_name,
     key_components,
     namespace_components,
+    newest_version,
     parse_key_listing,
+    summarize_key,
     tombstone_name,
     version_name,
+    version_prefix,
 )
 from .base import Backend, Capabilities, KeyHead, Usage, VersionInfo
 
@@ -149,6 +177,10 @@ _OS_REASONS: Mapping[int, str] = {
 _MEMORY_LOCK = threading.RLock()
 
 
+class _NotAnObject(Exception):
+    """A name read by a quick listing is not a regular file (a stray directory or link)."""
+
+
 class _Objects(abc.ABC):
     """The few primitive operations one storage protocol provides, on full paths.
 
@@ -163,6 +195,16 @@ class _Objects(abc.ABC):
     @abc.abstractmethod
     def entries(self, directory: str) -> list[tuple[str, int]]:
         """``(name, size)`` of the files directly in ``directory`` ([] if none)."""
+
+    def names(self, directory: str, prefix: str = "", *, quick: bool = False) -> list[str]:
+        """Names of the files directly in ``directory`` that start with ``prefix``.
+
+        With ``quick``, the list may also hold other names (local files: the
+        whole directory, non-files included); callers pick names by parsing
+        them, and :meth:`read` of a non-file raises :class:`_NotAnObject`, so
+        the caller lists again without ``quick``.
+        """
+        return [name for name, _size in self.entries(directory) if name.startswith(prefix)]
 
     @abc.abstractmethod
     def walk(self, top: str, *, sizes: bool) -> Iterator[tuple[list[str], int]]:
@@ -183,6 +225,14 @@ class _Objects(abc.ABC):
     def sweep(self, directory: str, names: Sequence[str]) -> None:  # noqa: B027 - optional hook
         """Delete crashed writers' temporaries among ``names`` (local files only)."""
 
+    #: Whether ``put`` removes the claim of the previous newest version, whose
+    #: object holds the number (local files: an unlink, no request, and a
+    #: listing stays one name per version).
+    releases_claims = False
+
+    def release(self, path: str) -> None:  # noqa: B027 - optional hook
+        """Remove a claim whose version object exists (only if ``releases_claims``)."""
+
 
 class _LocalFiles(_Objects):
     """Local files through ``os``: temporary, fsync, ``os.link``, directory fsync."""
@@ -192,6 +242,21 @@ class _LocalFiles(_Objects):
 
     def prepare(self) -> None:
         os.makedirs(self._root, exist_ok=True)
+
+    releases_claims = True
+
+    def names(self, directory: str, prefix: str = "", *, quick: bool = False) -> list[str]:
+        try:
+            if quick:  # no DirEntry objects, no filter; read() refuses non-files
+                return os.listdir(directory)
+            with os.scandir(directory) as listing:
+                return [
+                    entry.name
+                    for entry in listing
+                    if entry.name.startswith(prefix) and _is_file(entry)
+                ]
+        except FileNotFoundError:
+            return []
 
     def entries(self, directory: str) -> list[tuple[str, int]]:
         found = []
@@ -224,7 +289,22 @@ class _LocalFiles(_Objects):
                 continue
 
     def read(self, path: str) -> bytes:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        # O_NOFOLLOW: a symlink fails (ELOOP); O_NONBLOCK: a FIFO cannot hang the open.
+        flags = os.O_RDONLY | os.O_NONBLOCK | _O_NOFOLLOW | _O_CLOEXEC
+        try:
+            fd = os.open(path, flags)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _NotAnObject(path) from None
+            raise
+        try:
+            regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        except BaseException:
+            os.close(fd)
+            raise
+        if not regular:
+            os.close(fd)
+            raise _NotAnObject(path)
         with os.fdopen(fd, "rb") as handle:
             return handle.read()
 
@@ -249,6 +329,15 @@ class _LocalFiles(_Objects):
             with suppress(FileNotFoundError):
                 os.unlink(temporary)
         _fsync_directory(directory)
+
+    def release(self, path: str) -> None:
+        # Only ever a claim whose version object was listed; put already made
+        # its own version durable, and if this unlink is lost in a crash the
+        # claim merely stays, as on the other protocols.
+        try:
+            os.unlink(path)
+        except OSError as exc:  # best effort: a leftover claim is harmless
+            logger.debug("could not remove claim %s: %s", path, exc.strerror)
 
     def remove(self, paths: Sequence[str]) -> None:
         directories = set()
@@ -282,6 +371,18 @@ class _LocalFiles(_Objects):
             except FileExistsError:
                 continue
             _fsync_directory(parent)
+
+
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def _is_file(entry: os.DirEntry[str]) -> bool:
+    """Whether a listed entry is a regular file (symlinks are strays); no stat on Linux."""
+    try:
+        return entry.is_file(follow_symlinks=False)
+    except OSError:  # deleted while listing
+        return False
 
 
 def _fsync_directory(directory: str) -> None:
@@ -391,6 +492,24 @@ class _S3Objects(_FsspecObjects):
     def __init__(self, fs: Any, root: str, protocol: str) -> None:
         super().__init__(fs, root, protocol)
         self.bucket = str(fs.split_path(root)[0])
+
+    def names(self, directory: str, prefix: str = "", *, quick: bool = False) -> list[str]:
+        # One ListObjectsV2 per 1,000 names, restricted to ``prefix`` by the
+        # service, without s3fs's per-entry info dictionaries.
+        start = str(self._fs.split_path(directory)[1]) + "/"
+        request: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": start + prefix,
+            "Delimiter": "/",
+        }
+        found: list[str] = []
+        while True:
+            answer = self._fs.call_s3("list_objects_v2", **request)
+            found += [str(item["Key"])[len(start) :] for item in answer.get("Contents", ())]
+            token = answer.get("NextContinuationToken")
+            if not answer.get("IsTruncated") or not token:
+                return found
+            request["ContinuationToken"] = token
 
     def prepare(self) -> None:
         # Never create the bucket: a typo would otherwise silently make a new one.
@@ -584,13 +703,38 @@ class ObjectStoreBackend(Backend):
         return "/".join([self._root, *components])
 
     def _key_directory(self, namespace: str, key: str) -> str:
+        if type(namespace) is str and type(key) is str:
+            return self._path(_key_components(namespace, key))
         return self._path([*namespace_components(namespace), *key_components(key)])
 
-    def _listing(self, namespace: str, key: str) -> tuple[str, KeyListing]:
+    def _listing(self, namespace: str, key: str) -> tuple[str, KeySummary]:
+        """What ``head`` and ``put`` need: names only (no sizes), one name parsed."""
+        directory = self._key_directory(namespace, key)
+        return directory, self._summary(directory)
+
+    def _summary(self, directory: str) -> KeySummary:
+        with self._guard("listing a key"):
+            names = self._objects.names(directory)
+        return summarize_key(names)
+
+    def _full_listing(self, namespace: str, key: str) -> tuple[str, KeyListing]:
+        """Every object of the key with its size (``versions`` and ``delete``)."""
         directory = self._key_directory(namespace, key)
         with self._guard("listing a key"):
             entries = self._objects.entries(directory)
         return directory, parse_key_listing(entries)
+
+    def _find(self, directory: str, version: int | None, *, quick: bool) -> StoredVersion | None:
+        """The object ``get`` reads, listing only names that could be it."""
+        if version is None:
+            prefix = "v"
+        elif isinstance(version, int) and 1 <= version <= MAX_INT64:
+            prefix = version_prefix(version)
+        else:
+            return None
+        with self._guard("listing a key"):
+            names = self._objects.names(directory, prefix, quick=quick)
+        return newest_version(names) if version is None else find_version(names, version)
 
     # The Backend contract.
 
@@ -619,7 +763,7 @@ class ObjectStoreBackend(Backend):
                 expected=version - 1,
                 actual=newest,
             )
-        _check_newest(key, before, kind, expected_newest)
+        _check_newest(key, before.newest, kind, expected_newest)
         if before.temporaries:
             self._objects.sweep(directory, before.temporaries)
 
@@ -632,14 +776,25 @@ class ObjectStoreBackend(Backend):
                     "time; retry the save",
                     expected=version - 1,
                 ) from None
-        _, after = self._listing(namespace, key)
+        with self._guard("listing a key"):
+            names = self._objects.names(directory)
+        after = summarize_key(names)
         if after.last_tombstone >= version:
             raise VersionConflict(
                 f"key {key!r} was deleted while version {version} was being saved; retry the save",
                 expected=version - 1,
                 actual=_head(after).newest,
             )
-        _check_newest(key, after, kind, expected_newest)
+        if find_version(names, version) is not None:
+            # A released claim (local files) can be taken again by a writer that
+            # listed before the number was used; the version object tells.
+            raise VersionConflict(
+                f"another writer created version {version} of key {key!r} meanwhile; "
+                "retry the save",
+                expected=version - 1,
+                actual=_head(after).newest,
+            )
+        _check_newest(key, after.newest, kind, expected_newest)
 
         name = version_name(version, kind, format_version, created_at_us)
         with self._guard("writing a version"):
@@ -650,27 +805,39 @@ class ObjectStoreBackend(Backend):
                     f"version {version} of key {key!r} already exists; retry the save",
                     expected=version - 1,
                 ) from None
+        if self._objects.releases_claims and before.newest is not None:
+            # The previous newest version's object holds its number now; its
+            # claim is redundant (see "Claims" in the module docstring).
+            self._objects.release(f"{directory}/{claim_name(before.newest.version)}")
         return VersionInfo(key, version, kind, format_version, len(blob), created_at_us)
 
     def get(
         self, namespace: str, key: str, version: int | None = None
     ) -> tuple[VersionInfo, bytes]:
-        directory, listing = self._listing(namespace, key)
-        stored = listing.newest if version is None else listing.live.get(version)
-        if stored is None:
-            which = "no stored version" if version is None else f"no version {version}"
-            raise NotFound(f"key {key!r} in namespace {namespace!r} has {which}")
-        with self._guard("reading a version"):
-            try:
-                blob = self._objects.read(f"{directory}/{stored.name}")
-            except FileNotFoundError:
-                raise NotFound(
-                    f"version {stored.version} of key {key!r} was deleted while being read"
-                ) from None
-        return _info(key, stored, len(blob)), blob
+        directory = self._key_directory(namespace, key)
+        for quick in (True, False):  # a stray non-file under a version's name: list exactly
+            stored = self._find(directory, version, quick=quick)
+            if stored is None:
+                which = "no stored version" if version is None else f"no version {version}"
+                raise NotFound(f"key {key!r} in namespace {namespace!r} has {which}")
+            with self._guard("reading a version"):
+                try:
+                    blob = self._objects.read(f"{directory}/{stored.name}")
+                except FileNotFoundError:
+                    raise NotFound(
+                        f"version {stored.version} of key {key!r} was deleted while being read"
+                    ) from None
+                except _NotAnObject:
+                    if quick:
+                        continue
+                    raise BackendError(  # pragma: no cover - exact listings hold files only
+                        f"{stored.name} of key {key!r} is not a regular file"
+                    ) from None
+            return _info(key, stored, len(blob)), blob
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def versions(self, namespace: str, key: str) -> list[VersionInfo]:
-        live = self._listing(namespace, key)[1].live
+        live = self._full_listing(namespace, key)[1].live
         return [_info(key, live[v], live[v].size) for v in sorted(live)]
 
     def keys(self, namespace: str, prefix: str = "") -> list[str]:
@@ -713,7 +880,7 @@ class ObjectStoreBackend(Backend):
         return Usage(bytes=total, records=records, keys=len(keys))
 
     def delete(self, namespace: str, key: str, versions: Sequence[int] | None = None) -> int:
-        directory, listing = self._listing(namespace, key)
+        directory, listing = self._full_listing(namespace, key)
         if not listing.live:
             raise NotFound(f"key {key!r} in namespace {namespace!r} has no stored version")
         doomed = set(listing.live) if versions is None else set(versions)
@@ -781,15 +948,22 @@ def _driver(fs: Any, root: str, scheme: str) -> tuple[_Objects, Capabilities]:
     )
 
 
-def _head(listing: KeyListing) -> KeyHead:
-    newest = listing.newest
+@functools.lru_cache(maxsize=1024)
+def _key_components(namespace: str, key: str) -> tuple[str, ...]:
+    """Components of a key directory; a pure function of two strings, so cached."""
+    return (*namespace_components(namespace), *key_components(key))
+
+
+def _head(summary: KeySummary) -> KeyHead:
+    newest = summary.newest
     if newest is None:
-        return KeyHead(last_version=listing.last_version)
-    return KeyHead(listing.last_version, newest.version, newest.kind)
+        return KeyHead(last_version=summary.last_version)
+    return KeyHead(summary.last_version, newest.version, newest.kind)
 
 
-def _check_newest(key: str, listing: KeyListing, kind: str, expected_newest: int | None) -> None:
-    newest = listing.newest
+def _check_newest(
+    key: str, newest: StoredVersion | None, kind: str, expected_newest: int | None
+) -> None:
     newest_version = 0 if newest is None else newest.version
     if expected_newest is not None and newest_version != expected_newest:
         raise VersionConflict(
