@@ -31,6 +31,7 @@ from order_workflow import build_order_machine, get_data, set_data
 import gotstate_persist as gp
 from gotstate_persist.backends import Backend, KeyHead, open_backend
 from gotstate_persist.backends.sql import SQLBackend
+from gotstate_persist.errors import FormatError, VersionConflict
 from gotstate_persist.migrations import HEAD_REVISION, VERSION_TABLE
 from gotstate_persist.testing import BackendTests
 
@@ -389,3 +390,30 @@ def test_reads_take_one_round_trip(pg_url: str) -> None:
                 del conn.execute  # type: ignore[attr-defined]
     assert len(statuses) == 4
     assert set(statuses) == {psycopg.pq.TransactionStatus.IDLE}
+
+
+def test_appends_to_an_existing_key_are_one_statement(pg_url: str) -> None:
+    """After the first version, an append is a single autocommitted statement."""
+    with open_backend(pg_url) as backend:
+        backend.put("ns", "k", 1, b"one", kind="k", format_version=1, created_at_us=0)
+        calls: list[object] = []
+        original = backend._transaction  # type: ignore[attr-defined]
+
+        def counting(body: object) -> object:
+            calls.append(body)
+            return original(body)
+
+        backend._transaction = counting  # type: ignore[attr-defined]
+        backend.put("ns", "k", 2, b"two", kind="k", format_version=1, created_at_us=0)
+        backend.put(
+            "ns", "k", 3, b"three", kind="k", format_version=1, created_at_us=0, expected_newest=2
+        )
+        assert calls == []
+        with pytest.raises(VersionConflict):  # refusals still explained by the full path
+            backend.put(
+                "ns", "k", 4, b"x", kind="k", format_version=1, created_at_us=0, expected_newest=2
+            )
+        with pytest.raises(FormatError):
+            backend.put("ns", "k", 4, b"x", kind="other", format_version=1, created_at_us=0)
+        assert len(calls) == 2
+        assert [i.version for i in backend.versions("ns", "k")] == [1, 2, 3]

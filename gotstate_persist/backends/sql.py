@@ -88,6 +88,24 @@ _SQL = {
         'WHERE namespace = :ns AND "key" = :key AND last_version < :version '
         "AND (newest = 0 OR kind = :kind) AND newest = :expected"
     ),
+    # PostgreSQL only (SQLite has no data-modifying CTEs): the bump and the
+    # insert as one atomic statement, see SQLBackend._append_postgres.
+    "append_one": (
+        f"WITH bump AS (UPDATE {_K} SET last_version = :version, newest = :version, "
+        'kind = :kind WHERE namespace = :ns AND "key" = :key AND last_version < :version '
+        "AND (newest = 0 OR kind = :kind) RETURNING 1) "
+        f'INSERT INTO {_R} (namespace, "key", version, kind, format_version, size, '
+        "created_at_us, blob) SELECT :ns, :key, :version, :kind, :format_version, :size, "
+        ":created_at_us, :blob FROM bump"
+    ),
+    "append_one_expected": (
+        f"WITH bump AS (UPDATE {_K} SET last_version = :version, newest = :version, "
+        'kind = :kind WHERE namespace = :ns AND "key" = :key AND last_version < :version '
+        "AND (newest = 0 OR kind = :kind) AND newest = :expected RETURNING 1) "
+        f'INSERT INTO {_R} (namespace, "key", version, kind, format_version, size, '
+        "created_at_us, blob) SELECT :ns, :key, :version, :kind, :format_version, :size, "
+        ":created_at_us, :blob FROM bump"
+    ),
     "new_key": (
         f'INSERT INTO {_K} (namespace, "key", last_version, newest, kind) '
         "VALUES (:ns, :key, :version, :version, :kind)"
@@ -301,6 +319,9 @@ class SQLBackend(Backend):
         self._sql_newest = _positional(_SQL["newest"], ("ns", "key"), dialect.paramstyle)
         self._sql_one = _positional(_SQL["one"], ("ns", "key", "version"), dialect.paramstyle)
         self._sql_head = _positional(_SQL["head"], ("ns", "key"), dialect.paramstyle)
+        self._append_in_one: Callable[[dict[str, Any]], bool] | None = (
+            self._append_postgres if dialect.name == "postgresql" else None
+        )
         self._sqlite_pool: _SQLiteConnections | None = None
         if self._is_sqlite:
             _install_sqlite_hooks(self._engine, busy_timeout_ms, synchronous)
@@ -512,6 +533,8 @@ class SQLBackend(Backend):
             "created_at_us": micros,
             "blob": blob,
         }
+        if self._append_in_one is not None and self._append_in_one(params):
+            return VersionInfo(key, version, kind, format_version, len(blob), micros)
         bump = self._sql["bump" if expected_newest is None else "bump_expected"]
 
         def append(conn: Any) -> None:
@@ -525,6 +548,36 @@ class SQLBackend(Backend):
 
         self._transaction(append)
         return VersionInfo(key, version, kind, format_version, len(blob), micros)
+
+    def _append_postgres(self, params: dict[str, Any]) -> bool:
+        """Append to an existing key in ONE autocommitted statement (PostgreSQL).
+
+        A data-modifying CTE bumps the key's bookkeeping row with the same
+        compare-and-set as the transactional path and inserts the blob only if
+        the bump happened, atomically, in a single round trip instead of four
+        (BEGIN, UPDATE, INSERT, COMMIT). Returns False when it did not apply
+        (a new key, a stale version, another kind, a serialization failure):
+        the transactional path then decides, and explains any refusal.
+        """
+        statement = self._sql["append_one" if params["expected"] is None else "append_one_expected"]
+        conn = self._acquire()
+        try:
+            conn.dbapi_connection.autocommit = True
+            try:
+                return bool(conn.execute(statement, params).rowcount == 1)
+            except self._dbapi_integrity as exc:
+                if _sqlstate(exc) == _UNIQUE_VIOLATION:
+                    raise VersionConflict(
+                        "another writer created this version at the same time; retry the save"
+                    ) from exc
+                raise self._failed(conn, exc) from exc
+            except self._dbapi_error as exc:
+                if _sqlstate(exc) in _RETRYABLE_SQLSTATES:
+                    return False  # the transactional path retries
+                raise self._failed(conn, exc) from exc
+        finally:
+            _leave_autocommit(conn)
+            self._release(conn)
 
     def _explain_refusal(
         self,
