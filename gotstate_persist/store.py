@@ -28,7 +28,7 @@ from . import machine as _machine
 from ._gcpause import gc_paused
 from ._names import DEFAULT_NAMESPACE, check_name
 from .backends import Backend, Usage, VersionInfo, open_backend
-from .backends.base import to_micros
+from .backends.base import kind_mismatch, to_micros
 from .codec import DEFAULT_LIMITS, MAX_DEPTH, Codec, Limits, codec_by_id, codec_by_name
 from .errors import FormatError, IntegrityError, InvalidArgument, VersionConflict
 from .formats import MACHINE_FORMAT_VERSION, MACHINE_KIND, FormatRegistry, MachineSnapshot
@@ -242,10 +242,7 @@ class Store:
                     actual=head.newest,
                 )
             if head.newest and head.kind != kind:
-                raise FormatError(
-                    f"key {key!r} holds records of kind {head.kind!r}; a {kind!r} record "
-                    "cannot be saved under it: use another key, or delete the key first"
-                )
+                raise kind_mismatch(key, head.kind, kind)
             version = head.last_version + 1
             blob = seal(
                 self._keyring,

@@ -27,12 +27,29 @@ from typing import TypeVar
 
 import msgspec
 
-from ..errors import IntegrityError, NotFound
+from ..errors import FormatError, IntegrityError, NotFound
 
-__all__ = ["EPOCH", "Backend", "Capabilities", "KeyHead", "Usage", "VersionInfo", "to_micros"]
+__all__ = [
+    "EPOCH",
+    "Backend",
+    "Capabilities",
+    "KeyHead",
+    "Usage",
+    "VersionInfo",
+    "kind_mismatch",
+    "to_micros",
+]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _B = TypeVar("_B", bound="Backend")
+
+
+def kind_mismatch(key: str, stored: str | None, wanted: str) -> FormatError:
+    """The error for saving a record of another kind under a key (one wording everywhere)."""
+    return FormatError(
+        f"key {key!r} holds records of kind {stored!r}; a {wanted!r} record "
+        "cannot be saved under it: use another key, or delete the key first"
+    )
 
 
 def to_micros(moment: datetime) -> int:

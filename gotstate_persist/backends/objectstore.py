@@ -92,7 +92,6 @@ from typing import Any
 
 from ..errors import (
     BackendError,
-    FormatError,
     InvalidArgument,
     NotFound,
     PersistError,
@@ -120,7 +119,7 @@ from ._objectnames import (
     version_name,
     version_prefix,
 )
-from .base import Backend, Capabilities, KeyHead, Usage, VersionInfo
+from .base import Backend, Capabilities, KeyHead, Usage, VersionInfo, kind_mismatch
 
 __all__ = ["STALE_TEMPORARY_SECONDS", "ObjectStoreBackend"]
 
@@ -973,10 +972,7 @@ def _check_newest(
             actual=newest_version,
         )
     if newest is not None and newest.kind != kind:
-        raise FormatError(
-            f"key {key!r} holds records of kind {newest.kind!r}; a {kind!r} record "
-            "cannot be saved under it: use another key, or delete the key first"
-        )
+        raise kind_mismatch(key, newest.kind, kind)
 
 
 def _info(key: str, stored: StoredVersion, size: int) -> VersionInfo:

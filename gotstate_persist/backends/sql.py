@@ -48,7 +48,7 @@ from sqlalchemy import exc as sa_exc
 
 from ..errors import BackendError, FormatError, InvalidArgument, NotFound, VersionConflict
 from ..migrations import HEAD_REVISION, current_revision, ensure_schema
-from .base import Backend, Capabilities, KeyHead, Usage, VersionInfo
+from .base import Backend, Capabilities, KeyHead, Usage, VersionInfo, kind_mismatch
 
 __all__ = ["SQLBackend"]
 
@@ -598,10 +598,7 @@ class SQLBackend(Backend):
                 actual=newest,
             )
         if newest and stored_kind != kind:
-            raise FormatError(
-                f"key {key!r} holds records of kind {stored_kind!r}; a {kind!r} record "
-                "cannot be saved under it: use another key, or delete the key first"
-            )
+            raise kind_mismatch(key, stored_kind, kind)
         raise VersionConflict(
             f"version {version} of key {key!r} cannot be created: the key already reached "
             f"version {last}; retry the save",
