@@ -9,8 +9,16 @@ from pathlib import Path
 import pytest
 from _postgres import *  # noqa: F403
 from _s3 import *  # noqa: F403
+from hypothesis import HealthCheck, settings
 
 import gotstate_persist as gp
+
+# Machines here are shared and noisy, and several properties touch real files
+# (fsync) or processes: time is no part of any property, so no deadlines.
+settings.register_profile(
+    "gotstate-persist", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("gotstate-persist")
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 if str(EXAMPLES) not in sys.path:
