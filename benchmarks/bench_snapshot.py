@@ -34,7 +34,7 @@ from machines import build_ring_machine, set_data  # noqa: E402
 
 import gotstate_persist as gp  # noqa: E402
 from gotstate_persist import machine as adapter  # noqa: E402
-from gotstate_persist._gcpause import gc_paused  # noqa: E402
+from gotstate_persist._gcpause import GC_PAUSE_MIN_BYTES, gc_paused  # noqa: E402
 from gotstate_persist.backends.base import to_micros  # noqa: E402
 from gotstate_persist.backends.sql import SQLBackend  # noqa: E402
 from gotstate_persist.codec import MSGPACK  # noqa: E402
@@ -116,14 +116,13 @@ def adapter_pickle_restore(machine: Any, blob: bytes) -> None:
 
 def safe_capture(machine: Any, keys: gp.KeyRing) -> bytes:
     snapshot = adapter.capture(machine, struct_kind=FORMATS.kind_of, max_depth=64)
-    with gc_paused():
-        payload = MSGPACK.encode(("gotstate.machine", 1, snapshot), depth_checked=True)
+    payload = MSGPACK.encode(("gotstate.machine", 1, snapshot), depth_checked=True)
     return seal(keys, payload, codec_id=1, namespace="bench", key="m", version=1)
 
 
 def safe_restore(machine: Any, blob: bytes, keys: gp.KeyRing) -> None:
     _codec, payload = open_envelope(keys, blob, namespace="bench", key="m", version=1)
-    with gc_paused():
+    with gc_paused(len(payload) >= GC_PAUSE_MIN_BYTES):
         _kind, _version, snapshot = MSGPACK.decode(payload, MACHINE_PAYLOAD, type_bounds_depth=True)
     adapter.apply(machine, snapshot, struct_type=FORMATS.type_for)
 

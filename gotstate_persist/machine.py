@@ -47,6 +47,9 @@ __all__ = ["apply", "capture", "fingerprint"]
 #: from inside one of the machine's own actions would otherwise deadlock.
 LOCK_TIMEOUT = 10.0
 _MAX_REPORTED = 8
+#: Machines with fewer states (holding data) allocate too little while being
+#: captured or applied for pausing the garbage collector to pay off.
+GC_PAUSE_MIN_STATES = 64
 
 StructKind = Callable[[msgspec.Struct], tuple[str, int]]
 StructType = Callable[[str, int], type[msgspec.Struct]]
@@ -225,13 +228,19 @@ def fingerprint(machine: StateMachine) -> str:
 
 def capture(machine: StateMachine, *, struct_kind: StructKind, max_depth: int) -> MachineSnapshot:
     """Take a consistent snapshot while holding the machine's transition lock."""
-    with _locked(machine), gc_paused():
+    with _locked(machine), gc_paused(_is_large(machine)):
         top = _fields(machine, struct_kind, max_depth - TOP_DATA_NESTING)
         subs = [
             SubmachineSnapshot(path=path, **_fields(sub, struct_kind, max_depth - SUB_DATA_NESTING))
             for path, sub in _all_submachines(machine)
         ]
         return MachineSnapshot(**top, submachines=subs)
+
+
+def _is_large(machine: Any) -> bool:
+    return len(machine._graph._state_data) > GC_PAUSE_MIN_STATES or bool(
+        getattr(machine, "_submachines", None)
+    )
 
 
 def _all_submachines(machine: Any, path: tuple[str, ...] = ()) -> list[tuple[list[str], Any]]:
@@ -307,7 +316,7 @@ _Commit = Callable[[], None]
 
 def apply(machine: StateMachine, snapshot: MachineSnapshot, *, struct_type: StructType) -> None:
     """Put ``machine`` into the snapshot's state, or raise and change nothing."""
-    with _locked(machine), gc_paused():
+    with _locked(machine), gc_paused(len(snapshot.data) > GC_PAUSE_MIN_STATES):
         live = {tuple(path): sub for path, sub in _all_submachines(machine)}
         stored = {tuple(sub.path): sub for sub in snapshot.submachines}
         commits: list[_Commit] = []

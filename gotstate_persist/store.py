@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from . import machine as _machine
-from ._gcpause import gc_paused
+from ._gcpause import GC_PAUSE_MIN_BYTES, gc_paused
 from ._names import DEFAULT_NAMESPACE, check_name
 from .backends import Backend, Usage, VersionInfo, open_backend
 from .backends.base import kind_mismatch, to_micros
@@ -218,11 +218,12 @@ class Store:
         if expected_version is not None:
             _check_version(expected_version, allow_zero=True)
         kind, format_version = self._formats.kind_of(record)
-        with gc_paused():
-            payload = self._codec.encode(
-                (kind, format_version, record), limits=self._limits, depth_checked=depth_checked
-            )
-            if not depth_checked:
+        # encoding builds no Python containers: nothing for the collector to do
+        payload = self._codec.encode(
+            (kind, format_version, record), limits=self._limits, depth_checked=depth_checked
+        )
+        if not depth_checked:
+            with gc_paused(len(payload) >= GC_PAUSE_MIN_BYTES):
                 self._check_round_trip(payload, record)
         stored_size = len(payload) + envelope_overhead(self._keyring.algorithm)
         if stored_size > self._limits.max_blob_bytes:
@@ -315,7 +316,7 @@ class Store:
             codec_id, payload = self._open_blob(info, blob)
             codec = codec_by_id(codec_id)
             try:
-                with gc_paused():
+                with gc_paused(len(payload) >= GC_PAUSE_MIN_BYTES):
                     kind, format_version, snapshot = codec.decode(
                         payload, _MACHINE_PAYLOAD, limits=self._limits, type_bounds_depth=True
                     )
@@ -327,7 +328,7 @@ class Store:
                 if format_version == MACHINE_FORMAT_VERSION:
                     return info, snapshot
         codec, kind, format_version, body = self._unwrap(info, blob)
-        with gc_paused():
+        with gc_paused(len(body) >= GC_PAUSE_MIN_BYTES):
             record = codec.decode_inner(body, self._formats.type_for(kind, format_version))
         if not isinstance(record, MachineSnapshot):
             raise FormatError(
@@ -339,7 +340,7 @@ class Store:
     def _read(self, key: str, version: int | None) -> tuple[VersionInfo, Any]:
         info, codec, kind, format_version, body = self._open(key, version)
         record_type = self._formats.type_for(kind, format_version)
-        with gc_paused():
+        with gc_paused(len(body) >= GC_PAUSE_MIN_BYTES):
             return info, codec.decode_inner(body, record_type)
 
     def _open(
