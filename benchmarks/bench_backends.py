@@ -68,7 +68,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_snapshot import build  # noqa: E402
+from bench_snapshot import build, timed  # noqa: E402
 
 import gotstate_persist as gp  # noqa: E402
 from gotstate_persist.backends import open_backend  # noqa: E402
@@ -89,16 +89,6 @@ Writer = Callable[[str, int, bytes], object]  # (key, version, blob)
 
 
 # Timing: interleaved rounds, medians.
-
-
-def timed(fn: Op, repeat: int) -> float:
-    """Median seconds per call over ``repeat`` calls."""
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def interleaved(sides: Sequence[OpFactory], rounds: int, repeat: int) -> list[float]:

@@ -306,12 +306,7 @@ class Store:
         other content (another kind, a damaged record) takes the general path,
         which reports it precisely.
         """
-        check_name(key, "key")
-        if version is not None:
-            _check_version(version)
-        info, blob = self._backend.get(self._namespace, key, version)
-        if info.key != key or (version is not None and info.version != version):
-            raise IntegrityError("the backend returned a record for another key or version")
+        info, blob = self._fetch(key, version)
         if self._limits.max_depth == MAX_DEPTH and info.kind == MACHINE_KIND:
             codec_id, payload = self._open_blob(info, blob)
             codec = codec_by_id(codec_id)
@@ -347,13 +342,18 @@ class Store:
         self, key: str, version: int | None
     ) -> tuple[VersionInfo, Codec, str, int, msgspec.Raw]:
         """Fetch, authenticate and unwrap one record, leaving its body encoded."""
+        info, blob = self._fetch(key, version)
+        return (info, *self._unwrap(info, blob))
+
+    def _fetch(self, key: str, version: int | None) -> tuple[VersionInfo, bytes]:
+        """Check the arguments, fetch the blob, and check it is the one asked for."""
         check_name(key, "key")
         if version is not None:
             _check_version(version)
         info, blob = self._backend.get(self._namespace, key, version)
         if info.key != key or (version is not None and info.version != version):
             raise IntegrityError("the backend returned a record for another key or version")
-        return (info, *self._unwrap(info, blob))
+        return info, blob
 
     def _unwrap(self, info: VersionInfo, blob: bytes) -> tuple[Codec, str, int, msgspec.Raw]:
         """Authenticate ``blob`` as ``info`` of this namespace and split its payload.
