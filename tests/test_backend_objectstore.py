@@ -38,6 +38,7 @@ from gotstate_persist.backends._objectnames import (
     decode_namespace_key_path,
     key_components,
     namespace_components,
+    version_name,
 )
 from gotstate_persist.backends.objectstore import (
     S3_MAX_KEY_BYTES,
@@ -238,17 +239,26 @@ def test_racing_processes_one_winner(tmp_path: Path) -> None:
         assert [info.version for info in backend.versions(NS, "race")] == won
 
 
+@pytest.mark.parametrize("any_backend", ["s3"], indirect=True)
 def test_writer_that_read_before_a_delete_cannot_reuse_a_number(
     any_backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Only the claim protocol (S3 here) lets a writer act on a listing made
+    # before a delete; local files and memory list under the writers' lock.
     assert isinstance(any_backend, ObjectStoreBackend)
-    stale = any_backend._listing(NS, "k")  # what a slow writer saw: an empty key
+    directory = any_backend._key_directory(NS, "k")
+    objects = any_backend._objects
+    stale = [*objects.names(directory), "stray"]  # what a slow writer saw: an empty key
     _put(any_backend, "k", 1, b"one")
     _put(any_backend, "k", 2, b"two")
     any_backend.delete(NS, "k")  # removes claims 1 and 2, leaves tombstone 2
-    real = any_backend._listing
+    real = objects.names
     calls = iter([stale])
-    monkeypatch.setattr(any_backend, "_listing", lambda ns, key: next(calls, None) or real(ns, key))
+
+    def names(directory: str, *args: Any, **kwargs: Any) -> list[str]:
+        return next(calls, None) or real(directory, *args, **kwargs)
+
+    monkeypatch.setattr(objects, "names", names)
     with pytest.raises(gp.VersionConflict, match="deleted while"):
         _put(any_backend, "k", 1, b"reused")
     monkeypatch.undo()
@@ -334,7 +344,7 @@ def test_failed_write_leaves_no_temporary(tmp_path: Path, monkeypatch: pytest.Mo
     with open_backend(f"file://{tmp_path}") as backend:
         _put(backend, "k", 1, b"one")
 
-        def no_link(_src: str, _dst: str) -> None:
+        def no_link(_src: str, _dst: str, **_dir_fds: int) -> None:
             raise OSError(28, "No space left on device")
 
         monkeypatch.setattr(os, "link", no_link)
@@ -389,8 +399,9 @@ def test_awkward_names_stay_inside_the_root_and_apart(
             assert all(k.startswith(prefix + "/") for k in keys)
             assert max(len(k.encode()) for k in keys) <= S3_MAX_KEY_BYTES
             relative = [k.removeprefix(prefix + "/") for k in keys]
-    # Two objects (claim and version) per key and namespace, nothing else.
-    assert len(relative) == 2 * len(namespaces) * len(AWKWARD)
+    # Per key and namespace: the version, and on S3 its claim; nothing else.
+    per_key = 1 if where == "file" else 2
+    assert len(relative) == per_key * len(namespaces) * len(AWKWARD)
     for path in relative:
         parts = path.split("/")
         assert all(0 < len(part.encode()) < 255 and part not in (".", "..") for part in parts)
@@ -691,8 +702,8 @@ def test_full_disk_is_a_backend_error_and_leaves_nothing(tmp_path: Path) -> None
         assert backend.versions(NS, "k") == []
         assert not [p for p in root.rglob(".tmp-*")]
         head = backend.head(NS, "k")
-        assert (head.last_version, head.newest) == (1, 0)  # the claim keeps its number
-        _put(backend, "k", 2, b"small")
+        assert (head.last_version, head.newest) == (0, 0)  # nothing of the write remains
+        _put(backend, "k", 1, b"small")
         assert backend.get(NS, "k")[1] == b"small"
 
 
@@ -755,26 +766,86 @@ def test_moto_honours_if_none_match(s3_url: UrlAndOptions) -> None:
     assert client.get_object(Bucket=bucket, Key="canary")["Body"].read() == b"1"
 
 
-# Hot paths: released claims, quick listings, numbers past the zero padding.
+# Hot paths: serialized local writers, quick listings, numbers past the zero padding.
 
 
-def test_files_release_the_claims_of_older_versions_safely(tmp_path: Path) -> None:
+def test_files_serialize_writers_of_a_key_without_claims(tmp_path: Path) -> None:
+    import fcntl
+
     with open_backend(f"file://{tmp_path}") as backend:
-        stale = backend._listing(NS, "k")  # type: ignore[attr-defined]
         for version in (1, 2, 3):
             _put(backend, "k", version, f"v{version}".encode())
         directory = _key_directory(backend, "k")
         names = sorted(p.name for p in directory.iterdir())
-        assert [n[:11] for n in names] == ["r0000000003", *(f"v000000000{v}" for v in (1, 2, 3))]
-        # A writer that listed before version 1 existed claims the freed number
-        # again; its listing after the claim finds the version object.
-        assert isinstance(backend, ObjectStoreBackend)
-        backend._listing = lambda ns, key: stale  # type: ignore[method-assign]
-        with pytest.raises(gp.VersionConflict, match="meanwhile"):
-            _put(backend, "k", 1, b"reused")
-        del backend._listing
-        assert [backend.get(NS, "k", v)[1] for v in (1, 2, 3)] == [b"v1", b"v2", b"v3"]
-        assert backend.head(NS, "k") == KeyHead(3, 3, KIND)
+        assert [n[:11] for n in names] == [f"v000000000{v}" for v in (1, 2, 3)]
+        # Another process's writer holds the key: a put waits for it, then
+        # checks against what that writer left (here: version 4 exists).
+        finished = threading.Event()
+        outcome: list[BaseException | None] = []
+
+        def write() -> None:
+            try:
+                _put(backend, "k", 4, b"late")
+            except BaseException as exc:
+                outcome.append(exc)
+            else:
+                outcome.append(None)
+            finished.set()
+
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            writer = threading.Thread(target=write)
+            writer.start()
+            assert not finished.wait(0.3), "put did not wait for the key's lock"
+            (directory / "v0000000004~test.kind~1~9").write_bytes(b"other")
+        finally:
+            os.close(fd)
+        writer.join(30)
+        assert isinstance(outcome[0], gp.VersionConflict)
+        assert [backend.get(NS, "k", v)[1] for v in (1, 2, 3, 4)] == [b"v1", b"v2", b"v3", b"other"]
+        assert backend.head(NS, "k") == KeyHead(4, 4, KIND)
+
+
+def _increment(url: str, times: int, gate: Any) -> None:
+    """Read-modify-write a counter with expected_newest, retrying conflicts."""
+    with open_backend(url) as backend:
+        gate.wait()
+        done = 0
+        while done < times:
+            head = backend.head(NS, "counter")
+            value = int(backend.get(NS, "counter")[1]) if head.newest else 0
+            try:
+                _put(
+                    backend,
+                    "counter",
+                    head.last_version + 1,
+                    str(value + 1).encode(),
+                    expected_newest=head.newest,
+                )
+            except gp.VersionConflict:
+                continue
+            done += 1
+
+
+def test_files_compare_and_set_is_exact_across_processes(tmp_path: Path) -> None:
+    # Lost updates would show as a final count below the number of successes.
+    url, processes, times = f"file://{tmp_path}", 4, 15
+    context = multiprocessing.get_context("spawn")
+    gate = context.Barrier(processes)
+    workers = [
+        context.Process(target=_increment, args=(url, times, gate)) for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+        assert worker.exitcode == 0
+    with open_backend(url) as backend:
+        assert backend.get(NS, "counter")[1] == str(processes * times).encode()
+        assert [i.version for i in backend.versions(NS, "counter")] == list(
+            range(1, processes * times + 1)
+        )
 
 
 def test_get_skips_non_files_under_version_names(tmp_path: Path) -> None:
@@ -815,3 +886,36 @@ def test_newest_version_beyond_the_zero_padding() -> None:
     assert newest_version(twins).kind == "b.kind"  # type: ignore[union-attr]
     assert newest_version([*twins[::-1], "zz"]).kind == "b.kind"  # type: ignore[union-attr]
     assert find_version(twins, 3).kind == "b.kind"  # type: ignore[union-attr]
+
+
+def _listing_names() -> st.SearchStrategy[list[str]]:
+    number = st.one_of(
+        st.integers(1, 40), st.integers(10**9, 10**9 + 3), st.integers(10**10, 10**10 + 3)
+    )
+    version = st.builds(
+        lambda n, kind, fmt: version_name(n, kind, fmt, 5),
+        number,
+        st.sampled_from(["a.kind", "b.kind"]),
+        st.integers(0, 2),
+    )
+    marker = st.builds(
+        lambda letter, n, pad: f"{letter}{n:0{pad}d}",
+        st.sampled_from("rd"),
+        number,
+        st.sampled_from([10, 11, 3]),
+    )
+    stray = st.sampled_from(
+        ["v0000000099~Bad~1~5", "vzz", "r", "d0", ".tmp-1", ".tmp-2", "zzz", "v", "r0000000001x"]
+    )
+    return st.lists(st.one_of(version, marker, stray), max_size=12)
+
+
+@given(_listing_names())
+def test_quick_key_summary_agrees_with_the_exact_one(names: list[str]) -> None:
+    from gotstate_persist.backends._objectnames import _summarize_exactly, summarize_key
+
+    quick, exact = summarize_key(names), _summarize_exactly(names)
+    assert quick.last_version == exact.last_version
+    assert quick.last_tombstone == exact.last_tombstone
+    assert quick.newest == exact.newest
+    assert sorted(quick.temporaries) == sorted(exact.temporaries)

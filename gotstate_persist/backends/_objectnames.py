@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -380,7 +381,51 @@ class KeySummary:
 
 
 def summarize_key(names: Iterable[str]) -> KeySummary:
-    """Sort the names of a key directory into a :class:`KeySummary`."""
+    """Sort the names of a key directory into a :class:`KeySummary`.
+
+    Canonical version, claim and tombstone names sort by number within their
+    letter as long as the number fits the zero padding (the argument of
+    :func:`newest_version`), so after one C-level sort only the last name of
+    each letter is parsed; anything unusual among those takes the exact path.
+    """
+    ordered = sorted(names)
+    quick = _summarize_sorted(ordered)
+    return quick if quick is not None else _summarize_exactly(ordered)
+
+
+def _last_with(ordered: list[str], letter: str) -> str | None:
+    """The largest name starting with ``letter`` in sorted ``ordered``."""
+    end = bisect.bisect_left(ordered, chr(ord(letter) + 1))
+    return ordered[end - 1] if end and ordered[end - 1][:1] == letter else None
+
+
+def _summarize_sorted(ordered: list[str]) -> KeySummary | None:
+    top = _last_with(ordered, _VERSION)
+    newest = None
+    if top is not None:
+        newest = _parse_version(top) if top[1:2] == "0" else None
+        if newest is None:
+            return None
+    markers: list[int] = []
+    for letter in (_CLAIM, _TOMBSTONE):
+        name = _last_with(ordered, letter)
+        if name is None:
+            markers.append(0)
+            continue
+        number = _digits_number(name[1:]) if name[1:2] == "0" else None
+        if number is None:
+            return None
+        markers.append(number)
+    claim, tombstone = markers
+    start = bisect.bisect_left(ordered, TEMP_PREFIX)
+    stop = start
+    while stop < len(ordered) and ordered[stop].startswith(TEMP_PREFIX):
+        stop += 1
+    last = max(0 if newest is None else newest.version, claim, tombstone)
+    return KeySummary(last, newest, tombstone, tuple(ordered[start:stop]))
+
+
+def _summarize_exactly(names: Iterable[str]) -> KeySummary:
     versions: list[tuple[int, str]] = []
     temporaries: list[str] = []
     claim = tombstone = 0

@@ -8,34 +8,38 @@ the object layout is described in :mod:`._objectnames`.
 Object stores have no transactions, so the one guarantee that matters, that
 two writers never both create version N of a key, rests on exclusive create:
 an object that is created only if no object of that name exists, atomically,
-by the storage itself. The name of a version object also carries its
-creation time, so two racing writers would produce *different* names; the
-exclusive create is therefore made on a claim object whose name is the
-version number alone (``r0000000007``). ``put`` runs:
+by the storage itself. The name of a version object also carries its kind,
+format and creation time, so two racing writers could produce *different*
+names. Two protocols keep them apart:
+
+Serialized writers (local files, ``memory://``): every writer of a key holds
+the key's lock (local files: ``flock`` on the key directory, which every
+process and thread takes on its own descriptor and the kernel drops when a
+writer dies; memory: the process-wide lock). Under it ``put`` lists the key,
+checks ``version > last_version``, the kind and ``expected_newest``, and
+creates the version object: one listing, no claim, and ``expected_newest``
+is exact. On NFS this needs working ``flock`` (Linux emulates it with POSIX
+locks through the lock manager).
+
+Claims (S3 and every other protocol, where no lock is shared): the exclusive
+create is made on a claim object whose name is the version number alone
+(``r0000000007``). ``put`` runs:
 
 1. list the key directory and check ``version > last_version``, the
    record kind and ``expected_newest``;
 2. exclusively create the claim: the loser of a race gets ``VersionConflict``;
 3. list again: a tombstone at or above the claimed number means a ``delete``
    ran meanwhile and the number may be one that was used before, so the claim
-   is abandoned; ``expected_newest`` and the kind are checked once more;
+   is abandoned; a version object of the claimed number means the same;
+   ``expected_newest`` and the kind are checked once more;
 4. exclusively create the version object with the blob.
 
 A claim whose writer died before step 4, or gave up at step 3, keeps its
-number used: numbers are never reused, and a gap is harmless. Step 3 also
-refuses when a version object of the claimed number exists.
-
-Claims on local files: once version N is durable, its object holds the
-number as well as its claim does, so the next ``put`` of the key (after its
-own version is written and fsynced) unlinks the claim of the version that was
-newest when it listed. A key directory thus holds one name per version plus
-the newest claim, and listings stay half as long. This is as safe as keeping
-every claim: only a claim whose version object was listed is removed (never a
-dead writer's, never the newest); a writer that claims the freed number
-again lists after claiming and finds the version object, or the tombstone a
-``delete`` writes before it removes that object, and gives up; and a lost
-unlink merely leaves the claim, as every other protocol does (an extra
-request per ``put`` is not worth it on S3). Readers never depend on it.
+number used: numbers are never reused, and a gap is harmless. Claims found
+in a local directory (left by writers before they were serialized) count the
+same way. ``expected_newest`` is best effort under claims: two writers that
+pass step 3 before either reaches step 4 both succeed (with consecutive
+versions); a catalog or a transactional backend (SQL) makes it exact.
 
 The hot paths read as little as they can: ``get`` lists only names (S3: only
 names under the ``v`` prefix, or ``v<version>~`` for one version; local files:
@@ -43,11 +47,10 @@ names under the ``v`` prefix, or ``v<version>~`` for one version; local files:
 exact listing) and parses only the newest or the requested name; ``head`` and
 ``put`` list names without sizes and parse one version name. Only
 ``versions``, ``usage`` and ``delete`` build the full listing.
-``expected_newest`` is best effort here: two writers that pass step 3 before
-either reaches step 4 both succeed (with consecutive versions); only a
-transactional backend (SQL) makes it exact.
 ``delete`` first writes a tombstone naming the highest number it removes, so
-``head().last_version`` survives the deletion and stale claims are detected.
+``head().last_version`` survives the deletion and stale claims are detected;
+it needs no lock, because it only removes what it listed and a serialized
+writer always creates above every number it listed.
 
 How exclusive create is done depends on the protocol:
 
@@ -79,6 +82,7 @@ from __future__ import annotations
 
 import abc
 import errno
+import fcntl
 import functools
 import logging
 import os
@@ -86,7 +90,7 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -224,13 +228,20 @@ class _Objects(abc.ABC):
     def sweep(self, directory: str, names: Sequence[str]) -> None:  # noqa: B027 - optional hook
         """Delete crashed writers' temporaries among ``names`` (local files only)."""
 
-    #: Whether ``put`` removes the claim of the previous newest version, whose
-    #: object holds the number (local files: an unlink, no request, and a
-    #: listing stays one name per version).
-    releases_claims = False
+    #: Whether :meth:`check_and_create` is available: every writer of a key
+    #: directory can be made to wait for the others (a lock they all respect).
+    serializes_writers = False
 
-    def release(self, path: str) -> None:  # noqa: B027 - optional hook
-        """Remove a claim whose version object exists (only if ``releases_claims``)."""
+    def check_and_create(
+        self, directory: str, choose: Callable[[list[str]], str], data: bytes
+    ) -> None:
+        """Under the key's writer lock: list, let ``choose`` name the object, create it.
+
+        ``choose`` gets the names of the files in ``directory`` and returns the
+        name to create, or raises to create nothing. Only where
+        :attr:`serializes_writers`; elsewhere ``put`` runs the claim protocol.
+        """
+        raise NotImplementedError
 
 
 class _LocalFiles(_Objects):
@@ -241,8 +252,6 @@ class _LocalFiles(_Objects):
 
     def prepare(self) -> None:
         os.makedirs(self._root, exist_ok=True)
-
-    releases_claims = True
 
     def names(self, directory: str, prefix: str = "", *, quick: bool = False) -> list[str]:
         try:
@@ -329,14 +338,39 @@ class _LocalFiles(_Objects):
                 os.unlink(temporary)
         _fsync_directory(directory)
 
-    def release(self, path: str) -> None:
-        # Only ever a claim whose version object was listed; put already made
-        # its own version durable, and if this unlink is lost in a crash the
-        # claim merely stays, as on the other protocols.
+    serializes_writers = True
+
+    def check_and_create(
+        self, directory: str, choose: Callable[[list[str]], str], data: bytes
+    ) -> None:
+        # flock(2) on the key directory itself: every writer of the store, in
+        # any process or thread (each opens its own descriptor), waits here,
+        # and the kernel drops the lock when a writer dies, so nothing goes
+        # stale. Everything below is relative to that one descriptor, so a
+        # deep path is resolved once.
+        self._ensure_directory(directory)
+        held = os.open(directory, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
         try:
-            os.unlink(path)
-        except OSError as exc:  # best effort: a leftover claim is harmless
-            logger.debug("could not remove claim %s: %s", path, exc.strerror)
+            fcntl.flock(held, fcntl.LOCK_EX)
+            with os.scandir(held) as listing:
+                name = choose([entry.name for entry in listing if _is_file(entry)])
+            temporary = TEMP_PREFIX + secrets.token_hex(8)
+            fd = os.open(temporary, _CREATE_FLAGS, 0o666, dir_fd=held)
+            try:
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.link(temporary, name, src_dir_fd=held, dst_dir_fd=held)
+            finally:
+                with suppress(FileNotFoundError):
+                    os.unlink(temporary, dir_fd=held)
+            os.fsync(held)
+        finally:
+            os.close(held)  # and with it the lock
 
     def remove(self, paths: Sequence[str]) -> None:
         directories = set()
@@ -374,6 +408,8 @@ class _LocalFiles(_Objects):
 
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
 
 
 def _is_file(entry: os.DirEntry[str]) -> bool:
@@ -473,6 +509,14 @@ class _MemoryObjects(_FsspecObjects):
     def read(self, path: str) -> bytes:
         with _MEMORY_LOCK:
             return super().read(path)
+
+    serializes_writers = True
+
+    def check_and_create(
+        self, directory: str, choose: Callable[[list[str]], str], data: bytes
+    ) -> None:
+        with _MEMORY_LOCK:  # the only place this store is visible is this process
+            self.create(f"{directory}/{choose(self.names(directory))}", data)
 
     def create(self, path: str, data: bytes) -> None:
         with _MEMORY_LOCK:
@@ -735,37 +779,27 @@ class ObjectStoreBackend(Backend):
             names = self._objects.names(directory, prefix, quick=quick)
         return newest_version(names) if version is None else find_version(names, version)
 
-    # The Backend contract.
-
-    def head(self, namespace: str, key: str) -> KeyHead:
-        return _head(self._listing(namespace, key)[1])
-
-    def put(
+    def _check_put(
         self,
-        namespace: str,
         key: str,
         version: int,
-        blob: bytes,
-        *,
         kind: str,
-        format_version: int,
-        created_at_us: int,
-        expected_newest: int | None = None,
-    ) -> VersionInfo:
-        check_put_arguments(version, kind, format_version, created_at_us)
-        directory, before = self._listing(namespace, key)
-        if version <= before.last_version:
-            newest = _head(before).newest
+        summary: KeySummary,
+        expected_newest: int | None,
+    ) -> None:
+        if version <= summary.last_version:
             raise VersionConflict(
                 f"version {version} of key {key!r} cannot be created: the key already "
-                f"reached version {before.last_version}; retry the save",
+                f"reached version {summary.last_version}; retry the save",
                 expected=version - 1,
-                actual=newest,
+                actual=_head(summary).newest,
             )
-        _check_newest(key, before.newest, kind, expected_newest)
-        if before.temporaries:
-            self._objects.sweep(directory, before.temporaries)
+        _check_newest(key, summary.newest, kind, expected_newest)
 
+    def _claim(
+        self, directory: str, key: str, version: int, kind: str, expected_newest: int | None
+    ) -> None:
+        """Steps 2 and 3 of the claim protocol, where writers cannot be serialized."""
         with self._guard("reserving a version"):
             try:
                 self._objects.create(f"{directory}/{claim_name(version)}", b"")
@@ -785,8 +819,6 @@ class ObjectStoreBackend(Backend):
                 actual=_head(after).newest,
             )
         if find_version(names, version) is not None:
-            # A released claim (local files) can be taken again by a writer that
-            # listed before the number was used; the version object tells.
             raise VersionConflict(
                 f"another writer created version {version} of key {key!r} meanwhile; "
                 "retry the save",
@@ -795,19 +827,47 @@ class ObjectStoreBackend(Backend):
             )
         _check_newest(key, after.newest, kind, expected_newest)
 
+    # The Backend contract.
+
+    def head(self, namespace: str, key: str) -> KeyHead:
+        return _head(self._listing(namespace, key)[1])
+
+    def put(
+        self,
+        namespace: str,
+        key: str,
+        version: int,
+        blob: bytes,
+        *,
+        kind: str,
+        format_version: int,
+        created_at_us: int,
+        expected_newest: int | None = None,
+    ) -> VersionInfo:
+        check_put_arguments(version, kind, format_version, created_at_us)
+        directory = self._key_directory(namespace, key)
         name = version_name(version, kind, format_version, created_at_us)
+
+        def checked(names: list[str]) -> str:
+            before = summarize_key(names)
+            self._check_put(key, version, kind, before, expected_newest)
+            if before.temporaries:
+                self._objects.sweep(directory, before.temporaries)
+            return name
+
         with self._guard("writing a version"):
             try:
-                self._objects.create(f"{directory}/{name}", blob)
-            except FileExistsError:  # only a tampered store gets here: the claim was ours
+                if self._objects.serializes_writers:
+                    self._objects.check_and_create(directory, checked, blob)
+                else:
+                    checked(self._objects.names(directory))
+                    self._claim(directory, key, version, kind, expected_newest)
+                    self._objects.create(f"{directory}/{name}", blob)
+            except FileExistsError:  # only a tampered store gets here
                 raise VersionConflict(
                     f"version {version} of key {key!r} already exists; retry the save",
                     expected=version - 1,
                 ) from None
-        if self._objects.releases_claims and before.newest is not None:
-            # The previous newest version's object holds its number now; its
-            # claim is redundant (see "Claims" in the module docstring).
-            self._objects.release(f"{directory}/{claim_name(before.newest.version)}")
         return VersionInfo(key, version, kind, format_version, len(blob), created_at_us)
 
     def get(
