@@ -27,6 +27,7 @@ from .errors import (
 )
 from .formats import FormatRegistry, MachineSnapshot
 from .machine import fingerprint
+from .quota import Quota
 from .sealing import KeyRing
 from .store import SnapshotRef, Store, open_store
 
@@ -43,6 +44,7 @@ __all__ = [
     "MachineSnapshot",
     "NotFound",
     "PersistError",
+    "Quota",
     "QuotaExceeded",
     "RateLimited",
     "SchemaError",

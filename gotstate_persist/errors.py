@@ -88,11 +88,44 @@ class VersionConflict(PersistError):
 
 
 class QuotaExceeded(PersistError):
-    """A write would cross a quota limit; nothing was written."""
+    """A write would cross a quota limit; nothing was written.
+
+    ``limit`` names the limit (a :class:`~gotstate_persist.Quota` field),
+    ``maximum`` is its value, ``usage`` what is in use and ``requested`` what
+    the write needed on top.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: str | None = None,
+        maximum: int | None = None,
+        usage: int | None = None,
+        requested: int | None = None,
+    ):
+        super().__init__(message)
+        self.limit = limit
+        self.maximum = maximum
+        self.usage = usage
+        self.requested = requested
 
 
 class RateLimited(QuotaExceeded):
-    """Too many operations in the rate-limit window."""
+    """Too many operations in the rate-limit window; ``retry_after`` seconds until one frees."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: str | None = None,
+        maximum: int | None = None,
+        usage: int | None = None,
+        requested: int | None = None,
+        retry_after: float = 0.0,
+    ):
+        super().__init__(message, limit=limit, maximum=maximum, usage=usage, requested=requested)
+        self.retry_after = retry_after
 
 
 class NotFound(PersistError):

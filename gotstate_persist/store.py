@@ -32,6 +32,7 @@ from .backends.base import kind_mismatch, to_micros
 from .codec import DEFAULT_LIMITS, MAX_DEPTH, Codec, Limits, codec_by_id, codec_by_name
 from .errors import FormatError, IntegrityError, InvalidArgument, VersionConflict
 from .formats import MACHINE_FORMAT_VERSION, MACHINE_KIND, FormatRegistry, MachineSnapshot
+from .quota import Quota, QuotaBackend
 from .sealing import KeyRing, envelope_overhead, open_envelope, seal
 
 __all__ = ["SnapshotRef", "Store", "open_store"]
@@ -89,6 +90,7 @@ class Store:
         codec: Codec | str = "msgpack",
         limits: Limits = DEFAULT_LIMITS,
         clock: Callable[[], datetime] = _utc_now,
+        quota: Quota | None = None,
     ) -> None:
         if not isinstance(keyring, KeyRing):
             raise InvalidArgument(
@@ -99,9 +101,13 @@ class Store:
             raise InvalidArgument("formats must be a gotstate_persist.FormatRegistry")
         if not isinstance(limits, Limits):
             raise InvalidArgument("limits must be a gotstate_persist.Limits")
-        self._backend = backend
+        if quota is not None and not isinstance(quota, Quota):
+            raise InvalidArgument("quota must be a gotstate_persist.Quota (or None)")
+        self._backend = backend if isinstance(backend, QuotaBackend) else QuotaBackend(backend)
         self._keyring = keyring
         self._namespace = check_name(namespace, "namespace")
+        if quota is not None:
+            self._adopt(quota)
         self._formats = formats if formats is not None else FormatRegistry()
         self._codec = codec_by_name(codec) if isinstance(codec, str) else codec
         self._limits = limits
@@ -186,9 +192,38 @@ class Store:
         versions = None if version is None else [_check_version(version)]
         return self._backend.delete(self._namespace, key, versions)
 
-    def usage(self) -> Usage:
-        """Stored bytes, records and keys of this namespace."""
+    def usage(self, *, recount: bool = False) -> Usage:
+        """Stored bytes, records and keys of this namespace.
+
+        From the kept counters; with ``recount`` counted from the stored data
+        instead, repairing the counters, with any correction in ``drift``.
+        """
+        if recount:
+            return self._backend.recount(self._namespace)
         return self._backend.usage(self._namespace)
+
+    @property
+    def quota(self) -> Quota | None:
+        """The namespace's quota as persisted now (None: unlimited)."""
+        return self._backend.quota(self._namespace, fresh=True)
+
+    def set_quota(self, quota: Quota | None) -> None:
+        """Replace the namespace's quota for every process (None removes it).
+
+        A limit below current usage refuses further writes; nothing is deleted.
+        """
+        if quota is not None and not isinstance(quota, Quota):
+            raise InvalidArgument("quota must be a gotstate_persist.Quota (or None)")
+        self._backend.set_quota(self._namespace, quota)
+
+    def _adopt(self, quota: Quota) -> None:
+        stored = self._backend.adopt_quota(self._namespace, quota)
+        if stored != quota and not (stored.unlimited and quota.unlimited):
+            raise InvalidArgument(
+                f"namespace {self._namespace!r} already has a different quota "
+                f"({stored.describe()}) than the one given ({quota.describe()}); open it "
+                "without quota= to use the stored one, or change it with store.set_quota()"
+            )
 
     def close(self) -> None:
         """Close the backend; the store cannot be used afterwards."""
@@ -427,7 +462,7 @@ def open_store(
     *,
     namespace: str = DEFAULT_NAMESPACE,
     keyring: KeyRing,
-    quota: object = None,
+    quota: Quota | None = None,
     formats: FormatRegistry | None = None,
     codec: str = "msgpack",
     upgrade: bool = False,
@@ -439,8 +474,6 @@ def open_store(
     ``options`` (credentials, ``endpoint_url``, ...) go to the backend only,
     never into stored data or logs. Use as a context manager to close it.
     """
-    if quota is not None:
-        raise InvalidArgument("quota enforcement is not available in this version yet")
     check_name(namespace, "namespace")
     if not isinstance(keyring, KeyRing):
         raise InvalidArgument(
@@ -459,6 +492,7 @@ def open_store(
             formats=formats,
             codec=selected,
             limits=limits if limits is not None else DEFAULT_LIMITS,
+            quota=quota,
         )
     except BaseException:
         backend.close()

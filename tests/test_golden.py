@@ -37,9 +37,29 @@ def test_there_is_a_golden_database_for_the_current_revision() -> None:
 
 @pytest.fixture(params=DATABASES, ids=[p.stem for p in DATABASES])
 def golden_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A copy of one golden database, upgraded to the newest schema as a user would."""
+    from gotstate_persist.migrations import HEAD_REVISION
+
     copy = tmp_path / "golden.sqlite"
     shutil.copy(request.param, copy)
-    return f"sqlite:///{copy}"
+    url = f"sqlite:///{copy}"
+    if request.param.stem != HEAD_REVISION:
+        before = copy.read_bytes()
+        with pytest.raises(gp.SchemaOutdated, match="gotstate-persist db upgrade"):
+            gp.open_store(url, keyring=KEYS)
+        assert copy.read_bytes() == before  # refused untouched
+        assert cli(["db", "upgrade", url]) == 0
+    return url
+
+
+def test_upgraded_golden_database_counts_its_usage(golden_url: str) -> None:
+    for namespace in ("msgpack", "json"):
+        with gp.open_store(golden_url, namespace=namespace, keyring=KEYS) as store:
+            kept = store.usage()
+            recounted = store.usage(recount=True)
+            assert recounted.drift is None
+            assert (kept.records, kept.keys) == (2, 2)
+            assert kept == recounted
 
 
 @pytest.mark.parametrize("namespace", ["msgpack", "json"])

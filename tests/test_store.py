@@ -14,6 +14,7 @@ from order_workflow import build_order_machine
 import gotstate_persist as gp
 from gotstate_persist import sealing
 from gotstate_persist.codec import MSGPACK
+from gotstate_persist.migrations import HEAD_REVISION
 
 
 class Order(msgspec.Struct, frozen=True):
@@ -338,7 +339,7 @@ def test_application_alembic_table_is_untouched(sqlite_url: str, keyring: gp.Key
             ("app_rev_1",)
         ]
         ours = conn.execute("SELECT version_num FROM gotstate_persist_alembic_version").fetchall()
-    assert ours == [("v0.1.0.a",)]
+    assert ours == [(HEAD_REVISION,)]
 
 
 def test_schema_newer_than_code_is_refused_untouched(sqlite_url: str, keyring: gp.KeyRing) -> None:

@@ -8,7 +8,7 @@ two agree), never with ``metadata.create_all()``.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Integer, LargeBinary, MetaData, String, Table
+from sqlalchemy import BigInteger, Column, Integer, LargeBinary, MetaData, String, Table, text
 
 NAME_LENGTH = 255
 KIND_LENGTH = 64
@@ -39,4 +39,26 @@ keys = Table(
     Column("last_version", BigInteger, nullable=False),
     Column("newest", BigInteger, nullable=False),
     Column("kind", String(KIND_LENGTH), nullable=True),
+    # Stored versions of the key: what max_versions_per_key and the keys
+    # counter of its namespace are checked against.
+    Column("versions", BigInteger, nullable=False, server_default=text("0")),
+)
+
+# One row per namespace ever written: usage counters kept in the same
+# transaction as every write, and the namespace's quota (NULL: no limit).
+namespaces = Table(
+    "gotstate_persist_namespaces",
+    metadata,
+    Column("namespace", String(NAME_LENGTH), primary_key=True),
+    Column("bytes", BigInteger, nullable=False, server_default=text("0")),
+    Column("records", BigInteger, nullable=False, server_default=text("0")),
+    Column("keys", BigInteger, nullable=False, server_default=text("0")),
+    Column("max_bytes", BigInteger, nullable=True),
+    Column("max_records", BigInteger, nullable=True),
+    Column("max_keys", BigInteger, nullable=True),
+    Column("max_blob_bytes", BigInteger, nullable=True),
+    Column("max_versions_per_key", BigInteger, nullable=True),
+    Column("retention", String(16), nullable=False, server_default="reject"),
+    Column("max_writes_per_second", BigInteger, nullable=True),
+    Column("max_reads_per_second", BigInteger, nullable=True),
 )

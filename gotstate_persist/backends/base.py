@@ -23,11 +23,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 
-from ..errors import FormatError, IntegrityError, NotFound
+from ..errors import FormatError, IntegrityError, InvalidArgument, NotFound
+
+if TYPE_CHECKING:
+    from ..quota import Quota
 
 __all__ = [
     "EPOCH",
@@ -65,11 +68,16 @@ class Capabilities:
     ``transactions``: a write and its bookkeeping commit atomically.
     ``list_is_consistent``: a listing made after a write returns that write.
     ``cross_process``: several processes may share the storage safely.
+    ``exact_quota``: usage counters and the persisted quota are kept and
+    checked in the same transaction as each write (``put`` raises
+    ``QuotaExceeded`` and applies retention itself), so limits hold across
+    processes.
     """
 
     transactions: bool = False
     list_is_consistent: bool = True
     cross_process: bool = True
+    exact_quota: bool = False
 
 
 class VersionInfo(msgspec.Struct, frozen=True):
@@ -117,11 +125,16 @@ class KeyHead(msgspec.Struct, frozen=True):
 
 
 class Usage(msgspec.Struct, frozen=True):
-    """Stored bytes, records (versions) and keys of one namespace."""
+    """Stored bytes, records (versions) and keys of one namespace.
+
+    ``drift`` is set only by a recount that found the kept counters wrong: the
+    correction it applied (recounted minus what was kept).
+    """
 
     bytes: int = 0
     records: int = 0
     keys: int = 0
+    drift: Usage | None = None
 
 
 class Backend(abc.ABC):
@@ -190,6 +203,29 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release connections and files; further use raises ``BackendError``."""
+
+    # Quotas: optional. A backend that cannot persist them refuses to.
+
+    def load_quota(self, namespace: str) -> Quota | None:
+        """The quota persisted for ``namespace`` (None: unlimited)."""
+        del namespace
+        return None
+
+    def store_quota(self, namespace: str, quota: Quota | None, *, replace: bool) -> Quota | None:
+        """Persist ``quota`` for ``namespace`` and return the quota now in force.
+
+        With ``replace=False`` an existing quota is kept (and returned), so
+        that the first of several processes opening a namespace decides.
+        """
+        del namespace, quota, replace
+        raise InvalidArgument(
+            f"{type(self).__name__} cannot persist quotas; open the store without quota=, "
+            "or ask the backend's author to implement load_quota() and store_quota()"
+        )
+
+    def recount(self, namespace: str) -> Usage:
+        """Count usage from the stored data, repairing kept counters (``drift`` if any)."""
+        return self.usage(namespace)
 
     # Conveniences, written once in terms of the abstract surface.
 

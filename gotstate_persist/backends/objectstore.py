@@ -94,13 +94,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
+import msgspec
+
 from ..errors import (
     BackendError,
+    IntegrityError,
     InvalidArgument,
     NotFound,
     PersistError,
     VersionConflict,
 )
+from ..quota import Quota
 from ._objectnames import (
     MAX_INT64,
     MAX_RELATIVE_PATH_BYTES,
@@ -132,6 +136,9 @@ logger = logging.getLogger(__name__)
 #: A temporary older than this belongs to a writer that died; a live writer
 #: holds its temporary for one write and fsync of at most a blob's size.
 STALE_TEMPORARY_SECONDS = 15 * 60
+#: The namespace's persisted quota, beside its key directories ("." is not in
+#: the base32 alphabet of directory names, so it cannot collide with one).
+QUOTA_OBJECT = "quota.json"
 #: S3 refuses longer object keys.
 S3_MAX_KEY_BYTES = 1024
 #: Objects per S3 DeleteObjects request (the service's maximum).
@@ -224,6 +231,12 @@ class _Objects(abc.ABC):
     @abc.abstractmethod
     def remove(self, paths: Sequence[str]) -> None:
         """Delete ``paths``; those already gone are fine."""
+
+    def overwrite(self, path: str, data: bytes) -> None:
+        """Create or replace ``path`` atomically (readers see old or new, never half)."""
+        with suppress(FileExistsError):
+            self.remove([path])
+        self.create(path, data)
 
     def sweep(self, directory: str, names: Sequence[str]) -> None:  # noqa: B027 - optional hook
         """Delete crashed writers' temporaries among ``names`` (local files only)."""
@@ -372,6 +385,22 @@ class _LocalFiles(_Objects):
         finally:
             os.close(held)  # and with it the lock
 
+    def overwrite(self, path: str, data: bytes) -> None:
+        directory = os.path.dirname(path)
+        self._ensure_directory(directory)
+        temporary = os.path.join(directory, TEMP_PREFIX + secrets.token_hex(8))
+        fd = os.open(temporary, _CREATE_FLAGS, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        finally:  # gone after the replace; left over only if something failed
+            with suppress(FileNotFoundError):
+                os.unlink(temporary)
+        _fsync_directory(directory)
+
     def remove(self, paths: Sequence[str]) -> None:
         directories = set()
         for path in paths:
@@ -488,6 +517,10 @@ class _FsspecObjects(_Objects):
             with suppress(FileNotFoundError):
                 self._fs.rm_file(path)
 
+    def overwrite(self, path: str, data: bytes) -> None:
+        self._fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        self._fs.pipe_file(path, bytes(data))
+
 
 class _MemoryObjects(_FsspecObjects):
     """fsspec's per-process memory filesystem; every operation under one process-wide lock.
@@ -527,6 +560,10 @@ class _MemoryObjects(_FsspecObjects):
     def remove(self, paths: Sequence[str]) -> None:
         with _MEMORY_LOCK:
             super().remove(paths)
+
+    def overwrite(self, path: str, data: bytes) -> None:
+        with _MEMORY_LOCK:
+            super().overwrite(path, data)
 
 
 class _S3Objects(_FsspecObjects):
@@ -964,6 +1001,46 @@ class ObjectStoreBackend(Backend):
                     self._objects.create(f"{directory}/{tombstone_name(tombstone)}", b"")
             self._objects.remove([f"{directory}/{name}" for name in obsolete])
         return len(doomed)
+
+    def _quota_path(self, namespace: str) -> str:
+        return self._path([*namespace_components(namespace), QUOTA_OBJECT])
+
+    def load_quota(self, namespace: str) -> Quota | None:
+        with self._guard("reading the quota"):
+            try:
+                data = self._objects.read(self._quota_path(namespace))
+            except FileNotFoundError:
+                return None
+        try:
+            quota = msgspec.json.decode(data, type=Quota)
+        except msgspec.DecodeError:
+            raise IntegrityError(
+                f"the quota object of namespace {namespace!r} on {self._display} is not a "
+                "valid quota; it was altered outside gotstate-persist: set it again with "
+                "store.set_quota()"
+            ) from None
+        return None if quota.unlimited else quota
+
+    def store_quota(self, namespace: str, quota: Quota | None, *, replace: bool) -> Quota | None:
+        if quota is not None and quota.unlimited:
+            quota = None
+        path = self._quota_path(namespace)
+        if not replace:
+            current = self.load_quota(namespace)
+            if current is not None or quota is None:
+                return current
+            with self._guard("writing the quota"):
+                try:
+                    self._objects.create(path, msgspec.json.encode(quota))
+                except FileExistsError:  # another process decided first
+                    return self.load_quota(namespace)
+            return quota
+        with self._guard("writing the quota"):
+            if quota is None:
+                self._objects.remove([path])
+            else:
+                self._objects.overwrite(path, msgspec.json.encode(quota))
+        return quota
 
     def close(self) -> None:
         self._closed = True

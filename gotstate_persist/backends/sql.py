@@ -42,12 +42,21 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 
-from ..errors import BackendError, FormatError, InvalidArgument, NotFound, VersionConflict
+from ..errors import (
+    BackendError,
+    FormatError,
+    IntegrityError,
+    InvalidArgument,
+    NotFound,
+    VersionConflict,
+)
 from ..migrations import HEAD_REVISION, current_revision, ensure_schema
+from ..quota import Quota, check_write
 from .base import Backend, Capabilities, KeyHead, Usage, VersionInfo, kind_mismatch
 
 __all__ = ["SQLBackend"]
@@ -65,10 +74,61 @@ _RETRY_BASE_S = 0.002
 #: serialization_failure and deadlock_detected.
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 _UNIQUE_VIOLATION = "23505"
+_NOT_NULL_VIOLATION = "23502"
 _T = TypeVar("_T")
 
 _R = "gotstate_persist_records"
 _K = "gotstate_persist_keys"
+_N = "gotstate_persist_namespaces"
+#: Quota fields, stored one column each (NULL: no limit), in Quota's order.
+_QUOTA_FIELDS = (
+    "max_bytes",
+    "max_records",
+    "max_keys",
+    "max_blob_bytes",
+    "max_versions_per_key",
+    "retention",
+    "max_writes_per_second",
+    "max_reads_per_second",
+)
+_QUOTA_COLUMNS = ", ".join(_QUOTA_FIELDS)
+# What one write adds to its namespace's counters, and the condition that keeps
+# the result within every limit: the conditional update *is* the check, so
+# concurrent writers cannot overshoot. :grow is bytes added (net of pruning),
+# :more records added, :new_key 1 if the key had no stored version,
+# :key_versions what the key holds afterwards.
+_CHARGE = "bytes = bytes + :grow, records = records + :more, keys = keys + :new_key"
+_WITHIN_LIMITS = (
+    "(max_blob_bytes IS NULL OR :size <= max_blob_bytes) "
+    "AND (max_bytes IS NULL OR bytes + :grow <= max_bytes) "
+    "AND (max_records IS NULL OR records + :more <= max_records) "
+    "AND (max_keys IS NULL OR keys + :new_key <= max_keys) "
+    "AND (max_versions_per_key IS NULL OR :key_versions <= max_versions_per_key)"
+)
+# PostgreSQL's single-statement append (no pruning): the bump's RETURNING
+# feeds the charge, and the blob is inserted only if the charge happened;
+# otherwise the blob is NULL, the NOT NULL constraint aborts the whole
+# statement (bump included), and the transactional path decides and explains.
+_NEW_KEY_OF_BUMP = "(SELECT CASE WHEN versions = 1 THEN 1 ELSE 0 END FROM bump)"
+_APPEND_ONE = (
+    "WITH bump AS (UPDATE " + _K + " SET last_version = :version, newest = :version, "
+    'kind = :kind, versions = versions + 1 WHERE namespace = :ns AND "key" = :key '
+    "AND last_version < :version AND (newest = 0 OR kind = :kind){expected} "
+    "RETURNING versions), "
+    "charge AS (UPDATE "
+    + _N
+    + " SET "
+    + _CHARGE.replace(":grow", ":size").replace(":more", "1").replace(":new_key", _NEW_KEY_OF_BUMP)
+    + " WHERE namespace = :ns AND EXISTS (SELECT 1 FROM bump) AND "
+    + _WITHIN_LIMITS.replace(":grow", ":size")
+    .replace(":more", "1")
+    .replace(":new_key", _NEW_KEY_OF_BUMP)
+    .replace(":key_versions", "(SELECT versions FROM bump)")
+    + " RETURNING 1) "
+    "INSERT INTO " + _R + ' (namespace, "key", version, kind, format_version, size, '
+    "created_at_us, blob) SELECT :ns, :key, :version, :kind, :format_version, :size, "
+    ":created_at_us, CASE WHEN EXISTS (SELECT 1 FROM charge) THEN :blob END FROM bump"
+)
 _INFO = 'SELECT "key", version, kind, format_version, size, created_at_us'
 # Where keys and namespaces are compared or sorted. Replaced by the dialect's
 # byte-order collation (nothing on SQLite, whose default is already binary).
@@ -79,36 +139,56 @@ _LOCK = " <lock-row>"
 _SQL = {
     "head": f'SELECT last_version, newest, kind FROM {_K} WHERE namespace = :ns AND "key" = :key',
     "bump": (
-        f"UPDATE {_K} SET last_version = :version, newest = :version, kind = :kind "
-        'WHERE namespace = :ns AND "key" = :key AND last_version < :version '
-        "AND (newest = 0 OR kind = :kind)"
+        f"UPDATE {_K} SET last_version = :version, newest = :version, kind = :kind, "
+        'versions = versions + 1 WHERE namespace = :ns AND "key" = :key '
+        "AND last_version < :version AND (newest = 0 OR kind = :kind) RETURNING versions"
     ),
     "bump_expected": (
-        f"UPDATE {_K} SET last_version = :version, newest = :version, kind = :kind "
-        'WHERE namespace = :ns AND "key" = :key AND last_version < :version '
-        "AND (newest = 0 OR kind = :kind) AND newest = :expected"
+        f"UPDATE {_K} SET last_version = :version, newest = :version, kind = :kind, "
+        'versions = versions + 1 WHERE namespace = :ns AND "key" = :key '
+        "AND last_version < :version AND (newest = 0 OR kind = :kind) AND newest = :expected "
+        "RETURNING versions"
     ),
-    # PostgreSQL only (SQLite has no data-modifying CTEs): the bump and the
-    # insert as one atomic statement, see SQLBackend._append_postgres.
-    "append_one": (
-        f"WITH bump AS (UPDATE {_K} SET last_version = :version, newest = :version, "
-        'kind = :kind WHERE namespace = :ns AND "key" = :key AND last_version < :version '
-        "AND (newest = 0 OR kind = :kind) RETURNING 1) "
-        f'INSERT INTO {_R} (namespace, "key", version, kind, format_version, size, '
-        "created_at_us, blob) SELECT :ns, :key, :version, :kind, :format_version, :size, "
-        ":created_at_us, :blob FROM bump"
-    ),
-    "append_one_expected": (
-        f"WITH bump AS (UPDATE {_K} SET last_version = :version, newest = :version, "
-        'kind = :kind WHERE namespace = :ns AND "key" = :key AND last_version < :version '
-        "AND (newest = 0 OR kind = :kind) AND newest = :expected RETURNING 1) "
-        f'INSERT INTO {_R} (namespace, "key", version, kind, format_version, size, '
-        "created_at_us, blob) SELECT :ns, :key, :version, :kind, :format_version, :size, "
-        ":created_at_us, :blob FROM bump"
-    ),
+    # PostgreSQL only (SQLite has no data-modifying CTEs): the bump, the usage
+    # charge and the insert as one atomic statement, see SQLBackend._append_postgres.
+    "append_one": _APPEND_ONE.format(expected=""),
+    "append_one_expected": _APPEND_ONE.format(expected=" AND newest = :expected"),
     "new_key": (
-        f'INSERT INTO {_K} (namespace, "key", last_version, newest, kind) '
-        "VALUES (:ns, :key, :version, :version, :kind)"
+        f'INSERT INTO {_K} (namespace, "key", last_version, newest, kind, versions) '
+        "VALUES (:ns, :key, :version, :version, :kind, 1)"
+    ),
+    "retention": f"SELECT max_versions_per_key, retention FROM {_N} WHERE namespace = :ns{_LOCK}",
+    "new_namespace": (
+        f"INSERT INTO {_N} (namespace) VALUES (:ns) ON CONFLICT (namespace) DO NOTHING"
+    ),
+    "charge": f"UPDATE {_N} SET {_CHARGE} WHERE namespace = :ns AND {_WITHIN_LIMITS}",
+    "oldest": (
+        f'SELECT version, size FROM {_R} WHERE namespace = :ns AND "key" = :key '
+        "ORDER BY version LIMIT :count"
+    ),
+    "pruned": (
+        f'UPDATE {_K} SET versions = versions - :count WHERE namespace = :ns AND "key" = :key'
+    ),
+    "release": (
+        f"UPDATE {_N} SET bytes = bytes - :bytes, records = records - :records, "
+        "keys = keys - :keys WHERE namespace = :ns"
+    ),
+    "counters": f"SELECT bytes, records, keys FROM {_N} WHERE namespace = :ns",
+    "set_counters": (
+        f"UPDATE {_N} SET bytes = :bytes, records = :records, keys = :keys WHERE namespace = :ns"
+    ),
+    "recount_keys": (
+        f"UPDATE {_K} SET versions = (SELECT COUNT(*) FROM {_R} r "
+        f'WHERE r.namespace = {_K}.namespace AND r."key" = {_K}."key") WHERE namespace = :ns'
+    ),
+    "limits": (
+        f"SELECT bytes, records, keys, {_QUOTA_COLUMNS} FROM {_N} WHERE namespace = :ns{_LOCK}"
+    ),
+    "quota": f"SELECT bytes, records, keys, {_QUOTA_COLUMNS} FROM {_N} WHERE namespace = :ns",
+    "set_limits": (
+        f"UPDATE {_N} SET "
+        + ", ".join(f"{name} = :{name}" for name in _QUOTA_FIELDS)
+        + " WHERE namespace = :ns"
     ),
     "insert": (
         f'INSERT INTO {_R} (namespace, "key", version, kind, format_version, size, '
@@ -135,11 +215,12 @@ _SQL = {
         f'ORDER BY "key"{_BYTES}'
     ),
     "namespaces": f"SELECT DISTINCT namespace{_BYTES} FROM {_R} ORDER BY namespace{_BYTES}",
-    "stored": f'SELECT version FROM {_R} WHERE namespace = :ns AND "key" = :key',
     "delete_one": f'DELETE FROM {_R} WHERE namespace = :ns AND "key" = :key AND version = :version',
     "set_newest": (
-        f'UPDATE {_K} SET newest = :newest, kind = :kind WHERE namespace = :ns AND "key" = :key'
+        f"UPDATE {_K} SET newest = :newest, kind = :kind, versions = :versions "
+        'WHERE namespace = :ns AND "key" = :key'
     ),
+    "stored_sizes": f'SELECT version, size FROM {_R} WHERE namespace = :ns AND "key" = :key',
     "usage": (
         f'SELECT COALESCE(SUM(size), 0), COUNT(*), COUNT(DISTINCT "key") FROM {_R} '
         "WHERE namespace = :ns"
@@ -193,6 +274,32 @@ def _leave_autocommit(conn: Any) -> None:
         conn.dbapi_connection.autocommit = False
     except Exception:  # a broken connection: make the pool drop it
         conn.invalidate()
+
+
+def _quota_of(columns: Sequence[Any]) -> Quota | None:
+    """The quota a namespace row's limit columns hold (None when no limit is set)."""
+    fields = dict(zip(_QUOTA_FIELDS, columns, strict=True))
+    try:
+        quota = msgspec.convert(fields, Quota)
+    except msgspec.ValidationError:
+        raise IntegrityError(
+            "the stored quota holds impossible limits; the database was altered outside "
+            "gotstate-persist: set the quota again with store.set_quota()"
+        ) from None
+    return None if quota.unlimited else quota
+
+
+def _counts(usage: Usage) -> dict[str, int]:
+    return {"bytes": usage.bytes, "records": usage.records, "keys": usage.keys}
+
+
+def _drift(kept: Usage, counted: Usage) -> Usage | None:
+    """``counted - kept``, or None when the kept counters are right."""
+    if _counts(kept) == _counts(counted):
+        return None
+    return Usage(
+        counted.bytes - kept.bytes, counted.records - kept.records, counted.keys - kept.keys
+    )
 
 
 def _info(row: Sequence[Any]) -> VersionInfo:
@@ -265,7 +372,9 @@ class SQLBackend(Backend):
     to create a schema in a database that has none, for read-only tools).
     """
 
-    capabilities = Capabilities(transactions=True, list_is_consistent=True, cross_process=True)
+    capabilities = Capabilities(
+        transactions=True, list_is_consistent=True, cross_process=True, exact_quota=True
+    )
 
     def __init__(
         self,
@@ -367,8 +476,6 @@ class SQLBackend(Backend):
                     f"{self._display_url} holds no gotstate-persist store; check the URL "
                     "(nothing was created)"
                 )
-        if self._sqlite_pool is not None:
-            self._use_wal()
         options: dict[str, Any] = {_WRITE: True}
         if not self._is_sqlite:
             # Each statement then sees what other sessions committed before it,
@@ -385,6 +492,8 @@ class SQLBackend(Backend):
             conn.execution_options(**options)
             with conn.begin():
                 ensure_schema(conn, display_url=self._display_url, upgrade=upgrade)
+        if self._sqlite_pool is not None:  # only once the schema is ours and current
+            self._use_wal()
 
     def __repr__(self) -> str:
         return f"SQLBackend({self._display_url!r})"
@@ -538,26 +647,83 @@ class SQLBackend(Backend):
         bump = self._sql["bump" if expected_newest is None else "bump_expected"]
 
         def append(conn: Any) -> None:
-            if conn.execute(bump, params).rowcount != 1:
+            bumped = conn.execute(bump, params).fetchall()
+            if bumped:
+                key_versions = int(bumped[0][0])
+            else:
                 head = conn.execute(self._sql_head, (namespace, key)).fetchone()
                 if head is None and not expected_newest:
                     conn.execute(self._sql["new_key"], params)  # a racing creator -> conflict
+                    key_versions = 1
                 else:
                     self._explain_refusal(conn, namespace, key, version, kind, expected_newest)
+            self._charge(conn, params, key_versions)
             conn.execute(self._sql["insert"], params)
 
         self._transaction(append)
         return VersionInfo(key, version, kind, format_version, len(blob), micros)
 
+    def _charge(self, conn: Any, params: dict[str, Any], key_versions: int) -> None:
+        """Count one write against its namespace, pruning first if retention says so.
+
+        Runs inside the write's transaction after the key's row was bumped
+        (``key_versions`` is the key's count with the new version), before
+        the blob is inserted; raises ``QuotaExceeded`` to roll it all back.
+        """
+        names = {"ns": params["ns"]}
+        retention = conn.execute(self._sql["retention"], names).fetchall()
+        if not retention:
+            conn.execute(self._sql["new_namespace"], names)
+            retention = [(None, "reject")]
+        most, policy = retention[0]
+        pruned = freed = 0
+        if most is not None and policy == "prune-oldest" and key_versions > most:
+            target = {"ns": params["ns"], "key": params["key"]}
+            doomed = conn.execute(
+                self._sql["oldest"], {**target, "count": key_versions - most}
+            ).fetchall()
+            for version, size in doomed:
+                conn.execute(self._sql["delete_one"], {**target, "version": version})
+                freed += size
+            pruned = len(doomed)
+            conn.execute(self._sql["pruned"], {**target, "count": pruned})
+        charge = {
+            "ns": params["ns"],
+            "size": params["size"],
+            "grow": params["size"] - freed,
+            "more": 1 - pruned,
+            "new_key": int(key_versions == 1),
+            "key_versions": key_versions - pruned,
+        }
+        if conn.execute(self._sql["charge"], charge).rowcount == 1:
+            return
+        # Refused: say which limit, from the same row the update looked at.
+        row = conn.execute(self._sql["limits"], names).fetchone()
+        check_write(
+            _quota_of(row[3:]) or Quota(),
+            Usage(int(row[0]), int(row[1]), int(row[2])),
+            namespace=params["ns"],
+            size=params["size"],
+            new_key=key_versions == 1,
+            key_versions=key_versions,
+            freed_bytes=freed,
+            pruned=pruned,
+        )
+        raise BackendError(  # pragma: no cover - the update and check_write agree
+            f"the usage counters of namespace {params['ns']!r} refused a write within its "
+            "quota; run 'gotstate-persist usage URL --recount' and retry"
+        )
+
     def _append_postgres(self, params: dict[str, Any]) -> bool:
         """Append to an existing key in ONE autocommitted statement (PostgreSQL).
 
         A data-modifying CTE bumps the key's bookkeeping row with the same
-        compare-and-set as the transactional path and inserts the blob only if
-        the bump happened, atomically, in a single round trip instead of four
-        (BEGIN, UPDATE, INSERT, COMMIT). Returns False when it did not apply
-        (a new key, a stale version, another kind, a serialization failure):
-        the transactional path then decides, and explains any refusal.
+        compare-and-set as the transactional path, charges the namespace's
+        usage within its limits and inserts the blob only if both happened,
+        atomically, in a single round trip instead of six. Returns False when
+        it did not apply (a new key or namespace, a stale version, another
+        kind, a limit, retention to apply, a serialization failure): the
+        transactional path then decides, and explains any refusal.
         """
         statement = self._sql["append_one" if params["expected"] is None else "append_one_expected"]
         conn = self._acquire()
@@ -570,6 +736,8 @@ class SQLBackend(Backend):
                     raise VersionConflict(
                         "another writer created this version at the same time; retry the save"
                     ) from exc
+                if _sqlstate(exc) == _NOT_NULL_VIOLATION:
+                    return False  # not charged: pruning, a new namespace or a refusal
                 raise self._failed(conn, exc) from exc
             except self._dbapi_error as exc:
                 if _sqlstate(exc) in _RETRYABLE_SQLSTATES:
@@ -666,24 +834,34 @@ class SQLBackend(Backend):
             # BEGIN IMMEDIATE), so that no append commits between listing the
             # stored versions and recording the new newest one.
             head = conn.execute(self._sql["head_locked"], params).fetchone()
-            stored = {row[0] for row in conn.execute(self._sql["stored"], params).fetchall()}
-            if not stored:
+            sizes = dict(conn.execute(self._sql["stored_sizes"], params).fetchall())
+            if not sizes:
                 raise NotFound(f"key {key!r} in namespace {namespace!r} has no stored version")
-            doomed = stored if versions is None else set(versions)
-            missing = doomed - stored
+            doomed = set(sizes) if versions is None else set(versions)
+            missing = doomed - set(sizes)
             if missing:
                 raise NotFound(
                     f"key {key!r} has no version(s) {sorted(missing)}; nothing was deleted"
                 )
             for version in sorted(doomed):
                 conn.execute(self._sql["delete_one"], {**params, "version": version})
-            remaining = stored - doomed
+            remaining = set(sizes) - doomed
             conn.execute(
                 self._sql["set_newest"],
                 {
                     **params,
                     "newest": max(remaining, default=0),
                     "kind": head[2] if remaining else None,
+                    "versions": len(remaining),
+                },
+            )
+            conn.execute(
+                self._sql["release"],
+                {
+                    "ns": namespace,
+                    "bytes": sum(sizes[version] for version in doomed),
+                    "records": len(doomed),
+                    "keys": 0 if remaining else 1,
                 },
             )
             return len(doomed)
@@ -692,8 +870,51 @@ class SQLBackend(Backend):
 
     def usage(self, namespace: str) -> Usage:
         with self._read() as conn:
-            total, records, keys = conn.execute(self._sql["usage"], {"ns": namespace}).fetchone()
-        return Usage(bytes=int(total), records=int(records), keys=int(keys))
+            row = conn.execute(self._sql["counters"], {"ns": namespace}).fetchone()
+        return Usage() if row is None else Usage(int(row[0]), int(row[1]), int(row[2]))
+
+    def recount(self, namespace: str) -> Usage:
+        names = {"ns": namespace}
+
+        def recount(conn: Any) -> Usage:
+            conn.execute(self._sql["new_namespace"], names)
+            kept = conn.execute(self._sql["limits"], names).fetchone()  # locks the row
+            total, records, keys = conn.execute(self._sql["usage"], names).fetchone()
+            counted = Usage(int(total), int(records), int(keys))
+            conn.execute(self._sql["recount_keys"], names)
+            drift = _drift(Usage(int(kept[0]), int(kept[1]), int(kept[2])), counted)
+            if drift is None:
+                return counted
+            conn.execute(self._sql["set_counters"], {**names, **_counts(counted)})
+            logger.warning(
+                "namespace %r: usage counters were off by %s bytes, %s records, %s keys; repaired",
+                namespace,
+                drift.bytes,
+                drift.records,
+                drift.keys,
+            )
+            return Usage(counted.bytes, counted.records, counted.keys, drift)
+
+        return self._transaction(recount)
+
+    def load_quota(self, namespace: str) -> Quota | None:
+        with self._read() as conn:
+            found = conn.execute(self._sql["quota"], {"ns": namespace}).fetchone()
+        return None if found is None else _quota_of(found[3:])
+
+    def store_quota(self, namespace: str, quota: Quota | None, *, replace: bool) -> Quota | None:
+        names = {"ns": namespace}
+
+        def store(conn: Any) -> Quota | None:
+            conn.execute(self._sql["new_namespace"], names)
+            current = _quota_of(conn.execute(self._sql["limits"], names).fetchone()[3:])
+            if current is not None and not replace:
+                return current
+            fields = msgspec.structs.asdict(quota or Quota())
+            conn.execute(self._sql["set_limits"], {**names, **fields})
+            return None if quota is None or quota.unlimited else quota
+
+        return self._transaction(store)
 
     def close(self) -> None:
         if self._closed:

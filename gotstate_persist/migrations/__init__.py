@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 VERSION_TABLE = "gotstate_persist_alembic_version"
 #: Every released revision, oldest first. A test checks this against alembic's graph.
-REVISIONS: tuple[str, ...] = ("v0.1.0.a",)
+REVISIONS: tuple[str, ...] = ("v0.1.0.a", "v0.2.0.a")
 HEAD_REVISION = REVISIONS[-1]
 #: PostgreSQL advisory lock key held while the schema is created or upgraded
 #: (the first 8 bytes of sha256(b"gotstate_persist.schema") as a signed int64).

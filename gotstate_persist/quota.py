@@ -1,0 +1,383 @@
+"""Quotas: per-namespace budgets, and the adapter that enforces them in front of a backend.
+
+A :class:`Quota` is persisted per namespace by the backend, so every process
+opening the namespace enforces the same limits. Where the limits are checked
+depends on what the backend can promise:
+
+* a backend whose ``capabilities.exact_quota`` is set (the SQL backend) keeps
+  usage counters in the same transaction as each write and refuses a write
+  that would cross a limit inside that transaction, so concurrent writers in
+  many processes can never overshoot; the adapter only adds rate limits;
+* any other backend (object stores, plugins) is guarded here: one ledger per
+  storage and namespace *in this process*, counted from the storage at first
+  use, and a lock held across check and write. That is exact within one
+  process; writers in other processes are not seen until
+  ``usage(recount=True)`` recounts.
+
+Rate limits (``max_writes_per_second``, ``max_reads_per_second``) use the
+``limits`` library's moving window in memory: they hold per process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+import msgspec
+
+from .backends.base import Backend, KeyHead, Usage, VersionInfo
+from .errors import InvalidArgument, QuotaExceeded, RateLimited
+
+__all__ = ["RETENTIONS", "Quota", "QuotaBackend", "quota_exceeded"]
+
+logger = logging.getLogger(__name__)
+
+Retention = Literal["reject", "prune-oldest"]
+RETENTIONS: tuple[str, ...] = ("reject", "prune-oldest")
+#: Limits that bound stored amounts, in the order they are checked and reported.
+_AMOUNT_LIMITS = ("max_blob_bytes", "max_bytes", "max_records", "max_keys", "max_versions_per_key")
+_MAX_LIMIT = 2**63 - 1
+
+
+class Quota(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A namespace's budget; every limit is optional (None: unlimited).
+
+    ``max_versions_per_key`` with ``retention="reject"`` refuses a write that
+    would keep more versions of a key; with ``"prune-oldest"`` the write
+    succeeds and the oldest versions are deleted (in the same transaction on
+    SQL). Rates are operations per second over a moving one-second window,
+    per process.
+    """
+
+    max_bytes: int | None = None
+    max_records: int | None = None
+    max_keys: int | None = None
+    max_blob_bytes: int | None = None
+    max_versions_per_key: int | None = None
+    retention: Retention = "reject"
+    max_writes_per_second: int | None = None
+    max_reads_per_second: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in (*_AMOUNT_LIMITS, "max_writes_per_second", "max_reads_per_second"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or not 1 <= value <= _MAX_LIMIT):
+                raise InvalidArgument(
+                    f"Quota.{name} must be None or an int from 1 to {_MAX_LIMIT}, got {value!r}"
+                )
+        if self.retention not in RETENTIONS:
+            raise InvalidArgument(
+                f"Quota.retention must be one of {', '.join(RETENTIONS)}, got {self.retention!r}"
+            )
+
+    @property
+    def unlimited(self) -> bool:
+        """Whether no limit is set at all (the same as having no quota)."""
+        return self == Quota(retention=self.retention)
+
+    def describe(self) -> str:
+        """The set limits as ``name=value`` pairs (for messages and the CLI)."""
+        parts = [
+            f"{name}={value}"
+            for name, value in msgspec.structs.asdict(self).items()
+            if value is not None and name != "retention"
+        ]
+        if self.max_versions_per_key is not None:
+            parts.append(f"retention={self.retention}")
+        return ", ".join(parts) or "no limits"
+
+
+def quota_exceeded(
+    limit: str, maximum: int, usage: int, requested: int, *, namespace: str
+) -> QuotaExceeded:
+    """The error for a write that would take ``limit`` from ``usage`` past ``maximum``."""
+    option = "--" + limit.replace("_", "-")
+    return QuotaExceeded(
+        f"namespace {namespace!r}: the write needs {requested} more of {limit}={maximum} "
+        f"({usage} in use); nothing was written. Free space with store.delete(), or raise "
+        f"the limit with store.set_quota() or "
+        f"'gotstate-persist quota set URL --namespace {namespace} {option} N'",
+        limit=limit,
+        maximum=maximum,
+        usage=usage,
+        requested=requested,
+    )
+
+
+def check_write(
+    quota: Quota,
+    usage: Usage,
+    *,
+    namespace: str,
+    size: int,
+    new_key: bool,
+    key_versions: int,
+    freed_bytes: int = 0,
+    pruned: int = 0,
+) -> None:
+    """Raise ``QuotaExceeded`` if one write of ``size`` bytes would cross a limit.
+
+    ``key_versions`` is how many versions the key holds with the write;
+    ``freed_bytes`` and ``pruned`` are what retention removes with it.
+    """
+    checks = (
+        ("max_blob_bytes", 0, size),
+        ("max_bytes", usage.bytes - freed_bytes, size),
+        ("max_records", usage.records - pruned, 1),
+        ("max_keys", usage.keys, 1 if new_key else 0),
+        ("max_versions_per_key", key_versions - pruned - 1, 1),
+    )
+    for limit, used, requested in checks:
+        maximum = getattr(quota, limit)
+        if maximum is not None and requested and used + requested > maximum:
+            raise quota_exceeded(limit, maximum, used, requested, namespace=namespace)
+
+
+class _Rates:
+    """Per-process moving-window rate limits of one adapter."""
+
+    def __init__(self) -> None:
+        from limits import storage, strategies
+
+        self._limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+        self._identity = f"{id(self):x}"
+
+    def hit(self, quota: Quota | None, namespace: str, direction: str) -> None:
+        per_second = None if quota is None else getattr(quota, f"max_{direction}s_per_second")
+        if per_second is None:
+            return
+        from limits import RateLimitItemPerSecond
+
+        item = RateLimitItemPerSecond(per_second)
+        if self._limiter.hit(item, self._identity, namespace, direction):
+            return
+        reset = self._limiter.get_window_stats(item, self._identity, namespace, direction)[0]
+        retry_after = max(0.0, reset - time.time())
+        raise RateLimited(
+            f"namespace {namespace!r}: more than {per_second} {direction}s per second "
+            f"(max_{direction}s_per_second) in this process; retry in {retry_after:.2f} s, "
+            "or raise the limit with store.set_quota()",
+            limit=f"max_{direction}s_per_second",
+            maximum=per_second,
+            usage=per_second,
+            requested=1,
+            retry_after=retry_after,
+        )
+
+
+class _Ledger:
+    """What one process knows of a namespace's usage on a non-exact backend."""
+
+    def __init__(self, usage: Usage) -> None:
+        self.lock = threading.RLock()
+        self.usage = usage
+
+
+_LEDGERS: dict[tuple[str, str], _Ledger] = {}
+_LEDGERS_LOCK = threading.Lock()
+
+
+class QuotaBackend(Backend):
+    """The quota-enforcing adapter: a :class:`Backend` wrapping another one.
+
+    Every store talks to its backend through one of these (design.md,
+    "Layers"). It reads the namespace's persisted quota when asked
+    (:meth:`quota`), counts and refuses writes, and applies retention.
+    """
+
+    def __init__(self, inner: Backend) -> None:
+        self._inner = inner
+        self.capabilities = inner.capabilities
+        self._rates = _Rates()
+        self._quotas: dict[str, Quota | None] = {}
+
+    def __repr__(self) -> str:
+        return repr(self._inner)
+
+    @property
+    def inner(self) -> Backend:
+        """The wrapped backend."""
+        return self._inner
+
+    # Quota bookkeeping.
+
+    def quota(self, namespace: str, *, fresh: bool = False) -> Quota | None:
+        """The namespace's persisted quota (cached; ``fresh`` reads it again)."""
+        if fresh or namespace not in self._quotas:
+            self._quotas[namespace] = self._inner.load_quota(namespace)
+        return self._quotas[namespace]
+
+    def adopt_quota(self, namespace: str, quota: Quota) -> Quota:
+        """Persist ``quota`` unless the namespace already has one; return the stored one."""
+        stored = self._inner.store_quota(namespace, quota, replace=False)
+        self._quotas[namespace] = stored
+        return stored if stored is not None else Quota()
+
+    def set_quota(self, namespace: str, quota: Quota | None) -> None:
+        """Replace the namespace's quota (None or an unlimited Quota removes it)."""
+        if quota is not None and quota.unlimited:
+            quota = None
+        self._inner.store_quota(namespace, quota, replace=True)
+        self._quotas[namespace] = quota
+
+    def _ledger(self, namespace: str) -> _Ledger:
+        identity = (repr(self._inner), namespace)
+        with _LEDGERS_LOCK:
+            ledger = _LEDGERS.get(identity)
+            if ledger is None:
+                ledger = _LEDGERS[identity] = _Ledger(self._inner.usage(namespace))
+            return ledger
+
+    def usage(self, namespace: str) -> Usage:
+        if self.capabilities.exact_quota:
+            return self._inner.usage(namespace)
+        ledger = self._ledger(namespace)
+        with ledger.lock:
+            return ledger.usage
+
+    def recount(self, namespace: str) -> Usage:
+        if self.capabilities.exact_quota:
+            return self._inner.recount(namespace)
+        counted = self._inner.usage(namespace)
+        ledger = self._ledger(namespace)
+        with ledger.lock:
+            drift = _difference(ledger.usage, counted)
+            ledger.usage = counted
+        return msgspec.structs.replace(counted, drift=drift)
+
+    # Writes.
+
+    def put(
+        self,
+        namespace: str,
+        key: str,
+        version: int,
+        blob: bytes,
+        *,
+        kind: str,
+        format_version: int,
+        created_at_us: int,
+        expected_newest: int | None = None,
+    ) -> VersionInfo:
+        quota = self.quota(namespace)
+        self._rates.hit(quota, namespace, "write")
+        arguments: dict[str, Any] = {
+            "kind": kind,
+            "format_version": format_version,
+            "created_at_us": created_at_us,
+            "expected_newest": expected_newest,
+        }
+        if self.capabilities.exact_quota or quota is None:
+            if self.capabilities.exact_quota:
+                return self._inner.put(namespace, key, version, blob, **arguments)
+            ledger = self._ledger(namespace)
+            with ledger.lock:  # keep the ledger exact for a quota set later
+                new_key = not self._inner.head(namespace, key).newest
+                info = self._inner.put(namespace, key, version, blob, **arguments)
+                ledger.usage = _plus(ledger.usage, len(blob), 1, int(new_key))
+                return info
+        return self._guarded_put(namespace, key, version, blob, quota, arguments)
+
+    def _guarded_put(
+        self,
+        namespace: str,
+        key: str,
+        version: int,
+        blob: bytes,
+        quota: Quota,
+        arguments: dict[str, Any],
+    ) -> VersionInfo:
+        ledger = self._ledger(namespace)
+        with ledger.lock:
+            stored = self._inner.versions(namespace, key)
+            doomed: Sequence[VersionInfo] = ()
+            limit = quota.max_versions_per_key
+            if limit is not None and quota.retention == "prune-oldest":
+                doomed = stored[: max(0, len(stored) + 1 - limit)]
+            check_write(
+                quota,
+                ledger.usage,
+                namespace=namespace,
+                size=len(blob),
+                new_key=not stored,
+                key_versions=len(stored) + 1,
+                freed_bytes=sum(info.size for info in doomed),
+                pruned=len(doomed),
+            )
+            info = self._inner.put(namespace, key, version, blob, **arguments)
+            ledger.usage = _plus(ledger.usage, len(blob), 1, int(not stored))
+            if doomed:
+                self._delete_locked(ledger, namespace, key, [d.version for d in doomed])
+            return info
+
+    def delete(self, namespace: str, key: str, versions: Sequence[int] | None = None) -> int:
+        self._rates.hit(self.quota(namespace), namespace, "write")
+        if self.capabilities.exact_quota:
+            return self._inner.delete(namespace, key, versions)
+        ledger = self._ledger(namespace)
+        with ledger.lock:
+            return self._delete_locked(ledger, namespace, key, versions)
+
+    def _delete_locked(
+        self, ledger: _Ledger, namespace: str, key: str, versions: Sequence[int] | None
+    ) -> int:
+        stored = {info.version: info.size for info in self._inner.versions(namespace, key)}
+        count = self._inner.delete(namespace, key, versions)
+        doomed = stored if versions is None else {v: stored.get(v, 0) for v in versions}
+        emptied = versions is None or not set(stored) - set(versions)
+        ledger.usage = _plus(ledger.usage, -sum(doomed.values()), -count, -int(emptied))
+        return count
+
+    # Reads and the rest: straight through (reads count against the read rate).
+
+    def get(
+        self, namespace: str, key: str, version: int | None = None
+    ) -> tuple[VersionInfo, bytes]:
+        self._rates.hit(self.quota(namespace), namespace, "read")
+        return self._inner.get(namespace, key, version)
+
+    def head(self, namespace: str, key: str) -> KeyHead:
+        return self._inner.head(namespace, key)
+
+    def versions(self, namespace: str, key: str) -> list[VersionInfo]:
+        return self._inner.versions(namespace, key)
+
+    def keys(self, namespace: str, prefix: str = "") -> list[str]:
+        return self._inner.keys(namespace, prefix)
+
+    def namespaces(self) -> list[str]:
+        return self._inner.namespaces()
+
+    def iter_namespace(self, namespace: str) -> Iterator[tuple[VersionInfo, bytes]]:
+        return self._inner.iter_namespace(namespace)
+
+    def load_quota(self, namespace: str) -> Quota | None:
+        return self._inner.load_quota(namespace)
+
+    def store_quota(self, namespace: str, quota: Quota | None, *, replace: bool) -> Quota | None:
+        return self._inner.store_quota(namespace, quota, replace=replace)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _plus(usage: Usage, size: int, records: int, keys: int) -> Usage:
+    return Usage(usage.bytes + size, usage.records + records, usage.keys + keys)
+
+
+def _difference(believed: Usage, counted: Usage) -> Usage | None:
+    """``counted - believed``, or None when they agree."""
+    if (believed.bytes, believed.records, believed.keys) == (
+        counted.bytes,
+        counted.records,
+        counted.keys,
+    ):
+        return None
+    return Usage(
+        counted.bytes - believed.bytes,
+        counted.records - believed.records,
+        counted.keys - believed.keys,
+    )
