@@ -43,15 +43,15 @@ _BUILTIN: Mapping[str, tuple[str, str]] = MappingProxyType(
             "gotstate_persist.backends.sql:SQLBackend",
             "pip install 'gotstate-persist[postgres]'",
         ),
-        "file": ("gotstate_persist.backends.objectstore:ObjectStoreBackend", "built in"),
-        "memory": ("gotstate_persist.backends.objectstore:ObjectStoreBackend", "built in"),
+        "file": ("gotstate_persist.backends.catalog:open_object_store", "built in"),
+        "memory": ("gotstate_persist.backends.catalog:open_object_store", "built in"),
         "s3": (
-            "gotstate_persist.backends.objectstore:ObjectStoreBackend",
+            "gotstate_persist.backends.catalog:open_object_store",
             "pip install 'gotstate-persist[s3]'",
         ),
     }
 )
-_OBJECT_STORE = "gotstate_persist.backends.objectstore:ObjectStoreBackend"
+_OBJECT_STORE = "gotstate_persist.backends.catalog:open_object_store"
 _registered: dict[str, BackendFactory] = {}
 _registry_lock = threading.Lock()
 

@@ -26,6 +26,9 @@ records = Table(
     Column("size", BigInteger, nullable=False),
     Column("created_at_us", BigInteger, nullable=False),
     Column("blob", LargeBinary, nullable=False),
+    # Set while a catalog's blob is being written to its object store (the
+    # row reserves the version and its usage); NULL for every readable row.
+    Column("reserved_at_us", BigInteger, nullable=True),
 )
 
 # One row per key ever written. It outlives deletes so that version numbers

@@ -130,6 +130,9 @@ _APPEND_ONE = (
     ":created_at_us, CASE WHEN EXISTS (SELECT 1 FROM charge) THEN :blob END FROM bump"
 )
 _INFO = 'SELECT "key", version, kind, format_version, size, created_at_us'
+# Rows a reader may see: a catalog's reservation (a blob still being written
+# to the object store) is counted in usage but not listed or read.
+_STORED = " AND reserved_at_us IS NULL"
 # Where keys and namespaces are compared or sorted. Replaced by the dialect's
 # byte-order collation (nothing on SQLite, whose default is already binary).
 _BYTES = " <byte-order>"
@@ -192,29 +195,48 @@ _SQL = {
     ),
     "insert": (
         f'INSERT INTO {_R} (namespace, "key", version, kind, format_version, size, '
-        "created_at_us, blob) VALUES (:ns, :key, :version, :kind, :format_version, :size, "
-        ":created_at_us, :blob)"
+        "created_at_us, blob, reserved_at_us) VALUES (:ns, :key, :version, :kind, "
+        ":format_version, :size, :created_at_us, :blob, :reserved_at_us)"
     ),
     "newest": (
-        f'{_INFO}, blob FROM {_R} WHERE namespace = :ns AND "key" = :key '
+        f'{_INFO}, blob FROM {_R} WHERE namespace = :ns AND "key" = :key{_STORED} '
         "ORDER BY version DESC LIMIT 1"
     ),
-    "one": f'{_INFO}, blob FROM {_R} WHERE namespace = :ns AND "key" = :key AND version = :version',
-    "versions": f'{_INFO} FROM {_R} WHERE namespace = :ns AND "key" = :key ORDER BY version',
+    "one": (
+        f'{_INFO}, blob FROM {_R} WHERE namespace = :ns AND "key" = :key '
+        f"AND version = :version{_STORED}"
+    ),
+    "versions": (
+        f'{_INFO} FROM {_R} WHERE namespace = :ns AND "key" = :key{_STORED} ORDER BY version'
+    ),
+    # A catalog's reservations (see SQLBackend.reserve).
+    "confirm": (
+        f"UPDATE {_R} SET reserved_at_us = NULL WHERE namespace = :ns "
+        'AND "key" = :key AND version = :version AND reserved_at_us IS NOT NULL'
+    ),
+    "stale": (
+        f'SELECT "key", version FROM {_R} WHERE namespace = :ns '
+        "AND reserved_at_us IS NOT NULL AND reserved_at_us < :cutoff"
+    ),
+    "rows": f'SELECT "key", version FROM {_R} WHERE namespace = :ns',
     "head_locked": (
         f'SELECT last_version, newest, kind FROM {_K} WHERE namespace = :ns AND "key" = :key{_LOCK}'
     ),
     "keys": (
-        f'SELECT DISTINCT "key"{_BYTES} FROM {_R} WHERE namespace = :ns ORDER BY "key"{_BYTES}'
+        f'SELECT DISTINCT "key"{_BYTES} FROM {_R} WHERE namespace = :ns{_STORED} '
+        f'ORDER BY "key"{_BYTES}'
     ),
     # A range on the primary key instead of LIKE: LIKE is case-insensitive on
     # SQLite and would need escaping of % and _.
     "keys_prefix": (
-        f'SELECT DISTINCT "key"{_BYTES} FROM {_R} WHERE namespace = :ns '
+        f'SELECT DISTINCT "key"{_BYTES} FROM {_R} WHERE namespace = :ns{_STORED} '
         f'AND "key"{_BYTES} >= :prefix AND substr("key", 1, :length) = :prefix '
         f'ORDER BY "key"{_BYTES}'
     ),
-    "namespaces": f"SELECT DISTINCT namespace{_BYTES} FROM {_R} ORDER BY namespace{_BYTES}",
+    "namespaces": (
+        f"SELECT DISTINCT namespace{_BYTES} FROM {_R} WHERE reserved_at_us IS NULL "
+        f"ORDER BY namespace{_BYTES}"
+    ),
     "delete_one": f'DELETE FROM {_R} WHERE namespace = :ns AND "key" = :key AND version = :version',
     "set_newest": (
         f"UPDATE {_K} SET newest = :newest, kind = :kind, versions = :versions "
@@ -641,12 +663,18 @@ class SQLBackend(Backend):
             "size": len(blob),
             "created_at_us": micros,
             "blob": blob,
+            "reserved_at_us": None,
         }
-        if self._append_in_one is not None and self._append_in_one(params):
-            return VersionInfo(key, version, kind, format_version, len(blob), micros)
+        if self._append_in_one is None or not self._append_in_one(params):
+            self._append(params)
+        return VersionInfo(key, version, kind, format_version, len(blob), micros)
+
+    def _append(self, params: dict[str, Any]) -> list[int]:
+        """The transactional append; returns the versions retention pruned."""
+        namespace, key, expected_newest = params["ns"], params["key"], params["expected"]
         bump = self._sql["bump" if expected_newest is None else "bump_expected"]
 
-        def append(conn: Any) -> None:
+        def append(conn: Any) -> list[int]:
             bumped = conn.execute(bump, params).fetchall()
             if bumped:
                 key_versions = int(bumped[0][0])
@@ -656,14 +684,67 @@ class SQLBackend(Backend):
                     conn.execute(self._sql["new_key"], params)  # a racing creator -> conflict
                     key_versions = 1
                 else:
-                    self._explain_refusal(conn, namespace, key, version, kind, expected_newest)
-            self._charge(conn, params, key_versions)
+                    self._explain_refusal(
+                        conn, namespace, key, params["version"], params["kind"], expected_newest
+                    )
+            pruned = self._charge(conn, params, key_versions)
             conn.execute(self._sql["insert"], params)
+            return pruned
 
-        self._transaction(append)
-        return VersionInfo(key, version, kind, format_version, len(blob), micros)
+        return self._transaction(append)
 
-    def _charge(self, conn: Any, params: dict[str, Any], key_versions: int) -> None:
+    # A catalog's side (backends.catalog): the row reserves the version and its
+    # usage before the blob is written elsewhere, and is confirmed after.
+
+    def reserve(
+        self,
+        namespace: str,
+        key: str,
+        version: int,
+        *,
+        size: int,
+        kind: str,
+        format_version: int,
+        created_at_us: int,
+        expected_newest: int | None,
+        reserved_at_us: int,
+    ) -> list[int]:
+        """Append an unreadable row for a blob stored elsewhere; return pruned versions."""
+        return self._append(
+            {
+                "ns": namespace,
+                "key": key,
+                "version": version,
+                "kind": kind,
+                "expected": expected_newest,
+                "format_version": format_version,
+                "size": size,
+                "created_at_us": created_at_us,
+                "blob": b"",
+                "reserved_at_us": reserved_at_us,
+            }
+        )
+
+    def confirm(self, namespace: str, key: str, version: int) -> bool:
+        """Make a reserved row readable; False if it is gone (deleted or swept meanwhile)."""
+        params = {"ns": namespace, "key": key, "version": version}
+        return bool(
+            self._transaction(lambda conn: conn.execute(self._sql["confirm"], params).rowcount)
+        )
+
+    def stale_reservations(self, namespace: str, cutoff_us: int) -> list[tuple[str, int]]:
+        """``(key, version)`` of reservations made before ``cutoff_us``."""
+        with self._read() as conn:
+            rows = conn.execute(self._sql["stale"], {"ns": namespace, "cutoff": cutoff_us})
+            return [(str(key), int(version)) for key, version in rows.fetchall()]
+
+    def row_versions(self, namespace: str) -> set[tuple[str, int]]:
+        """``(key, version)`` of every row of ``namespace``, reservations included."""
+        with self._read() as conn:
+            rows = conn.execute(self._sql["rows"], {"ns": namespace}).fetchall()
+        return {(str(key), int(version)) for key, version in rows}
+
+    def _charge(self, conn: Any, params: dict[str, Any], key_versions: int) -> list[int]:
         """Count one write against its namespace, pruning first if retention says so.
 
         Runs inside the write's transaction after the key's row was bumped
@@ -677,6 +758,7 @@ class SQLBackend(Backend):
             retention = [(None, "reject")]
         most, policy = retention[0]
         pruned = freed = 0
+        doomed: list[tuple[int, int]] = []
         if most is not None and policy == "prune-oldest" and key_versions > most:
             target = {"ns": params["ns"], "key": params["key"]}
             doomed = conn.execute(
@@ -696,7 +778,7 @@ class SQLBackend(Backend):
             "key_versions": key_versions - pruned,
         }
         if conn.execute(self._sql["charge"], charge).rowcount == 1:
-            return
+            return [int(version) for version, _size in doomed]
         # Refused: say which limit, from the same row the update looked at.
         row = conn.execute(self._sql["limits"], names).fetchone()
         check_write(
@@ -827,9 +909,15 @@ class SQLBackend(Backend):
         return [row[0] for row in rows]
 
     def delete(self, namespace: str, key: str, versions: Sequence[int] | None = None) -> int:
+        return len(self.delete_rows(namespace, key, versions))
+
+    def delete_rows(
+        self, namespace: str, key: str, versions: Sequence[int] | None = None
+    ) -> list[int]:
+        """``delete``, returning the deleted versions (reservations included, for a catalog)."""
         params: dict[str, Any] = {"ns": namespace, "key": key}
 
-        def remove(conn: Any) -> int:
+        def remove(conn: Any) -> list[int]:
             # Lock the key's bookkeeping row first (SQLite: already locked by
             # BEGIN IMMEDIATE), so that no append commits between listing the
             # stored versions and recording the new newest one.
@@ -864,7 +952,7 @@ class SQLBackend(Backend):
                     "keys": 0 if remaining else 1,
                 },
             )
-            return len(doomed)
+            return sorted(doomed)
 
         return self._transaction(remove)
 

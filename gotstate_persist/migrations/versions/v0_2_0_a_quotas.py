@@ -1,4 +1,4 @@
-"""Usage counters and quotas per namespace; a stored-version count per key.
+"""Usage counters and quotas per namespace, stored-version counts, catalog reservations.
 
 Revision ID: v0.2.0.a
 Revises: v0.1.0.a
@@ -21,6 +21,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("gotstate_persist_records") as batch:
+        batch.add_column(sa.Column("reserved_at_us", sa.BigInteger, nullable=True))
     with op.batch_alter_table("gotstate_persist_keys") as batch:
         batch.add_column(
             sa.Column("versions", sa.BigInteger, nullable=False, server_default=sa.text("0"))
@@ -56,3 +58,5 @@ def downgrade() -> None:
     op.drop_table("gotstate_persist_namespaces")
     with op.batch_alter_table("gotstate_persist_keys") as batch:
         batch.drop_column("versions")
+    with op.batch_alter_table("gotstate_persist_records") as batch:
+        batch.drop_column("reserved_at_us")

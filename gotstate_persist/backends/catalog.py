@@ -1,0 +1,280 @@
+"""Object stores with a SQL catalog: blobs in the object store, bookkeeping in SQL.
+
+``open_store("s3://bucket/prefix", catalog="postgresql://...")`` (or any
+object-store URL, and ``sqlite:///...`` for the catalog) keeps each sealed blob
+as one object, verbatim, and everything else — versions, kinds, sizes, usage
+counters and the quota — as rows of the catalog database, which is a normal
+gotstate-persist SQL schema (the same alembic revisions). Limits are then
+exact across processes, as on the SQL backend, and a write needs no listing.
+
+A write runs in three steps:
+
+1. **reserve** (one catalog transaction): the version number's
+   compare-and-set, the usage charge within the quota (pruning by retention)
+   and a row marked as reserved, so the bytes are counted *before* they exist;
+2. **create** the object ``<namespace>/<key>/o<version>`` exclusively (the
+   catalog already made the number unique; exclusive create guards against a
+   second catalog pointed at the same objects);
+3. **confirm**: the row becomes readable.
+
+A writer that fails at step 2 withdraws its reservation. A writer killed
+between the steps leaves a reservation whose bytes stay counted until a sweep
+(``usage(recount=True)`` or ``gotstate-persist gc``) withdraws it once it is
+older than :data:`STALE_RESERVATION_SECONDS`, removing its object if it got
+that far. Deletes remove rows first and objects after, so a crash leaves only
+objects without a row: orphans, which the sweep removes. Readers never see a
+reserved row, so they never read an object that is not complete.
+
+The catalog's object names are deterministic (the version number alone), so
+a known version is read with one request, and a prefix used with a catalog
+must not also be used without one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import suppress
+from typing import Any
+
+from ..errors import BackendError, InvalidArgument, NotFound, VersionConflict
+from ..quota import Quota
+from ._objectnames import (
+    check_put_arguments,
+    decode_key_path,
+    key_components,
+    namespace_components,
+)
+from .base import Backend, Capabilities, KeyHead, Usage, VersionInfo
+from .objectstore import ObjectStoreBackend
+from .sql import SQLBackend
+
+__all__ = ["STALE_RESERVATION_SECONDS", "CatalogBackend", "open_object_store"]
+
+logger = logging.getLogger(__name__)
+
+#: A reservation older than this belongs to a writer that died: a live writer
+#: holds one for a single object upload.
+STALE_RESERVATION_SECONDS = 15 * 60
+_OBJECT_PREFIX = "o"
+_OBJECT_DIGITS = 19  # every positive int64
+
+
+def open_object_store(
+    url: str,
+    *,
+    catalog: str | None = None,
+    catalog_options: dict[str, Any] | None = None,
+    upgrade: bool = False,
+    **options: Any,
+) -> Backend:
+    """The factory for object-store URLs: plain, or with a SQL ``catalog``."""
+    if catalog is None:
+        if catalog_options is not None:
+            raise InvalidArgument("catalog_options needs catalog=URL")
+        return ObjectStoreBackend(url, upgrade=upgrade, **options)
+    if not isinstance(catalog, str):
+        raise InvalidArgument("catalog must be a SQL URL such as 'sqlite:///catalog.db'")
+    return CatalogBackend(
+        url, catalog=catalog, catalog_options=catalog_options, upgrade=upgrade, **options
+    )
+
+
+class CatalogBackend(Backend):
+    """An object store for the blobs and a SQL database for the rest (module docstring)."""
+
+    capabilities = Capabilities(
+        transactions=False, list_is_consistent=True, cross_process=True, exact_quota=True
+    )
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        catalog: str,
+        catalog_options: dict[str, Any] | None = None,
+        upgrade: bool = False,
+        **options: Any,
+    ) -> None:
+        self._catalog = SQLBackend(catalog, upgrade=upgrade, **(catalog_options or {}))
+        try:
+            self._store = ObjectStoreBackend(url, **options)
+        except BaseException:
+            self._catalog.close()
+            raise
+        self._objects = self._store._objects
+
+    def __repr__(self) -> str:
+        return f"CatalogBackend({self._store!r}, catalog={self._catalog!r})"
+
+    def _object(self, namespace: str, key: str, version: int) -> str:
+        components = [*namespace_components(namespace), *key_components(key)]
+        return self._store._path([*components, f"{_OBJECT_PREFIX}{version:0{_OBJECT_DIGITS}d}"])
+
+    def _remove_objects(self, namespace: str, key: str, versions: Sequence[int]) -> None:
+        """Best effort: an object left behind is an orphan, which a sweep removes."""
+        if not versions:
+            return
+        paths = [self._object(namespace, key, version) for version in versions]
+        try:
+            with self._store._guard("removing objects"):
+                self._objects.remove(paths)
+        except BackendError as exc:
+            logger.warning("left %d orphan object(s) for a later gc: %s", len(paths), exc)
+
+    # Writes.
+
+    def put(
+        self,
+        namespace: str,
+        key: str,
+        version: int,
+        blob: bytes,
+        *,
+        kind: str,
+        format_version: int,
+        created_at_us: int,
+        expected_newest: int | None = None,
+    ) -> VersionInfo:
+        check_put_arguments(version, kind, format_version, created_at_us)
+        pruned = self._catalog.reserve(
+            namespace,
+            key,
+            version,
+            size=len(blob),
+            kind=kind,
+            format_version=format_version,
+            created_at_us=created_at_us,
+            expected_newest=expected_newest,
+            reserved_at_us=time.time_ns() // 1000,
+        )
+        path = self._object(namespace, key, version)
+        try:
+            with self._store._guard("writing a version"):
+                self._objects.create(path, blob)
+        except BaseException as exc:
+            self._withdraw(namespace, key, version)
+            if isinstance(exc, FileExistsError):
+                raise BackendError(
+                    f"an object for version {version} of key {key!r} already exists although "
+                    "the catalog never held it: is another catalog pointed at the same "
+                    "prefix? Nothing was saved."
+                ) from None
+            raise
+        if not self._catalog.confirm(namespace, key, version):
+            self._remove_objects(namespace, key, [version])
+            raise VersionConflict(
+                f"key {key!r} was deleted while version {version} was being saved; retry the save",
+                expected=version - 1,
+            )
+        self._remove_objects(namespace, key, pruned)
+        return VersionInfo(key, version, kind, format_version, len(blob), created_at_us)
+
+    def _withdraw(self, namespace: str, key: str, version: int) -> None:
+        """Take back a reservation whose object was not written (best effort)."""
+        try:
+            self._catalog.delete_rows(namespace, key, [version])
+        except NotFound:
+            pass  # deleted or swept meanwhile
+        except BackendError as exc:
+            logger.warning(
+                "could not withdraw the reservation of version %d of %r (a sweep will): %s",
+                version,
+                key,
+                exc,
+            )
+
+    def delete(self, namespace: str, key: str, versions: Sequence[int] | None = None) -> int:
+        removed = self._catalog.delete_rows(namespace, key, versions)
+        self._remove_objects(namespace, key, removed)
+        return len(removed)
+
+    # Reads: the catalog says what exists, one request fetches it.
+
+    def get(
+        self, namespace: str, key: str, version: int | None = None
+    ) -> tuple[VersionInfo, bytes]:
+        info, _empty = self._catalog.get(namespace, key, version)
+        with self._store._guard("reading a version"):
+            try:
+                blob = self._objects.read(self._object(namespace, key, info.version))
+            except FileNotFoundError:
+                raise NotFound(
+                    f"version {info.version} of key {key!r} was deleted while being read, or "
+                    "its object was removed outside gotstate-persist"
+                ) from None
+        return info, blob
+
+    def head(self, namespace: str, key: str) -> KeyHead:
+        return self._catalog.head(namespace, key)
+
+    def versions(self, namespace: str, key: str) -> list[VersionInfo]:
+        return self._catalog.versions(namespace, key)
+
+    def keys(self, namespace: str, prefix: str = "") -> list[str]:
+        return self._catalog.keys(namespace, prefix)
+
+    def namespaces(self) -> list[str]:
+        return self._catalog.namespaces()
+
+    # Usage, quota and the sweep.
+
+    def usage(self, namespace: str) -> Usage:
+        return self._catalog.usage(namespace)
+
+    def recount(self, namespace: str) -> Usage:
+        self.sweep(namespace)
+        return self._catalog.recount(namespace)
+
+    def sweep(self, namespace: str, *, older_than_s: float = STALE_RESERVATION_SECONDS) -> int:
+        """Withdraw stale reservations and remove orphan objects; return how many went."""
+        cutoff = time.time_ns() // 1000 - int(older_than_s * 1_000_000)
+        swept = 0
+        for key, version in self._catalog.stale_reservations(namespace, cutoff):
+            with suppress(NotFound):
+                self._catalog.delete_rows(namespace, key, [version])
+                self._remove_objects(namespace, key, [version])
+                swept += 1
+        rows = self._catalog.row_versions(namespace)
+        top = self._store._path(namespace_components(namespace))
+        orphans: dict[str, list[int]] = {}
+        with self._store._guard("listing objects"):
+            for components, _size in self._objects.walk(top, sizes=False):
+                found = _parse_object(components)
+                if found is not None and found not in rows:
+                    orphans.setdefault(found[0], []).append(found[1])
+        for key, versions in orphans.items():
+            self._remove_objects(namespace, key, versions)
+            swept += len(versions)
+        if swept:
+            logger.info("namespace %r: swept %d reservation(s) and orphan(s)", namespace, swept)
+        return swept
+
+    def load_quota(self, namespace: str) -> Quota | None:
+        return self._catalog.load_quota(namespace)
+
+    def store_quota(self, namespace: str, quota: Quota | None, *, replace: bool) -> Quota | None:
+        return self._catalog.store_quota(namespace, quota, replace=replace)
+
+    def close(self) -> None:
+        try:
+            self._store.close()
+        finally:
+            self._catalog.close()
+
+
+def _parse_object(components: Sequence[str]) -> tuple[str, int] | None:
+    """``(key, version)`` of a catalog object path below its namespace, or None."""
+    name = components[-1] if components else ""
+    digits = name[len(_OBJECT_PREFIX) :]
+    if not (
+        name.startswith(_OBJECT_PREFIX)
+        and len(digits) == _OBJECT_DIGITS
+        and digits.isascii()
+        and digits.isdigit()
+    ):
+        return None
+    decoded = decode_key_path(components)
+    version = int(digits)
+    return None if decoded is None or version < 1 else (decoded[0], version)

@@ -1,0 +1,237 @@
+"""Object stores with a SQL catalog: the conformance suite, crash recovery, exact quotas."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import gotstate_persist as gp
+from gotstate_persist.backends import Backend, Usage, open_backend
+from gotstate_persist.backends.catalog import CatalogBackend
+from gotstate_persist.testing import BackendTests
+
+NS = "ns"
+KIND = "test.kind"
+UrlAndOptions = tuple[str, dict[str, Any]]
+
+
+class TestFilesWithSQLiteCatalog(BackendTests):
+    @pytest.fixture
+    def backend_url(self, tmp_path: Path) -> UrlAndOptions:
+        return f"file://{tmp_path / 'blobs'}", {"catalog": f"sqlite:///{tmp_path / 'cat.db'}"}
+
+    @pytest.fixture
+    def backend(self, backend_url: UrlAndOptions) -> Iterator[Backend]:
+        url, options = backend_url
+        with open_backend(url, **options) as opened:
+            yield opened
+
+
+class TestS3WithPostgresCatalog(BackendTests):
+    @pytest.fixture
+    def backend_url(self, s3_url: UrlAndOptions, pg_url: str) -> UrlAndOptions:
+        url, options = s3_url
+        return url, {**options, "catalog": pg_url}
+
+    @pytest.fixture
+    def backend(self, backend_url: UrlAndOptions) -> Iterator[Backend]:
+        url, options = backend_url
+        with open_backend(url, **options) as opened:
+            yield opened
+
+
+@pytest.fixture(params=["files+sqlite", "s3+sqlite"])
+def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> UrlAndOptions:
+    catalog = f"sqlite:///{tmp_path / 'cat.db'}"
+    if request.param == "files+sqlite":
+        return f"file://{tmp_path / 'blobs'}", {"catalog": catalog}
+    url, options = request.getfixturevalue("s3_url")
+    return url, {**options, "catalog": catalog}
+
+
+def _put(backend: Backend, key: str, version: int, blob: bytes) -> None:
+    backend.put(NS, key, version, blob, kind=KIND, format_version=1, created_at_us=1)
+
+
+def _objects(backend: CatalogBackend) -> list[str]:
+    top = backend._store._path([])
+    return sorted("/".join(c) for c, _ in backend._objects.walk(top, sizes=False))
+
+
+def test_reads_see_only_confirmed_versions(catalog_url: UrlAndOptions) -> None:
+    url, options = catalog_url
+    with open_backend(url, **options) as backend:
+        assert isinstance(backend, CatalogBackend)
+        _put(backend, "k", 1, b"one")
+        # A writer that reserved version 2 and has not written its object yet.
+        backend._catalog.reserve(
+            NS,
+            "k",
+            2,
+            size=3,
+            kind=KIND,
+            format_version=1,
+            created_at_us=1,
+            expected_newest=None,
+            reserved_at_us=1,
+        )
+        assert backend.get(NS, "k")[1] == b"one"
+        assert [i.version for i in backend.versions(NS, "k")] == [1]
+        with pytest.raises(gp.NotFound):
+            backend.get(NS, "k", 2)
+        assert backend.usage(NS) == Usage(6, 2, 1)  # the reservation is counted
+        with pytest.raises(gp.VersionConflict):
+            _put(backend, "k", 2, b"two")  # the number is taken
+
+
+def test_sweep_withdraws_stale_reservations_and_removes_orphans(
+    catalog_url: UrlAndOptions,
+) -> None:
+    url, options = catalog_url
+    with open_backend(url, **options) as backend:
+        assert isinstance(backend, CatalogBackend)
+        _put(backend, "k", 1, b"one")
+        # Killed after reserving and writing: a stale reservation with its object.
+        backend._catalog.reserve(
+            NS, "k", 2, size=3, kind=KIND, format_version=1, created_at_us=1,
+            expected_newest=None, reserved_at_us=1,
+        )  # fmt: skip
+        backend._objects.create(backend._object(NS, "k", 2), b"two")
+        # Killed after deleting rows, before removing the object: an orphan.
+        backend._objects.create(backend._object(NS, "gone", 5), b"orphan")
+        # A fresh reservation belongs to a live writer: kept.
+        backend._catalog.reserve(
+            NS, "live", 1, size=4, kind=KIND, format_version=1, created_at_us=1,
+            expected_newest=None, reserved_at_us=2**62,
+        )  # fmt: skip
+        before = _objects(backend)
+        assert len(before) == 3
+        assert backend.sweep(NS) == 2
+        after = _objects(backend)
+        assert len(after) == 1 and after[0].endswith("o" + "1".zfill(19))
+        usage = backend.usage(NS)
+        assert usage == Usage(3 + 4, 2, 2)
+        recounted = backend.recount(NS)
+        assert recounted.drift is None and recounted == usage
+        assert backend.head(NS, "k").last_version == 2  # never reused
+        _put(backend, "k", 3, b"three")
+        assert backend.get(NS, "k")[1] == b"three"
+
+
+def test_failed_object_write_withdraws_the_reservation(tmp_path: Path) -> None:
+    root = tmp_path / "blobs"
+    with open_backend(f"file://{root}", catalog=f"sqlite:///{tmp_path / 'c.db'}") as backend:
+        _put(backend, "k", 1, b"one")
+        directory = next(p for p in root.rglob("*") if p.is_file()).parent
+        os.chmod(directory, 0o500)
+        try:
+            if os.geteuid() == 0:
+                # root ignores permissions: make the next object's name a directory instead
+                os.chmod(directory, 0o700)
+                assert isinstance(backend, CatalogBackend)
+                os.mkdir(backend._object(NS, "k", 2))
+            with pytest.raises(gp.BackendError):
+                _put(backend, "k", 2, b"two")
+        finally:
+            os.chmod(directory, 0o700)
+        assert backend.usage(NS) == Usage(3, 1, 1)
+        assert [i.version for i in backend.versions(NS, "k")] == [1]
+
+
+def _write_forever(url: str, options: dict[str, Any], ready: Any) -> None:
+    with open_backend(url, **options) as backend:
+        version = 0
+        while True:
+            version += 1
+            _put(backend, "k", version, os.urandom(2000))
+            if version == 3:
+                ready.set()
+
+
+def test_writer_killed_mid_write_leaks_no_usage(catalog_url: UrlAndOptions) -> None:
+    url, options = catalog_url
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    child = context.Process(target=_write_forever, args=(url, options, ready))
+    child.start()
+    try:
+        assert ready.wait(60)
+    finally:
+        os.kill(child.pid or 0, signal.SIGKILL)
+        child.join(30)
+    with open_backend(url, **options) as backend:
+        assert isinstance(backend, CatalogBackend)
+        backend.sweep(NS, older_than_s=0)  # the writer is dead: nothing is live
+        recounted = backend.recount(NS)
+        stored = backend.versions(NS, "k")
+        assert recounted == Usage(sum(i.size for i in stored), len(stored), 1)
+        objects = _objects(backend)
+        assert len(objects) == len(stored)  # no orphan, no missing object
+        for info in stored:
+            assert len(backend.get(NS, "k", info.version)[1]) == info.size
+
+
+def _save_until_refused(url: str, options: dict[str, Any], worker: int, gate: Any) -> None:
+    with open_backend(url, **options) as backend:
+        gate.wait()
+        for version in range(1, 200):
+            try:
+                _put(backend, f"w{worker}", version, os.urandom(1000))
+            except gp.QuotaExceeded:
+                return
+
+
+def test_racing_processes_never_exceed_a_byte_limit(catalog_url: UrlAndOptions) -> None:
+    url, options = catalog_url
+    limit = 23_500
+    with open_backend(url, **options) as backend:
+        backend.store_quota(NS, gp.Quota(max_bytes=limit), replace=True)
+    context = multiprocessing.get_context("spawn")
+    gate = context.Barrier(4)
+    workers = [
+        context.Process(target=_save_until_refused, args=(url, options, w, gate)) for w in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+        assert worker.exitcode == 0
+    with open_backend(url, **options) as backend:
+        usage = backend.usage(NS)
+        assert usage.bytes == 23_000  # as many 1,000-byte blobs as fit, not one more
+        assert backend.recount(NS) == usage
+        stored = sum(i.size for k in backend.keys(NS) for i in backend.versions(NS, k))
+        assert stored == usage.bytes
+
+
+def test_store_with_catalog_round_trip(tmp_path: Path) -> None:
+    keys = gp.KeyRing.generate()
+    url = f"file://{tmp_path / 'blobs'}"
+    catalog = f"sqlite:///{tmp_path / 'cat.db'}"
+    quota = gp.Quota(max_versions_per_key=2, retention="prune-oldest")
+    from order_workflow import build_order_machine
+
+    machine = build_order_machine()
+    machine.start()
+    with gp.open_store(url, namespace="orders", keyring=keys, catalog=catalog, quota=quota) as s:
+        for _ in range(4):
+            s.save_machine("m", machine)
+        assert [r.version for r in s.versions("m")] == [3, 4]
+        assert s.usage(recount=True).drift is None
+    assert sum(1 for p in (tmp_path / "blobs").rglob("*") if p.is_file()) == 2
+    with gp.open_store(url, namespace="orders", keyring=keys, catalog=catalog) as s:
+        assert s.quota == quota
+        s.restore_machine("m", build_order_machine())
+
+
+def test_catalog_options_need_a_catalog(tmp_path: Path) -> None:
+    with pytest.raises(gp.InvalidArgument, match="catalog"):
+        open_backend(f"file://{tmp_path}", catalog_options={"busy_timeout_ms": 5})
+    with pytest.raises(gp.InvalidArgument, match="catalog"):
+        open_backend(f"file://{tmp_path}", catalog=5)
