@@ -312,6 +312,10 @@ class Bench:
                 print(f"    by {order}:\n    ncalls" + body.replace("\n", "\n    "))
 
 
+Compared = tuple[str, str, Writer]
+ComparedRead = tuple[str, str, Callable[[str, int], bytes]]
+
+
 def put_into(backend: Backend) -> Writer:
     def write(key: str, version: int, blob: bytes) -> None:
         backend.put(NS, key, version, blob, kind=KIND, format_version=1, created_at_us=NOW_US)
@@ -655,31 +659,52 @@ def bench_s3(bench: Bench) -> None:
         for bucket in ("gsp-bench-raw", "gsp-bench-ours", "gsp-bench-e2e"):
             client.create_bucket(Bucket=bucket)
         fs = s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False, **options)
-        raw_root = "gsp-bench-raw/state"
 
-        def raw_write(key: str, version: int, blob: bytes) -> None:
-            fs.pipe_file(f"{raw_root}/{key}/v{version:010d}", blob, mode="create")
+        def raw_clients(root: str) -> tuple[list[Compared], list[ComparedRead]]:
+            """Raw s3fs writes and reads under their own ``root``, like ours."""
 
-        def raw_get(key: str, version: int) -> bytes:
-            return bytes(fs.cat_file(f"{raw_root}/{key}/v{version:010d}"))
+            def raw_write(key: str, version: int, blob: bytes) -> None:
+                fs.pipe_file(f"{root}/{key}/v{version:010d}", blob, mode="create")
 
-        def raw_list_get(key: str, _version: int) -> bytes:
-            newest = max(fs.ls(f"{raw_root}/{key}", detail=False))
-            return bytes(fs.cat_file(newest))
+            def raw_get(key: str, version: int) -> bytes:
+                return bytes(fs.cat_file(f"{root}/{key}/v{version:010d}"))
 
-        ours = open_backend("s3://gsp-bench-ours/state", **options)
-        try:
-            writes = [("write", "s3fs pipe_file(mode='create')", raw_write)]
-            written = bench.compare_writes("s3", writes, ours, 30)
-            reads = [
+            def raw_list_get(key: str, _version: int) -> bytes:
+                newest = max(fs.ls(f"{root}/{key}", detail=False))
+                return bytes(fs.cat_file(newest))
+
+            writes: list[Compared] = [("write", "s3fs pipe_file(mode='create')", raw_write)]
+            reads: list[ComparedRead] = [
                 ("read", "s3fs cat_file of known name", raw_get),
                 ("read (raw: ls)", "s3fs ls + cat_file newest", raw_list_get),
             ]
+            return writes, reads
+
+        writes, reads = raw_clients("gsp-bench-raw/state")
+        ours = open_backend("s3://gsp-bench-ours/state", **options)
+        try:
+            written = bench.compare_writes("s3", writes, ours, 30)
             bench.compare_reads("s3", reads, ours, 60, written)
             bench.profile_slow("s3")
         finally:
             ours.close()
         bench.end_to_end("s3", "s3://gsp-bench-e2e/state", 10, None, **options)
+        # The same bucket layout question answered by a catalog: versions and
+        # usage in SQLite, one request per blob.
+        for bucket in ("gsp-bench-catalog", "gsp-bench-catalog-e2e"):
+            client.create_bucket(Bucket=bucket)
+        writes, reads = raw_clients("gsp-bench-raw/catalog")
+        with tempfile.TemporaryDirectory(prefix="gsp-bench-catalog-") as where:
+            catalog = {**options, "catalog": f"sqlite:///{where}/catalog.db"}
+            ours = open_backend("s3://gsp-bench-catalog/state", **catalog)
+            try:
+                written = bench.compare_writes("s3+catalog", writes, ours, 30)
+                bench.compare_reads("s3+catalog", reads, ours, 60, written)
+                bench.profile_slow("s3+catalog")
+            finally:
+                ours.close()
+            catalog["catalog"] = f"sqlite:///{where}/e2e.db"
+            bench.end_to_end("s3+catalog", "s3://gsp-bench-catalog-e2e/state", 10, None, **catalog)
 
 
 # memory://

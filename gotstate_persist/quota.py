@@ -123,16 +123,19 @@ def check_write(
     ``key_versions`` is how many versions the key holds with the write;
     ``freed_bytes`` and ``pruned`` are what retention removes with it.
     """
+    # (limit, in use, needed on top). A limit binds only a write that needs more
+    # of it, net of what retention frees; the SQL backend's conditional update
+    # (backends.sql._WITHIN_LIMITS) states the same rules.
     checks = (
         ("max_blob_bytes", 0, size),
-        ("max_bytes", usage.bytes - freed_bytes, size),
-        ("max_records", usage.records - pruned, 1),
+        ("max_bytes", usage.bytes, size - freed_bytes),
+        ("max_records", usage.records, 1 - pruned),
         ("max_keys", usage.keys, 1 if new_key else 0),
         ("max_versions_per_key", key_versions - pruned - 1, 1),
     )
     for limit, used, requested in checks:
         maximum = getattr(quota, limit)
-        if maximum is not None and requested and used + requested > maximum:
+        if maximum is not None and requested > 0 and used + requested > maximum:
             raise quota_exceeded(limit, maximum, used, requested, namespace=namespace)
 
 
@@ -241,7 +244,7 @@ class QuotaBackend(Backend):
     def recount(self, namespace: str) -> Usage:
         if self.capabilities.exact_quota:
             return self._inner.recount(namespace)
-        counted = self._inner.usage(namespace)
+        counted = self._inner.recount(namespace)
         ledger = self._ledger(namespace)
         with ledger.lock:
             drift = _difference(ledger.usage, counted)

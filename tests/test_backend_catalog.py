@@ -90,7 +90,7 @@ def test_reads_see_only_confirmed_versions(catalog_url: UrlAndOptions) -> None:
             _put(backend, "k", 2, b"two")  # the number is taken
 
 
-def test_sweep_withdraws_stale_reservations_and_removes_orphans(
+def test_sweep_settles_stale_reservations_and_removes_orphans(
     catalog_url: UrlAndOptions,
 ) -> None:
     url, options = catalog_url
@@ -110,18 +110,25 @@ def test_sweep_withdraws_stale_reservations_and_removes_orphans(
             NS, "live", 1, size=4, kind=KIND, format_version=1, created_at_us=1,
             expected_newest=None, reserved_at_us=2**62,
         )  # fmt: skip
+        # Killed after reserving, before writing: a stale reservation alone.
+        backend._catalog.reserve(
+            NS, "k", 3, size=5, kind=KIND, format_version=1, created_at_us=1,
+            expected_newest=None, reserved_at_us=1,
+        )  # fmt: skip
         before = _objects(backend)
         assert len(before) == 3
-        assert backend.sweep(NS) == 2
+        assert backend.sweep(NS) == 2  # the orphan and the reservation without object
         after = _objects(backend)
-        assert len(after) == 1 and after[0].endswith("o" + "1".zfill(19))
+        assert [name[-20:] for name in after] == ["o" + "1".zfill(19), "o" + "2".zfill(19)]
+        assert [i.version for i in backend.versions(NS, "k")] == [1, 2]  # 2 confirmed
+        assert backend.get(NS, "k")[1] == b"two"
         usage = backend.usage(NS)
-        assert usage == Usage(3 + 4, 2, 2)
+        assert usage == Usage(3 + 3 + 4, 3, 2)  # the live writer's bytes stay counted
         recounted = backend.recount(NS)
         assert recounted.drift is None and recounted == usage
-        assert backend.head(NS, "k").last_version == 2  # never reused
-        _put(backend, "k", 3, b"three")
-        assert backend.get(NS, "k")[1] == b"three"
+        assert backend.head(NS, "k").last_version == 3  # never reused
+        _put(backend, "k", 4, b"four")
+        assert backend.get(NS, "k")[1] == b"four"
 
 
 def test_failed_object_write_withdraws_the_reservation(tmp_path: Path) -> None:

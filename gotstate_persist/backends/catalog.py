@@ -19,11 +19,15 @@ A write runs in three steps:
 
 A writer that fails at step 2 withdraws its reservation. A writer killed
 between the steps leaves a reservation whose bytes stay counted until a sweep
-(``usage(recount=True)`` or ``gotstate-persist gc``) withdraws it once it is
-older than :data:`STALE_RESERVATION_SECONDS`, removing its object if it got
-that far. Deletes remove rows first and objects after, so a crash leaves only
-objects without a row: orphans, which the sweep removes. Readers never see a
-reserved row, so they never read an object that is not complete.
+(``usage(recount=True)`` or ``gotstate-persist gc``) settles it once it is
+older than :data:`STALE_RESERVATION_SECONDS`: if the object exists it is
+complete (exclusive create is atomic) and the version is confirmed, otherwise
+the reservation is withdrawn. That is also why step 3 need not be durable on
+its own (SQLite skips its fsync): a confirmation lost in a crash is redone by
+the sweep, so an acknowledged write survives as long as step 1 did. Deletes
+remove rows first and objects after, so a crash leaves only objects without a
+row: orphans, which the sweep removes. Readers never see a reserved row, so
+they never read an object that is not complete.
 
 The catalog's object names are deterministic (the version number alone), so
 a known version is read with one request, and a prefix used with a catalog
@@ -232,9 +236,15 @@ class CatalogBackend(Backend):
         cutoff = time.time_ns() // 1000 - int(older_than_s * 1_000_000)
         swept = 0
         for key, version in self._catalog.stale_reservations(namespace, cutoff):
+            path = self._object(namespace, key, version)
+            directory, name = path.rsplit("/", 1)
+            with self._store._guard("listing objects"):
+                written = name in self._objects.names(directory, name)
+            if written:  # complete (created exclusively): only the confirmation was lost
+                self._catalog.confirm(namespace, key, version)
+                continue
             with suppress(NotFound):
                 self._catalog.delete_rows(namespace, key, [version])
-                self._remove_objects(namespace, key, [version])
                 swept += 1
         rows = self._catalog.row_versions(namespace)
         top = self._store._path(namespace_components(namespace))

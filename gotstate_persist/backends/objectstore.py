@@ -1035,6 +1035,8 @@ class ObjectStoreBackend(Backend):
                 except FileExistsError:  # another process decided first
                     return self.load_quota(namespace)
             return quota
+        if quota is None and self.load_quota(namespace) is None:
+            return None  # nothing to remove (perhaps not even a directory yet)
         with self._guard("writing the quota"):
             if quota is None:
                 self._objects.remove([path])

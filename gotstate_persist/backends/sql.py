@@ -65,6 +65,8 @@ logger = logging.getLogger(__name__)
 
 _WRITE = "gotstate_persist_write"
 _SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+#: Levels at which every commit is fsynced (in WAL mode NORMAL syncs at checkpoints).
+_FSYNCS = frozenset({"FULL", "EXTRA"})
 DEFAULT_BUSY_TIMEOUT_MS = 30_000
 _MAX_IDLE_CONNECTIONS = 8
 #: A write transaction that lost a serialization race is run this often in all.
@@ -98,11 +100,14 @@ _QUOTA_COLUMNS = ", ".join(_QUOTA_FIELDS)
 # :more records added, :new_key 1 if the key had no stored version,
 # :key_versions what the key holds afterwards.
 _CHARGE = "bytes = bytes + :grow, records = records + :more, keys = keys + :new_key"
+# A limit binds only a write that needs more of it (quota.check_write says the
+# same): after a limit was lowered below usage, a write that prunes as much as
+# it adds, or adds to an existing key, is not refused by that limit.
 _WITHIN_LIMITS = (
     "(max_blob_bytes IS NULL OR :size <= max_blob_bytes) "
-    "AND (max_bytes IS NULL OR bytes + :grow <= max_bytes) "
-    "AND (max_records IS NULL OR records + :more <= max_records) "
-    "AND (max_keys IS NULL OR keys + :new_key <= max_keys) "
+    "AND (max_bytes IS NULL OR :grow <= 0 OR bytes + :grow <= max_bytes) "
+    "AND (max_records IS NULL OR :more <= 0 OR records + :more <= max_records) "
+    "AND (max_keys IS NULL OR :new_key = 0 OR keys + :new_key <= max_keys) "
     "AND (max_versions_per_key IS NULL OR :key_versions <= max_versions_per_key)"
 )
 # PostgreSQL's single-statement append (no pruning): the bump's RETURNING
@@ -421,6 +426,7 @@ class SQLBackend(Backend):
             )
         if type(busy_timeout_ms) is not int or busy_timeout_ms < 0:
             raise InvalidArgument("busy_timeout_ms must be an int >= 0")
+        self._synchronous = synchronous
         self._closed = False
         self._is_sqlite = parsed.get_backend_name() == "sqlite"
         if self._is_sqlite:
@@ -572,8 +578,12 @@ class SQLBackend(Backend):
                 _leave_autocommit(conn)
             self._release(conn)
 
-    def _transaction(self, body: Callable[[Any], _T]) -> _T:
+    def _transaction(self, body: Callable[[Any], _T], *, durable: bool = True) -> _T:
         """Run ``body(conn)`` in one write transaction and commit it.
+
+        ``durable=False`` (SQLite in WAL mode) lets the commit skip its fsync:
+        it becomes durable with the next durable commit, or is lost in a power
+        failure. Only for changes that recovery redoes anyway.
 
         A unique violation means another writer created the same row first:
         ``VersionConflict``. A serialization failure or deadlock (possible when
@@ -582,11 +592,14 @@ class SQLBackend(Backend):
         times, with jittered backoff. Anything else is a ``BackendError``.
         """
         attempt = 0
+        lazy = not durable and self._sqlite_pool is not None and self._synchronous in _FSYNCS
         while True:
             attempt += 1
             conn = self._acquire()
             try:
                 try:
+                    if lazy:  # this commit may wait for the next durable one (WAL)
+                        conn.execute("PRAGMA synchronous = NORMAL")
                     if self._sqlite_pool is not None:
                         conn.execute("BEGIN IMMEDIATE")
                     result = body(conn)
@@ -594,6 +607,9 @@ class SQLBackend(Backend):
                 except BaseException:
                     _rollback_quietly(conn)
                     raise
+                finally:
+                    if lazy:
+                        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
                 return result
             except self._dbapi_integrity as exc:
                 state = _sqlstate(exc)
@@ -726,11 +742,16 @@ class SQLBackend(Backend):
         )
 
     def confirm(self, namespace: str, key: str, version: int) -> bool:
-        """Make a reserved row readable; False if it is gone (deleted or swept meanwhile)."""
+        """Make a reserved row readable; False if it is gone (deleted or swept meanwhile).
+
+        Not made durable on its own: a confirmation lost in a crash leaves a
+        reservation whose object exists, which the catalog's sweep confirms.
+        """
         params = {"ns": namespace, "key": key, "version": version}
-        return bool(
-            self._transaction(lambda conn: conn.execute(self._sql["confirm"], params).rowcount)
+        confirmed = self._transaction(
+            lambda conn: conn.execute(self._sql["confirm"], params).rowcount, durable=False
         )
+        return bool(confirmed)
 
     def stale_reservations(self, namespace: str, cutoff_us: int) -> list[tuple[str, int]]:
         """``(key, version)`` of reservations made before ``cutoff_us``."""
