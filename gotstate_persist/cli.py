@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from ._copy import copy_records
 from ._names import DEFAULT_NAMESPACE, check_name
 from .backends import Backend, Usage, open_backend
+from .backends.catalog import STALE_RESERVATION_SECONDS, CatalogBackend
 from .errors import InvalidArgument, PersistError
 from .formats import MachineSnapshot, SubmachineSnapshot
 from .formats._registry import FormatRegistry
@@ -52,8 +53,20 @@ def _keyring(path: str | None) -> KeyRing:
     return KeyRing.load(text)
 
 
-def _open_existing(url: str) -> Backend:
-    """Open a backend for reading; refuse a missing SQLite file or local directory."""
+def _open_existing(url: str, catalog: str | None = None) -> Backend:
+    """Open a backend for reading; refuse a missing SQLite file or local directory.
+
+    With ``catalog``, ``url`` is an object store whose versions and usage live
+    in that SQL database (open_store's ``catalog=``), opened the same careful way.
+    """
+    if catalog is not None:
+        _check_existing_sqlite(catalog)
+        return open_backend(url, catalog=catalog, catalog_options={"create": False})
+    _check_existing_sqlite(url)
+    return _open_local_or_server(url)
+
+
+def _check_existing_sqlite(url: str) -> None:
     if url.startswith("sqlite"):
         try:
             database = sa.make_url(url).database
@@ -63,6 +76,9 @@ def _open_existing(url: str) -> Backend:
             ) from None
         if database and database != ":memory:" and not Path(database).exists():
             raise InvalidArgument(f"no SQLite database at {database!r}; check the URL")
+
+
+def _open_local_or_server(url: str) -> Backend:
     scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
     if scheme in _SQL_SCHEMES:
         return open_backend(url, create=False)  # never create tables to read them
@@ -96,7 +112,7 @@ def _cmd_keys_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
-    with _open_existing(args.url) as backend:
+    with _open_existing(args.url, args.catalog) as backend:
         rows = [["NAMESPACE", "KEY", "VERSIONS", "NEWEST", "KIND", "FORMAT", "SIZE", "SAVED (UTC)"]]
         for namespace in _namespaces(backend, args.namespace):
             for key in backend.keys(namespace, args.prefix):
@@ -164,7 +180,7 @@ def _snapshot_view(
 
 def _cmd_show(args: argparse.Namespace) -> int:
     keys = _keyring(args.keys)
-    with _open_existing(args.url) as backend:
+    with _open_existing(args.url, args.catalog) as backend:
         store = Store(backend, keyring=keys, namespace=args.namespace or DEFAULT_NAMESPACE)
         ref, record, typed = store._inspect(args.key, args.version)
         header = read_header(backend.get(store.namespace, args.key, ref.version)[1])
@@ -225,7 +241,7 @@ def _verify_namespace(backend: Backend, keys: KeyRing, namespace: str) -> tuple[
 def _cmd_verify(args: argparse.Namespace) -> int:
     keys = _keyring(args.keys)
     failed = checked = 0
-    with _open_existing(args.url) as backend:
+    with _open_existing(args.url, args.catalog) as backend:
         for namespace in _namespaces(backend, args.namespace):
             ns_checked, ns_failed = _verify_namespace(backend, keys, namespace)
             checked += ns_checked
@@ -261,7 +277,11 @@ class _ProgressBar:
 
 def _cmd_copy(args: argparse.Namespace) -> int:
     keys = _keyring(args.keys)
-    with _open_existing(args.source) as source, open_backend(args.destination) as destination:
+    target = {"catalog": args.to_catalog} if args.to_catalog else {}
+    with (
+        _open_existing(args.source, args.catalog) as source,
+        QuotaBackend(open_backend(args.destination, **target)) as destination,
+    ):
         report = copy_records(
             source,
             destination,
@@ -359,11 +379,11 @@ def _human_size(size: int) -> str:
     return f"{value:.1f} {_HUMAN_UNITS[-1]}"
 
 
-def _open_quota_backend(url: str, namespace: str | None) -> QuotaBackend:
+def _open_quota_backend(url: str, namespace: str | None, catalog: str | None) -> QuotaBackend:
     """The quota adapter over an existing store: never creates tables (create=False)."""
     if namespace is not None:
         check_name(namespace, "namespace")
-    return QuotaBackend(_open_existing(url))
+    return QuotaBackend(_open_existing(url, catalog))
 
 
 def _describe(quota: Quota | None) -> str:
@@ -403,7 +423,7 @@ def _drift_text(drift: Usage | None) -> str:
 
 
 def _cmd_usage(args: argparse.Namespace) -> int:
-    with _open_quota_backend(args.url, args.namespace) as backend:
+    with _open_quota_backend(args.url, args.namespace, args.catalog) as backend:
         header = ["NAMESPACE", "BYTES", "SIZE", "RECORDS", "KEYS"]
         header += ["DRIFT", "QUOTA"] if args.recount else ["QUOTA"]
         rows = [header]
@@ -459,7 +479,7 @@ def _over_limits(backend: QuotaBackend, namespace: str, quota: Quota) -> list[st
 
 def _cmd_quota(args: argparse.Namespace) -> int:
     namespace: str = args.namespace
-    with _open_quota_backend(args.url, namespace) as backend:
+    with _open_quota_backend(args.url, namespace, args.catalog) as backend:
         if args.quota_command == "show":
             sys.stdout.write(_quota_line(namespace, backend.quota(namespace, fresh=True)))
             return EXIT_OK
@@ -524,6 +544,29 @@ def _cmd_db(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _catalog_option(
+    parser: argparse.ArgumentParser,
+    *,
+    help_text: str = "the object store's SQL catalog, if it was opened with one",
+) -> None:
+    parser.add_argument("--catalog", metavar="SQL_URL", help=help_text)
+
+
+def _cmd_gc(args: argparse.Namespace) -> int:
+    if args.older_than < 0:
+        raise InvalidArgument("--older-than must be >= 0 seconds")
+    with _open_existing(args.url, args.catalog) as backend:
+        if not isinstance(backend, CatalogBackend):  # pragma: no cover - catalog is required
+            raise InvalidArgument("gc applies to object stores with a catalog")
+        total = 0
+        for namespace in _namespaces(backend, args.namespace):
+            swept = backend.sweep(namespace, older_than_s=args.older_than)
+            sys.stdout.write(f"namespace {namespace!r}: {swept} removed\n")
+            total += swept
+    sys.stdout.write(f"{total} stale reservation(s) and orphan object(s) removed\n")
+    return EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gotstate-persist",
@@ -541,6 +584,7 @@ def _parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("url", help="store URL, e.g. sqlite:///state.db")
         sub.add_argument("--namespace", help="only this namespace (default: all)")
+        _catalog_option(sub)
         if needs_keys:
             sub.add_argument(
                 "--keys",
@@ -567,6 +611,12 @@ def _parser() -> argparse.ArgumentParser:
     copy.add_argument("source", help="store URL to copy from")
     copy.add_argument("destination", help="store URL to copy to")
     copy.add_argument("--namespace", help="only this namespace (default: all)")
+    _catalog_option(copy, help_text="the source object store's SQL catalog, if it has one")
+    copy.add_argument(
+        "--to-catalog",
+        metavar="SQL_URL",
+        help="keep the destination object store's versions in this SQL catalog",
+    )
     copy.add_argument(
         "--keys", metavar="FILE", help=f"exported keyring file (default: ${DEFAULT_ENV_VAR})"
     )
@@ -593,6 +643,7 @@ def _parser() -> argparse.ArgumentParser:
         sub = quota_sub.add_parser(name, help=text, description=text)
         sub.add_argument("url", help="store URL, e.g. sqlite:///state.db")
         sub.add_argument("--namespace", required=True, help="the namespace (required)")
+        _catalog_option(sub)
         sub.set_defaults(func=_cmd_quota)
         quota_commands[name] = sub
     quota_set = quota_commands["set"]
@@ -619,6 +670,27 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start from no limits instead of keeping the limits not given",
     )
+
+    gc = commands.add_parser(
+        "gc",
+        help="settle a catalog's stale reservations and remove orphan objects",
+        description=(
+            "For an object store with a SQL catalog: confirm reservations whose object was "
+            "written, withdraw those whose writer died before writing it, and remove objects "
+            "no catalog row names (left by interrupted deletes)."
+        ),
+    )
+    gc.add_argument("url", help="object store URL, e.g. s3://bucket/prefix")
+    gc.add_argument("--catalog", required=True, metavar="SQL_URL", help="its SQL catalog")
+    gc.add_argument("--namespace", help="only this namespace (default: all)")
+    gc.add_argument(
+        "--older-than",
+        type=float,
+        default=STALE_RESERVATION_SECONDS,
+        metavar="SECONDS",
+        help=f"settle reservations older than this (default {STALE_RESERVATION_SECONDS})",
+    )
+    gc.set_defaults(func=_cmd_gc)
 
     db = commands.add_parser("db", help="SQL schema: current revision, upgrade, history")
     db_sub = db.add_subparsers(dest="db_command", required=True)

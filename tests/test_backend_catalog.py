@@ -242,3 +242,29 @@ def test_catalog_options_need_a_catalog(tmp_path: Path) -> None:
         open_backend(f"file://{tmp_path}", catalog_options={"busy_timeout_ms": 5})
     with pytest.raises(gp.InvalidArgument, match="catalog"):
         open_backend(f"file://{tmp_path}", catalog=5)
+
+
+def test_command_line_reads_and_sweeps_a_catalog(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gotstate_persist.cli import main
+
+    url, catalog = f"file://{tmp_path / 'blobs'}", f"sqlite:///{tmp_path / 'cat.db'}"
+    with open_backend(url, catalog=catalog) as backend:
+        assert isinstance(backend, CatalogBackend)
+        _put(backend, "k", 1, b"one")
+        backend._objects.create(backend._object(NS, "k", 9), b"orphan")
+    assert main(["ls", url, "--catalog", catalog]) == 0
+    assert "k" in capsys.readouterr().out
+    assert main(["usage", url, "--catalog", catalog, "--namespace", NS]) == 0
+    assert capsys.readouterr().out.split("\n")[1].split()[:5] == [NS, "3", "3", "B", "1"]
+    assert main(["gc", url, "--catalog", catalog]) == 0
+    assert "1 stale reservation(s) and orphan object(s) removed" in capsys.readouterr().out
+    with open_backend(url, catalog=catalog) as backend:
+        assert isinstance(backend, CatalogBackend)
+        assert len(_objects(backend)) == 1
+    # Reading never creates a catalog.
+    missing = f"sqlite:///{tmp_path / 'none.db'}"
+    assert main(["ls", url, "--catalog", missing]) == 2
+    assert not (tmp_path / "none.db").exists()
+    assert main(["gc", url, "--catalog", catalog, "--older-than", "-1"]) == 2
