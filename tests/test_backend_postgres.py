@@ -10,6 +10,7 @@ server has one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import multiprocessing
 import socket
 import threading
@@ -417,3 +418,41 @@ def test_appends_to_an_existing_key_are_one_statement(pg_url: str) -> None:
             backend.put("ns", "k", 4, b"x", kind="other", format_version=1, created_at_us=0)
         assert len(calls) == 2
         assert [i.version for i in backend.versions("ns", "k")] == [1, 2, 3]
+
+
+def test_appends_take_the_one_statement_path_unless_retention_applies(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Appends to an existing key, within limits, are one CTE statement (no transaction)."""
+    import gotstate_persist as gp
+    from gotstate_persist.backends.sql import SQLBackend
+
+    with SQLBackend(pg_url) as backend:
+        put = functools.partial(
+            backend.put, "ns", "k", blob=b"x" * 10, kind="test.kind", format_version=1,
+            created_at_us=1,
+        )  # fmt: skip
+        put(version=1)  # a new key and namespace: the transactional path
+        transactions: list[int] = []
+        real = backend._append
+        monkeypatch.setattr(backend, "_append", lambda p: transactions.append(1) or real(p))
+        put(version=2)
+        put(version=3)
+        assert transactions == []
+        backend.store_quota("ns", gp.Quota(max_bytes=35), replace=True)
+        with pytest.raises(gp.QuotaExceeded) as refused:
+            put(version=4)  # 40 bytes > 35: the statement aborts, the transaction explains
+        assert (refused.value.limit, refused.value.usage, refused.value.requested) == (
+            "max_bytes",
+            30,
+            10,
+        )
+        assert transactions == [1]
+        assert backend.head("ns", "k").last_version == 3  # the aborted statement left nothing
+        assert backend.usage("ns") == backend.recount("ns")
+        backend.store_quota(
+            "ns", gp.Quota(max_versions_per_key=2, retention="prune-oldest"), replace=True
+        )
+        put(version=4)  # pruning: the transactional path
+        assert [i.version for i in backend.versions("ns", "k")] == [3, 4]
+        assert transactions == [1, 1]

@@ -30,10 +30,18 @@ import msgspec
 import pytest
 
 from ..backends import open_backend
-from ..backends.base import Backend, KeyHead, to_micros
+from ..backends.base import Backend, KeyHead, Usage, to_micros
 from ..codec import MAX_BLOB_BYTES
-from ..errors import FormatError, IntegrityError, NotFound, VersionConflict
+from ..errors import (
+    FormatError,
+    IntegrityError,
+    InvalidArgument,
+    NotFound,
+    QuotaExceeded,
+    VersionConflict,
+)
 from ..formats import FormatRegistry
+from ..quota import Quota, QuotaBackend
 from ..sealing import KeyRing
 from ..store import Store
 
@@ -202,6 +210,56 @@ class BackendTests:
         _put(backend, "b", 1, b"1")
         usage = backend.usage(NS)
         assert (usage.bytes, usage.records, usage.keys) == (9, 3, 2)
+
+    def test_usage_follows_deletes(self, backend: Backend) -> None:
+        _put(backend, "a", 1, b"12345")
+        _put(backend, "a", 2, b"123")
+        _put(backend, "b", 1, b"1")
+        backend.delete(NS, "a", [1])
+        assert backend.usage(NS) == Usage(4, 2, 2)
+        backend.delete(NS, "a")
+        assert backend.usage(NS) == Usage(1, 1, 1)
+        assert backend.recount(NS) == Usage(1, 1, 1)
+
+    def test_quota_is_persisted_per_namespace(self, backend: Backend) -> None:
+        """Skipped for a backend that declines to persist quotas (InvalidArgument)."""
+        quota = Quota(max_bytes=10, max_versions_per_key=3, retention="prune-oldest")
+        try:
+            stored = backend.store_quota(NS, quota, replace=False)
+        except InvalidArgument:
+            pytest.skip("the backend does not persist quotas")
+        assert stored == quota and backend.load_quota(NS) == quota
+        assert backend.store_quota(NS, Quota(max_bytes=5), replace=False) == quota  # kept
+        assert backend.load_quota("elsewhere") is None
+        assert backend.store_quota(NS, Quota(max_keys=2), replace=True) == Quota(max_keys=2)
+        assert backend.load_quota(NS) == Quota(max_keys=2)
+        assert backend.store_quota(NS, None, replace=True) is None
+        assert backend.load_quota(NS) is None
+        assert backend.store_quota("never-written", None, replace=True) is None
+
+    def test_quota_is_enforced_through_the_adapter(self, backend: Backend) -> None:
+        """What every store does: the quota adapter over the backend refuses and prunes."""
+        adapter = QuotaBackend(backend)
+        try:
+            adapter.set_quota(NS, Quota(max_bytes=12, max_versions_per_key=2))
+        except InvalidArgument:
+            pytest.skip("the backend does not persist quotas")
+        _put(adapter, "a", 1, b"12345")
+        _put(adapter, "a", 2, b"12345")
+        with pytest.raises(QuotaExceeded) as refused:
+            _put(adapter, "b", 1, b"123")  # 13 bytes > 12
+        assert (refused.value.limit, refused.value.usage, refused.value.requested) == (
+            "max_bytes",
+            10,
+            3,
+        )
+        with pytest.raises(QuotaExceeded, match="max_versions_per_key"):
+            _put(adapter, "a", 3, b"1")
+        assert backend.keys(NS) == ["a"] and adapter.usage(NS) == Usage(10, 2, 1)
+        adapter.set_quota(NS, Quota(max_bytes=12, max_versions_per_key=2, retention="prune-oldest"))
+        _put(adapter, "a", 3, b"1234567")  # prunes version 1: 5 + 7 = 12 bytes
+        assert [i.version for i in backend.versions(NS, "a")] == [2, 3]
+        assert adapter.usage(NS) == Usage(12, 2, 1) == backend.recount(NS)
 
     def test_concurrent_appends_from_threads(self, backend: Backend) -> None:
         workers, per_worker = 4, 10
