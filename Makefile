@@ -52,6 +52,7 @@ test: services lint types pytest
 bench: $(STAMP)
 	$(PY) benchmarks/bench_snapshot.py
 	$(PY) benchmarks/bench_backends.py
+	$(PY) benchmarks/bench_quota.py
 
 clean:
 	rm -rf .gotstate .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -15,14 +15,17 @@ depends on what the backend can promise:
   ``usage(recount=True)`` recounts.
 
 Rate limits (``max_writes_per_second``, ``max_reads_per_second``) use the
-``limits`` library's moving window in memory: they hold per process.
+``limits`` library's moving-window strategy over a log kept in memory: they
+hold per process.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
@@ -139,25 +142,69 @@ def check_write(
             raise quota_exceeded(limit, maximum, used, requested, namespace=namespace)
 
 
+@functools.cache
+def _rate_storage() -> Any:
+    """The process's moving-window log for ``limits``' ``MovingWindowRateLimiter``.
+
+    limits' ``MemoryStorage`` with its moving window kept as one deque of
+    timestamps per key (at most ``limit`` entries): the stock one restarts an
+    expiry timer thread from inside every check, which costs more than the
+    save it guards. Built on first use, because limits is slow to import.
+    """
+    from limits.storage import MemoryStorage
+
+    class WindowLog(MemoryStorage):
+        def __init__(self) -> None:
+            super().__init__()
+            self._window_lock = threading.Lock()
+            self._logs: dict[str, deque[float]] = {}
+
+        def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+            if amount > limit:
+                return False
+            now = time.time()
+            with self._window_lock:
+                log = self._logs.setdefault(key, deque())
+                while log and log[0] < now - expiry:
+                    log.popleft()
+                if len(log) + amount > limit:
+                    return False
+                log.extend([now] * amount)
+                return True
+
+        def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
+            del limit
+            now = time.time()
+            with self._window_lock:
+                live = [moment for moment in self._logs.get(key, ()) if moment >= now - expiry]
+            return (live[0], len(live)) if live else (now, 0)
+
+    return WindowLog()
+
+
 class _Rates:
-    """Per-process moving-window rate limits of one adapter."""
+    """Moving-window rate limits (the ``limits`` strategy) for one storage, per process."""
 
-    def __init__(self) -> None:
-        from limits import storage, strategies
-
-        self._limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
-        self._identity = f"{id(self):x}"
+    def __init__(self, storage: str) -> None:
+        self._storage = storage
+        self._limiter: Any = None  # built at the first rate-limited operation
+        self._items: dict[int, Any] = {}
 
     def hit(self, quota: Quota | None, namespace: str, direction: str) -> None:
         per_second = None if quota is None else getattr(quota, f"max_{direction}s_per_second")
         if per_second is None:
             return
-        from limits import RateLimitItemPerSecond
+        item = self._items.get(per_second)
+        if item is None:
+            from limits import RateLimitItemPerSecond, strategies
 
-        item = RateLimitItemPerSecond(per_second)
-        if self._limiter.hit(item, self._identity, namespace, direction):
+            if self._limiter is None:
+                # One log per process: every store on this storage and namespace shares it.
+                self._limiter = strategies.MovingWindowRateLimiter(_rate_storage())
+            item = self._items[per_second] = RateLimitItemPerSecond(per_second)
+        if self._limiter.hit(item, self._storage, namespace, direction):
             return
-        reset = self._limiter.get_window_stats(item, self._identity, namespace, direction)[0]
+        reset = self._limiter.get_window_stats(item, self._storage, namespace, direction)[0]
         retry_after = max(0.0, reset - time.time())
         raise RateLimited(
             f"namespace {namespace!r}: more than {per_second} {direction}s per second "
@@ -194,7 +241,7 @@ class QuotaBackend(Backend):
     def __init__(self, inner: Backend) -> None:
         self._inner = inner
         self.capabilities = inner.capabilities
-        self._rates = _Rates()
+        self._rates = _Rates(repr(inner))
         self._quotas: dict[str, Quota | None] = {}
 
     def __repr__(self) -> str:

@@ -23,7 +23,7 @@ from gotstate_persist.cli import main as cli
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 sys.path.insert(0, str(FIXTURES))
-from golden_records import OrderV1, formats  # noqa: E402
+from golden_records import GOLDEN_QUOTA, OrderV1, formats  # noqa: E402
 
 KEYS = gp.KeyRing.load((FIXTURES / "golden_envelopes" / "aes-256-gcm.keys.json").read_text())
 DATABASES = sorted((FIXTURES / "golden_db").glob("*.sqlite"))
@@ -93,3 +93,24 @@ def test_golden_database_verifies(golden_url: str, tmp_path: Path) -> None:
     keys_file = tmp_path / "keys.json"
     keys_file.write_text(KEYS.export())
     assert cli(["verify", golden_url, "--keys", str(keys_file)]) == 0
+
+
+@pytest.mark.parametrize(
+    "database", [p for p in DATABASES if p.stem != "v0.1.0.a"], ids=lambda p: p.stem
+)
+def test_golden_quota_survives(database: Path, tmp_path: Path) -> None:
+    """Quotas exist from v0.2.0.a on; a stored one is enforced after any upgrade."""
+    copy = tmp_path / "golden.sqlite"
+    shutil.copy(database, copy)
+    url = f"sqlite:///{copy}"
+    from gotstate_persist.migrations import HEAD_REVISION
+
+    if database.stem != HEAD_REVISION:
+        assert cli(["db", "upgrade", url]) == 0
+    with gp.open_store(url, namespace="msgpack", keyring=KEYS, formats=formats()) as store:
+        assert store.quota == GOLDEN_QUOTA
+        for _ in range(5):
+            store.save("order-record", OrderV1("o-2", Decimal("1.00"), []))
+        assert [ref.version for ref in store.versions("order-record")] == [2, 3, 4, 5, 6]
+    with gp.open_store(url, namespace="json", keyring=KEYS) as store:
+        assert store.quota is None

@@ -170,9 +170,10 @@ _SQL = {
         f"INSERT INTO {_N} (namespace) VALUES (:ns) ON CONFLICT (namespace) DO NOTHING"
     ),
     "charge": f"UPDATE {_N} SET {_CHARGE} WHERE namespace = :ns AND {_WITHIN_LIMITS}",
-    "oldest": (
-        f'SELECT version, size FROM {_R} WHERE namespace = :ns AND "key" = :key '
-        "ORDER BY version LIMIT :count"
+    "prune": (
+        f'DELETE FROM {_R} WHERE namespace = :ns AND "key" = :key AND version IN '
+        f'(SELECT version FROM {_R} WHERE namespace = :ns AND "key" = :key '
+        "ORDER BY version LIMIT :count) RETURNING version, size"
     ),
     "pruned": (
         f'UPDATE {_K} SET versions = versions - :count WHERE namespace = :ns AND "key" = :key'
@@ -427,6 +428,9 @@ class SQLBackend(Backend):
         if type(busy_timeout_ms) is not int or busy_timeout_ms < 0:
             raise InvalidArgument("busy_timeout_ms must be an int >= 0")
         self._synchronous = synchronous
+        # Namespaces seen pruning by retention: their appends skip PostgreSQL's
+        # one-statement path, which cannot prune and would fail every time.
+        self._pruning: set[str] = set()
         self._closed = False
         self._is_sqlite = parsed.get_backend_name() == "sqlite"
         if self._is_sqlite:
@@ -681,7 +685,11 @@ class SQLBackend(Backend):
             "blob": blob,
             "reserved_at_us": None,
         }
-        if self._append_in_one is None or not self._append_in_one(params):
+        if (
+            self._append_in_one is None
+            or namespace in self._pruning
+            or not self._append_in_one(params)
+        ):
             self._append(params)
         return VersionInfo(key, version, kind, format_version, len(blob), micros)
 
@@ -783,12 +791,11 @@ class SQLBackend(Backend):
         if most is not None and policy == "prune-oldest" and key_versions > most:
             target = {"ns": params["ns"], "key": params["key"]}
             doomed = conn.execute(
-                self._sql["oldest"], {**target, "count": key_versions - most}
+                self._sql["prune"], {**target, "count": key_versions - most}
             ).fetchall()
-            for version, size in doomed:
-                conn.execute(self._sql["delete_one"], {**target, "version": version})
-                freed += size
+            freed = sum(size for _version, size in doomed)
             pruned = len(doomed)
+            self._pruning.add(params["ns"])
             conn.execute(self._sql["pruned"], {**target, "count": pruned})
         charge = {
             "ns": params["ns"],
