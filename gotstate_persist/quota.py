@@ -34,7 +34,7 @@ import msgspec
 from .backends.base import Backend, KeyHead, Usage, VersionInfo
 from .errors import InvalidArgument, QuotaExceeded, RateLimited
 
-__all__ = ["RETENTIONS", "Quota", "QuotaBackend", "quota_exceeded"]
+__all__ = ["QUOTA_REFRESH_SECONDS", "RETENTIONS", "Quota", "QuotaBackend", "quota_exceeded"]
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def _rate_storage() -> Any:
             now = time.time()
             with self._window_lock:
                 log = self._logs.setdefault(key, deque())
-                while log and log[0] < now - expiry:
+                while log and log[0] <= now - expiry:  # the window is (now - expiry, now]
                     log.popleft()
                 if len(log) + amount > limit:
                     return False
@@ -176,7 +176,7 @@ def _rate_storage() -> Any:
             del limit
             now = time.time()
             with self._window_lock:
-                live = [moment for moment in self._logs.get(key, ()) if moment >= now - expiry]
+                live = [moment for moment in self._logs.get(key, ()) if moment > now - expiry]
             return (live[0], len(live)) if live else (now, 0)
 
     return WindowLog()
@@ -227,6 +227,13 @@ class _Ledger:
 
 
 _LEDGERS: dict[tuple[str, str], _Ledger] = {}
+#: How long a process trusts its copy of a namespace's quota before reading it
+#: again. Amount limits on exact backends (SQL, catalogs) are checked by the
+#: database on every write and need no copy; rate limits, and every limit on
+#: other backends, follow a change made by another process within this time.
+QUOTA_REFRESH_SECONDS = 5.0
+#: (storage, namespace) -> (quota, when it was read, time.monotonic()).
+_QUOTAS: dict[tuple[str, str], tuple[Quota | None, float]] = {}
 _LEDGERS_LOCK = threading.Lock()
 
 
@@ -242,7 +249,7 @@ class QuotaBackend(Backend):
         self._inner = inner
         self.capabilities = inner.capabilities
         self._rates = _Rates(repr(inner))
-        self._quotas: dict[str, Quota | None] = {}
+        self._storage = repr(inner)
 
     def __repr__(self) -> str:
         return repr(self._inner)
@@ -255,15 +262,28 @@ class QuotaBackend(Backend):
     # Quota bookkeeping.
 
     def quota(self, namespace: str, *, fresh: bool = False) -> Quota | None:
-        """The namespace's persisted quota (cached; ``fresh`` reads it again)."""
-        if fresh or namespace not in self._quotas:
-            self._quotas[namespace] = self._inner.load_quota(namespace)
-        return self._quotas[namespace]
+        """The namespace's persisted quota.
+
+        Cached per storage and namespace for the whole process, so a change
+        made through any store of this process binds every other one at once;
+        a change made by another process is read within
+        :data:`QUOTA_REFRESH_SECONDS` (``fresh`` reads it now).
+        """
+        identity = (self._storage, namespace)
+        cached = _QUOTAS.get(identity)
+        if fresh or cached is None or time.monotonic() - cached[1] > QUOTA_REFRESH_SECONDS:
+            quota = self._inner.load_quota(namespace)
+            _QUOTAS[identity] = (quota, time.monotonic())
+            return quota
+        return cached[0]
+
+    def _remember(self, namespace: str, quota: Quota | None) -> None:
+        _QUOTAS[(self._storage, namespace)] = (quota, time.monotonic())
 
     def adopt_quota(self, namespace: str, quota: Quota) -> Quota:
         """Persist ``quota`` unless the namespace already has one; return the stored one."""
         stored = self._inner.store_quota(namespace, quota, replace=False)
-        self._quotas[namespace] = stored
+        self._remember(namespace, stored)
         return stored if stored is not None else Quota()
 
     def set_quota(self, namespace: str, quota: Quota | None) -> None:
@@ -271,7 +291,7 @@ class QuotaBackend(Backend):
         if quota is not None and quota.unlimited:
             quota = None
         self._inner.store_quota(namespace, quota, replace=True)
-        self._quotas[namespace] = quota
+        self._remember(namespace, quota)
 
     def _ledger(self, namespace: str) -> _Ledger:
         identity = (repr(self._inner), namespace)
