@@ -332,19 +332,12 @@ class _LocalFiles(_Objects):
     def create(self, path: str, data: bytes) -> None:
         directory = os.path.dirname(path)
         self._ensure_directory(directory)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-        flags |= getattr(os, "O_NOFOLLOW", 0)
         if not data:
             # An empty marker cannot be half-written: O_EXCL alone is atomic.
-            os.close(os.open(path, flags, 0o666))
+            os.close(os.open(path, _CREATE_FLAGS, 0o666))
             return
-        temporary = os.path.join(directory, TEMP_PREFIX + secrets.token_hex(8))
-        fd = os.open(temporary, flags, 0o666)
+        temporary = _write_temporary(data, directory)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
             os.link(temporary, path)  # FileExistsError if the version exists
         finally:
             with suppress(FileNotFoundError):
@@ -367,16 +360,8 @@ class _LocalFiles(_Objects):
             fcntl.flock(held, fcntl.LOCK_EX)
             with os.scandir(held) as listing:
                 name = choose([entry.name for entry in listing if _is_file(entry)])
-            temporary = TEMP_PREFIX + secrets.token_hex(8)
-            fd = os.open(temporary, _CREATE_FLAGS, 0o666, dir_fd=held)
+            temporary = _write_temporary(data, dir_fd=held)
             try:
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
                 os.link(temporary, name, src_dir_fd=held, dst_dir_fd=held)
             finally:
                 with suppress(FileNotFoundError):
@@ -388,15 +373,10 @@ class _LocalFiles(_Objects):
     def overwrite(self, path: str, data: bytes) -> None:
         directory = os.path.dirname(path)
         self._ensure_directory(directory)
-        temporary = os.path.join(directory, TEMP_PREFIX + secrets.token_hex(8))
-        fd = os.open(temporary, _CREATE_FLAGS, 0o666)
+        temporary = _write_temporary(data, directory)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
             os.replace(temporary, path)
-        finally:  # gone after the replace; left over only if something failed
+        finally:  # gone after the replace; left over only if the replace failed
             with suppress(FileNotFoundError):
                 os.unlink(temporary)
         _fsync_directory(directory)
@@ -439,6 +419,29 @@ _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
+
+
+def _write_temporary(data: bytes, directory: str = "", *, dir_fd: int | None = None) -> str:
+    """Write ``data`` to a new temporary file and fsync it; return its path.
+
+    In ``directory``, or (a bare name) in the directory open as ``dir_fd``.
+    Nothing is left behind if writing fails (a full disk, say).
+    """
+    name = TEMP_PREFIX + secrets.token_hex(8)
+    path = name if dir_fd is not None else os.path.join(directory, name)
+    fd = os.open(path, _CREATE_FLAGS, 0o666, dir_fd=dir_fd)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with suppress(FileNotFoundError):
+            os.unlink(path, dir_fd=dir_fd)
+        raise
+    os.close(fd)
+    return path
 
 
 def _is_file(entry: os.DirEntry[str]) -> bool:
