@@ -170,6 +170,12 @@ _SQL = {
         f"INSERT INTO {_N} (namespace) VALUES (:ns) ON CONFLICT (namespace) DO NOTHING"
     ),
     "charge": f"UPDATE {_N} SET {_CHARGE} WHERE namespace = :ns AND {_WITHIN_LIMITS}",
+    # The common case in one statement: nothing for retention to prune.
+    "charge_unpruned": (
+        f"UPDATE {_N} SET {_CHARGE} WHERE namespace = :ns AND {_WITHIN_LIMITS} "
+        "AND NOT (retention = 'prune-oldest' AND max_versions_per_key IS NOT NULL "
+        "AND :key_versions > max_versions_per_key)"
+    ),
     "prune": (
         f'DELETE FROM {_R} WHERE namespace = :ns AND "key" = :key AND version IN '
         f'(SELECT version FROM {_R} WHERE namespace = :ns AND "key" = :key '
@@ -781,6 +787,17 @@ class SQLBackend(Backend):
         the blob is inserted; raises ``QuotaExceeded`` to roll it all back.
         """
         names = {"ns": params["ns"]}
+        charge = {
+            "ns": params["ns"],
+            "size": params["size"],
+            "grow": params["size"],
+            "more": 1,
+            "new_key": int(key_versions == 1),
+            "key_versions": key_versions,
+        }
+        if conn.execute(self._sql["charge_unpruned"], charge).rowcount == 1:
+            return []
+        # A new namespace, retention to apply, or a refusal to explain.
         retention = conn.execute(self._sql["retention"], names).fetchall()
         if not retention:
             conn.execute(self._sql["new_namespace"], names)
