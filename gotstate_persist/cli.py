@@ -559,7 +559,7 @@ def _cmd_gc(args: argparse.Namespace) -> int:
         if not isinstance(backend, CatalogBackend):  # pragma: no cover - catalog is required
             raise InvalidArgument("gc applies to object stores with a catalog")
         total = 0
-        for namespace in _namespaces(backend, args.namespace):
+        for namespace in [args.namespace] if args.namespace else backend.known_namespaces():
             swept = backend.sweep(namespace, older_than_s=args.older_than)
             sys.stdout.write(f"namespace {namespace!r}: {swept} removed\n")
             total += swept

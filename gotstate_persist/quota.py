@@ -294,15 +294,29 @@ class QuotaBackend(Backend):
         self._remember(namespace, quota)
 
     def _ledger(self, namespace: str) -> _Ledger:
-        identity = (repr(self._inner), namespace)
+        """This process's tally of a namespace with a quota on a non-exact backend.
+
+        Counted from the storage when first needed, outside the registry's
+        lock (a count may walk a whole namespace); the first tally registered
+        wins, and every write goes through it from then on.
+        """
+        identity = (self._storage, namespace)
         with _LEDGERS_LOCK:
             ledger = _LEDGERS.get(identity)
-            if ledger is None:
-                ledger = _LEDGERS[identity] = _Ledger(self._inner.usage(namespace))
-            return ledger
+        if ledger is None:
+            counted = _Ledger(self._inner.usage(namespace))
+            with _LEDGERS_LOCK:
+                ledger = _LEDGERS.setdefault(identity, counted)
+        return ledger
+
+    def _forget(self, namespace: str) -> None:
+        """Drop the tally of a namespace without quota: one set later counts afresh."""
+        if _LEDGERS:
+            with _LEDGERS_LOCK:
+                _LEDGERS.pop((self._storage, namespace), None)
 
     def usage(self, namespace: str) -> Usage:
-        if self.capabilities.exact_quota:
+        if self.capabilities.exact_quota or self.quota(namespace) is None:
             return self._inner.usage(namespace)
         ledger = self._ledger(namespace)
         with ledger.lock:
@@ -311,9 +325,9 @@ class QuotaBackend(Backend):
     def recount(self, namespace: str) -> Usage:
         if self.capabilities.exact_quota:
             return self._inner.recount(namespace)
-        counted = self._inner.recount(namespace)
         ledger = self._ledger(namespace)
-        with ledger.lock:
+        with ledger.lock:  # no write of this process lands between count and tally
+            counted = self._inner.recount(namespace)
             drift = _difference(ledger.usage, counted)
             ledger.usage = counted
         return msgspec.structs.replace(counted, drift=drift)
@@ -340,15 +354,11 @@ class QuotaBackend(Backend):
             "created_at_us": created_at_us,
             "expected_newest": expected_newest,
         }
-        if self.capabilities.exact_quota or quota is None:
-            if self.capabilities.exact_quota:
-                return self._inner.put(namespace, key, version, blob, **arguments)
-            ledger = self._ledger(namespace)
-            with ledger.lock:  # keep the ledger exact for a quota set later
-                new_key = not self._inner.head(namespace, key).newest
-                info = self._inner.put(namespace, key, version, blob, **arguments)
-                ledger.usage = _plus(ledger.usage, len(blob), 1, int(new_key))
-                return info
+        if self.capabilities.exact_quota:
+            return self._inner.put(namespace, key, version, blob, **arguments)
+        if quota is None:
+            self._forget(namespace)
+            return self._inner.put(namespace, key, version, blob, **arguments)
         return self._guarded_put(namespace, key, version, blob, quota, arguments)
 
     def _guarded_put(
@@ -384,8 +394,12 @@ class QuotaBackend(Backend):
             return info
 
     def delete(self, namespace: str, key: str, versions: Sequence[int] | None = None) -> int:
-        self._rates.hit(self.quota(namespace), namespace, "write")
+        quota = self.quota(namespace)
+        self._rates.hit(quota, namespace, "write")
         if self.capabilities.exact_quota:
+            return self._inner.delete(namespace, key, versions)
+        if quota is None:
+            self._forget(namespace)
             return self._inner.delete(namespace, key, versions)
         ledger = self._ledger(namespace)
         with ledger.lock:

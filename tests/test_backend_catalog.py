@@ -268,3 +268,115 @@ def test_command_line_reads_and_sweeps_a_catalog(
     assert main(["ls", url, "--catalog", missing]) == 2
     assert not (tmp_path / "none.db").exists()
     assert main(["gc", url, "--catalog", catalog, "--older-than", "-1"]) == 2
+
+
+# Races and failures a review found; each must leave every acknowledged save readable.
+
+
+def _catalog_backend(tmp_path: Path) -> CatalogBackend:
+    backend = open_backend(f"file://{tmp_path / 'blobs'}", catalog=f"sqlite:///{tmp_path / 'c.db'}")
+    assert isinstance(backend, CatalogBackend)
+    return backend
+
+
+def test_a_save_racing_a_sweep_is_never_taken_for_an_orphan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _catalog_backend(tmp_path) as backend:
+        _put(backend, "k", 1, b"one")
+        walk = backend._objects.walk
+        saved: list[int] = []
+
+        def walk_while_saving(top: str, *, sizes: bool) -> Iterator[tuple[list[str], int]]:
+            if not saved:  # another writer saves while the sweep lists
+                _put(backend, "k", 2, b"two")
+                saved.append(2)
+            yield from walk(top, sizes=sizes)
+
+        monkeypatch.setattr(backend._objects, "walk", walk_while_saving)
+        assert backend.sweep(NS) == 0
+        monkeypatch.undo()
+        assert saved == [2]
+        assert backend.get(NS, "k")[1] == b"two"
+
+
+def test_a_stale_reservation_confirmed_meanwhile_is_not_withdrawn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _catalog_backend(tmp_path) as backend:
+        backend._catalog.reserve(
+            NS, "k", 1, size=3, kind=KIND, format_version=1, created_at_us=1,
+            expected_newest=None, reserved_at_us=1,
+        )  # fmt: skip
+        names = backend._objects.names
+
+        def slow_writer_finishes(directory: str, prefix: str = "", **kw: Any) -> list[str]:
+            found = names(directory, prefix, **kw)  # not written yet, as the sweep sees it
+            backend._objects.create(backend._object(NS, "k", 1), b"one")
+            assert backend._catalog.confirm(NS, "k", 1) == []
+            return found
+
+        monkeypatch.setattr(backend._objects, "names", slow_writer_finishes)
+        assert backend.sweep(NS) == 0
+        monkeypatch.undo()
+        assert backend.get(NS, "k")[1] == b"one"
+        assert backend.usage(NS) == Usage(3, 1, 1) == backend.recount(NS)
+
+
+def test_a_failed_save_prunes_nothing(tmp_path: Path) -> None:
+    with _catalog_backend(tmp_path) as backend:
+        backend.store_quota(
+            NS, gp.Quota(max_versions_per_key=2, retention="prune-oldest"), replace=True
+        )
+        _put(backend, "k", 1, b"one")
+        _put(backend, "k", 2, b"two")
+        os.mkdir(backend._object(NS, "k", 3))  # the object cannot be created
+        with pytest.raises(gp.BackendError, match="another catalog"):
+            _put(backend, "k", 3, b"three")
+        assert [i.version for i in backend.versions(NS, "k")] == [1, 2]
+        assert backend.usage(NS) == Usage(6, 2, 1) == backend.recount(NS)
+        os.rmdir(backend._object(NS, "k", 3))
+        _put(backend, "k", 4, b"four")  # version 3 stays used; retention prunes on confirm
+        assert [i.version for i in backend.versions(NS, "k")] == [2, 4]
+        assert backend.usage(NS) == Usage(7, 2, 1) == backend.recount(NS)
+        assert len(_objects(backend)) == 2
+
+
+def test_a_refused_name_reserves_nothing(tmp_path: Path) -> None:
+    with _catalog_backend(tmp_path) as backend:
+        with pytest.raises(gp.InvalidArgument):
+            _put(backend, "x" * 300, 1, b"one")
+        assert backend.usage(NS) == Usage()
+        assert backend.head(NS, "x" * 300).last_version == 0
+
+
+def test_head_shows_what_readers_see(tmp_path: Path) -> None:
+    with _catalog_backend(tmp_path) as backend:
+        _put(backend, "k", 1, b"one")
+        backend._catalog.reserve(
+            NS, "k", 2, size=3, kind=KIND, format_version=1, created_at_us=1,
+            expected_newest=None, reserved_at_us=1,
+        )  # fmt: skip
+        head = backend.head(NS, "k")
+        assert (head.last_version, head.newest, head.kind) == (2, 1, KIND)
+        assert backend.get(NS, "k", head.newest)[1] == b"one"
+
+
+def test_gc_visits_namespaces_holding_only_reservations(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gotstate_persist.cli import main
+
+    with _catalog_backend(tmp_path) as backend:
+        _put(backend, "k", 1, b"one")
+        backend._catalog.reserve(
+            "dead", "k", 1, size=1000, kind=KIND, format_version=1, created_at_us=1,
+            expected_newest=None, reserved_at_us=1,
+        )  # fmt: skip
+        assert backend.usage("dead") == Usage(1000, 1, 1)
+    url, catalog = f"file://{tmp_path / 'blobs'}", f"sqlite:///{tmp_path / 'c.db'}"
+    assert main(["gc", url, "--catalog", catalog]) == 0
+    assert "namespace 'dead': 1 removed" in capsys.readouterr().out
+    with _catalog_backend(tmp_path) as backend:
+        assert backend.usage("dead") == Usage()
+        assert backend.get(NS, "k")[1] == b"one"

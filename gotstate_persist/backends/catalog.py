@@ -39,9 +39,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from contextlib import suppress
 from typing import Any
 
+from .._names import check_name
 from ..errors import BackendError, InvalidArgument, NotFound, VersionConflict
 from ..quota import Quota
 from ._objectnames import (
@@ -142,7 +142,10 @@ class CatalogBackend(Backend):
         expected_newest: int | None = None,
     ) -> VersionInfo:
         check_put_arguments(version, kind, format_version, created_at_us)
-        pruned = self._catalog.reserve(
+        check_name(namespace, "namespace")  # refused before anything is reserved
+        check_name(key, "key")
+        path = self._object(namespace, key, version)
+        self._catalog.reserve(
             namespace,
             key,
             version,
@@ -153,20 +156,21 @@ class CatalogBackend(Backend):
             expected_newest=expected_newest,
             reserved_at_us=time.time_ns() // 1000,
         )
-        path = self._object(namespace, key, version)
         try:
             with self._store._guard("writing a version"):
-                self._objects.create(path, blob)
-        except BaseException as exc:
+                try:
+                    self._objects.create(path, blob)
+                except FileExistsError:
+                    raise BackendError(
+                        f"an object for version {version} of key {key!r} already exists "
+                        "although the catalog never held it: is another catalog pointed at "
+                        "the same prefix? Nothing was saved."
+                    ) from None
+        except BaseException:
             self._withdraw(namespace, key, version)
-            if isinstance(exc, FileExistsError):
-                raise BackendError(
-                    f"an object for version {version} of key {key!r} already exists although "
-                    "the catalog never held it: is another catalog pointed at the same "
-                    "prefix? Nothing was saved."
-                ) from None
             raise
-        if not self._catalog.confirm(namespace, key, version):
+        pruned = self._catalog.confirm(namespace, key, version)
+        if pruned is None:
             self._remove_objects(namespace, key, [version])
             raise VersionConflict(
                 f"key {key!r} was deleted while version {version} was being saved; retry the save",
@@ -175,12 +179,12 @@ class CatalogBackend(Backend):
         self._remove_objects(namespace, key, pruned)
         return VersionInfo(key, version, kind, format_version, len(blob), created_at_us)
 
-    def _withdraw(self, namespace: str, key: str, version: int) -> None:
-        """Take back a reservation whose object was not written (best effort)."""
+    def _withdraw(self, namespace: str, key: str, version: int) -> bool:
+        """Take back a reservation whose object was not written; False if it is not one now."""
         try:
-            self._catalog.delete_rows(namespace, key, [version])
+            self._catalog.delete_rows(namespace, key, [version], reserved_only=True)
         except NotFound:
-            pass  # deleted or swept meanwhile
+            return False  # deleted, swept or (by a sweep) confirmed meanwhile
         except BackendError as exc:
             logger.warning(
                 "could not withdraw the reservation of version %d of %r (a sweep will): %s",
@@ -188,6 +192,8 @@ class CatalogBackend(Backend):
                 key,
                 exc,
             )
+            return False
+        return True
 
     def delete(self, namespace: str, key: str, versions: Sequence[int] | None = None) -> int:
         removed = self._catalog.delete_rows(namespace, key, versions)
@@ -211,7 +217,13 @@ class CatalogBackend(Backend):
         return info, blob
 
     def head(self, namespace: str, key: str) -> KeyHead:
-        return self._catalog.head(namespace, key)
+        # newest as readers see it; a version still being written only raises
+        # last_version (and makes a save with expected_version wait for it)
+        return self._catalog.readable_head(namespace, key)
+
+    def known_namespaces(self) -> list[str]:
+        """Every namespace the catalog ever held, for sweeps (even without readable rows)."""
+        return self._catalog.known_namespaces()
 
     def versions(self, namespace: str, key: str) -> list[VersionInfo]:
         return self._catalog.versions(namespace, key)
@@ -234,6 +246,16 @@ class CatalogBackend(Backend):
     def sweep(self, namespace: str, *, older_than_s: float = STALE_RESERVATION_SECONDS) -> int:
         """Withdraw stale reservations and remove orphan objects; return how many went."""
         cutoff = time.time_ns() // 1000 - int(older_than_s * 1_000_000)
+        # Objects first, rows second: a row is committed before its object is
+        # created, so an object listed now whose row is missing afterwards
+        # belongs to no save that is running or acknowledged.
+        top = self._store._path(namespace_components(namespace))
+        listed: dict[str, set[int]] = {}
+        with self._store._guard("listing objects"):
+            for components, _size in self._objects.walk(top, sizes=False):
+                found = _parse_object(components)
+                if found is not None:
+                    listed.setdefault(found[0], set()).add(found[1])
         swept = 0
         for key, version in self._catalog.stale_reservations(namespace, cutoff):
             path = self._object(namespace, key, version)
@@ -241,22 +263,16 @@ class CatalogBackend(Backend):
             with self._store._guard("listing objects"):
                 written = name in self._objects.names(directory, name)
             if written:  # complete (created exclusively): only the confirmation was lost
-                self._catalog.confirm(namespace, key, version)
-                continue
-            with suppress(NotFound):
-                self._catalog.delete_rows(namespace, key, [version])
+                self._remove_objects(
+                    namespace, key, self._catalog.confirm(namespace, key, version) or []
+                )
+            elif self._withdraw(namespace, key, version):
                 swept += 1
         rows = self._catalog.row_versions(namespace)
-        top = self._store._path(namespace_components(namespace))
-        orphans: dict[str, list[int]] = {}
-        with self._store._guard("listing objects"):
-            for components, _size in self._objects.walk(top, sizes=False):
-                found = _parse_object(components)
-                if found is not None and found not in rows:
-                    orphans.setdefault(found[0], []).append(found[1])
-        for key, versions in orphans.items():
-            self._remove_objects(namespace, key, versions)
-            swept += len(versions)
+        for key, versions in listed.items():
+            orphans = sorted(v for v in versions if (key, v) not in rows)
+            self._remove_objects(namespace, key, orphans)
+            swept += len(orphans)
         if swept:
             logger.info("namespace %r: swept %d reservation(s) and orphan(s)", namespace, swept)
         return swept

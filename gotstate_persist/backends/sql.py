@@ -98,8 +98,9 @@ _QUOTA_COLUMNS = ", ".join(_QUOTA_FIELDS)
 # the result within every limit: the conditional update *is* the check, so
 # concurrent writers cannot overshoot. :grow is bytes added (net of pruning),
 # :more records added, :new_key 1 if the key had no stored version,
-# :key_versions what the key holds afterwards.
-_CHARGE = "bytes = bytes + :grow, records = records + :more, keys = keys + :new_key"
+# :key_versions what the key holds afterwards; :add_bytes and :add_records
+# are what the counters take now (the same, unless a catalog prunes later).
+_CHARGE = "bytes = bytes + :add_bytes, records = records + :add_records, keys = keys + :new_key"
 # A limit binds only a write that needs more of it (quota.check_write says the
 # same): after a limit was lowered below usage, a write that prunes as much as
 # it adds, or adds to an existing key, is not refused by that limit.
@@ -123,7 +124,9 @@ _APPEND_ONE = (
     "charge AS (UPDATE "
     + _N
     + " SET "
-    + _CHARGE.replace(":grow", ":size").replace(":more", "1").replace(":new_key", _NEW_KEY_OF_BUMP)
+    + _CHARGE.replace(":add_bytes", ":size")
+    .replace(":add_records", "1")
+    .replace(":new_key", _NEW_KEY_OF_BUMP)
     + " WHERE namespace = :ns AND EXISTS (SELECT 1 FROM bump) AND "
     + _WITHIN_LIMITS.replace(":grow", ":size")
     .replace(":more", "1")
@@ -178,8 +181,24 @@ _SQL = {
     ),
     "prune": (
         f'DELETE FROM {_R} WHERE namespace = :ns AND "key" = :key AND version IN '
-        f'(SELECT version FROM {_R} WHERE namespace = :ns AND "key" = :key '
+        f'(SELECT version FROM {_R} WHERE namespace = :ns AND "key" = :key{_STORED} '
         "ORDER BY version LIMIT :count) RETURNING version, size"
+    ),
+    "oldest": (
+        f'SELECT version, size FROM {_R} WHERE namespace = :ns AND "key" = :key{_STORED} '
+        "ORDER BY version LIMIT :count"
+    ),
+    "reserved_versions": (
+        f'SELECT version FROM {_R} WHERE namespace = :ns AND "key" = :key '
+        "AND reserved_at_us IS NOT NULL"
+    ),
+    "key_versions": f'SELECT versions FROM {_K} WHERE namespace = :ns AND "key" = :key',
+    "newest_stored": (
+        f'SELECT version, kind FROM {_R} WHERE namespace = :ns AND "key" = :key{_STORED} '
+        "ORDER BY version DESC LIMIT 1"
+    ),
+    "known_namespaces": (
+        f"SELECT namespace{_BYTES} FROM {_N} UNION SELECT namespace{_BYTES} FROM {_R} ORDER BY 1"
     ),
     "pruned": (
         f'UPDATE {_K} SET versions = versions - :count WHERE namespace = :ns AND "key" = :key'
@@ -699,7 +718,7 @@ class SQLBackend(Backend):
             self._append(params)
         return VersionInfo(key, version, kind, format_version, len(blob), micros)
 
-    def _append(self, params: dict[str, Any]) -> list[int]:
+    def _append(self, params: dict[str, Any], *, defer_prune: bool = False) -> list[int]:
         """The transactional append; returns the versions retention pruned."""
         namespace, key, expected_newest = params["ns"], params["key"], params["expected"]
         bump = self._sql["bump" if expected_newest is None else "bump_expected"]
@@ -717,7 +736,7 @@ class SQLBackend(Backend):
                     self._explain_refusal(
                         conn, namespace, key, params["version"], params["kind"], expected_newest
                     )
-            pruned = self._charge(conn, params, key_versions)
+            pruned = self._charge(conn, params, key_versions, defer_prune=defer_prune)
             conn.execute(self._sql["insert"], params)
             return pruned
 
@@ -739,7 +758,7 @@ class SQLBackend(Backend):
         expected_newest: int | None,
         reserved_at_us: int,
     ) -> list[int]:
-        """Append an unreadable row for a blob stored elsewhere; return pruned versions."""
+        """Append an unreadable row for a blob stored elsewhere (retention waits for confirm)."""
         return self._append(
             {
                 "ns": namespace,
@@ -752,20 +771,65 @@ class SQLBackend(Backend):
                 "created_at_us": created_at_us,
                 "blob": b"",
                 "reserved_at_us": reserved_at_us,
-            }
+            },
+            defer_prune=True,
         )
 
-    def confirm(self, namespace: str, key: str, version: int) -> bool:
-        """Make a reserved row readable; False if it is gone (deleted or swept meanwhile).
+    def confirm(self, namespace: str, key: str, version: int) -> list[int] | None:
+        """Make a reserved row readable and apply retention; None if the row is gone.
 
-        Not made durable on its own: a confirmation lost in a crash leaves a
-        reservation whose object exists, which the catalog's sweep confirms.
+        Returns the versions retention pruned (their blobs are the caller's to
+        remove). Not made durable on its own: a confirmation lost in a crash
+        leaves a reservation whose object exists, which the catalog's sweep
+        confirms again.
         """
         params = {"ns": namespace, "key": key, "version": version}
-        confirmed = self._transaction(
-            lambda conn: conn.execute(self._sql["confirm"], params).rowcount, durable=False
-        )
-        return bool(confirmed)
+
+        def confirm(conn: Any) -> list[int] | None:
+            if conn.execute(self._sql["confirm"], params).rowcount != 1:
+                return None
+            retention = conn.execute(self._sql["retention"], params).fetchall()
+            held = conn.execute(self._sql["key_versions"], params).fetchone()
+            if not retention or held is None:
+                return []
+            most, policy = retention[0]
+            if most is None or policy != "prune-oldest" or held[0] <= most:
+                return []
+            doomed = conn.execute(self._sql["prune"], {**params, "count": held[0] - most})
+            removed = doomed.fetchall()
+            if removed:
+                conn.execute(self._sql["pruned"], {**params, "count": len(removed)})
+                conn.execute(
+                    self._sql["release"],
+                    {
+                        "ns": namespace,
+                        "bytes": sum(size for _version, size in removed),
+                        "records": len(removed),
+                        "keys": 0,
+                    },
+                )
+            return sorted(int(version) for version, _size in removed)
+
+        return self._transaction(confirm, durable=False)
+
+    def readable_head(self, namespace: str, key: str) -> KeyHead:
+        """``head`` as readers see it: ``newest`` is the newest confirmed version."""
+        params = {"ns": namespace, "key": key}
+        with self._read() as conn:
+            row = conn.execute(self._sql["head"], params).fetchone()
+            if row is None:
+                return KeyHead()
+            if row[1] == 0:
+                return KeyHead(row[0])
+            newest = conn.execute(self._sql["newest_stored"], params).fetchone()
+        if newest is None:
+            return KeyHead(row[0])
+        return KeyHead(row[0], int(newest[0]), str(newest[1]))
+
+    def known_namespaces(self) -> list[str]:
+        """Every namespace ever written, even one holding only reservations."""
+        with self._read() as conn:
+            return [str(row[0]) for row in conn.execute(self._sql["known_namespaces"]).fetchall()]
 
     def stale_reservations(self, namespace: str, cutoff_us: int) -> list[tuple[str, int]]:
         """``(key, version)`` of reservations made before ``cutoff_us``."""
@@ -779,12 +843,17 @@ class SQLBackend(Backend):
             rows = conn.execute(self._sql["rows"], {"ns": namespace}).fetchall()
         return {(str(key), int(version)) for key, version in rows}
 
-    def _charge(self, conn: Any, params: dict[str, Any], key_versions: int) -> list[int]:
+    def _charge(
+        self, conn: Any, params: dict[str, Any], key_versions: int, *, defer_prune: bool = False
+    ) -> list[int]:
         """Count one write against its namespace, pruning first if retention says so.
 
         Runs inside the write's transaction after the key's row was bumped
         (``key_versions`` is the key's count with the new version), before
         the blob is inserted; raises ``QuotaExceeded`` to roll it all back.
+        With ``defer_prune`` (a catalog's reservation) the limits are checked
+        as if retention had pruned, but the oldest versions stay, and stay
+        counted, until :meth:`confirm`: a save that fails loses nothing.
         """
         names = {"ns": params["ns"]}
         charge = {
@@ -792,6 +861,8 @@ class SQLBackend(Backend):
             "size": params["size"],
             "grow": params["size"],
             "more": 1,
+            "add_bytes": params["size"],
+            "add_records": 1,
             "new_key": int(key_versions == 1),
             "key_versions": key_versions,
         }
@@ -806,24 +877,27 @@ class SQLBackend(Backend):
         pruned = freed = 0
         doomed: list[tuple[int, int]] = []
         if most is not None and policy == "prune-oldest" and key_versions > most:
-            target = {"ns": params["ns"], "key": params["key"]}
+            target = {"ns": params["ns"], "key": params["key"], "count": key_versions - most}
             doomed = conn.execute(
-                self._sql["prune"], {**target, "count": key_versions - most}
+                self._sql["oldest" if defer_prune else "prune"], target
             ).fetchall()
             freed = sum(size for _version, size in doomed)
             pruned = len(doomed)
             self._pruning.add(params["ns"])
-            conn.execute(self._sql["pruned"], {**target, "count": pruned})
+            if not defer_prune:
+                conn.execute(self._sql["pruned"], {**target, "count": pruned})
         charge = {
             "ns": params["ns"],
             "size": params["size"],
             "grow": params["size"] - freed,
             "more": 1 - pruned,
+            "add_bytes": params["size"] - (0 if defer_prune else freed),
+            "add_records": 1 - (0 if defer_prune else pruned),
             "new_key": int(key_versions == 1),
             "key_versions": key_versions - pruned,
         }
         if conn.execute(self._sql["charge"], charge).rowcount == 1:
-            return [int(version) for version, _size in doomed]
+            return [] if defer_prune else [int(version) for version, _size in doomed]
         # Refused: say which limit, from the same row the update looked at.
         row = conn.execute(self._sql["limits"], names).fetchone()
         check_write(
@@ -957,9 +1031,18 @@ class SQLBackend(Backend):
         return len(self.delete_rows(namespace, key, versions))
 
     def delete_rows(
-        self, namespace: str, key: str, versions: Sequence[int] | None = None
+        self,
+        namespace: str,
+        key: str,
+        versions: Sequence[int] | None = None,
+        *,
+        reserved_only: bool = False,
     ) -> list[int]:
-        """``delete``, returning the deleted versions (reservations included, for a catalog)."""
+        """``delete``, returning the deleted versions (reservations included, for a catalog).
+
+        With ``reserved_only``, the given versions are deleted only if they are
+        all still reservations (a catalog withdrawing them), else ``NotFound``.
+        """
         params: dict[str, Any] = {"ns": namespace, "key": key}
 
         def remove(conn: Any) -> list[int]:
@@ -971,7 +1054,11 @@ class SQLBackend(Backend):
             if not sizes:
                 raise NotFound(f"key {key!r} in namespace {namespace!r} has no stored version")
             doomed = set(sizes) if versions is None else set(versions)
-            missing = doomed - set(sizes)
+            eligible = set(sizes)
+            if reserved_only:
+                rows = conn.execute(self._sql["reserved_versions"], params).fetchall()
+                eligible = {int(row[0]) for row in rows}
+            missing = doomed - eligible
             if missing:
                 raise NotFound(
                     f"key {key!r} has no version(s) {sorted(missing)}; nothing was deleted"
