@@ -48,9 +48,9 @@ exact listing) and parses only the newest or the requested name; ``head`` and
 ``put`` list names without sizes and parse one version name. Only
 ``versions``, ``usage`` and ``delete`` build the full listing.
 ``delete`` first writes a tombstone naming the highest number it removes, so
-``head().last_version`` survives the deletion and stale claims are detected;
-it needs no lock, because it only removes what it listed and a serialized
-writer always creates above every number it listed.
+``head().last_version`` survives the deletion and stale claims are detected.
+Where writers are serialized it holds the same lock, so a save's
+``expected_newest`` check and a delete never interleave.
 
 How exclusive create is done depends on the protocol:
 
@@ -91,7 +91,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
 
 import msgspec
@@ -241,6 +241,12 @@ class _Objects(abc.ABC):
     def sweep(self, directory: str, names: Sequence[str]) -> None:  # noqa: B027 - optional hook
         """Delete crashed writers' temporaries among ``names`` (local files only)."""
 
+    @contextmanager
+    def holding(self, directory: str) -> Iterator[None]:
+        """Hold the key's writer lock where :attr:`serializes_writers` (for ``delete``)."""
+        del directory
+        yield
+
     #: Whether :meth:`check_and_create` is available: every writer of a key
     #: directory can be made to wait for the others (a lock they all respect).
     serializes_writers = False
@@ -345,6 +351,19 @@ class _LocalFiles(_Objects):
         _fsync_directory(directory)
 
     serializes_writers = True
+
+    @contextmanager
+    def holding(self, directory: str) -> Iterator[None]:
+        try:
+            held = os.open(directory, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+        except FileNotFoundError:  # no key directory, nothing to hold off
+            yield
+            return
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(held)
 
     def check_and_create(
         self, directory: str, choose: Callable[[list[str]], str], data: bytes
@@ -547,6 +566,12 @@ class _MemoryObjects(_FsspecObjects):
             return super().read(path)
 
     serializes_writers = True
+
+    @contextmanager
+    def holding(self, directory: str) -> Iterator[None]:
+        del directory
+        with _MEMORY_LOCK:
+            yield
 
     def check_and_create(
         self, directory: str, choose: Callable[[list[str]], str], data: bytes
@@ -979,6 +1004,13 @@ class ObjectStoreBackend(Backend):
         return Usage(bytes=total, records=records, keys=len(keys))
 
     def delete(self, namespace: str, key: str, versions: Sequence[int] | None = None) -> int:
+        directory = self._key_directory(namespace, key)
+        with ExitStack() as held:  # serialized with writers where they are
+            with self._guard("locking a key"):
+                held.enter_context(self._objects.holding(directory))
+            return self._delete(namespace, key, versions)
+
+    def _delete(self, namespace: str, key: str, versions: Sequence[int] | None) -> int:
         directory, listing = self._full_listing(namespace, key)
         if not listing.live:
             raise NotFound(f"key {key!r} in namespace {namespace!r} has no stored version")
