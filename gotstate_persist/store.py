@@ -369,9 +369,11 @@ class Store:
 
     def _read(self, key: str, version: int | None) -> tuple[VersionInfo, Any]:
         info, codec, kind, format_version, body = self._open(key, version)
-        record_type = self._formats.type_for(kind, format_version)
         with gc_paused(len(body) >= GC_PAUSE_MIN_BYTES):
-            return info, codec.decode_inner(body, record_type)
+            record = self._formats.decode_newest(
+                kind, format_version, lambda record_type: codec.decode_inner(body, record_type)
+            )
+        return info, record
 
     def _open(
         self, key: str, version: int | None

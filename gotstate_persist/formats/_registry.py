@@ -10,11 +10,18 @@ Schema-evolution rules for a registered kind (the contract users rely on):
   new version.
 * Records written by a version newer than any registered one are refused
   with ``FormatError`` and never rewritten.
+* Version N+1 may be registered with ``upcast=fn``: ``fn`` takes the data of
+  a version-N record as plain builtins (``msgspec.to_builtins``: dicts, lists,
+  str, int, ...) and returns the version-(N+1) data as plain builtins, which
+  the version-(N+1) Struct then validates. Reads upcast in memory, step by
+  step, to the newest registered version; stored bytes never change on read.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import Any, cast
 
 import msgspec
 
@@ -22,7 +29,10 @@ from .._names import check_kind
 from ..errors import FormatError, InvalidArgument
 from .machine import MACHINE_FORMAT_VERSION, MACHINE_KIND, MachineSnapshot
 
-__all__ = ["FormatRegistry"]
+__all__ = ["FormatRegistry", "Upcaster"]
+
+#: Turns one version's data (plain builtins) into the next version's data.
+Upcaster = Callable[[Any], Any]
 
 _RESERVED_PREFIX = "gotstate."
 MAX_FORMAT_VERSION = 2**31 - 1
@@ -39,12 +49,23 @@ class FormatRegistry:
         self._lock = threading.Lock()
         self._types: dict[str, dict[int, type[msgspec.Struct]]] = {}
         self._by_type: dict[type[msgspec.Struct], tuple[str, int]] = {}
+        # kind -> version -> the function turning version - 1 data into it
+        self._upcasts: dict[str, dict[int, Upcaster]] = {}
         self._add(MachineSnapshot, MACHINE_KIND, MACHINE_FORMAT_VERSION)
 
-    def register(self, record_type: type[msgspec.Struct], *, kind: str, version: int = 1) -> None:
+    def register(
+        self,
+        record_type: type[msgspec.Struct],
+        *,
+        kind: str,
+        version: int = 1,
+        upcast: Upcaster | None = None,
+    ) -> None:
         """Register ``record_type`` as format ``version`` of ``kind``.
 
-        Kinds starting with ``gotstate.`` are reserved for built-in formats.
+        ``upcast`` turns the plain-builtins data of version ``version - 1``
+        into data of this version (see the module docstring). Kinds starting
+        with ``gotstate.`` are reserved for built-in formats.
         """
         if not (isinstance(record_type, type) and issubclass(record_type, msgspec.Struct)):
             raise InvalidArgument(
@@ -55,7 +76,15 @@ class FormatRegistry:
             raise InvalidArgument(f"record kinds starting with {_RESERVED_PREFIX!r} are reserved")
         if type(version) is not int or not 1 <= version <= MAX_FORMAT_VERSION:
             raise InvalidArgument(f"format version must be an int from 1, got {version!r}")
+        if upcast is not None:
+            if not callable(upcast):
+                raise InvalidArgument("upcast must be a function of the previous version's data")
+            if version == 1:
+                raise InvalidArgument("version 1 has no previous version to upcast from")
         self._add(record_type, kind, version)
+        if upcast is not None:
+            with self._lock:
+                self._upcasts.setdefault(kind, {})[version] = upcast
 
     def _add(self, record_type: type[msgspec.Struct], kind: str, version: int) -> None:
         with self._lock:
@@ -105,8 +134,75 @@ class FormatRegistry:
             )
         raise FormatError(
             f"stored {kind!r} record has format version {version}, which is not registered "
-            f"(registered: {sorted(versions)}); register that version's Struct"
+            f"(registered: {sorted(versions)}); register that version's Struct, or upcasters "
+            f"(register(..., upcast=fn)) for every version after it"
         )
+
+    def decode_newest(
+        self, kind: str, version: int, decode: Callable[[Any], Any]
+    ) -> msgspec.Struct:
+        """A stored ``(kind, version)`` record as the newest registered version.
+
+        ``decode(type)`` decodes the stored body as ``type`` (a registered
+        Struct, or ``Any`` for a version only an upcaster knows). Each step
+        runs the next version's upcaster and validates its output against that
+        version's Struct; any failure is a ``FormatError`` and nothing stored
+        changes.
+        """
+        versions = self._types.get(kind)
+        if not versions or version >= max(versions) or version not in self._upcasts_below(kind):
+            return cast(msgspec.Struct, decode(self.type_for(kind, version)))
+        newest = max(versions)
+        stored_type = versions.get(version)  # validate it when its Struct is known
+        data = decode(Any) if stored_type is None else msgspec.to_builtins(decode(stored_type))
+        record: msgspec.Struct | None = None
+        for step in range(version + 1, newest + 1):
+            upcaster = self._upcasts.get(kind, {}).get(step)
+            if upcaster is None:  # pragma: no cover - _upcasts_below guarantees the chain
+                raise FormatError(f"{kind!r} has no upcaster into version {step}")
+            try:
+                data = upcaster(data)
+            except Exception as exc:
+                raise FormatError(
+                    f"the upcaster of {kind!r} from version {step - 1} to {step} failed "
+                    f"({type(exc).__name__}); fix it. The stored record was not changed."
+                ) from exc
+            step_type = versions.get(step)
+            if step_type is None:
+                continue  # an intermediate version known only by its upcaster
+            try:
+                record = msgspec.convert(data, step_type)
+            except msgspec.ValidationError as exc:
+                raise FormatError(
+                    f"the upcaster of {kind!r} into version {step} returned data that version "
+                    f"{step}'s schema refuses ({_where(exc)}); fix the upcaster. The stored "
+                    "record was not changed."
+                ) from None
+            if step != newest:
+                data = msgspec.to_builtins(record)
+        assert record is not None  # the newest version is always registered
+        return record
+
+    def _upcasts_below(self, kind: str) -> set[int]:
+        """Stored versions from which upcasters reach the newest registered version."""
+        versions = self._types.get(kind, {})
+        if not versions:
+            return set()
+        newest = max(versions)
+        reachable = set()
+        step = newest
+        upcasts = self._upcasts.get(kind, {})
+        while step in upcasts:
+            step -= 1
+            if step < 1:
+                break
+            reachable.add(step)
+        return reachable
+
+    def upcastable(self, kind: str, version: int) -> bool:
+        """Whether a stored ``(kind, version)`` record can be read as the newest version."""
+        versions = self._types.get(kind, {})
+        return bool(versions) and (version == max(versions) or version in self._upcasts_below(kind))
 
     def newest_version(self, kind: str) -> int:
         """The newest registered format version of ``kind``."""
@@ -121,3 +217,10 @@ class FormatRegistry:
 
     def __repr__(self) -> str:
         return f"FormatRegistry(kinds={self.kinds()!r})"
+
+
+def _where(exc: msgspec.ValidationError) -> str:
+    """The location part of a validation error (``at `$.x```), never the value."""
+    text = str(exc)
+    at = text.rfind(" - at `")
+    return text[at + 3 :] if at >= 0 else "the data does not match"
