@@ -7,6 +7,7 @@ every decode is bounded. Start with :func:`open_store`.
 
 from __future__ import annotations
 
+from ._migrate import MigrationFailure, MigrationReport
 from .backends import register_backend
 from .backends.base import Usage
 from .codec import Limits
@@ -42,6 +43,8 @@ __all__ = [
     "KeyRing",
     "Limits",
     "MachineSnapshot",
+    "MigrationFailure",
+    "MigrationReport",
     "NotFound",
     "PersistError",
     "Quota",

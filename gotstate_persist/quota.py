@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from .backends.base import Backend, KeyHead, Usage, VersionInfo
+from .backends.base import Backend, KeyHead, Replacement, Usage, VersionInfo
 from .errors import InvalidArgument, QuotaExceeded, RateLimited
 
 __all__ = ["QUOTA_REFRESH_SECONDS", "RETENTIONS", "Quota", "QuotaBackend", "quota_exceeded"]
@@ -437,6 +437,27 @@ class QuotaBackend(Backend):
 
     def iter_namespace(self, namespace: str) -> Iterator[tuple[VersionInfo, bytes]]:
         return self._inner.iter_namespace(namespace)
+
+    def replace(self, namespace: str, replacements: Sequence[Replacement]) -> list[bool]:
+        self._rates.hit(self.quota(namespace), namespace, "write")
+        if self.capabilities.exact_quota or self.quota(namespace) is None:
+            return self._inner.replace(namespace, replacements)
+        ledger = self._ledger(namespace)
+        with ledger.lock:  # sizes change: keep this process's tally right
+            before = {
+                (r.key, r.version): info.size
+                for r in replacements
+                for info in self._inner.versions(namespace, r.key)
+                if info.version == r.version
+            }
+            done = self._inner.replace(namespace, replacements)
+            grow = sum(
+                len(r.blob) - before.get((r.key, r.version), len(r.blob))
+                for r, swapped in zip(replacements, done, strict=True)
+                if swapped
+            )
+            ledger.usage = _plus(ledger.usage, grow, 0, 0)
+            return done
 
     def load_quota(self, namespace: str) -> Quota | None:
         return self._inner.load_quota(namespace)

@@ -24,8 +24,10 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from . import _migrate
 from . import machine as _machine
 from ._gcpause import GC_PAUSE_MIN_BYTES, gc_paused
+from ._migrate import DEFAULT_BATCH_SIZE, MigrationReport, Progress
 from ._names import DEFAULT_NAMESPACE, check_name
 from .backends import Backend, Usage, VersionInfo, open_backend
 from .backends.base import kind_mismatch, to_micros
@@ -201,6 +203,42 @@ class Store:
         if recount:
             return self._backend.recount(self._namespace)
         return self._backend.usage(self._namespace)
+
+    # Rewriting stored records in place.
+
+    def migrate(
+        self,
+        kind: str,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> MigrationReport:
+        """Rewrite every ``kind`` record stored in an older format version as the newest.
+
+        Upcast with the registered upcasters, resealed under the primary key;
+        keys and logical versions do not change. Idempotent and resumable (a
+        run killed at any point can simply run again). ``progress(done,
+        total)`` is called as records are looked at.
+        """
+        if not self._keyring.can_seal:
+            raise InvalidArgument("this keyring is verify-only (KeyRing.public()); it cannot save")
+        return _migrate.migrate(
+            self, kind, batch_size=batch_size, dry_run=dry_run, progress=progress
+        )
+
+    def reseal(
+        self, *, batch_size: int = DEFAULT_BATCH_SIZE, progress: Progress | None = None
+    ) -> MigrationReport:
+        """Rewrite every record not sealed under the primary key under it.
+
+        Afterwards a rotated-out key can be retired (``KeyRing.retire``);
+        ``gotstate-persist verify`` shows which key ids are still in use.
+        Same guarantees as :meth:`migrate`.
+        """
+        if not self._keyring.can_seal:
+            raise InvalidArgument("this keyring is verify-only (KeyRing.public()); it cannot save")
+        return _migrate.reseal(self, batch_size=batch_size, progress=progress)
 
     @property
     def quota(self) -> Quota | None:

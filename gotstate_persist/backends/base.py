@@ -37,6 +37,7 @@ __all__ = [
     "Backend",
     "Capabilities",
     "KeyHead",
+    "Replacement",
     "Usage",
     "VersionInfo",
     "kind_mismatch",
@@ -137,6 +138,20 @@ class Usage(msgspec.Struct, frozen=True):
     drift: Usage | None = None
 
 
+class Replacement(msgspec.Struct, frozen=True):
+    """One stored version's blob to swap for another (``migrate`` and ``reseal``).
+
+    ``expected`` is the blob that must still be stored: the swap is a
+    compare-and-set, so a version changed or deleted meanwhile is left alone.
+    """
+
+    key: str
+    version: int
+    blob: bytes
+    format_version: int
+    expected: bytes
+
+
 class Backend(abc.ABC):
     """Versioned, create-only storage of sealed blobs.
 
@@ -221,6 +236,19 @@ class Backend(abc.ABC):
         raise InvalidArgument(
             f"{type(self).__name__} cannot persist quotas; open the store without quota=, "
             "or ask the backend's author to implement load_quota() and store_quota()"
+        )
+
+    def replace(self, namespace: str, replacements: Sequence[Replacement]) -> list[bool]:
+        """Swap stored blobs in place, each only if it is still ``expected``.
+
+        Returns, per replacement, whether it was swapped. Logical versions,
+        kinds and creation times never change; readers see the old or the new
+        blob, never neither. Optional: ``migrate`` and ``reseal`` need it.
+        """
+        del namespace, replacements
+        raise InvalidArgument(
+            f"{type(self).__name__} cannot replace stored blobs, which migrate() and reseal() "
+            "need; copy the store to a backend that can (gotstate-persist copy)"
         )
 
     def recount(self, namespace: str) -> Usage:

@@ -127,7 +127,15 @@ from ._objectnames import (
     version_name,
     version_prefix,
 )
-from .base import Backend, Capabilities, KeyHead, Usage, VersionInfo, kind_mismatch
+from .base import (
+    Backend,
+    Capabilities,
+    KeyHead,
+    Replacement,
+    Usage,
+    VersionInfo,
+    kind_mismatch,
+)
 
 __all__ = ["STALE_TEMPORARY_SECONDS", "ObjectStoreBackend"]
 
@@ -461,6 +469,12 @@ def _write_temporary(data: bytes, directory: str = "", *, dir_fd: int | None = N
         raise
     os.close(fd)
     return path
+
+
+def _version_of(name: str) -> int:
+    """The version number a version object's name starts with (0 if none)."""
+    digits = name[1 : name.find("~")] if name.startswith("v") and "~" in name else ""
+    return int(digits) if digits.isascii() and digits.isdigit() else 0
 
 
 def _is_file(entry: os.DirEntry[str]) -> bool:
@@ -1036,6 +1050,67 @@ class ObjectStoreBackend(Backend):
                     self._objects.create(f"{directory}/{tombstone_name(tombstone)}", b"")
             self._objects.remove([f"{directory}/{name}" for name in obsolete])
         return len(doomed)
+
+    def replace(self, namespace: str, replacements: Sequence[Replacement]) -> list[bool]:
+        done = []
+        for replacement in replacements:
+            directory = self._key_directory(namespace, replacement.key)
+            with ExitStack() as held:  # serialized with writers where they are
+                with self._guard("locking a key"):
+                    held.enter_context(self._objects.holding(directory))
+                done.append(self._replace(directory, replacement))
+        return done
+
+    def _replace(self, directory: str, replacement: Replacement) -> bool:
+        """Swap one version's object; the name changes with the format version.
+
+        A new name is created (exclusively) before the old one is removed, so
+        readers always find one of them; a crash in between leaves both, and
+        listings and reads take the newer format (:func:`find_version` picks
+        the largest name), until ``recount`` removes the older.
+        """
+        stored = self._find(directory, replacement.version, quick=False)
+        if stored is None:
+            return False
+        old_path = f"{directory}/{stored.name}"
+        with self._guard("reading a version"):
+            try:
+                if self._objects.read(old_path) != replacement.expected:
+                    return False
+            except FileNotFoundError:
+                return False
+        name = version_name(
+            replacement.version, stored.kind, replacement.format_version, stored.created_at_us
+        )
+        with self._guard("replacing a version"):
+            if name == stored.name:
+                self._objects.overwrite(old_path, replacement.blob)
+                return True
+            try:
+                self._objects.create(f"{directory}/{name}", replacement.blob)
+            except FileExistsError:
+                return False  # replaced by someone else meanwhile
+            self._objects.remove([old_path])
+        return True
+
+    def recount(self, namespace: str) -> Usage:
+        """Count usage, first removing objects a crashed ``replace`` superseded."""
+        top = self._path(namespace_components(namespace))
+        by_version: dict[tuple[tuple[str, ...], int], list[str]] = {}
+        with self._guard("measuring usage"):
+            for components, _size in self._objects.walk(top, sizes=False):
+                stored = find_version(components[-1:], _version_of(components[-1]))
+                if stored is not None and decode_key_path(components) is not None:
+                    place = (tuple(components[:-1]), stored.version)
+                    by_version.setdefault(place, []).append(stored.name)
+            for (parts, version), names in by_version.items():
+                if len(names) > 1:
+                    winner = find_version(names, version)
+                    directory = self._path([*namespace_components(namespace), *parts])
+                    self._objects.remove(
+                        [f"{directory}/{n}" for n in names if winner is None or n != winner.name]
+                    )
+        return self.usage(namespace)
 
     def _quota_path(self, namespace: str) -> str:
         return self._path([*namespace_components(namespace), QUOTA_OBJECT])

@@ -56,8 +56,16 @@ from ..errors import (
     VersionConflict,
 )
 from ..migrations import HEAD_REVISION, current_revision, ensure_schema
-from ..quota import Quota, check_write
-from .base import Backend, Capabilities, KeyHead, Usage, VersionInfo, kind_mismatch
+from ..quota import Quota, check_write, quota_exceeded
+from .base import (
+    Backend,
+    Capabilities,
+    KeyHead,
+    Replacement,
+    Usage,
+    VersionInfo,
+    kind_mismatch,
+)
 
 __all__ = ["SQLBackend"]
 
@@ -193,6 +201,15 @@ _SQL = {
         "AND reserved_at_us IS NOT NULL"
     ),
     "key_versions": f'SELECT versions FROM {_K} WHERE namespace = :ns AND "key" = :key',
+    "row_size": (
+        f'SELECT size FROM {_R} WHERE namespace = :ns AND "key" = :key '
+        f"AND version = :version{_STORED}"
+    ),
+    "swap": (
+        f"UPDATE {_R} SET blob = :blob, size = :size, format_version = :format_version "
+        'WHERE namespace = :ns AND "key" = :key AND version = :version '
+        f"AND blob = :expected{_STORED}"
+    ),
     "newest_stored": (
         f'SELECT version, kind FROM {_R} WHERE namespace = :ns AND "key" = :key{_STORED} '
         "ORDER BY version DESC LIMIT 1"
@@ -811,6 +828,72 @@ class SQLBackend(Backend):
             return sorted(int(version) for version, _size in removed)
 
         return self._transaction(confirm, durable=False)
+
+    def replace(self, namespace: str, replacements: Sequence[Replacement]) -> list[bool]:
+        return self.swap_rows(
+            namespace,
+            [
+                (r.key, r.version, r.blob, len(r.blob), r.format_version, r.expected)
+                for r in replacements
+            ],
+        )
+
+    def swap_rows(
+        self, namespace: str, rows: Sequence[tuple[str, int, bytes, int, int, bytes]]
+    ) -> list[bool]:
+        """``replace`` in one transaction: ``(key, version, blob, size, format, expected)``.
+
+        ``size`` is the stored size (a catalog keeps ``blob`` empty and the
+        object elsewhere). The namespace's bytes change by the size
+        difference, within its quota: a swap that would cross ``max_bytes`` or
+        ``max_blob_bytes`` raises ``QuotaExceeded`` and the whole batch rolls back.
+        """
+
+        def swap(conn: Any) -> list[bool]:
+            done = []
+            for key, version, blob, size, format_version, expected in rows:
+                params = {
+                    "ns": namespace,
+                    "key": key,
+                    "version": version,
+                    "blob": blob,
+                    "size": size,
+                    "format_version": format_version,
+                    "expected": expected,
+                }
+                found = conn.execute(self._sql["row_size"], params).fetchone()
+                if found is None or conn.execute(self._sql["swap"], params).rowcount != 1:
+                    done.append(False)
+                    continue
+                self._charge_growth(conn, namespace, size, size - int(found[0]))
+                done.append(True)
+            return done
+
+        return self._transaction(swap)
+
+    def _charge_growth(self, conn: Any, namespace: str, size: int, grow: int) -> None:
+        """Count a swapped blob's size difference, within ``max_bytes`` and ``max_blob_bytes``."""
+        charge = {
+            "ns": namespace,
+            "size": size,
+            "grow": grow,
+            "more": 0,
+            "add_bytes": grow,
+            "add_records": 0,
+            "new_key": 0,
+            "key_versions": 0,
+        }
+        if conn.execute(self._sql["charge"], charge).rowcount == 1:
+            return
+        row = conn.execute(self._sql["limits"], {"ns": namespace}).fetchone()
+        quota = _quota_of(row[3:]) or Quota()
+        if quota.max_blob_bytes is not None and size > quota.max_blob_bytes:
+            raise quota_exceeded(
+                "max_blob_bytes", quota.max_blob_bytes, 0, size, namespace=namespace
+            )
+        raise quota_exceeded(
+            "max_bytes", quota.max_bytes or 0, int(row[0]), grow, namespace=namespace
+        )
 
     def readable_head(self, namespace: str, key: str) -> KeyHead:
         """``head`` as readers see it: ``newest`` is the newest confirmed version."""
