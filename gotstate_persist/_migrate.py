@@ -23,7 +23,7 @@ import msgspec
 
 from .backends.base import Replacement, VersionInfo
 from .codec import Codec, codec_by_id
-from .errors import InvalidArgument, NotFound, PersistError, QuotaExceeded
+from .errors import InvalidArgument, PersistError, QuotaExceeded
 from .sealing import read_header, seal
 
 if TYPE_CHECKING:
@@ -126,14 +126,8 @@ def _decoding(codec: Codec, body: msgspec.Raw) -> Callable[[Any], Any]:
 
 
 def _stored(store: Store) -> Iterator[tuple[VersionInfo, bytes]]:
-    """Every stored version of the namespace with its blob, key by key."""
-    backend, namespace = store._backend, store.namespace
-    for key in backend.keys(namespace):
-        for info in backend.versions(namespace, key):
-            try:
-                yield backend.get(namespace, key, info.version)
-            except NotFound:
-                continue  # deleted meanwhile: nothing to rewrite
+    """Every stored version of the namespace with its blob (the backend's fastest walk)."""
+    return store._backend.iter_namespace(store.namespace)
 
 
 def migrate(

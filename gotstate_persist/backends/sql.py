@@ -85,6 +85,8 @@ _RETRY_BASE_S = 0.002
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 _UNIQUE_VIOLATION = "23505"
 _NOT_NULL_VIOLATION = "23502"
+#: Rows per page when a whole namespace is read (migrate, reseal, copy, verify).
+_PAGE = 500
 _T = TypeVar("_T")
 
 _R = "gotstate_persist_records"
@@ -201,9 +203,10 @@ _SQL = {
         "AND reserved_at_us IS NOT NULL"
     ),
     "key_versions": f'SELECT versions FROM {_K} WHERE namespace = :ns AND "key" = :key',
-    "row_size": (
-        f'SELECT size FROM {_R} WHERE namespace = :ns AND "key" = :key '
-        f"AND version = :version{_STORED}"
+    # Keyset pagination over (key, version), as the primary key orders them.
+    "page": (
+        f'{_INFO}, blob FROM {_R} WHERE namespace = :ns{_STORED} AND ("key"{_BYTES} > :key '
+        f'OR ("key" = :key AND version > :version)) ORDER BY "key"{_BYTES}, version LIMIT :limit'
     ),
     "swap": (
         f"UPDATE {_R} SET blob = :blob, size = :size, format_version = :format_version "
@@ -829,6 +832,19 @@ class SQLBackend(Backend):
 
         return self._transaction(confirm, durable=False)
 
+    def iter_namespace(self, namespace: str) -> Iterator[tuple[VersionInfo, bytes]]:
+        """Every readable version of the namespace with its blob, in pages (keyset order)."""
+        params: dict[str, Any] = {"ns": namespace, "key": "", "version": 0, "limit": _PAGE}
+        while True:
+            with self._read() as conn:
+                rows = conn.execute(self._sql["page"], params).fetchall()
+            for row in rows:
+                blob = row[6]
+                yield _info(row), blob if type(blob) is bytes else bytes(blob)
+            if len(rows) < _PAGE:
+                return
+            params["key"], params["version"] = rows[-1][0], rows[-1][1]
+
     def replace(self, namespace: str, replacements: Sequence[Replacement]) -> list[bool]:
         return self.swap_rows(
             namespace,
@@ -843,14 +859,14 @@ class SQLBackend(Backend):
     ) -> list[bool]:
         """``replace`` in one transaction: ``(key, version, blob, size, format, expected)``.
 
-        ``size`` is the stored size (a catalog keeps ``blob`` empty and the
-        object elsewhere). The namespace's bytes change by the size
-        difference, within its quota: a swap that would cross ``max_bytes`` or
-        ``max_blob_bytes`` raises ``QuotaExceeded`` and the whole batch rolls back.
+        The namespace's bytes change by the batch's size difference, checked
+        once against its quota: a batch that would cross ``max_bytes`` or
+        ``max_blob_bytes`` raises ``QuotaExceeded`` and rolls back whole.
         """
 
         def swap(conn: Any) -> list[bool]:
             done = []
+            grow = largest = 0
             for key, version, blob, size, format_version, expected in rows:
                 params = {
                     "ns": namespace,
@@ -861,18 +877,19 @@ class SQLBackend(Backend):
                     "format_version": format_version,
                     "expected": expected,
                 }
-                found = conn.execute(self._sql["row_size"], params).fetchone()
-                if found is None or conn.execute(self._sql["swap"], params).rowcount != 1:
-                    done.append(False)
-                    continue
-                self._charge_growth(conn, namespace, size, size - int(found[0]))
-                done.append(True)
+                swapped = conn.execute(self._sql["swap"], params).rowcount == 1
+                if swapped:
+                    grow += size - len(expected)
+                    largest = max(largest, size)
+                done.append(swapped)
+            if any(done):
+                self._charge_growth(conn, namespace, largest, grow)
             return done
 
         return self._transaction(swap)
 
     def _charge_growth(self, conn: Any, namespace: str, size: int, grow: int) -> None:
-        """Count a swapped blob's size difference, within ``max_bytes`` and ``max_blob_bytes``."""
+        """Count swapped blobs' size difference (``size``: the largest, for ``max_blob_bytes``)."""
         charge = {
             "ns": namespace,
             "size": size,

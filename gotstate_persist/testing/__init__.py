@@ -30,7 +30,7 @@ import msgspec
 import pytest
 
 from ..backends import open_backend
-from ..backends.base import Backend, KeyHead, Usage, to_micros
+from ..backends.base import Backend, KeyHead, Replacement, Usage, to_micros
 from ..codec import MAX_BLOB_BYTES
 from ..errors import (
     FormatError,
@@ -71,7 +71,7 @@ AWKWARD_KEYS = (
 
 def _put(backend: Backend, key: str, version: int, blob: bytes, **kw: object) -> None:
     backend.put(
-        NS,
+        str(kw.pop("namespace", NS)),
         key,
         version,
         blob,
@@ -260,6 +260,38 @@ class BackendTests:
         _put(adapter, "a", 3, b"1234567")  # prunes version 1: 5 + 7 = 12 bytes
         assert [i.version for i in backend.versions(NS, "a")] == [2, 3]
         assert adapter.usage(NS) == Usage(12, 2, 1) == backend.recount(NS)
+
+    def test_iter_namespace_yields_every_stored_version_once(self, backend: Backend) -> None:
+        expected = {}
+        for key in ("b", "a", "c/d", "é"):
+            for version in (1, 2, 3):
+                blob = f"{key}:{version}".encode()
+                _put(backend, key, version, blob)
+                expected[(key, version)] = blob
+        backend.delete(NS, "b", [2])
+        del expected[("b", 2)]
+        _put(backend, "other-namespace-key", 1, b"x", namespace="elsewhere")
+        seen = {(info.key, info.version): blob for info, blob in backend.iter_namespace(NS)}
+        assert seen == expected
+
+    def test_replace_is_a_compare_and_set(self, backend: Backend) -> None:
+        """Skipped for a backend that declines to replace blobs (InvalidArgument)."""
+        _put(backend, "k", 1, b"old")
+        _put(backend, "k", 2, b"two")
+        swap = Replacement("k", 1, b"newer", 2, expected=b"old")
+        try:
+            assert backend.replace(NS, [swap]) == [True]
+        except InvalidArgument:
+            pytest.skip("the backend does not replace blobs")
+        info, blob = backend.get(NS, "k", 1)
+        assert (blob, info.format_version, info.size, info.version) == (b"newer", 2, 5, 1)
+        assert info.created_at_us == _NOW_US and info.kind == "test.kind"
+        stale = Replacement("k", 1, b"lost", 3, expected=b"old")
+        missing = Replacement("k", 9, b"none", 2, expected=b"old")
+        assert backend.replace(NS, [stale, missing]) == [False, False]
+        assert backend.get(NS, "k", 1)[1] == b"newer"
+        assert [i.version for i in backend.versions(NS, "k")] == [1, 2]
+        assert backend.recount(NS) == Usage(8, 2, 1)
 
     def test_concurrent_appends_from_threads(self, backend: Backend) -> None:
         workers, per_worker = 4, 10
