@@ -108,3 +108,18 @@ def test_readme_quick_start_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.chdir(tmp_path)
     exec(compile(block, "README.md", "exec"), {})
     assert (tmp_path / "state.db").exists()
+
+
+def test_readme_record_format_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Quick start, "Your own records" and "Changing a record format", in one session."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+    def first_block(after: str) -> str:
+        return readme.split(after, 1)[1].split("```python", 1)[1].split("```", 1)[0]
+
+    code = "\n".join(
+        first_block(heading)
+        for heading in ("## Quick start", "### Your own records", "### Changing a record format")
+    )
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
