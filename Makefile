@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_snapshot.py
 	$(PY) benchmarks/bench_backends.py
 	$(PY) benchmarks/bench_quota.py
+	$(PY) benchmarks/bench_migrate.py
 
 clean:
 	rm -rf .gotstate .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -150,6 +150,15 @@ def migrate(
         if info.format_version == newest:
             run.current += 1
             continue
+        if not formats.upcastable(kind, info.format_version):
+            reason = (
+                f"no upcasters lead from format version {info.format_version} to {newest}; "
+                "register them (register(..., upcast=fn)) and run again"
+                if info.format_version < newest
+                else f"format version {info.format_version} is newer than this code knows"
+            )
+            run.failed.append(MigrationFailure(info.key, info.version, reason))
+            continue
         try:
             codec, stored_kind, stored_version, body = store._unwrap(info, blob)
             record = formats.decode_newest(

@@ -26,7 +26,7 @@ from ._copy import copy_records
 from ._names import DEFAULT_NAMESPACE, check_name
 from .backends import Backend, Usage, open_backend
 from .backends.catalog import STALE_RESERVATION_SECONDS, CatalogBackend
-from .errors import InvalidArgument, PersistError
+from .errors import InvalidArgument, NotFound, PersistError
 from .formats import MachineSnapshot, SubmachineSnapshot
 from .formats._registry import FormatRegistry
 from .formats._values import UnsupportedValue, decode_value
@@ -522,25 +522,29 @@ def _cmd_quota(args: argparse.Namespace) -> int:
 
 
 def _cmd_db(args: argparse.Namespace) -> int:
-    from .backends.sql import SQLBackend
-    from .migrations import HEAD_REVISION, REVISIONS, current_revision
+    from . import migrations
 
     if args.db_command == "history":
-        for revision in REVISIONS:
-            marker = " (head)" if revision == HEAD_REVISION else ""
+        for revision in migrations.REVISIONS:
+            marker = " (head)" if revision == migrations.HEAD_REVISION else ""
             sys.stdout.write(f"{revision}{marker}\n")
         return EXIT_OK
     if args.url.split(":", 1)[0].split("+", 1)[0] not in _SQL_SCHEMES:
         raise InvalidArgument("db commands apply to SQL stores (sqlite:///..., postgresql://...)")
     if args.db_command == "upgrade":
-        with SQLBackend(args.url, upgrade=True) as backend, backend.engine.connect() as conn:
-            sys.stdout.write(f"schema at {current_revision(conn)} (head {HEAD_REVISION})\n")
+        upgraded = migrations.upgrade(args.url)
+        sys.stdout.write(f"schema at {upgraded} (head {migrations.HEAD_REVISION})\n")
         return EXIT_OK
-    existing = _open_existing(args.url)
-    if not isinstance(existing, SQLBackend):  # pragma: no cover - guarded by the scheme check
-        raise InvalidArgument("db commands apply to SQL stores")
-    with existing, existing.engine.connect() as conn:
-        sys.stdout.write(f"{current_revision(conn)}\n")
+    _check_existing_sqlite(args.url)
+    if args.db_command == "check":
+        migrations.check(args.url)  # raises (exit 1) unless the schema is the head
+        sys.stdout.write(f"schema at {migrations.HEAD_REVISION} (head): up to date\n")
+        return EXIT_OK
+    found = migrations.current(args.url)
+    if found is None:
+        shown = sa.make_url(args.url).render_as_string(hide_password=True)
+        raise NotFound(f"{shown} holds no gotstate-persist store; check the URL")
+    sys.stdout.write(f"{found}\n")
     return EXIT_OK
 
 
@@ -697,6 +701,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (
         ("current", "print the schema revision of a database"),
         ("upgrade", "upgrade (or create) the schema to this version's head revision"),
+        ("check", "exit 0 if the schema is this version's head, else 1 with the reason"),
     ):
         sub = db_sub.add_parser(name, help=text)
         sub.add_argument("url", help="SQL store URL, e.g. sqlite:///state.db")

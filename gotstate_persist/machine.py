@@ -11,7 +11,10 @@ Apply works in two phases: *plan* validates and decodes everything (structure,
 names, state data) without touching the machine, then *commit* swaps the
 prepared values in with plain assignments that cannot fail. So a restore
 either happens completely or leaves the machine exactly as it was, and it
-never runs entry or exit actions or hooks.
+never runs entry or exit actions or hooks. A snapshot of a differently built
+machine goes through the registered structure migrations
+(:mod:`gotstate_persist.formats.structure`) first, in memory, as part of the
+plan.
 """
 
 from __future__ import annotations
@@ -39,6 +42,14 @@ from .formats.machine import (
     SubmachineSnapshot,
     decode_structure,
     encode_structure,
+)
+from .formats.structure import (
+    Chain,
+    Migrated,
+    StructureMigrations,
+    apply_chain,
+    chain_text,
+    map_name,
 )
 
 __all__ = ["apply", "capture", "fingerprint"]
@@ -314,10 +325,23 @@ def _encode_data(
 _Commit = Callable[[], None]
 
 
-def apply(machine: StateMachine, snapshot: MachineSnapshot, *, struct_type: StructType) -> None:
-    """Put ``machine`` into the snapshot's state, or raise and change nothing."""
+def apply(
+    machine: StateMachine,
+    snapshot: MachineSnapshot,
+    *,
+    struct_type: StructType,
+    migrations: StructureMigrations | None = None,
+) -> None:
+    """Put ``machine`` into the snapshot's state, or raise and change nothing.
+
+    A snapshot whose structure fingerprint differs from the machine's is
+    mapped through ``migrations`` (if a registered chain leads to this
+    machine) before anything is planned; otherwise ``StructureMismatch``.
+    """
     with _locked(machine), gc_paused(len(snapshot.data) > GC_PAUSE_MIN_STATES):
         live = {tuple(path): sub for path, sub in _all_submachines(machine)}
+        if snapshot.fingerprint != _shape(machine).fingerprint:
+            snapshot = _migrate(machine, snapshot, migrations, live)
         stored = {tuple(sub.path): sub for sub in snapshot.submachines}
         commits: list[_Commit] = []
         # the top machine first: its fingerprint covers the submachines' structure
@@ -399,7 +423,10 @@ def _plan(
 
 
 def _mismatch(
-    snapshot: MachineSnapshot | SubmachineSnapshot, shape: _Shape, path: str
+    snapshot: MachineSnapshot | SubmachineSnapshot,
+    shape: _Shape,
+    path: str,
+    advice: str | None = None,
 ) -> StructureMismatch:
     def relations(structure: Structure) -> dict[str, tuple[str | None, bool]]:
         names = structure.names
@@ -438,10 +465,192 @@ def _mismatch(
     if len(differences) > _MAX_REPORTED:
         shown.append(f"... and {len(differences) - _MAX_REPORTED} more")
     where = f"submachine {path!r} of " if path else ""
+    if advice is None:
+        advice = (
+            "Restore into a machine built like the saved one, or register a structure "
+            "migration: formats.register_structure_migration(from_fingerprint=<the snapshot "
+            "fingerprint>, renames={old: new}, removed={old: destination})."
+        )
     return StructureMismatch(
         f"the snapshot does not fit {where}this machine: {'; '.join(shown)}. Snapshot "
         f"fingerprint {snapshot.fingerprint}, machine fingerprint {shape.fingerprint}. "
-        "Restore into a machine built like the saved one, or register a structure migration.",
+        f"{advice}",
+        snapshot_fingerprint=snapshot.fingerprint,
+        machine_fingerprint=shape.fingerprint,
+        differences=tuple(differences),
+    )
+
+
+# Structure migrations.
+
+
+def _migrate(
+    machine: Any,
+    snapshot: MachineSnapshot,
+    migrations: StructureMigrations | None,
+    live: dict[tuple[str, ...], Any],
+) -> MachineSnapshot:
+    """The snapshot mapped onto this machine's structure (in memory), or StructureMismatch.
+
+    Only reads the machine: the result goes through the usual plan/commit.
+    """
+    shape = _shape(machine)
+    if migrations is None or snapshot.machine_type != shape.summary["type"]:
+        raise _mismatch(snapshot, shape, "")
+    chains = migrations.plan(snapshot.fingerprint, shape.fingerprint)
+    if not chains:
+        registered = migrations.registered_from(snapshot.fingerprint)
+        advice = None
+        if registered:
+            advice = (
+                "Structure migrations are registered for the snapshot's structure ("
+                + "; ".join(m.describe() for m in registered)
+                + ") but none leads to this machine; register one from_fingerprint="
+                "<the snapshot fingerprint> (or give the last one's to_fingerprint= so "
+                "that migrations chain)."
+            )
+        raise _mismatch(snapshot, shape, "", advice)
+    old = decode_structure(snapshot)
+    fits: list[tuple[Chain, Migrated]] = []
+    failed: tuple[Chain, Migrated] | None = None
+    for chain in chains:
+        if fits and len(chain) > len(fits[0][0]):
+            break  # only the shortest chains that fit compete
+        result = apply_chain(
+            chain,
+            structure=old,
+            current=snapshot.current,
+            history=snapshot.history,
+            data=snapshot.data,
+            target=shape.structure,
+            complete=True,
+        )
+        if result.differences:
+            failed = failed or (chain, result)
+        else:
+            fits.append((chain, result))
+    if not fits:
+        assert failed is not None  # chains is not empty
+        raise _migration_mismatch(snapshot, shape, *failed, path="")
+    if len(fits) > 1:
+        raise StructureMismatch(
+            "structure migrations are ambiguous: more than one chain of "
+            f"{len(fits[0][0])} migrations fits this machine ({chain_text(fits[0][0])}; "
+            f"{chain_text(fits[1][0])}). Give each migration its to_fingerprint=, or register "
+            "only one way from the old structure to the new one.",
+            snapshot_fingerprint=snapshot.fingerprint,
+            machine_fingerprint=shape.fingerprint,
+            differences=("ambiguous structure migrations",),
+        )
+    chain, result = fits[0]
+    return msgspec.structs.replace(
+        snapshot,
+        fingerprint=shape.fingerprint,
+        structure=shape.structure_blob,
+        current=result.current,
+        history=result.history,
+        data=result.data,
+        submachines=_migrate_submachines(snapshot, shape, chain, live),
+    )
+
+
+def _migrate_submachines(
+    snapshot: MachineSnapshot, shape: _Shape, chain: Chain, live: dict[tuple[str, ...], Any]
+) -> list[SubmachineSnapshot]:
+    """Each stored submachine mapped through ``chain``, plus defaults for added ones.
+
+    A submachine's states are merged into its parent machine's graph under the
+    same names, so the migration registered for the top machine covers them,
+    and the path (composite state names) is mapped like any name. A submachine
+    whose composite was removed is dropped; one the new machine added gets the
+    state of a freshly built machine (not started, at its initial state, no
+    data), as added states get no data.
+    """
+    out: list[SubmachineSnapshot] = []
+    for sub in snapshot.submachines:
+        mapped = [map_name(chain, name) for name in sub.path]
+        key = tuple(name for name in mapped if name is not None)
+        if len(key) != len(mapped):
+            continue  # a composite on its path was removed, and the submachine with it
+        was, now = "/".join(sub.path), "/".join(key)
+        target = live.get(key)
+        if target is None:
+            named = f"{was!r}" if was == now else f"{was!r} (now {now!r})"
+            raise StructureMismatch(
+                f"the snapshot's submachine at {named} has no counterpart in this machine after "
+                f"the structure migration ({chain_text(chain)}); remove its composite state in "
+                f"the migration or add the submachine. Snapshot fingerprint "
+                f"{snapshot.fingerprint}, machine fingerprint {shape.fingerprint}.",
+                snapshot_fingerprint=snapshot.fingerprint,
+                machine_fingerprint=shape.fingerprint,
+                differences=(f"submachine {named} is only in the snapshot",),
+            )
+        sub_shape = _shape(target)
+        if sub.fingerprint == sub_shape.fingerprint:
+            out.append(msgspec.structs.replace(sub, path=list(key)))
+            continue
+        if sub.machine_type != sub_shape.summary["type"]:
+            raise _mismatch(sub, sub_shape, now)
+        result = apply_chain(
+            chain,
+            structure=decode_structure(sub),
+            current=sub.current,
+            history=sub.history,
+            data=sub.data,
+            target=sub_shape.structure,
+            complete=False,
+        )
+        if result.differences:
+            raise _migration_mismatch(snapshot, shape, chain, result, path=now)
+        out.append(
+            msgspec.structs.replace(
+                sub,
+                path=list(key),
+                fingerprint=sub_shape.fingerprint,
+                structure=sub_shape.structure_blob,
+                current=result.current,
+                history=result.history,
+                data=result.data,
+            )
+        )
+    stored = {tuple(sub.path) for sub in out}
+    if len(stored) != len(out):
+        raise FormatError("the snapshot's submachines do not match the machine's")
+    for key, sub in live.items():
+        if key not in stored:
+            out.append(_fresh_submachine(list(key), sub))
+    return out
+
+
+def _fresh_submachine(path: list[str], machine: Any) -> SubmachineSnapshot:
+    """The state of a freshly built machine of this structure."""
+    shape = _shape(machine)
+    initial = machine._graph._initial_states.get(None)
+    return SubmachineSnapshot(
+        path=path,
+        machine_type=shape.summary["type"],
+        fingerprint=shape.fingerprint,
+        started=False,
+        current=initial.name if initial is not None else None,
+        history={},
+        structure=shape.structure_blob,
+        data={},
+    )
+
+
+def _migration_mismatch(
+    snapshot: MachineSnapshot, shape: _Shape, chain: Chain, result: Migrated, *, path: str
+) -> StructureMismatch:
+    differences = result.differences
+    shown = differences[:_MAX_REPORTED]
+    if len(differences) > _MAX_REPORTED:
+        shown.append(f"... and {len(differences) - _MAX_REPORTED} more")
+    where = f"submachine {path!r} of " if path else ""
+    return StructureMismatch(
+        f"the snapshot does not fit {where}this machine even after the structure migration "
+        f"({chain_text(chain)}): {'; '.join(shown)}. Snapshot fingerprint "
+        f"{snapshot.fingerprint}, machine fingerprint {shape.fingerprint}. Fix the "
+        "migration's renames/removed; nothing was changed.",
         snapshot_fingerprint=snapshot.fingerprint,
         machine_fingerprint=shape.fingerprint,
         differences=tuple(differences),

@@ -325,6 +325,9 @@ class QuotaBackend(Backend):
     def recount(self, namespace: str) -> Usage:
         if self.capabilities.exact_quota:
             return self._inner.recount(namespace)
+        if self.quota(namespace) is None:  # no tally to correct
+            self._forget(namespace)
+            return self._inner.recount(namespace)
         ledger = self._ledger(namespace)
         with ledger.lock:  # no write of this process lands between count and tally
             counted = self._inner.recount(namespace)
@@ -440,16 +443,40 @@ class QuotaBackend(Backend):
 
     def replace(self, namespace: str, replacements: Sequence[Replacement]) -> list[bool]:
         self._rates.hit(self.quota(namespace), namespace, "write")
-        if self.capabilities.exact_quota or self.quota(namespace) is None:
+        if self.capabilities.exact_quota:
             return self._inner.replace(namespace, replacements)
+        if self.quota(namespace) is None:
+            self._forget(namespace)
+            return self._inner.replace(namespace, replacements)
+        quota = self.quota(namespace)
+        assert quota is not None
         ledger = self._ledger(namespace)
-        with ledger.lock:  # sizes change: keep this process's tally right
+        with ledger.lock:  # sizes change: within the quota, and keep the tally right
             before = {
                 (r.key, r.version): info.size
                 for r in replacements
                 for info in self._inner.versions(namespace, r.key)
                 if info.version == r.version
             }
+            largest = max((len(r.blob) for r in replacements), default=0)
+            if quota.max_blob_bytes is not None and largest > quota.max_blob_bytes:
+                raise quota_exceeded(
+                    "max_blob_bytes", quota.max_blob_bytes, 0, largest, namespace=namespace
+                )
+            at_most = sum(
+                len(r.blob) - before[(r.key, r.version)]
+                for r in replacements
+                if (r.key, r.version) in before
+            )
+            limit = quota.max_bytes
+            if limit is not None and at_most > 0 and ledger.usage.bytes + at_most > limit:
+                raise quota_exceeded(
+                    "max_bytes",
+                    limit,
+                    ledger.usage.bytes,
+                    at_most,
+                    namespace=namespace,
+                )
             done = self._inner.replace(namespace, replacements)
             grow = sum(
                 len(r.blob) - before.get((r.key, r.version), len(r.blob))

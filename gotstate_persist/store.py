@@ -153,7 +153,12 @@ class Store:
         """
         info, record = self._read_machine(key, version)
         ref = self._ref(info)  # before apply: nothing may fail once the machine changed
-        _machine.apply(machine, record, struct_type=self._formats.type_for)
+        _machine.apply(
+            machine,
+            record,
+            struct_type=self._formats.type_for,
+            migrations=self._formats.structure_migrations,
+        )
         return ref
 
     # Records.

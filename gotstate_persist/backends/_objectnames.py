@@ -285,7 +285,7 @@ def parse_key_listing(entries: Iterable[tuple[str, int]]) -> KeyListing:
             if stored is None:
                 continue
             seen = listing.live.get(stored.version)
-            if seen is None or stored.name > seen.name:  # deterministic if tampered with
+            if seen is None or _rank(stored) > _rank(seen):
                 listing.live[stored.version] = stored
         elif name.startswith(TEMP_PREFIX):
             listing.temporaries.append(name)
@@ -323,9 +323,19 @@ def _best(candidates: list[tuple[int, str]]) -> StoredVersion | None:
             if number == top and (stored := _parse_version(name)) is not None
         ]
         if valid:
-            return max(valid, key=lambda stored: stored.name)
+            return max(valid, key=_rank)
         candidates = [pair for pair in candidates if pair[0] != top]
     return None
+
+
+def _rank(stored: StoredVersion) -> tuple[int, str]:
+    """Which of several objects of one version wins: the newer format, then the name.
+
+    Two objects of one version exist only while ``replace`` swaps a format
+    (or after a crash in between): the newer format is the one being
+    written. Format versions compare as numbers ("10" after "9").
+    """
+    return stored.format_version, stored.name
 
 
 def _version_candidates(names: Iterable[str]) -> list[tuple[int, str]]:
@@ -344,14 +354,19 @@ def newest_version(names: Sequence[str]) -> StoredVersion | None:
     Canonical names of versions below 10**9 are 10 digits starting with "0",
     and every longer number starts with another digit, so when the lexically
     largest name is such a version object nothing can outnumber it: one
-    C-level ``max`` and one parse. Anything else takes the exact path.
+    C-level sort and one parse (more only while a ``replace`` has two
+    objects of that version). Anything else takes the exact path.
     """
     if names:
-        top = max(names)
+        ordered = sorted(names)
+        top = ordered[-1]
         if top[:2] == "v0":
             stored = _parse_version(top)
             if stored is not None:
-                return stored
+                prefix = version_prefix(stored.version)
+                if len(ordered) < 2 or not ordered[-2].startswith(prefix):
+                    return stored
+                return find_version(ordered, stored.version)  # a replace cut short
     return _best(_version_candidates(names))
 
 
@@ -363,7 +378,7 @@ def find_version(names: Iterable[str], version: int) -> StoredVersion | None:
         for name in names
         if name.startswith(prefix) and (stored := _parse_version(name)) is not None
     ]
-    return max(valid, key=lambda stored: stored.name) if valid else None
+    return max(valid, key=_rank) if valid else None
 
 
 @dataclass(frozen=True, slots=True)

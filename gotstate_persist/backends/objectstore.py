@@ -953,7 +953,11 @@ class ObjectStoreBackend(Backend):
         self, namespace: str, key: str, version: int | None = None
     ) -> tuple[VersionInfo, bytes]:
         directory = self._key_directory(namespace, key)
-        for quick in (True, False):  # a stray non-file under a version's name: list exactly
+        # Listed again: after a stray non-file under a version's name (exactly),
+        # and after an object vanished between listing and reading, which a
+        # ``replace`` swapping its format does (it created the new one first).
+        attempts = [True, False, False, False]
+        for attempt, quick in enumerate(attempts):
             stored = self._find(directory, version, quick=quick)
             if stored is None:
                 which = "no stored version" if version is None else f"no version {version}"
@@ -962,6 +966,8 @@ class ObjectStoreBackend(Backend):
                 try:
                     blob = self._objects.read(f"{directory}/{stored.name}")
                 except FileNotFoundError:
+                    if attempt + 1 < len(attempts):
+                        continue
                     raise NotFound(
                         f"version {stored.version} of key {key!r} was deleted while being read"
                     ) from None

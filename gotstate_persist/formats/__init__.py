@@ -1,4 +1,4 @@
-"""Record formats: the registry and the built-in machine snapshot format."""
+"""Record formats: the registry, the built-in machine snapshot format, structure migrations."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from .machine import (
     Structure,
     SubmachineSnapshot,
 )
+from .structure import StructureMigration, StructureMigrations
 
 __all__ = [
     "MACHINE_FORMAT_VERSION",
@@ -17,5 +18,7 @@ __all__ = [
     "FormatRegistry",
     "MachineSnapshot",
     "Structure",
+    "StructureMigration",
+    "StructureMigrations",
     "SubmachineSnapshot",
 ]

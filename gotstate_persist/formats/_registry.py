@@ -20,7 +20,7 @@ Schema-evolution rules for a registered kind (the contract users rely on):
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 import msgspec
@@ -28,6 +28,7 @@ import msgspec
 from .._names import check_kind
 from ..errors import FormatError, InvalidArgument
 from .machine import MACHINE_FORMAT_VERSION, MACHINE_KIND, MachineSnapshot
+from .structure import StructureMigration, StructureMigrations
 
 __all__ = ["FormatRegistry", "Upcaster"]
 
@@ -51,6 +52,8 @@ class FormatRegistry:
         self._by_type: dict[type[msgspec.Struct], tuple[str, int]] = {}
         # kind -> version -> the function turning version - 1 data into it
         self._upcasts: dict[str, dict[int, Upcaster]] = {}
+        #: How snapshots of older machine structures restore into newer machines.
+        self.structure_migrations = StructureMigrations()
         self._add(MachineSnapshot, MACHINE_KIND, MACHINE_FORMAT_VERSION)
 
     def register(
@@ -136,6 +139,26 @@ class FormatRegistry:
             f"stored {kind!r} record has format version {version}, which is not registered "
             f"(registered: {sorted(versions)}); register that version's Struct, or upcasters "
             f"(register(..., upcast=fn)) for every version after it"
+        )
+
+    def register_structure_migration(
+        self,
+        *,
+        from_fingerprint: str,
+        renames: Mapping[str, str] | None = None,
+        removed: Mapping[str, str | None] | Iterable[str] | None = None,
+        to_fingerprint: str | None = None,
+    ) -> StructureMigration:
+        """Let snapshots of the structure ``from_fingerprint`` restore into a newer machine.
+
+        Semantics (renames, removals, chaining through ``to_fingerprint``):
+        :mod:`gotstate_persist.formats.structure`.
+        """
+        return self.structure_migrations.register(
+            from_fingerprint=from_fingerprint,
+            renames=renames,
+            removed=removed,
+            to_fingerprint=to_fingerprint,
         )
 
     def decode_newest(
