@@ -11,9 +11,11 @@ credentials.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import re
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -241,12 +243,86 @@ def _verify_namespace(backend: Backend, keys: KeyRing, namespace: str) -> tuple[
 def _cmd_verify(args: argparse.Namespace) -> int:
     keys = _keyring(args.keys)
     failed = checked = 0
+    in_use: Counter[int] = Counter()
     with _open_existing(args.url, args.catalog) as backend:
         for namespace in _namespaces(backend, args.namespace):
             ns_checked, ns_failed = _verify_namespace(backend, keys, namespace)
             checked += ns_checked
             failed += ns_failed
+            in_use.update(_key_ids(backend, namespace))
     sys.stdout.write(f"{checked - failed} of {checked} records verified, {failed} failed\n")
+    if in_use:
+        # which keys still seal records: a key may be retired once it seals none
+        listed = ", ".join(
+            f"{key_id}{' (primary)' if key_id == keys.primary_id else ''}: {count}"
+            for key_id, count in sorted(in_use.items())
+        )
+        sys.stdout.write(f"records per key id: {listed}\n")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _key_ids(backend: Backend, namespace: str) -> Counter[int]:
+    """How many stored records each key id (from the unauthenticated header) sealed."""
+    counts: Counter[int] = Counter()
+    for _info, blob in backend.iter_namespace(namespace):
+        try:
+            counts[read_header(blob).key_id] += 1
+        except PersistError:
+            continue  # not an envelope: verify already reported it
+    return counts
+
+
+def _load_formats(target: str) -> FormatRegistry:
+    """The application's FormatRegistry named on the command line as ``module:attribute``.
+
+    The name comes from the operator, never from stored data. The attribute is
+    a FormatRegistry or a function of no arguments returning one.
+    """
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise InvalidArgument(f"--formats must be MODULE:ATTRIBUTE, got {target!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InvalidArgument(
+            f"cannot import {module_name!r} for --formats ({exc}); run from the application's "
+            "environment or set PYTHONPATH"
+        ) from None
+    found = getattr(module, attribute, None)
+    registry = found() if callable(found) and not isinstance(found, FormatRegistry) else found
+    if not isinstance(registry, FormatRegistry):
+        raise InvalidArgument(
+            f"{target} is not a gotstate_persist.FormatRegistry (or a function returning one)"
+        )
+    return registry
+
+
+def _cmd_rewrite(args: argparse.Namespace) -> int:
+    """``migrate`` and ``reseal``: the same walk, the same report."""
+    keys = _keyring(args.keys)
+    registry = _load_formats(args.formats) if args.command == "migrate" else None
+    failed = 0
+    with _open_existing(args.url, args.catalog) as backend:
+        for namespace in _namespaces(backend, args.namespace):
+            store = Store(backend, keyring=keys, namespace=namespace, formats=registry)
+            bar = _ProgressBar(f"{args.command} {namespace}", sys.stderr)
+            if args.command == "migrate":
+                report = store.migrate(
+                    args.kind, batch_size=args.batch_size, dry_run=args.dry_run, progress=bar
+                )
+            else:
+                report = store.reseal(batch_size=args.batch_size, progress=bar)
+            for failure in report.failed:
+                sys.stdout.write(
+                    f"FAILED {namespace}/{failure.key} version {failure.version}: "
+                    f"{failure.reason}\n"
+                )
+            verb = "would rewrite" if getattr(args, "dry_run", False) else "rewrote"
+            sys.stdout.write(
+                f"namespace {namespace!r}: scanned {report.scanned}, {verb} {report.migrated}, "
+                f"{report.already_current} already current, {len(report.failed)} failed\n"
+            )
+            failed += len(report.failed)
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -260,8 +336,12 @@ class _ProgressBar:
         self._stream = stream
         self._tty = stream.isatty()
         self._last_tenth = -1
+        self._last = (-1, -1)
 
     def __call__(self, done: int, total: int) -> None:
+        if (done, total) == self._last:
+            return
+        self._last = (done, total)
         fraction = done / total if total else 1.0
         if self._tty:
             filled = int(fraction * self.WIDTH)
@@ -674,6 +754,24 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start from no limits instead of keeping the limits not given",
     )
+
+    migrate = store_command(
+        "migrate", "rewrite older-format records of a kind as the newest", needs_keys=True
+    )
+    migrate.add_argument("--kind", required=True, help="the record kind to migrate")
+    migrate.add_argument(
+        "--formats",
+        required=True,
+        metavar="MODULE:ATTRIBUTE",
+        help="the application's FormatRegistry (with its upcasters), e.g. myapp.records:formats",
+    )
+    migrate.add_argument("--dry-run", action="store_true", help="report, change nothing")
+    reseal = store_command(
+        "reseal", "rewrite records sealed by other keys under the primary key", needs_keys=True
+    )
+    for rewrite in (migrate, reseal):
+        rewrite.add_argument("--batch-size", type=int, default=1000, metavar="N")
+        rewrite.set_defaults(func=_cmd_rewrite)
 
     gc = commands.add_parser(
         "gc",
