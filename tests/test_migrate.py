@@ -939,15 +939,6 @@ def test_object_store_readers_see_the_old_or_the_new_blob_during_a_swap(
         assert (info.format_version, blob) == (2, new)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: on S3 ObjectStoreBackend._replace compares the stored blob, then overwrites "
-        "it in place (same name: same format version, as reseal does) with no lock or "
-        "conditional write: two swaps expecting the same blob both succeed and the first "
-        "one's result is lost"
-    ),
-)
 def test_two_swaps_expecting_the_same_blob_on_s3_do_not_both_win(
     tmp_path: Path, request: pytest.FixtureRequest, keyring: gp.KeyRing, monkeypatch: Any
 ) -> None:

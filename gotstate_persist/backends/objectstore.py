@@ -246,6 +246,21 @@ class _Objects(abc.ABC):
             self.remove([path])
         self.create(path, data)
 
+    def swap(self, path: str, expected: bytes, data: bytes) -> bool:
+        """Replace ``path`` with ``data`` only if it holds ``expected``; whether it did.
+
+        Exact where writers are serialized (the caller holds the key's lock);
+        elsewhere read-compare-overwrite, unless the protocol has a
+        conditional write (S3 overrides this with ``If-Match``).
+        """
+        try:
+            if self.read(path) != expected:
+                return False
+        except FileNotFoundError:
+            return False
+        self.overwrite(path, data)
+        return True
+
     def sweep(self, directory: str, names: Sequence[str]) -> None:  # noqa: B027 - optional hook
         """Delete crashed writers' temporaries among ``names`` (local files only)."""
 
@@ -647,6 +662,26 @@ class _S3Objects(_FsspecObjects):
             if not isinstance(exc, FileExistsError) and _s3_code(exc) in _S3_CREATE_CONFLICT:
                 raise FileExistsError(path) from exc
             raise
+
+    def swap(self, path: str, expected: bytes, data: bytes) -> bool:
+        # Compare-and-set by ETag: the tag read first guards the PUT (If-Match),
+        # so a change after it, even one the read below already saw, fails it.
+        key = str(self._fs.split_path(path)[1])
+        try:
+            tag = self._fs.call_s3("head_object", Bucket=self.bucket, Key=key)["ETag"]
+            if self.read(path) != expected:
+                return False
+        except FileNotFoundError:
+            return False
+        try:
+            self._fs.call_s3("put_object", Bucket=self.bucket, Key=key, Body=data, IfMatch=tag)
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError):
+                return False  # deleted meanwhile
+            if isinstance(exc, FileExistsError) or _s3_code(exc) in _S3_CREATE_CONFLICT:
+                return False  # replaced by someone else meanwhile
+            raise
+        return True
 
     def remove(self, paths: Sequence[str]) -> None:
         keys = [str(self._fs.split_path(path)[1]) for path in paths]
@@ -1079,19 +1114,19 @@ class ObjectStoreBackend(Backend):
         if stored is None:
             return False
         old_path = f"{directory}/{stored.name}"
+        name = version_name(
+            replacement.version, stored.kind, replacement.format_version, stored.created_at_us
+        )
+        if name == stored.name:  # same format (a reseal): in place, compare-and-set
+            with self._guard("replacing a version"):
+                return self._objects.swap(old_path, replacement.expected, replacement.blob)
         with self._guard("reading a version"):
             try:
                 if self._objects.read(old_path) != replacement.expected:
                     return False
             except FileNotFoundError:
                 return False
-        name = version_name(
-            replacement.version, stored.kind, replacement.format_version, stored.created_at_us
-        )
         with self._guard("replacing a version"):
-            if name == stored.name:
-                self._objects.overwrite(old_path, replacement.blob)
-                return True
             try:
                 self._objects.create(f"{directory}/{name}", replacement.blob)
             except FileExistsError:
