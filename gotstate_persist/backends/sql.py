@@ -203,10 +203,16 @@ _SQL = {
         "AND reserved_at_us IS NOT NULL"
     ),
     "key_versions": f'SELECT versions FROM {_K} WHERE namespace = :ns AND "key" = :key',
-    # Keyset pagination over (key, version), as the primary key orders them.
+    # Keyset pagination in the primary key's own order (any stable order will do
+    # for a walk, and this one is an index range scan on every database).
     "page": (
-        f'{_INFO}, blob FROM {_R} WHERE namespace = :ns{_STORED} AND ("key"{_BYTES} > :key '
-        f'OR ("key" = :key AND version > :version)) ORDER BY "key"{_BYTES}, version LIMIT :limit'
+        f"{_INFO}, blob FROM {_R} WHERE namespace = :ns{_STORED} "
+        f'AND ("key", version) > (:key, :version) ORDER BY "key", version LIMIT :limit'
+    ),
+    "swap_returning": (
+        f"UPDATE {_R} SET blob = :blob, size = :size, format_version = :format_version "
+        'WHERE namespace = :ns AND "key" = :key AND version = :version '
+        f"AND blob = :expected{_STORED} RETURNING version"
     ),
     "swap": (
         f"UPDATE {_R} SET blob = :blob, size = :size, format_version = :format_version "
@@ -833,7 +839,7 @@ class SQLBackend(Backend):
         return self._transaction(confirm, durable=False)
 
     def iter_namespace(self, namespace: str) -> Iterator[tuple[VersionInfo, bytes]]:
-        """Every readable version of the namespace with its blob, in pages (keyset order)."""
+        """Every readable version of the namespace with its blob, in pages (primary-key order)."""
         params: dict[str, Any] = {"ns": namespace, "key": "", "version": 0, "limit": _PAGE}
         while True:
             with self._read() as conn:
@@ -864,26 +870,36 @@ class SQLBackend(Backend):
         ``max_blob_bytes`` raises ``QuotaExceeded`` and rolls back whole.
         """
 
+        if not rows:
+            return []
+        batch: list[dict[str, Any]] = [
+            {
+                "ns": namespace,
+                "key": key,
+                "version": version,
+                "blob": blob,
+                "size": size,
+                "format_version": format_version,
+                "expected": expected,
+            }
+            for key, version, blob, size, format_version, expected in rows
+        ]
+
         def swap(conn: Any) -> list[bool]:
-            done = []
-            grow = largest = 0
-            for key, version, blob, size, format_version, expected in rows:
-                params = {
-                    "ns": namespace,
-                    "key": key,
-                    "version": version,
-                    "blob": blob,
-                    "size": size,
-                    "format_version": format_version,
-                    "expected": expected,
-                }
-                swapped = conn.execute(self._sql["swap"], params).rowcount == 1
-                if swapped:
-                    grow += size - len(expected)
-                    largest = max(largest, size)
-                done.append(swapped)
-            if any(done):
-                self._charge_growth(conn, namespace, largest, grow)
+            if self._sqlite_pool is None:  # a server: one pipelined round trip per batch
+                cursor = conn.cursor()
+                cursor.executemany(self._sql["swap_returning"], batch, returning=True)
+                done = []
+                while True:
+                    done.append(cursor.fetchone() is not None)
+                    if not cursor.nextset():
+                        break
+            else:
+                done = [conn.execute(self._sql["swap"], one).rowcount == 1 for one in batch]
+            changed = [row for row, swapped in zip(rows, done, strict=True) if swapped]
+            if changed:
+                grow = sum(row[3] - len(row[5]) for row in changed)
+                self._charge_growth(conn, namespace, max(row[3] for row in changed), grow)
             return done
 
         return self._transaction(swap)
