@@ -102,9 +102,9 @@ def test_sweep_settles_stale_reservations_and_removes_orphans(
             NS, "k", 2, size=3, kind=KIND, format_version=1, created_at_us=1,
             expected_newest=None, reserved_at_us=1,
         )  # fmt: skip
-        backend._objects.create(backend._object(NS, "k", 2), b"two")
+        backend._objects.create(backend._object(NS, "k", 2, 1), b"two")
         # Killed after deleting rows, before removing the object: an orphan.
-        backend._objects.create(backend._object(NS, "gone", 5), b"orphan")
+        backend._objects.create(backend._object(NS, "gone", 5, 1), b"orphan")
         # A fresh reservation belongs to a live writer: kept.
         backend._catalog.reserve(
             NS, "live", 1, size=4, kind=KIND, format_version=1, created_at_us=1,
@@ -119,7 +119,10 @@ def test_sweep_settles_stale_reservations_and_removes_orphans(
         assert len(before) == 3
         assert backend.sweep(NS) == 2  # the orphan and the reservation without object
         after = _objects(backend)
-        assert [name[-20:] for name in after] == ["o" + "1".zfill(19), "o" + "2".zfill(19)]
+        assert [name[-22:] for name in after] == [
+            "o" + "1".zfill(19) + ".1",
+            "o" + "2".zfill(19) + ".1",
+        ]
         assert [i.version for i in backend.versions(NS, "k")] == [1, 2]  # 2 confirmed
         assert backend.get(NS, "k")[1] == b"two"
         usage = backend.usage(NS)
@@ -142,7 +145,7 @@ def test_failed_object_write_withdraws_the_reservation(tmp_path: Path) -> None:
                 # root ignores permissions: make the next object's name a directory instead
                 os.chmod(directory, 0o700)
                 assert isinstance(backend, CatalogBackend)
-                os.mkdir(backend._object(NS, "k", 2))
+                os.mkdir(backend._object(NS, "k", 2, 1))
             with pytest.raises(gp.BackendError):
                 _put(backend, "k", 2, b"two")
         finally:
@@ -253,7 +256,7 @@ def test_command_line_reads_and_sweeps_a_catalog(
     with open_backend(url, catalog=catalog) as backend:
         assert isinstance(backend, CatalogBackend)
         _put(backend, "k", 1, b"one")
-        backend._objects.create(backend._object(NS, "k", 9), b"orphan")
+        backend._objects.create(backend._object(NS, "k", 9, 1), b"orphan")
     assert main(["ls", url, "--catalog", catalog]) == 0
     assert "k" in capsys.readouterr().out
     assert main(["usage", url, "--catalog", catalog, "--namespace", NS]) == 0
@@ -312,7 +315,7 @@ def test_a_stale_reservation_confirmed_meanwhile_is_not_withdrawn(
 
         def slow_writer_finishes(directory: str, prefix: str = "", **kw: Any) -> list[str]:
             found = names(directory, prefix, **kw)  # not written yet, as the sweep sees it
-            backend._objects.create(backend._object(NS, "k", 1), b"one")
+            backend._objects.create(backend._object(NS, "k", 1, 1), b"one")
             assert backend._catalog.confirm(NS, "k", 1) == []
             return found
 
@@ -330,12 +333,12 @@ def test_a_failed_save_prunes_nothing(tmp_path: Path) -> None:
         )
         _put(backend, "k", 1, b"one")
         _put(backend, "k", 2, b"two")
-        os.mkdir(backend._object(NS, "k", 3))  # the object cannot be created
+        os.mkdir(backend._object(NS, "k", 3, 1))  # the object cannot be created
         with pytest.raises(gp.BackendError, match="another catalog"):
             _put(backend, "k", 3, b"three")
         assert [i.version for i in backend.versions(NS, "k")] == [1, 2]
         assert backend.usage(NS) == Usage(6, 2, 1) == backend.recount(NS)
-        os.rmdir(backend._object(NS, "k", 3))
+        os.rmdir(backend._object(NS, "k", 3, 1))
         _put(backend, "k", 4, b"four")  # version 3 stays used; retention prunes on confirm
         assert [i.version for i in backend.versions(NS, "k")] == [2, 4]
         assert backend.usage(NS) == Usage(7, 2, 1) == backend.recount(NS)
@@ -380,3 +383,42 @@ def test_gc_visits_namespaces_holding_only_reservations(
     with _catalog_backend(tmp_path) as backend:
         assert backend.usage("dead") == Usage()
         assert backend.get(NS, "k")[1] == b"one"
+
+
+def test_migrate_and_reseal_through_a_catalog(tmp_path: Path) -> None:
+    import msgspec
+
+    class V1(msgspec.Struct):
+        id: str
+
+    class V2(msgspec.Struct):
+        id: str
+        n: int
+
+    url, catalog = f"file://{tmp_path / 'blobs'}", f"sqlite:///{tmp_path / 'c.db'}"
+    keys = gp.KeyRing.generate()
+    old = gp.FormatRegistry()
+    old.register(V1, kind="order")
+    new = gp.FormatRegistry()
+    new.register(V1, kind="order")
+    new.register(V2, kind="order", version=2, upcast=lambda d: {**d, "n": 7})
+    with gp.open_store(url, keyring=keys, formats=old, catalog=catalog) as store:
+        for i in range(5):
+            store.save(f"o{i}", V1(str(i)))
+    keys.rotate()
+    with gp.open_store(url, keyring=keys, formats=new, catalog=catalog) as store:
+        report = store.migrate("order", batch_size=2)
+        assert (report.migrated, report.failed) == (5, [])
+        assert store.load("o3") == V2("3", 7)
+        assert [r.format_version for r in store.versions("o3")] == [2]
+        assert store.migrate("order").already_current == 5
+        assert store.usage(recount=True).drift is None
+        assert store.reseal().already_current == 5
+    with open_backend(url, catalog=catalog) as backend:
+        assert isinstance(backend, CatalogBackend)
+        names = [name.rsplit("/", 1)[-1] for name in _objects(backend)]
+        assert len(names) == 5 and all(name.endswith(".2") for name in names)
+        # A swap cut short: the object of the next format written, the row not switched.
+        backend._objects.create(backend._object("default", "o1", 1, 3), b"x")
+        assert backend.sweep("default") == 1
+        assert len(_objects(backend)) == 5

@@ -50,7 +50,7 @@ from ._objectnames import (
     key_components,
     namespace_components,
 )
-from .base import Backend, Capabilities, KeyHead, Usage, VersionInfo
+from .base import Backend, Capabilities, KeyHead, Replacement, Usage, VersionInfo
 from .objectstore import ObjectStoreBackend
 from .sql import SQLBackend
 
@@ -112,15 +112,19 @@ class CatalogBackend(Backend):
     def __repr__(self) -> str:
         return f"CatalogBackend({self._store!r}, catalog={self._catalog!r})"
 
-    def _object(self, namespace: str, key: str, version: int) -> str:
+    def _object(self, namespace: str, key: str, version: int, format_version: int) -> str:
+        """``o<version>.<format version>``: a format change (``replace``) is a new object."""
         components = [*namespace_components(namespace), *key_components(key)]
-        return self._store._path([*components, f"{_OBJECT_PREFIX}{version:0{_OBJECT_DIGITS}d}"])
+        name = f"{_OBJECT_PREFIX}{version:0{_OBJECT_DIGITS}d}.{format_version}"
+        return self._store._path([*components, name])
 
-    def _remove_objects(self, namespace: str, key: str, versions: Sequence[int]) -> None:
+    def _remove_objects(
+        self, namespace: str, key: str, versions: Sequence[tuple[int, int]]
+    ) -> None:
         """Best effort: an object left behind is an orphan, which a sweep removes."""
         if not versions:
             return
-        paths = [self._object(namespace, key, version) for version in versions]
+        paths = [self._object(namespace, key, version, fmt) for version, fmt in versions]
         try:
             with self._store._guard("removing objects"):
                 self._objects.remove(paths)
@@ -144,7 +148,7 @@ class CatalogBackend(Backend):
         check_put_arguments(version, kind, format_version, created_at_us)
         check_name(namespace, "namespace")  # refused before anything is reserved
         check_name(key, "key")
-        path = self._object(namespace, key, version)
+        path = self._object(namespace, key, version, format_version)
         self._catalog.reserve(
             namespace,
             key,
@@ -171,7 +175,7 @@ class CatalogBackend(Backend):
             raise
         pruned = self._catalog.confirm(namespace, key, version)
         if pruned is None:
-            self._remove_objects(namespace, key, [version])
+            self._remove_objects(namespace, key, [(version, format_version)])
             raise VersionConflict(
                 f"key {key!r} was deleted while version {version} was being saved; retry the save",
                 expected=version - 1,
@@ -195,6 +199,58 @@ class CatalogBackend(Backend):
             return False
         return True
 
+    def replace(self, namespace: str, replacements: Sequence[Replacement]) -> list[bool]:
+        """Swap objects; a new format is a new object, named by the row only once written.
+
+        Same format (a reseal): the object is swapped in place (S3: If-Match).
+        Another format: the new object is created, the row switched to it
+        (compare-and-set on the row's format), then the old object removed; a
+        crash in between leaves an object of the other format, which the
+        sweep removes, and readers always find the one the row names.
+        """
+        done = []
+        for replacement in replacements:
+            key, version = replacement.key, replacement.version
+            try:
+                info, _empty = self._catalog.get(namespace, key, version)
+            except NotFound:
+                done.append(False)
+                continue
+            old_path = self._object(namespace, key, version, info.format_version)
+            new_path = self._object(namespace, key, version, replacement.format_version)
+            with self._store._guard("replacing a version"):
+                if new_path == old_path:
+                    swapped = self._objects.swap(old_path, replacement.expected, replacement.blob)
+                else:
+                    swapped = self._swap_format(old_path, new_path, replacement)
+            if (
+                swapped
+                and not self._catalog.swap_rows(
+                    namespace,
+                    [(key, version, b"", len(replacement.blob), replacement.format_version, b"")],
+                    expected_format=info.format_version,
+                )[0]
+            ):
+                if new_path != old_path:
+                    self._remove_objects(namespace, key, [(version, replacement.format_version)])
+                swapped = False
+            elif swapped and new_path != old_path:
+                self._remove_objects(namespace, key, [(version, info.format_version)])
+            done.append(swapped)
+        return done
+
+    def _swap_format(self, old_path: str, new_path: str, replacement: Replacement) -> bool:
+        try:
+            if self._objects.read(old_path) != replacement.expected:
+                return False
+        except FileNotFoundError:
+            return False
+        try:
+            self._objects.create(new_path, replacement.blob)
+        except FileExistsError:
+            return False  # another run is migrating it
+        return True
+
     def delete(self, namespace: str, key: str, versions: Sequence[int] | None = None) -> int:
         removed = self._catalog.delete_rows(namespace, key, versions)
         self._remove_objects(namespace, key, removed)
@@ -208,7 +264,9 @@ class CatalogBackend(Backend):
         info, _empty = self._catalog.get(namespace, key, version)
         with self._store._guard("reading a version"):
             try:
-                blob = self._objects.read(self._object(namespace, key, info.version))
+                blob = self._objects.read(
+                    self._object(namespace, key, info.version, info.format_version)
+                )
             except FileNotFoundError:
                 raise NotFound(
                     f"version {info.version} of key {key!r} was deleted while being read, or "
@@ -250,15 +308,15 @@ class CatalogBackend(Backend):
         # created, so an object listed now whose row is missing afterwards
         # belongs to no save that is running or acknowledged.
         top = self._store._path(namespace_components(namespace))
-        listed: dict[str, set[int]] = {}
+        listed: dict[str, set[tuple[int, int]]] = {}
         with self._store._guard("listing objects"):
             for components, _size in self._objects.walk(top, sizes=False):
                 found = _parse_object(components)
                 if found is not None:
-                    listed.setdefault(found[0], set()).add(found[1])
+                    listed.setdefault(found[0], set()).add(found[1:])
         swept = 0
-        for key, version in self._catalog.stale_reservations(namespace, cutoff):
-            path = self._object(namespace, key, version)
+        for key, version, fmt in self._catalog.stale_reservations(namespace, cutoff):
+            path = self._object(namespace, key, version, fmt)
             directory, name = path.rsplit("/", 1)
             with self._store._guard("listing objects"):
                 written = name in self._objects.names(directory, name)
@@ -270,7 +328,8 @@ class CatalogBackend(Backend):
                 swept += 1
         rows = self._catalog.row_versions(namespace)
         for key, versions in listed.items():
-            orphans = sorted(v for v in versions if (key, v) not in rows)
+            # an object no row names, or one of another format (a replace cut short)
+            orphans = sorted(v for v in versions if rows.get((key, v[0])) != v[1])
             self._remove_objects(namespace, key, orphans)
             swept += len(orphans)
         if swept:
@@ -290,17 +349,20 @@ class CatalogBackend(Backend):
             self._catalog.close()
 
 
-def _parse_object(components: Sequence[str]) -> tuple[str, int] | None:
-    """``(key, version)`` of a catalog object path below its namespace, or None."""
+def _parse_object(components: Sequence[str]) -> tuple[str, int, int] | None:
+    """``(key, version, format version)`` of a catalog object path, or None."""
     name = components[-1] if components else ""
-    digits = name[len(_OBJECT_PREFIX) :]
+    digits, dot, fmt = name[len(_OBJECT_PREFIX) :].partition(".")
     if not (
         name.startswith(_OBJECT_PREFIX)
+        and dot
         and len(digits) == _OBJECT_DIGITS
-        and digits.isascii()
+        and (digits + fmt).isascii()
         and digits.isdigit()
+        and fmt.isdigit()
+        and str(int(fmt)) == fmt
     ):
         return None
     decoded = decode_key_path(components)
     version = int(digits)
-    return None if decoded is None or version < 1 else (decoded[0], version)
+    return None if decoded is None or version < 1 else (decoded[0], version, int(fmt))

@@ -192,11 +192,11 @@ _SQL = {
     "prune": (
         f'DELETE FROM {_R} WHERE namespace = :ns AND "key" = :key AND version IN '
         f'(SELECT version FROM {_R} WHERE namespace = :ns AND "key" = :key{_STORED} '
-        "ORDER BY version LIMIT :count) RETURNING version, size"
+        "ORDER BY version LIMIT :count) RETURNING version, size, format_version"
     ),
     "oldest": (
-        f'SELECT version, size FROM {_R} WHERE namespace = :ns AND "key" = :key{_STORED} '
-        "ORDER BY version LIMIT :count"
+        f"SELECT version, size, format_version FROM {_R} WHERE namespace = :ns "
+        f'AND "key" = :key{_STORED} ORDER BY version LIMIT :count'
     ),
     "reserved_versions": (
         f'SELECT version FROM {_R} WHERE namespace = :ns AND "key" = :key '
@@ -208,6 +208,15 @@ _SQL = {
     "page": (
         f"{_INFO}, blob FROM {_R} WHERE namespace = :ns{_STORED} "
         f'AND ("key", version) > (:key, :version) ORDER BY "key", version LIMIT :limit'
+    ),
+    "swap_format": (
+        f"UPDATE {_R} SET size = :size, format_version = :format_version "
+        'WHERE namespace = :ns AND "key" = :key AND version = :version '
+        f"AND format_version = :expected_format{_STORED}"
+    ),
+    "row_size": (
+        f'SELECT size FROM {_R} WHERE namespace = :ns AND "key" = :key '
+        f"AND version = :version{_STORED}"
     ),
     "swap_returning": (
         f"UPDATE {_R} SET blob = :blob, size = :size, format_version = :format_version "
@@ -272,10 +281,10 @@ _SQL = {
         'AND "key" = :key AND version = :version AND reserved_at_us IS NOT NULL'
     ),
     "stale": (
-        f'SELECT "key", version FROM {_R} WHERE namespace = :ns '
+        f'SELECT "key", version, format_version FROM {_R} WHERE namespace = :ns '
         "AND reserved_at_us IS NOT NULL AND reserved_at_us < :cutoff"
     ),
-    "rows": f'SELECT "key", version FROM {_R} WHERE namespace = :ns',
+    "rows": f'SELECT "key", version, format_version FROM {_R} WHERE namespace = :ns',
     "head_locked": (
         f'SELECT last_version, newest, kind FROM {_K} WHERE namespace = :ns AND "key" = :key{_LOCK}'
     ),
@@ -299,7 +308,9 @@ _SQL = {
         f"UPDATE {_K} SET newest = :newest, kind = :kind, versions = :versions "
         'WHERE namespace = :ns AND "key" = :key'
     ),
-    "stored_sizes": f'SELECT version, size FROM {_R} WHERE namespace = :ns AND "key" = :key',
+    "stored_sizes": (
+        f'SELECT version, size, format_version FROM {_R} WHERE namespace = :ns AND "key" = :key'
+    ),
     "usage": (
         f'SELECT COALESCE(SUM(size), 0), COUNT(*), COUNT(DISTINCT "key") FROM {_R} '
         "WHERE namespace = :ns"
@@ -801,17 +812,17 @@ class SQLBackend(Backend):
             defer_prune=True,
         )
 
-    def confirm(self, namespace: str, key: str, version: int) -> list[int] | None:
+    def confirm(self, namespace: str, key: str, version: int) -> list[tuple[int, int]] | None:
         """Make a reserved row readable and apply retention; None if the row is gone.
 
-        Returns the versions retention pruned (their blobs are the caller's to
-        remove). Not made durable on its own: a confirmation lost in a crash
-        leaves a reservation whose object exists, which the catalog's sweep
-        confirms again.
+        Returns ``(version, format_version)`` of what retention pruned (their
+        blobs are the caller's to remove). Not made durable on its own: a
+        confirmation lost in a crash leaves a reservation whose object exists,
+        which the catalog's sweep confirms again.
         """
         params = {"ns": namespace, "key": key, "version": version}
 
-        def confirm(conn: Any) -> list[int] | None:
+        def confirm(conn: Any) -> list[tuple[int, int]] | None:
             if conn.execute(self._sql["confirm"], params).rowcount != 1:
                 return None
             retention = conn.execute(self._sql["retention"], params).fetchall()
@@ -829,12 +840,12 @@ class SQLBackend(Backend):
                     self._sql["release"],
                     {
                         "ns": namespace,
-                        "bytes": sum(size for _version, size in removed),
+                        "bytes": sum(row[1] for row in removed),
                         "records": len(removed),
                         "keys": 0,
                     },
                 )
-            return sorted(int(version) for version, _size in removed)
+            return sorted((int(row[0]), int(row[2])) for row in removed)
 
         return self._transaction(confirm, durable=False)
 
@@ -861,7 +872,11 @@ class SQLBackend(Backend):
         )
 
     def swap_rows(
-        self, namespace: str, rows: Sequence[tuple[str, int, bytes, int, int, bytes]]
+        self,
+        namespace: str,
+        rows: Sequence[tuple[str, int, bytes, int, int, bytes]],
+        *,
+        expected_format: int | None = None,
     ) -> list[bool]:
         """``replace`` in one transaction: ``(key, version, blob, size, format, expected)``.
 
@@ -872,6 +887,8 @@ class SQLBackend(Backend):
 
         if not rows:
             return []
+        if expected_format is not None:
+            return [self._swap_catalog_row(namespace, row, expected_format) for row in rows]
         batch: list[dict[str, Any]] = [
             {
                 "ns": namespace,
@@ -901,6 +918,29 @@ class SQLBackend(Backend):
                 grow = sum(row[3] - len(row[5]) for row in changed)
                 self._charge_growth(conn, namespace, max(row[3] for row in changed), grow)
             return done
+
+        return self._transaction(swap)
+
+    def _swap_catalog_row(
+        self, namespace: str, row: tuple[str, int, bytes, int, int, bytes], expected_format: int
+    ) -> bool:
+        """A catalog row's format and size, compare-and-set on the format it had."""
+        key, version, _blob, size, format_version, _expected = row
+        params = {
+            "ns": namespace,
+            "key": key,
+            "version": version,
+            "size": size,
+            "format_version": format_version,
+            "expected_format": expected_format,
+        }
+
+        def swap(conn: Any) -> bool:
+            found = conn.execute(self._sql["row_size"], params).fetchone()
+            if found is None or conn.execute(self._sql["swap_format"], params).rowcount != 1:
+                return False
+            self._charge_growth(conn, namespace, size, size - int(found[0]))
+            return True
 
         return self._transaction(swap)
 
@@ -947,17 +987,17 @@ class SQLBackend(Backend):
         with self._read() as conn:
             return [str(row[0]) for row in conn.execute(self._sql["known_namespaces"]).fetchall()]
 
-    def stale_reservations(self, namespace: str, cutoff_us: int) -> list[tuple[str, int]]:
-        """``(key, version)`` of reservations made before ``cutoff_us``."""
+    def stale_reservations(self, namespace: str, cutoff_us: int) -> list[tuple[str, int, int]]:
+        """``(key, version, format_version)`` of reservations made before ``cutoff_us``."""
         with self._read() as conn:
             rows = conn.execute(self._sql["stale"], {"ns": namespace, "cutoff": cutoff_us})
-            return [(str(key), int(version)) for key, version in rows.fetchall()]
+            return [(str(key), int(version), int(fmt)) for key, version, fmt in rows.fetchall()]
 
-    def row_versions(self, namespace: str) -> set[tuple[str, int]]:
-        """``(key, version)`` of every row of ``namespace``, reservations included."""
+    def row_versions(self, namespace: str) -> dict[tuple[str, int], int]:
+        """``(key, version) -> format_version`` of every row, reservations included."""
         with self._read() as conn:
             rows = conn.execute(self._sql["rows"], {"ns": namespace}).fetchall()
-        return {(str(key), int(version)) for key, version in rows}
+        return {(str(key), int(version)): int(fmt) for key, version, fmt in rows}
 
     def _charge(
         self, conn: Any, params: dict[str, Any], key_versions: int, *, defer_prune: bool = False
@@ -997,7 +1037,7 @@ class SQLBackend(Backend):
             doomed = conn.execute(
                 self._sql["oldest" if defer_prune else "prune"], target
             ).fetchall()
-            freed = sum(size for _version, size in doomed)
+            freed = sum(row[1] for row in doomed)
             pruned = len(doomed)
             self._pruning.add(params["ns"])
             if not defer_prune:
@@ -1013,7 +1053,7 @@ class SQLBackend(Backend):
             "key_versions": key_versions - pruned,
         }
         if conn.execute(self._sql["charge"], charge).rowcount == 1:
-            return [] if defer_prune else [int(version) for version, _size in doomed]
+            return [] if defer_prune else [int(row[0]) for row in doomed]
         # Refused: say which limit, from the same row the update looked at.
         row = conn.execute(self._sql["limits"], names).fetchone()
         check_write(
@@ -1153,20 +1193,22 @@ class SQLBackend(Backend):
         versions: Sequence[int] | None = None,
         *,
         reserved_only: bool = False,
-    ) -> list[int]:
-        """``delete``, returning the deleted versions (reservations included, for a catalog).
+    ) -> list[tuple[int, int]]:
+        """``delete``, returning ``(version, format_version)`` of what went (reservations too).
 
         With ``reserved_only``, the given versions are deleted only if they are
         all still reservations (a catalog withdrawing them), else ``NotFound``.
         """
         params: dict[str, Any] = {"ns": namespace, "key": key}
 
-        def remove(conn: Any) -> list[int]:
+        def remove(conn: Any) -> list[tuple[int, int]]:
             # Lock the key's bookkeeping row first (SQLite: already locked by
             # BEGIN IMMEDIATE), so that no append commits between listing the
             # stored versions and recording the new newest one.
             head = conn.execute(self._sql["head_locked"], params).fetchone()
-            sizes = dict(conn.execute(self._sql["stored_sizes"], params).fetchall())
+            rows = conn.execute(self._sql["stored_sizes"], params).fetchall()
+            sizes = {int(row[0]): int(row[1]) for row in rows}
+            formats = {int(row[0]): int(row[2]) for row in rows}
             if not sizes:
                 raise NotFound(f"key {key!r} in namespace {namespace!r} has no stored version")
             doomed = set(sizes) if versions is None else set(versions)
@@ -1200,7 +1242,7 @@ class SQLBackend(Backend):
                     "keys": 0 if remaining else 1,
                 },
             )
-            return sorted(doomed)
+            return sorted((version, formats[version]) for version in doomed)
 
         return self._transaction(remove)
 
