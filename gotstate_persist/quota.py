@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from .backends.base import Backend, KeyHead, Replacement, Usage, VersionInfo
+from .backends.base import Backend, KeyHead, Replacement, Usage, VersionInfo, usage_drift
 from .errors import InvalidArgument, QuotaExceeded, RateLimited
 
 __all__ = ["QUOTA_REFRESH_SECONDS", "RETENTIONS", "Quota", "QuotaBackend", "quota_exceeded"]
@@ -331,7 +331,7 @@ class QuotaBackend(Backend):
         ledger = self._ledger(namespace)
         with ledger.lock:  # no write of this process lands between count and tally
             counted = self._inner.recount(namespace)
-            drift = _difference(ledger.usage, counted)
+            drift = usage_drift(ledger.usage, counted)
             ledger.usage = counted
         return msgspec.structs.replace(counted, drift=drift)
 
@@ -498,18 +498,3 @@ class QuotaBackend(Backend):
 
 def _plus(usage: Usage, size: int, records: int, keys: int) -> Usage:
     return Usage(usage.bytes + size, usage.records + records, usage.keys + keys)
-
-
-def _difference(believed: Usage, counted: Usage) -> Usage | None:
-    """``counted - believed``, or None when they agree."""
-    if (believed.bytes, believed.records, believed.keys) == (
-        counted.bytes,
-        counted.records,
-        counted.keys,
-    ):
-        return None
-    return Usage(
-        counted.bytes - believed.bytes,
-        counted.records - believed.records,
-        counted.keys - believed.keys,
-    )

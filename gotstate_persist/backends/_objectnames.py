@@ -210,6 +210,11 @@ def tombstone_name(version: int) -> str:
     return f"{_TOMBSTONE}{version:0{_VERSION_DIGITS}d}"
 
 
+def parse_version_name(name: str, size: int = 0) -> StoredVersion | None:
+    """The version object ``name`` describes, or None for any other name."""
+    return _parse_version(name, size) if name.startswith(_VERSION) else None
+
+
 def is_version_name(name: str) -> bool:
     """Whether ``name`` is a complete version object (cheap pre-filter for walks)."""
     return name.startswith(_VERSION) and _parse_version(name) is not None
@@ -285,7 +290,7 @@ def parse_key_listing(entries: Iterable[tuple[str, int]]) -> KeyListing:
             if stored is None:
                 continue
             seen = listing.live.get(stored.version)
-            if seen is None or _rank(stored) > _rank(seen):
+            if seen is None or rank_versions(stored) > rank_versions(seen):
                 listing.live[stored.version] = stored
         elif name.startswith(TEMP_PREFIX):
             listing.temporaries.append(name)
@@ -323,12 +328,12 @@ def _best(candidates: list[tuple[int, str]]) -> StoredVersion | None:
             if number == top and (stored := _parse_version(name)) is not None
         ]
         if valid:
-            return max(valid, key=_rank)
+            return max(valid, key=rank_versions)
         candidates = [pair for pair in candidates if pair[0] != top]
     return None
 
 
-def _rank(stored: StoredVersion) -> tuple[int, str]:
+def rank_versions(stored: StoredVersion) -> tuple[int, str]:
     """Which of several objects of one version wins: the newer format, then the name.
 
     Two objects of one version exist only while ``replace`` swaps a format
@@ -378,7 +383,7 @@ def find_version(names: Iterable[str], version: int) -> StoredVersion | None:
         for name in names
         if name.startswith(prefix) and (stored := _parse_version(name)) is not None
     ]
-    return max(valid, key=_rank) if valid else None
+    return max(valid, key=rank_versions) if valid else None
 
 
 @dataclass(frozen=True, slots=True)

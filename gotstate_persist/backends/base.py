@@ -42,6 +42,7 @@ __all__ = [
     "VersionInfo",
     "kind_mismatch",
     "to_micros",
+    "usage_drift",
 ]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -150,6 +151,15 @@ class Replacement(msgspec.Struct, frozen=True):
     blob: bytes
     format_version: int
     expected: bytes
+
+
+def usage_drift(kept: Usage, counted: Usage) -> Usage | None:
+    """``counted - kept``: what a recount corrects, or None when the kept figures were right."""
+    if (kept.bytes, kept.records, kept.keys) == (counted.bytes, counted.records, counted.keys):
+        return None
+    return Usage(
+        counted.bytes - kept.bytes, counted.records - kept.records, counted.keys - kept.keys
+    )
 
 
 class Backend(abc.ABC):

@@ -122,6 +122,8 @@ from ._objectnames import (
     namespace_components,
     newest_version,
     parse_key_listing,
+    parse_version_name,
+    rank_versions,
     summarize_key,
     tombstone_name,
     version_name,
@@ -484,12 +486,6 @@ def _write_temporary(data: bytes, directory: str = "", *, dir_fd: int | None = N
         raise
     os.close(fd)
     return path
-
-
-def _version_of(name: str) -> int:
-    """The version number a version object's name starts with (0 if none)."""
-    digits = name[1 : name.find("~")] if name.startswith("v") and "~" in name else ""
-    return int(digits) if digits.isascii() and digits.isdigit() else 0
 
 
 def _is_file(entry: os.DirEntry[str]) -> bool:
@@ -1135,23 +1131,26 @@ class ObjectStoreBackend(Backend):
         return True
 
     def recount(self, namespace: str) -> Usage:
-        """Count usage, first removing objects a crashed ``replace`` superseded."""
+        """Count usage in one walk, removing objects a crashed ``replace`` superseded."""
         top = self._path(namespace_components(namespace))
-        by_version: dict[tuple[tuple[str, ...], int], list[str]] = {}
+        by_version: dict[tuple[tuple[str, ...], int], list[StoredVersion]] = {}
         with self._guard("measuring usage"):
-            for components, _size in self._objects.walk(top, sizes=False):
-                stored = find_version(components[-1:], _version_of(components[-1]))
+            for components, size in self._objects.walk(top, sizes=True):
+                stored = parse_version_name(components[-1], size)
                 if stored is not None and decode_key_path(components) is not None:
                     place = (tuple(components[:-1]), stored.version)
-                    by_version.setdefault(place, []).append(stored.name)
-            for (parts, version), names in by_version.items():
-                if len(names) > 1:
-                    winner = find_version(names, version)
+                    by_version.setdefault(place, []).append(stored)
+            total = 0
+            for (parts, _version), found in by_version.items():
+                winner = max(found, key=rank_versions)
+                total += winner.size
+                if len(found) > 1:
                     directory = self._path([*namespace_components(namespace), *parts])
                     self._objects.remove(
-                        [f"{directory}/{n}" for n in names if winner is None or n != winner.name]
+                        [f"{directory}/{s.name}" for s in found if s is not winner]
                     )
-        return self.usage(namespace)
+        keys = {parts for parts, _version in by_version}
+        return Usage(bytes=total, records=len(by_version), keys=len(keys))
 
     def _quota_path(self, namespace: str) -> str:
         return self._path([*namespace_components(namespace), QUOTA_OBJECT])

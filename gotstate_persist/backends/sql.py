@@ -65,6 +65,7 @@ from .base import (
     Usage,
     VersionInfo,
     kind_mismatch,
+    usage_drift,
 )
 
 __all__ = ["SQLBackend"]
@@ -381,15 +382,6 @@ def _quota_of(columns: Sequence[Any]) -> Quota | None:
 
 def _counts(usage: Usage) -> dict[str, int]:
     return {"bytes": usage.bytes, "records": usage.records, "keys": usage.keys}
-
-
-def _drift(kept: Usage, counted: Usage) -> Usage | None:
-    """``counted - kept``, or None when the kept counters are right."""
-    if _counts(kept) == _counts(counted):
-        return None
-    return Usage(
-        counted.bytes - kept.bytes, counted.records - kept.records, counted.keys - kept.keys
-    )
 
 
 def _info(row: Sequence[Any]) -> VersionInfo:
@@ -1260,7 +1252,7 @@ class SQLBackend(Backend):
             total, records, keys = conn.execute(self._sql["usage"], names).fetchone()
             counted = Usage(int(total), int(records), int(keys))
             conn.execute(self._sql["recount_keys"], names)
-            drift = _drift(Usage(int(kept[0]), int(kept[1]), int(kept[2])), counted)
+            drift = usage_drift(Usage(int(kept[0]), int(kept[1]), int(kept[2])), counted)
             if drift is None:
                 return counted
             conn.execute(self._sql["set_counters"], {**names, **_counts(counted)})
