@@ -19,13 +19,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _places
 import msgspec
 import pytest
-import sqlalchemy as sa
 from _migrate_workers import (
     KILL_KEYS,
     KILL_VERSIONS,
@@ -41,6 +40,7 @@ from _migrate_workers import (
     seed_kill_data,
     to_v2,
 )
+from _places import SQL_KINDS, make_place, throwaway_engine
 
 import gotstate_persist as gp
 from gotstate_persist.backends.base import Replacement
@@ -48,21 +48,14 @@ from gotstate_persist.codec import codec_by_name
 from gotstate_persist.sealing import read_header, seal
 
 NAMESPACE = "ns"
-SQL_KINDS = ("sqlite", "postgresql")
 Loc = tuple[str, int]
 
 
 # Where the data lives, and how to look at all of it without the library.
 
 
-@dataclass
-class Place:
-    """One storage location: its URL, backend options and a raw view of everything in it."""
-
-    kind: str
-    url: str
-    options: dict[str, Any] = field(default_factory=dict)
-    root: Path | None = None
+class Place(_places.Place):
+    """A storage location, opened with this file's record formats."""
 
     def open(
         self, keyring: gp.KeyRing, registry: gp.FormatRegistry | None = None, **kwargs: Any
@@ -76,24 +69,6 @@ class Place:
             **kwargs,
         )
 
-    def snapshot(self) -> Any:
-        """Every stored byte: all rows of every gotstate_persist_* table, or every file/object."""
-        if self.kind in SQL_KINDS:
-            return _sql_dump(self.url)
-        if self.kind == "file":
-            assert self.root is not None
-            return [
-                (path.relative_to(self.root).as_posix(), path.read_bytes())
-                for path in sorted(self.root.rglob("*"))
-                if path.is_file()
-            ]
-        import fsspec
-
-        fs = fsspec.filesystem(
-            "s3", skip_instance_cache=True, use_listings_cache=False, **self.options
-        )
-        return [(name, fs.cat_file(name)) for name in sorted(fs.find(self.url))]
-
     def stored_of_kind(self, snapshot: Any, kind: str) -> list[Any]:
         """The raw rows (or files/objects) of the records of ``kind`` in ``snapshot``."""
         if self.kind in SQL_KINDS:
@@ -102,15 +77,7 @@ class Place:
 
 
 def _place(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Place:
-    if kind == "sqlite":
-        return Place(kind, f"sqlite:///{tmp_path / 'migrate.db'}")
-    if kind == "postgresql":
-        return Place(kind, request.getfixturevalue("pg_url"))
-    if kind == "file":
-        root = tmp_path / "objects"
-        return Place(kind, f"file://{root}", root=root)
-    url, options = request.getfixturevalue("s3_url")
-    return Place(kind, url, dict(options))
+    return make_place(kind, request, tmp_path, database="migrate.db", cls=Place)
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "file"])
@@ -133,37 +100,12 @@ def sql_place(request: pytest.FixtureRequest, tmp_path: Path) -> Place:
     return _place(request.param, request, tmp_path)
 
 
-def _engine(url: str) -> sa.Engine:
-    return sa.create_engine(url, poolclass=sa.pool.NullPool)
-
-
 def _sql_execute(url: str, *statements: str) -> None:
-    engine = _engine(url)
+    engine = throwaway_engine(url)
     try:
         with engine.begin() as conn:
             for statement in statements:
                 conn.exec_driver_sql(statement)
-    finally:
-        engine.dispose()
-
-
-def _sql_dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
-    """SELECT * of every gotstate_persist_* table, ordered by all columns."""
-    engine = _engine(url)
-    try:
-        with engine.connect() as conn:
-            inspector = sa.inspect(conn)
-            dump = {}
-            for table in sorted(inspector.get_table_names()):
-                if not table.startswith("gotstate_persist"):
-                    continue
-                width = len(inspector.get_columns(table))
-                order = ", ".join(str(column) for column in range(1, width + 1))
-                rows = conn.exec_driver_sql(f'SELECT * FROM "{table}" ORDER BY {order}')
-                dump[table] = [
-                    tuple(bytes(v) if isinstance(v, memoryview) else v for v in row) for row in rows
-                ]
-            return dump
     finally:
         engine.dispose()
 
@@ -366,7 +308,7 @@ def _seed_kill_place(place: Place, template: Callable[[str], Path]) -> None:
 def _wait_for_sessions_to_end(url: str) -> None:
     """PostgreSQL: the killed process's sessions are gone (their transactions ended)."""
     deadline = time.monotonic() + 30
-    engine = _engine(url)
+    engine = throwaway_engine(url)
     try:
         while True:
             with engine.connect() as conn:

@@ -19,13 +19,13 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import closing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 import time_machine
+from _places import SQL_KINDS, Place, make_place, throwaway_engine
 from _quota_workers import (
     KILLED_LENGTH,
     RACE_LENGTHS,
@@ -53,7 +53,6 @@ from gotstate_persist.migrations import alembic_config
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 NAMESPACE = "ns"
-SQL_KINDS = ("sqlite", "postgresql")
 #: A whole second of the clock, so "a new second starts" is easy to reason about.
 START = 1_800_000_000.0
 
@@ -61,46 +60,8 @@ START = 1_800_000_000.0
 # Where the data lives, and how to look at all of it without the library.
 
 
-@dataclass
-class Place:
-    """One storage location: its URL, backend options and a raw view of everything in it."""
-
-    kind: str
-    url: str
-    options: dict[str, Any] = field(default_factory=dict)
-    root: Path | None = None
-
-    def snapshot(self) -> object:
-        """Every stored byte: all rows of every gotstate_persist_* table, or every file/object."""
-        if self.kind in SQL_KINDS:
-            return _sql_dump(self.url)
-        if self.kind == "file":
-            assert self.root is not None
-            return [
-                (
-                    path.relative_to(self.root).as_posix(),
-                    None if path.is_dir() else path.read_bytes(),
-                )
-                for path in sorted(self.root.rglob("*"))
-            ]
-        import fsspec
-
-        fs = fsspec.filesystem(
-            "s3", skip_instance_cache=True, use_listings_cache=False, **self.options
-        )
-        return [(name, fs.cat_file(name)) for name in sorted(fs.find(self.url))]
-
-
 def _place(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Place:
-    if kind == "sqlite":
-        return Place(kind, f"sqlite:///{tmp_path / 'quota.db'}")
-    if kind == "postgresql":
-        return Place(kind, request.getfixturevalue("pg_url"))
-    if kind == "file":
-        root = tmp_path / "objects"
-        return Place(kind, f"file://{root}", root=root)
-    url, options = request.getfixturevalue("s3_url")
-    return Place(kind, url, dict(options))
+    return make_place(kind, request, tmp_path, database="quota.db", cls=Place)
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "file"])
@@ -124,36 +85,11 @@ def local_place(request: pytest.FixtureRequest, tmp_path: Path) -> Place:
     return _place(request.param, request, tmp_path)
 
 
-def _engine(url: str) -> sa.Engine:
-    return sa.create_engine(url, poolclass=sa.pool.NullPool)
-
-
-def _sql_dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
-    """SELECT * of every gotstate_persist_* table, ordered by all columns."""
-    engine = _engine(url)
-    try:
-        with engine.connect() as conn:
-            inspector = sa.inspect(conn)
-            dump = {}
-            for table in sorted(inspector.get_table_names()):
-                if not table.startswith("gotstate_persist"):
-                    continue
-                width = len(inspector.get_columns(table))
-                order = ", ".join(str(column) for column in range(1, width + 1))
-                rows = conn.exec_driver_sql(f'SELECT * FROM "{table}" ORDER BY {order}')
-                dump[table] = [
-                    tuple(bytes(v) if isinstance(v, memoryview) else v for v in row) for row in rows
-                ]
-            return dump
-    finally:
-        engine.dispose()
-
-
 def _sql_rows(url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
     if url.startswith("sqlite:///"):  # sqlite3 itself: cheap enough to call after every step
         with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
             return [tuple(row) for row in conn.execute(sql, params)]
-    engine = _engine(url)
+    engine = throwaway_engine(url)
     try:
         with engine.connect() as conn:
             return [tuple(row) for row in conn.execute(sa.text(sql), params)]
@@ -356,7 +292,7 @@ def test_a_tampered_stored_quota_is_refused(local_place: Place, keyring: gp.KeyR
     with _open(local_place, keyring, quota=gp.Quota(max_bytes=100)) as store:
         store.save("k", note(1))
     if local_place.kind == "sqlite":
-        engine = _engine(local_place.url)
+        engine = throwaway_engine(local_place.url)
         with engine.begin() as conn:
             conn.execute(sa.text("UPDATE gotstate_persist_namespaces SET max_bytes = 0"))
         engine.dispose()
@@ -746,7 +682,7 @@ def test_sigkill_mid_write_leaks_no_usage(sql_place: Place, keyring: gp.KeyRing)
     quota = gp.Quota(max_bytes=KILLED_LENGTH * 5, max_versions_per_key=2, retention="prune-oldest")
     with _open(sql_place, keyring, quota=quota):
         pass
-    engine = _engine(sql_place.url)
+    engine = throwaway_engine(sql_place.url)
     with engine.begin() as conn:
         for statement in _SLOW_WRITES[sql_place.kind]:
             conn.exec_driver_sql(statement)
@@ -1105,7 +1041,7 @@ def old_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         url = request.getfixturevalue("pg_url")
     from alembic import command
 
-    engine = _engine(url)
+    engine = throwaway_engine(url)
     try:
         with engine.begin() as conn:
             if request.param == "postgresql":
