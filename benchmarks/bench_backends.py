@@ -49,6 +49,7 @@ import cProfile
 import io
 import os
 import pstats
+import secrets
 import signal
 import sqlite3
 import statistics
@@ -446,6 +447,61 @@ def _pin_postgres(admin_url: str, placement: str) -> Iterator[str]:
         yield f"client on CPU {cpus[0]}, server on CPU {server_cpu}"
     finally:
         os.sched_setaffinity(0, client_before)
+
+
+@dataclass
+class BenchDatabase:
+    """A PostgreSQL database a benchmark may fill and drop."""
+
+    server: Any
+    database: str
+    url: str
+    external: bool
+
+    def describe(self) -> str:
+        where = f"external server, database {self.database}" if self.external else "server up"
+        return f"{where} on {self.server.host}:{self.server.port}"
+
+
+@contextmanager
+def postgres_database(tag: str) -> Iterator[BenchDatabase | None]:
+    """A database for one benchmark (None, after saying why, if PostgreSQL is unavailable).
+
+    The server of ``GOTSTATE_PERSIST_TEST_POSTGRES_URL`` if that is set (a
+    throw-away database in it, dropped afterwards), else one started like
+    tests/_postgres.py for the run.
+    """
+    try:
+        import psycopg
+        from _postgres import (  # type: ignore[import-not-found]
+            EXTERNAL_URL_VARIABLE,
+            _admin_execute,
+            _external,
+            _running_server,
+            _Unavailable,
+        )
+    except ImportError as exc:
+        print(f"  skipped: {exc}")
+        yield None
+        return
+    with ExitStack() as stack:
+        external = os.environ.get(EXTERNAL_URL_VARIABLE)
+        try:
+            if external:
+                server = _external(external)
+                database = f"gsp_bench_{tag}_{secrets.token_hex(6)}"
+                _admin_execute(server.admin_url, f"CREATE DATABASE {database} TEMPLATE template0")
+                stack.callback(
+                    _admin_execute, server.admin_url, f"DROP DATABASE {database} WITH (FORCE)"
+                )
+            else:
+                server = stack.enter_context(_running_server())
+                database = server.database
+        except (_Unavailable, psycopg.Error) as exc:
+            print(f"  skipped: {exc}")
+            yield None
+            return
+        yield BenchDatabase(server, database, server.url(database), bool(external))
 
 
 def bench_postgres(bench: Bench, placement: str) -> None:

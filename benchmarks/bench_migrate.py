@@ -50,7 +50,6 @@ import os
 import pstats
 import random
 import resource
-import secrets
 import signal
 import subprocess
 import sys
@@ -69,7 +68,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_backends import _pin_postgres  # noqa: E402
+from bench_backends import _pin_postgres, _terminate, postgres_database  # noqa: E402
 
 import gotstate_persist as gp  # noqa: E402
 from gotstate_persist.backends.base import Backend, to_micros  # noqa: E402
@@ -361,40 +360,16 @@ def bench_postgres(
     keys: gp.KeyRing, sizes: Sequence[int], profile: bool, placement: str
 ) -> list[Result]:
     print("\nPostgreSQL (server on 127.0.0.1, started like tests/_postgres.py: fsync=off)")
-    try:
-        import psycopg
-        from _postgres import (  # type: ignore[import-not-found]
-            EXTERNAL_URL_VARIABLE,
-            _admin_execute,
-            _external,
-            _running_server,
-            _Unavailable,
-        )
-    except ImportError as exc:
-        print(f"  skipped: {exc}")
-        return []
-    with ExitStack() as stack:
-        external = os.environ.get(EXTERNAL_URL_VARIABLE)
-        try:
-            if external:
-                server = _external(external)
-                placement = "off"  # its processes are not ours to pin
-                database = f"gsp_bench_migrate_{secrets.token_hex(6)}"
-                _admin_execute(server.admin_url, f"CREATE DATABASE {database} TEMPLATE template0")
-                stack.callback(
-                    _admin_execute, server.admin_url, f"DROP DATABASE {database} WITH (FORCE)"
-                )
-            else:
-                server = stack.enter_context(_running_server())
-                database = server.database
-        except (_Unavailable, psycopg.Error) as exc:
-            print(f"  skipped: {exc}")
+    with postgres_database("migrate") as found, ExitStack() as stack:
+        if found is None:
             return []
-        url = server.url(database)
+        if found.external:
+            placement = "off"  # its processes are not ours to pin
+        url = found.url
+        server = found.server
         filler = SQLBackend(url)
         stack.callback(filler.close)
-        where = f"{EXTERNAL_URL_VARIABLE}, database {database}" if external else "server up"
-        print(f"  {where} on {server.host}:{server.port}", flush=True)
+        print(f"  {found.describe()}", flush=True)
         # Populated unpinned (both CPUs), timed pinned: the child inherits this
         # process's CPU, the server's backends the postmaster's.
         return measure(
@@ -462,10 +437,6 @@ def table(results: Sequence[Result]) -> None:
         )
     for line in flatness(results):
         print(line)
-
-
-def _terminate(_signum: int, _frame: object) -> None:
-    raise SystemExit(143)  # unwind, so the server is stopped and files removed
 
 
 def main() -> None:

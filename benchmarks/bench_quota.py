@@ -46,8 +46,6 @@ of each other by median and 5% by mean on both backends; ``--quick`` is noisier.
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
 import signal
 import sys
 import tempfile
@@ -62,7 +60,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_backends import _pin_postgres, fill_wal, interleaved, put_into  # noqa: E402
+from bench_backends import (  # noqa: E402
+    _pin_postgres,
+    _terminate,
+    fill_wal,
+    interleaved,
+    postgres_database,
+    put_into,
+)
 from bench_snapshot import build  # noqa: E402
 
 import gotstate_persist as gp  # noqa: E402
@@ -209,40 +214,14 @@ def bench_sqlite(keys: gp.KeyRing, tmp: Path, rounds: int, repeat: int) -> list[
 
 def bench_postgres(keys: gp.KeyRing, rounds: int, repeat: int, placement: str) -> list[Result]:
     print("\nPostgreSQL (server on 127.0.0.1, started like tests/_postgres.py: fsync=off)")
-    try:
-        import psycopg
-        from _postgres import (  # type: ignore[import-not-found]
-            EXTERNAL_URL_VARIABLE,
-            _admin_execute,
-            _external,
-            _running_server,
-            _Unavailable,
-        )
-    except ImportError as exc:
-        print(f"  skipped: {exc}")
-        return []
-    with ExitStack() as stack:
-        external = os.environ.get(EXTERNAL_URL_VARIABLE)
-        try:
-            if external:
-                server = _external(external)
-                placement = "off"  # its processes are not ours to pin
-                database = f"gsp_bench_quota_{secrets.token_hex(6)}"
-                _admin_execute(server.admin_url, f"CREATE DATABASE {database} TEMPLATE template0")
-                stack.callback(
-                    _admin_execute, server.admin_url, f"DROP DATABASE {database} WITH (FORCE)"
-                )
-            else:
-                server = stack.enter_context(_running_server())
-                database = server.database
-        except (_Unavailable, psycopg.Error) as exc:
-            print(f"  skipped: {exc}")
+    with postgres_database("quota") as found, ExitStack() as stack:
+        if found is None:
             return []
-        url = server.url(database)
-        pinned = stack.enter_context(_pin_postgres(server.admin_url, placement))
-        where = f"{EXTERNAL_URL_VARIABLE}, database {database}" if external else "server up"
-        print(f"  {where} on {server.host}:{server.port}; {pinned}", flush=True)
-        return run_backend("postgresql", url, keys, rounds, repeat)
+        if found.external:
+            placement = "off"  # its processes are not ours to pin
+        pinned = stack.enter_context(_pin_postgres(found.server.admin_url, placement))
+        print(f"  {found.describe()}; {pinned}", flush=True)
+        return run_backend("postgresql", found.url, keys, rounds, repeat)
 
 
 def table(results: Sequence[Result]) -> None:
@@ -278,10 +257,6 @@ def table(results: Sequence[Result]) -> None:
                 f"{cell:{a}{w}}" for cell, a, w in zip(line, aligns, widths, strict=True)
             ).rstrip()
         )
-
-
-def _terminate(_signum: int, _frame: object) -> None:
-    raise SystemExit(143)  # unwind, so the server is stopped and files removed
 
 
 def main() -> None:
