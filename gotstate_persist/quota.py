@@ -442,14 +442,13 @@ class QuotaBackend(Backend):
         return self._inner.iter_namespace(namespace)
 
     def replace(self, namespace: str, replacements: Sequence[Replacement]) -> list[bool]:
-        self._rates.hit(self.quota(namespace), namespace, "write")
+        quota = self.quota(namespace)
+        self._rates.hit(quota, namespace, "write")
         if self.capabilities.exact_quota:
             return self._inner.replace(namespace, replacements)
-        if self.quota(namespace) is None:
+        if quota is None:
             self._forget(namespace)
             return self._inner.replace(namespace, replacements)
-        quota = self.quota(namespace)
-        assert quota is not None
         ledger = self._ledger(namespace)
         with ledger.lock:  # sizes change: within the quota, and keep the tally right
             before = {
