@@ -7,16 +7,34 @@ STAMP := $(VENV)/.installed
 DEMO_DB := sqlite:///.gotstate/demo.db
 DEMO_KEYS := .gotstate/demo-keys.json
 
-.PHONY: install services demo test lint types pytest bench clean
+.PHONY: install services demo test lint types pytest bench clean lock lock-upgrade test-lowest
 
 PLUGIN := examples/plugin_backend
 
-$(STAMP): pyproject.toml $(PLUGIN)/pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,dev,postgres,s3]'
-	# the example third-party backend, discovered through its entry point
-	$(PY) -m pip install --quiet -e $(PLUGIN)
+# The test environment is installed from uv.lock, so every machine (CI included)
+# tests the same versions of everything. uv itself is pinned here and bootstrapped
+# with pip into a venv of its own: `uv sync` makes .venv hold exactly what the lock
+# lists, so uv must not live in it.
+UV_VERSION := 0.13.9
+UV_VENV := .venv-uv
+UV := $(UV_VENV)/bin/uv
+UV_STAMP := $(UV_VENV)/.uv-$(UV_VERSION)
+# never fetch a Python build: use the interpreter given as PYTHON
+export UV_PYTHON_DOWNLOADS := never
+EXTRAS := --extra test --extra dev --extra postgres --extra s3
+# the example third-party backend, discovered through its entry point (group `plugin`
+# in pyproject.toml installs examples/plugin_backend editable)
+GROUPS := --group plugin
+
+$(UV_STAMP):
+	$(PYTHON) -m venv $(UV_VENV)
+	$(UV_VENV)/bin/pip install --quiet --disable-pip-version-check 'uv==$(UV_VERSION)'
+	touch $(UV_STAMP)
+
+# --locked: a pyproject.toml whose requirements the lock does not satisfy is an
+# error ("run `make lock`"), never a silent re-resolution.
+$(STAMP): pyproject.toml uv.lock $(PLUGIN)/pyproject.toml $(UV_STAMP)
+	$(UV) sync --locked --python $(PYTHON) $(EXTRAS) $(GROUPS)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -55,5 +73,30 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_quota.py
 	$(PY) benchmarks/bench_migrate.py
 
+# Re-resolve uv.lock after a change to the requirements in pyproject.toml, keeping
+# every other pinned version; `make lock-upgrade` moves everything to the newest
+# versions allowed. Both only write uv.lock: review and commit it, then `make install`.
+lock: $(UV_STAMP)
+	$(UV) lock --python $(PYTHON)
+
+lock-upgrade: $(UV_STAMP)
+	$(UV) lock --upgrade --python $(PYTHON)
+
+# The suite against the lowest versions that pyproject.toml allows for every direct
+# dependency (newest for the indirect ones), in a venv of its own, so that the declared
+# floors stay honest: scripts/lowest_constraints.py pins each floor exactly, so a floor
+# that cannot be installed or fails the suite has to be raised. Not part of `make test`
+# (it resolves and installs a second environment); run it after changing a floor.
+# LOWEST_TESTS narrows a rerun: `make test-lowest LOWEST_TESTS="-x tests/test_codec.py"`.
+LOWEST := .venv-lowest
+LOWEST_EXTRAS := test,postgres,s3
+LOWEST_TESTS ?= tests $(PLUGIN)/tests
+test-lowest: $(UV_STAMP) services
+	$(UV) venv --quiet --clear --python $(PYTHON) $(LOWEST)
+	$(PYTHON) scripts/lowest_constraints.py pyproject.toml $(LOWEST_EXTRAS) > $(LOWEST)/floors.txt
+	$(UV) pip install --quiet --python $(LOWEST)/bin/python --resolution lowest-direct \
+		--constraint $(LOWEST)/floors.txt -e '.[$(LOWEST_EXTRAS)]' -e $(PLUGIN)
+	$(LOWEST)/bin/python -m pytest $(LOWEST_TESTS)
+
 clean:
-	rm -rf .gotstate .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf .gotstate .mypy_cache .ruff_cache .pytest_cache .hypothesis $(LOWEST)

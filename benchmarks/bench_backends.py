@@ -60,7 +60,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -81,7 +81,7 @@ NS = "bench"
 KIND = "gotstate.machine"
 TARGET = 0.8
 SIZES = (("1 KB", 1_000), ("100 KB", 100_000))
-NOW_US = to_micros(datetime.now(timezone.utc))
+NOW_US = to_micros(datetime.now(UTC))
 E2E_STATES, E2E_DATA_BYTES = 100, 1_000
 
 Op = Callable[[], object]

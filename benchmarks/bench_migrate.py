@@ -58,7 +58,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,7 @@ BATCH_SIZE = 1000
 SQLITE_TARGET = 20_000  # records/s
 FLAT_MB = 4.0  # RSS growth at N may exceed that at N/4 by this much and still be flat
 SAMPLE = 200  # records loaded back after each run
-NOW_US = to_micros(datetime.now(timezone.utc))
+NOW_US = to_micros(datetime.now(UTC))
 _KEYS_VARIABLE = "GSP_BENCH_MIGRATE_KEYS"  # the child's keyring (never on argv)
 _URL_VARIABLE = "GSP_BENCH_MIGRATE_URL"  # the child's URL (holds a password)
 

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,7 @@ def build(n_states: int, data_bytes: int) -> Any:
     for i in range(count):
         set_data(machine, leaves[i % len(leaves)], f"item-{i}", dict(item, qty=i))
     set_data(machine, leaves[0], "total", Decimal("1234.50"))
-    set_data(machine, leaves[0], "when", datetime(2026, 11, 25, tzinfo=timezone.utc))
+    set_data(machine, leaves[0], "when", datetime(2026, 11, 25, tzinfo=UTC))
     return machine
 
 
@@ -216,7 +216,7 @@ def bench_sqlite(rounds: int) -> None:
         )
         backend = SQLBackend(f"sqlite:///{Path(tmp) / 'ours.db'}")
         counters = {"raw": 0, "ours": 0}
-        now_us = to_micros(datetime.now(timezone.utc))
+        now_us = to_micros(datetime.now(UTC))
 
         def raw_write() -> None:
             counters["raw"] += 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -35,7 +35,7 @@ def save(url: str, keys: gp.KeyRing) -> None:
         machine.process_event(Event(name))
     set_data(machine, "cart", "items", (("sku-1", 2), ("sku-7", 1)))
     set_data(machine, "payment", "total", Decimal("59.90"))
-    set_data(machine, "payment", "due", datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc))
+    set_data(machine, "payment", "due", datetime(2026, 11, 25, 12, 0, tzinfo=UTC))
     log.info("process 1: order is in state %r", machine.current_state.name)
     with gp.open_store(url, namespace=NAMESPACE, keyring=keys) as store:
         ref = store.save_machine(KEY, machine)

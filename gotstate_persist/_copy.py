@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .backends import Backend
-from .errors import PersistError, VersionConflict
+from .errors import FormatError, IntegrityError, PersistError, VersionConflict
 from .sealing import KeyRing
 from .store import Store
 
@@ -49,12 +49,14 @@ def copy_records(
     """Copy (namespace, key, version) records verbatim, verifying each first."""
     report = CopyReport()
     chosen = namespaces if namespaces is not None else source.namespaces()
-    plan = [
-        (namespace, key, info)
-        for namespace in chosen
-        for key in source.keys(namespace)
-        for info in source.versions(namespace, key)
-    ]
+    plan = []
+    for namespace in chosen:
+        for key in source.keys(namespace):
+            try:
+                plan += [(namespace, key, info) for info in source.versions(namespace, key)]
+            except (FormatError, IntegrityError) as exc:  # damaged metadata: report, go on
+                logger.warning("not copied: %s/%s: %s", namespace, key, exc)
+                report.failed.append((namespace, key, 0, f"{type(exc).__name__}: {exc}"))
     total = len(plan)
     verifiers = {ns: Store(source, keyring=keyring, namespace=ns) for ns in chosen}
     present: dict[tuple[str, str], set[int]] = {}

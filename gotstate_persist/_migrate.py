@@ -115,6 +115,10 @@ class _Run:
 
     def report(self) -> MigrationReport:
         self.flush()
+        if not self.dry_run:
+            # what an earlier run cut short left behind (object stores): the
+            # records read as current, the leftovers are only wasted space
+            self.store._backend.sweep(self.store.namespace)
         if self.progress is not None:
             self.progress(self.looked, max(self.total, self.looked))
         return MigrationReport(self.scanned, self.migrated, self.current, self.failed)
@@ -125,9 +129,19 @@ def _decoding(codec: Codec, body: msgspec.Raw) -> Callable[[Any], Any]:
     return lambda record_type: codec.decode_inner(body, record_type)
 
 
-def _stored(store: Store) -> Iterator[tuple[VersionInfo, bytes]]:
-    """Every stored version of the namespace with its blob (the backend's fastest walk)."""
-    return store._backend.iter_namespace(store.namespace)
+def _stored(store: Store, run: _Run) -> Iterator[tuple[VersionInfo, bytes]]:
+    """Every stored version of the namespace with its blob (the backend's fastest walk).
+
+    A record the backend cannot even read (damaged bytes or metadata) is
+    reported as failed and the walk goes on.
+    """
+
+    def unreadable(key: str, version: int, error: PersistError) -> None:
+        run.tick()
+        run.scanned += 1
+        run.failed.append(MigrationFailure(key, version, str(error)))
+
+    return store._backend.iter_namespace(store.namespace, on_error=unreadable)
 
 
 def migrate(
@@ -142,7 +156,7 @@ def migrate(
     formats = store.formats
     newest = formats.newest_version(kind)  # InvalidArgument for an unknown kind
     run = _Run(store, batch_size, dry_run, progress)
-    for info, blob in _stored(store):
+    for info, blob in _stored(store, run):
         run.tick()
         if info.kind != kind:
             continue
@@ -151,10 +165,11 @@ def migrate(
             run.current += 1
             continue
         if not formats.upcastable(kind, info.format_version):
+            # the very words load uses, naming the missing step
+            gap = formats.upcast_gap(kind, info.format_version)
             reason = (
-                f"no upcasters lead from format version {info.format_version} to {newest}; "
-                "register them (register(..., upcast=fn)) and run again"
-                if info.format_version < newest
+                f"{gap}, and run again"
+                if gap is not None
                 else f"format version {info.format_version} is newer than this code knows"
             )
             run.failed.append(MigrationFailure(info.key, info.version, reason))
@@ -188,7 +203,7 @@ def reseal(
     """Rewrite every record not sealed under the keyring's primary key under it."""
     run = _Run(store, batch_size, False, progress)
     keyring, primary = store._keyring, store._keyring.primary_id
-    for info, blob in _stored(store):
+    for info, blob in _stored(store, run):
         run.tick()
         run.scanned += 1
         try:

@@ -42,6 +42,30 @@ def check_name(value: object, what: str) -> str:
     return value
 
 
+def printable(text: str) -> str:
+    """``text`` safe to write to a terminal: every non-printable character escaped.
+
+    Names read back from storage were not necessarily written by this library
+    (another tool, or someone with database access, may have stored anything),
+    so a listing must never hand a terminal an escape sequence, a bidi override
+    or a lone surrogate it cannot encode. Printable text, non-ASCII included,
+    is returned unchanged; the rest becomes ``\\xNN``, ``\\uNNNN`` or
+    ``\\UNNNNNNNN`` as in a Python literal.
+    """
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else _escaped(char) for char in text)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
 def check_kind(value: object) -> str:
     """Return ``value`` if it is a well-formed record kind name."""
     if not isinstance(value, str) or not _KIND.fullmatch(value):

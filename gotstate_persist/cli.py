@@ -6,53 +6,92 @@ by default, the environment variable ``GOTSTATE_PERSIST_KEYS`` (the one
 alone and need no keyring. Output goes to stdout; problems go to stderr with
 exit status 1 (2 for usage errors), and never include key material or
 credentials.
+
+Names and values read from a store are escaped before they reach a terminal.
+``ls``, ``verify``, ``usage`` and ``gc`` look at every namespace unless
+``--namespace`` names one; ``copy``, ``migrate`` and ``reseal`` rewrite or copy
+records, so they need ``--namespace`` or ``--all-namespaces``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
+import os
 import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, NoReturn, TextIO
 
 import msgspec
 import sqlalchemy as sa
 
+from ._cli_keys import add_commands as _add_keys_commands
+from ._cli_keys import read_keyring_file
+from ._cli_options import (
+    NAMED_NAMESPACES,
+    NamespaceScope,
+    batch_size_option,
+    namespace_option,
+    namespace_options,
+    note_other_namespaces,
+    seconds_option,
+    selected_namespaces,
+    terminal_safe_json,
+)
 from ._copy import copy_records
-from ._names import DEFAULT_NAMESPACE, check_name
+from ._migrate import DEFAULT_BATCH_SIZE
+from ._names import check_name, printable
+from ._progress import ProgressDisplay
+from ._redact import mask_url, scrub
 from .backends import Backend, Usage, open_backend
 from .backends.catalog import STALE_RESERVATION_SECONDS, CatalogBackend
-from .errors import InvalidArgument, NotFound, PersistError
+from .backends.objectstore import ObjectStoreBackend
+from .errors import FormatError, IntegrityError, InvalidArgument, NotFound, PersistError
 from .formats import MachineSnapshot, SubmachineSnapshot
 from .formats._registry import FormatRegistry
 from .formats._values import UnsupportedValue, decode_value
 from .formats.machine import decode_structure
 from .quota import RETENTIONS, Quota, QuotaBackend
-from .sealing import ALGORITHMS, DEFAULT_ENV_VAR, KeyRing, read_header
+from .sealing import DEFAULT_ENV_VAR, KeyRing, format_key_id, read_header
 from .store import SnapshotRef, Store
 
 __all__ = ["main"]
 
 _SQL_SCHEMES = ("sqlite", "postgresql")
+#: fsspec's names for the local file system, whose store directory opening would create.
+_LOCAL_SCHEMES = ("file", "local")
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+#: 128 + SIGINT, as shells report a command stopped with Ctrl-C.
+EXIT_INTERRUPTED = 130
+
+
+#: What to do about a missing keyring. The existing keyring comes first: a new
+#: one cannot open anything already stored, and "generate one" alone led users there.
+_NO_KEYRING = (
+    f"no keyring: pass --keys FILE or set {DEFAULT_ENV_VAR} to the exported keyring the "
+    "store was sealed with (a new keyring cannot open existing data; only for a new store, "
+    "create one with `gotstate-persist keys generate`)"
+)
 
 
 def _keyring(path: str | None) -> KeyRing:
-    if path is None:
-        return KeyRing.from_env(DEFAULT_ENV_VAR)
+    """The keyring of ``--keys FILE`` or of the environment, or one clear error."""
+    if path is not None:
+        return read_keyring_file(path)
+    if not os.environ.get(DEFAULT_ENV_VAR, "").strip():
+        raise InvalidArgument(_NO_KEYRING)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidArgument(f"cannot read keyring file {path!r}: {exc.strerror}") from None
-    return KeyRing.load(text)
+        return KeyRing.from_env(DEFAULT_ENV_VAR)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"${DEFAULT_ENV_VAR}: {exc}") from None
 
 
 def _open_existing(url: str, catalog: str | None = None) -> Backend:
@@ -61,40 +100,101 @@ def _open_existing(url: str, catalog: str | None = None) -> Backend:
     With ``catalog``, ``url`` is an object store whose versions and usage live
     in that SQL database (open_store's ``catalog=``), opened the same careful way.
     """
+    _refuse_process_local(url, _READ_IN_NEW_PROCESS)
     if catalog is not None:
+        _refuse_process_local(catalog, _READ_IN_NEW_PROCESS)
         _check_existing_sqlite(catalog)
+        _check_existing_directory(url)  # opening the object store would create it
         return open_backend(url, catalog=catalog, catalog_options={"create": False})
     _check_existing_sqlite(url)
     return _open_local_or_server(url)
+
+
+_READ_IN_NEW_PROCESS = (
+    "lives only in the memory of the process that opened it, and this command is a new "
+    "process where it is always empty; give the URL of a store on disk or on a server"
+)
+_LOST_AT_EXIT = (
+    "lives only in this command's memory: everything copied there would be lost when it "
+    "exits; copy to a store that outlives it (file://, sqlite:///, postgresql://, s3://)"
+)
+
+
+def _scheme(url: str) -> str:
+    return url.split(":", 1)[0].split("+", 1)[0].lower()
+
+
+def _process_local(url: str) -> bool:
+    """Whether ``url`` names a store that exists only inside one process's memory."""
+    scheme = _scheme(url)
+    if scheme == "memory":
+        return True
+    if scheme != "sqlite":
+        return False
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        return False  # _check_existing_sqlite says what is wrong with it
+    database = parsed.database or ""
+    return database in ("", ":memory:") or parsed.query.get("mode") == "memory"
+
+
+def _refuse_process_local(url: str, why: str) -> None:
+    if _process_local(url):
+        raise InvalidArgument(f"{mask_url(url)} {why}")
+
+
+def _check_existing_directory(url: str) -> None:
+    """Refuse a local object store whose directory is missing (reads never create it)."""
+    if _scheme(url) not in _LOCAL_SCHEMES:
+        return
+    from fsspec.core import url_to_fs
+
+    root = str(url_to_fs(url)[1])
+    if not _local_path(root).is_dir():
+        raise InvalidArgument(
+            f"no store directory at {_shown_path(root)}; check the URL (reading never creates one)"
+        )
+
+
+#: A path longer than this is shown cut in messages: one line, not 100 kB of it.
+_SHOWN_PATH_CHARS = 120
+
+
+def _shown_path(path: str) -> str:
+    shown = path if len(path) <= _SHOWN_PATH_CHARS else path[:_SHOWN_PATH_CHARS] + "..."
+    return repr(shown)
+
+
+def _local_path(path: str) -> Path:
+    """``path``, once the operating system agrees it can name a file (else one clear error)."""
+    try:
+        Path(path).exists()
+    except (OSError, ValueError) as exc:  # too long, a NUL byte, ...
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InvalidArgument(
+            f"cannot use the path {_shown_path(path)}: {reason}; check the URL"
+        ) from None
+    return Path(path)
 
 
 def _check_existing_sqlite(url: str) -> None:
     if url.startswith("sqlite"):
         try:
             database = sa.make_url(url).database
-        except sa.exc.ArgumentError:
+        except (sa.exc.ArgumentError, ValueError):
             raise InvalidArgument(
-                f"{url!r} is not a store URL; use e.g. sqlite:///path/state.db"
+                f"{mask_url(url)} is not a store URL; use e.g. sqlite:///path/state.db"
             ) from None
-        if database and database != ":memory:" and not Path(database).exists():
-            raise InvalidArgument(f"no SQLite database at {database!r}; check the URL")
+        if database and database != ":memory:" and not _local_path(database).exists():
+            raise InvalidArgument(f"no SQLite database at {_shown_path(database)}; check the URL")
 
 
 def _open_local_or_server(url: str) -> Backend:
-    scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
-    if scheme in _SQL_SCHEMES:
+    if _scheme(url) in _SQL_SCHEMES:
         return open_backend(url, create=False)  # never create tables to read them
-    if scheme == "file":  # opening a local store creates its directory: not here
-        from fsspec.core import url_to_fs
-
-        root = url_to_fs(url)[1]
-        if not Path(root).is_dir():
-            raise InvalidArgument(f"no store directory at {root!r}; check the URL")
+    _check_existing_directory(url)  # opening a local store creates its directory: not here
     return open_backend(url)
-
-
-def _namespaces(backend: Backend, namespace: str | None) -> list[str]:
-    return [namespace] if namespace else backend.namespaces()
 
 
 def _print_table(rows: list[list[str]], out: TextIO) -> None:
@@ -108,32 +208,29 @@ def _print_table(rows: list[list[str]], out: TextIO) -> None:
         )
 
 
-def _cmd_keys_generate(args: argparse.Namespace) -> int:
-    sys.stdout.write(KeyRing.generate(args.algorithm).export() + "\n")
-    return EXIT_OK
-
-
 def _cmd_ls(args: argparse.Namespace) -> int:
     with _open_existing(args.url, args.catalog) as backend:
         rows = [["NAMESPACE", "KEY", "VERSIONS", "NEWEST", "KIND", "FORMAT", "SIZE", "SAVED (UTC)"]]
-        for namespace in _namespaces(backend, args.namespace):
+        for namespace in selected_namespaces(backend, args):
             for key in backend.keys(namespace, args.prefix):
                 versions = backend.versions(namespace, key)
                 if not versions:
                     continue
                 newest = versions[-1]
                 rows.append(
-                    [
-                        namespace,
-                        key,
+                    [  # names come from storage, maybe written by other tools: escaped
+                        printable(namespace),
+                        printable(key),
                         str(len(versions)),
                         str(newest.version),
-                        newest.kind,
+                        printable(str(newest.kind)),
                         str(newest.format_version),
                         str(newest.size),
                         newest.created_at.strftime("%Y-%m-%d %H:%M:%S"),
                     ]
                 )
+        if len(rows) == 1:
+            note_other_namespaces(backend, args, "listed")
     if len(rows) == 1:
         sys.stdout.write("(no records)\n")
     else:
@@ -183,8 +280,11 @@ def _snapshot_view(
 def _cmd_show(args: argparse.Namespace) -> int:
     keys = _keyring(args.keys)
     with _open_existing(args.url, args.catalog) as backend:
-        store = Store(backend, keyring=keys, namespace=args.namespace or DEFAULT_NAMESPACE)
-        ref, record, typed = store._inspect(args.key, args.version)
+        store = Store(backend, keyring=keys, namespace=args.namespace)
+        try:
+            ref, record, typed = store._inspect(args.key, args.version)
+        except NotFound as exc:
+            raise _not_found_here(backend, args.namespace, args.key, exc) from None
         header = read_header(backend.get(store.namespace, args.key, ref.version)[1])
     meta = {
         "namespace": ref.namespace,
@@ -194,7 +294,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         "format_version": ref.format_version,
         "size": ref.size,
         "saved": ref.created_at.isoformat(),
-        "sealed_with": f"{header.algorithm} key {header.key_id:#010x}",
+        "sealed_with": f"{header.algorithm} key {format_key_id(header.key_id)}",
     }
     if isinstance(record, MachineSnapshot):
         body: Any = _snapshot_view(record, store.formats)
@@ -203,8 +303,25 @@ def _cmd_show(args: argparse.Namespace) -> int:
     else:
         meta["note"] = "kind not registered in this tool: fields shown untyped"
         body = _plain(record)
-    sys.stdout.write(json.dumps({**meta, "record": body}, indent=2, ensure_ascii=False) + "\n")
+    shown = json.dumps({**meta, "record": body}, indent=2, ensure_ascii=False)
+    sys.stdout.write(terminal_safe_json(shown) + "\n")
     return EXIT_OK
+
+
+def _not_found_here(backend: Backend, namespace: str, key: str, exc: NotFound) -> NotFound:
+    """``exc``, or where the key is when it exists only in other namespaces."""
+    if backend.versions(namespace, key):
+        return exc  # the key is here, the version asked is not
+    elsewhere = [
+        name for name in backend.namespaces() if name != namespace and backend.versions(name, key)
+    ]
+    if not elsewhere:
+        return exc
+    named = ", ".join(repr(name) for name in elsewhere[:NAMED_NAMESPACES])
+    return NotFound(
+        f"key {key!r} is not in namespace {namespace!r}, but namespace {named} has it: pass "
+        f"--namespace {printable(elsewhere[0])}"
+    )
 
 
 def _verify_key(store: Store, key: str) -> tuple[int, list[str]]:
@@ -224,19 +341,22 @@ def _verify_namespace(backend: Backend, keys: KeyRing, namespace: str) -> tuple[
     try:
         store = Store(backend, keyring=keys, namespace=namespace)
     except InvalidArgument as exc:  # a name no gotstate-persist could have written
-        sys.stdout.write(f"FAILED namespace {namespace!r}: {exc}\n")
+        sys.stdout.write(f"FAILED namespace {namespace!r}: {printable(str(exc))}\n")
         return 0, 1
     for key in backend.keys(namespace):
         try:
             count, problems = _verify_key(store, key)
         except InvalidArgument as exc:
             count, problems = 0, [f"invalid key: {exc}"]
+        except (FormatError, IntegrityError) as exc:  # its versions cannot even be listed
+            count, problems = 1, [f"{type(exc).__name__}: {exc}"]
         checked += count
         failed += len(problems)
         status = "ok" if not problems else "FAILED"
-        sys.stdout.write(f"{status:6} {namespace}/{key} ({count} versions)\n")
+        shown = f"{printable(namespace)}/{printable(key)}"
+        sys.stdout.write(f"{status:6} {shown} ({count} versions)\n")
         for problem in problems:
-            sys.stdout.write(f"         {problem}\n")
+            sys.stdout.write(f"         {printable(problem)}\n")
     return checked, failed
 
 
@@ -245,16 +365,17 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     failed = checked = 0
     in_use: Counter[int] = Counter()
     with _open_existing(args.url, args.catalog) as backend:
-        for namespace in _namespaces(backend, args.namespace):
+        for namespace in selected_namespaces(backend, args):
             ns_checked, ns_failed = _verify_namespace(backend, keys, namespace)
             checked += ns_checked
             failed += ns_failed
             in_use.update(_key_ids(backend, namespace))
+        note_other_namespaces(backend, args, "verified")
     sys.stdout.write(f"{checked - failed} of {checked} records verified, {failed} failed\n")
     if in_use:
         # which keys still seal records: a key may be retired once it seals none
         listed = ", ".join(
-            f"{key_id}{' (primary)' if key_id == keys.primary_id else ''}: {count}"
+            f"{format_key_id(key_id)}{' (primary)' if key_id == keys.primary_id else ''}: {count}"
             for key_id, count in sorted(in_use.items())
         )
         sys.stdout.write(f"records per key id: {listed}\n")
@@ -264,11 +385,24 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _key_ids(backend: Backend, namespace: str) -> Counter[int]:
     """How many stored records each key id (from the unauthenticated header) sealed."""
     counts: Counter[int] = Counter()
-    for _info, blob in backend.iter_namespace(namespace):
+
+    def unreadable(_key: str, _version: int, _error: PersistError) -> None:
+        pass  # verify already reported it
+
+    for _info, blob in backend.iter_namespace(namespace, on_error=unreadable):
         try:
             counts[read_header(blob).key_id] += 1
         except PersistError:
             continue  # not an envelope: verify already reported it
+    return counts
+
+
+def _count_key_ids(url: str, catalog: str | None) -> Counter[int]:
+    """Records per key id in every namespace of the store at ``url`` (for ``keys retire``)."""
+    counts: Counter[int] = Counter()
+    with _open_existing(url, catalog) as backend:
+        for namespace in backend.namespaces():
+            counts.update(_key_ids(backend, namespace))
     return counts
 
 
@@ -288,8 +422,19 @@ def _load_formats(target: str) -> FormatRegistry:
             f"cannot import {module_name!r} for --formats ({exc}); run from the application's "
             "environment or set PYTHONPATH"
         ) from None
+    except (Exception, SystemExit) as exc:  # the application's module failed: its problem
+        raise InvalidArgument(
+            f"importing {module_name!r} for --formats failed: {_one_line(exc)}; fix the module "
+            "or name another"
+        ) from None
     found = getattr(module, attribute, None)
-    registry = found() if callable(found) and not isinstance(found, FormatRegistry) else found
+    try:
+        registry = found() if callable(found) and not isinstance(found, FormatRegistry) else found
+    except (Exception, SystemExit) as exc:
+        raise InvalidArgument(
+            f"calling {target} for --formats failed: {_one_line(exc)}; it must return a "
+            "FormatRegistry when called with no arguments"
+        ) from None
     if not isinstance(registry, FormatRegistry):
         raise InvalidArgument(
             f"{target} is not a gotstate_persist.FormatRegistry (or a function returning one)"
@@ -297,15 +442,26 @@ def _load_formats(target: str) -> FormatRegistry:
     return registry
 
 
+def _one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, for errors raised by the application's code."""
+    lines = str(exc).splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 def _cmd_rewrite(args: argparse.Namespace) -> int:
     """``migrate`` and ``reseal``: the same walk, the same report."""
     keys = _keyring(args.keys)
     registry = _load_formats(args.formats) if args.command == "migrate" else None
+    if registry is not None:
+        registry.newest_version(args.kind)  # an unknown kind is refused before anything opens
     failed = 0
-    with _open_existing(args.url, args.catalog) as backend:
-        for namespace in _namespaces(backend, args.namespace):
+    with (
+        _open_existing(args.url, args.catalog) as backend,
+        ProgressDisplay(sys.stderr) as display,
+    ):
+        for namespace in selected_namespaces(backend, args):
             store = Store(backend, keyring=keys, namespace=namespace, formats=registry)
-            bar = _ProgressBar(f"{args.command} {namespace}", sys.stderr)
+            bar = display.task(f"{args.command} {namespace}")
             if args.command == "migrate":
                 report = store.migrate(
                     args.kind, batch_size=args.batch_size, dry_run=args.dry_run, progress=bar
@@ -314,8 +470,8 @@ def _cmd_rewrite(args: argparse.Namespace) -> int:
                 report = store.reseal(batch_size=args.batch_size, progress=bar)
             for failure in report.failed:
                 sys.stdout.write(
-                    f"FAILED {namespace}/{failure.key} version {failure.version}: "
-                    f"{failure.reason}\n"
+                    f"FAILED {printable(namespace)}/{printable(failure.key)} version "
+                    f"{failure.version}: {printable(failure.reason)}\n"
                 )
             verb = "would rewrite" if getattr(args, "dry_run", False) else "rewrote"
             sys.stdout.write(
@@ -323,54 +479,36 @@ def _cmd_rewrite(args: argparse.Namespace) -> int:
                 f"{report.already_current} already current, {len(report.failed)} failed\n"
             )
             failed += len(report.failed)
+        note_other_namespaces(
+            backend, args, "migrated" if args.command == "migrate" else "resealed"
+        )
     return EXIT_FAILED if failed else EXIT_OK
 
 
-class _ProgressBar:
-    """A one-line progress bar on stderr (a plain line every 10% when not a terminal)."""
-
-    WIDTH = 30
-
-    def __init__(self, label: str, stream: TextIO) -> None:
-        self._label = label
-        self._stream = stream
-        self._tty = stream.isatty()
-        self._last_tenth = -1
-        self._last = (-1, -1)
-
-    def __call__(self, done: int, total: int) -> None:
-        if (done, total) == self._last:
-            return
-        self._last = (done, total)
-        fraction = done / total if total else 1.0
-        if self._tty:
-            filled = int(fraction * self.WIDTH)
-            bar = "#" * filled + "." * (self.WIDTH - filled)
-            self._stream.write(f"\r{self._label} [{bar}] {done}/{total}")
-            if done == total:
-                self._stream.write("\n")
-        elif int(fraction * 10) > self._last_tenth or done == total:
-            self._last_tenth = int(fraction * 10)
-            self._stream.write(f"{self._label}: {done}/{total}\n")
-        self._stream.flush()
-
-
 def _cmd_copy(args: argparse.Namespace) -> int:
+    _refuse_process_local(args.destination, _LOST_AT_EXIT)
+    if args.to_catalog:
+        _refuse_process_local(args.to_catalog, _LOST_AT_EXIT)
     keys = _keyring(args.keys)
     target = {"catalog": args.to_catalog} if args.to_catalog else {}
     with (
         _open_existing(args.source, args.catalog) as source,
         QuotaBackend(open_backend(args.destination, **target)) as destination,
+        ProgressDisplay(sys.stderr) as display,
     ):
         report = copy_records(
             source,
             destination,
             keys,
-            namespaces=[args.namespace] if args.namespace else None,
-            progress=_ProgressBar("copying", sys.stderr),
+            namespaces=selected_namespaces(source, args),
+            progress=display.task("copying"),
         )
+        note_other_namespaces(source, args, "copied")
     for namespace, key, version, reason in report.failed:
-        sys.stdout.write(f"FAILED {namespace}/{key} version {version}: {reason}\n")
+        sys.stdout.write(
+            f"FAILED {printable(namespace)}/{printable(key)} version {version}: "
+            f"{printable(reason)}\n"
+        )
     sys.stdout.write(
         f"{report.copied} copied, {report.skipped} already present, {len(report.failed)} failed\n"
     )
@@ -508,10 +646,10 @@ def _cmd_usage(args: argparse.Namespace) -> int:
         header += ["DRIFT", "QUOTA"] if args.recount else ["QUOTA"]
         rows = [header]
         repaired = 0
-        names = _namespaces(backend, args.namespace)
+        names = selected_namespaces(backend, args)
         for namespace in names:
             used = _measure(backend, namespace, recount=args.recount)
-            row = [namespace, str(used.bytes), _human_size(used.bytes)]
+            row = [printable(namespace), str(used.bytes), _human_size(used.bytes)]
             row += [str(used.records), str(used.keys)]
             if args.recount:
                 row.append(_drift_text(used.drift))
@@ -611,6 +749,7 @@ def _cmd_db(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.url.split(":", 1)[0].split("+", 1)[0] not in _SQL_SCHEMES:
         raise InvalidArgument("db commands apply to SQL stores (sqlite:///..., postgresql://...)")
+    _refuse_process_local(args.url, _READ_IN_NEW_PROCESS)  # a schema nobody could use
     if args.db_command == "upgrade":
         upgraded = migrations.upgrade(args.url)
         sys.stdout.write(f"schema at {upgraded} (head {migrations.HEAD_REVISION})\n")
@@ -622,8 +761,7 @@ def _cmd_db(args: argparse.Namespace) -> int:
         return EXIT_OK
     found = migrations.current(args.url)
     if found is None:
-        shown = sa.make_url(args.url).render_as_string(hide_password=True)
-        raise NotFound(f"{shown} holds no gotstate-persist store; check the URL")
+        raise NotFound(f"{mask_url(args.url)} holds no gotstate-persist store; check the URL")
     sys.stdout.write(f"{found}\n")
     return EXIT_OK
 
@@ -637,37 +775,52 @@ def _catalog_option(
 
 
 def _cmd_gc(args: argparse.Namespace) -> int:
-    if args.older_than < 0:
-        raise InvalidArgument("--older-than must be >= 0 seconds")
     with _open_existing(args.url, args.catalog) as backend:
-        if not isinstance(backend, CatalogBackend):  # pragma: no cover - catalog is required
-            raise InvalidArgument("gc applies to object stores with a catalog")
+        if isinstance(backend, CatalogBackend):
+            everything = backend.known_namespaces()
+            what = "stale reservation(s) and orphan object(s)"
+        elif isinstance(backend, ObjectStoreBackend):
+            everything = backend.namespaces()
+            what = "superseded object(s) of interrupted rewrites"
+        else:
+            raise InvalidArgument(
+                "gc applies to object stores (with or without a catalog); SQL stores settle "
+                "every write in one transaction and leave nothing to sweep"
+            )
         total = 0
-        for namespace in [args.namespace] if args.namespace else backend.known_namespaces():
+        chosen = everything if args.namespace is None else [args.namespace]
+        for namespace in chosen:
             swept = backend.sweep(namespace, older_than_s=args.older_than)
             sys.stdout.write(f"namespace {namespace!r}: {swept} removed\n")
             total += swept
-    sys.stdout.write(f"{total} stale reservation(s) and orphan object(s) removed\n")
+    sys.stdout.write(f"{total} {what} removed\n")
     return EXIT_OK
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors quote arguments: URLs among them are masked."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(printable(scrub(message)))  # arguments may hold terminal escapes too
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = _Parser(
         prog="gotstate-persist",
         description="Inspect and verify gotstate-persist stores.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    keys_cmd = commands.add_parser("keys", help="manage keyrings")
+    keys_cmd = commands.add_parser("keys", help="manage keyrings: generate, rotate, retire")
     keys_sub = keys_cmd.add_subparsers(dest="keys_command", required=True)
-    generate = keys_sub.add_parser("generate", help="print a new exported keyring")
-    generate.add_argument("--algorithm", choices=ALGORITHMS, default="aes-256-gcm")
-    generate.set_defaults(func=_cmd_keys_generate)
+    _add_keys_commands(keys_sub, count_key_ids=_count_key_ids)
 
-    def store_command(name: str, help_text: str, *, needs_keys: bool) -> argparse.ArgumentParser:
+    def store_command(
+        name: str, help_text: str, *, needs_keys: bool, scope: NamespaceScope = "all"
+    ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("url", help="store URL, e.g. sqlite:///state.db")
-        sub.add_argument("--namespace", help="only this namespace (default: all)")
+        namespace_options(sub, scope=scope)
         _catalog_option(sub)
         if needs_keys:
             sub.add_argument(
@@ -681,7 +834,7 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--prefix", default="", help="only keys starting with this")
     ls.set_defaults(func=_cmd_ls)
 
-    show = store_command("show", "decode and print one record", needs_keys=True)
+    show = store_command("show", "decode and print one record", needs_keys=True, scope="one")
     show.add_argument("key")
     show.add_argument("--version", type=int, help="version to show (default: newest)")
     show.set_defaults(func=_cmd_show)
@@ -693,8 +846,8 @@ def _parser() -> argparse.ArgumentParser:
         "copy", help="copy every version of every key to another store (resumable)"
     )
     copy.add_argument("source", help="store URL to copy from")
-    copy.add_argument("destination", help="store URL to copy to")
-    copy.add_argument("--namespace", help="only this namespace (default: all)")
+    copy.add_argument("destination", help="store URL to copy to (not memory://)")
+    namespace_options(copy, scope="choose")
     _catalog_option(copy, help_text="the source object store's SQL catalog, if it has one")
     copy.add_argument(
         "--to-catalog",
@@ -726,7 +879,9 @@ def _parser() -> argparse.ArgumentParser:
     ):
         sub = quota_sub.add_parser(name, help=text, description=text)
         sub.add_argument("url", help="store URL, e.g. sqlite:///state.db")
-        sub.add_argument("--namespace", required=True, help="the namespace (required)")
+        sub.add_argument(
+            "--namespace", required=True, type=namespace_option, help="the namespace (required)"
+        )
         _catalog_option(sub)
         sub.set_defaults(func=_cmd_quota)
         quota_commands[name] = sub
@@ -756,7 +911,10 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     migrate = store_command(
-        "migrate", "rewrite older-format records of a kind as the newest", needs_keys=True
+        "migrate",
+        "rewrite older-format records of a kind as the newest",
+        needs_keys=True,
+        scope="choose",
     )
     migrate.add_argument("--kind", required=True, help="the record kind to migrate")
     migrate.add_argument(
@@ -767,27 +925,38 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate.add_argument("--dry-run", action="store_true", help="report, change nothing")
     reseal = store_command(
-        "reseal", "rewrite records sealed by other keys under the primary key", needs_keys=True
+        "reseal",
+        "rewrite records sealed by other keys under the primary key",
+        needs_keys=True,
+        scope="choose",
     )
     for rewrite in (migrate, reseal):
-        rewrite.add_argument("--batch-size", type=int, default=1000, metavar="N")
+        rewrite.add_argument(
+            "--batch-size",
+            type=batch_size_option,
+            default=DEFAULT_BATCH_SIZE,
+            metavar="N",
+            help=f"records rewritten per transaction (default {DEFAULT_BATCH_SIZE})",
+        )
         rewrite.set_defaults(func=_cmd_rewrite)
 
     gc = commands.add_parser(
         "gc",
-        help="settle a catalog's stale reservations and remove orphan objects",
+        help="remove what interrupted writes and rewrites left in an object store",
         description=(
-            "For an object store with a SQL catalog: confirm reservations whose object was "
-            "written, withdraw those whose writer died before writing it, and remove objects "
-            "no catalog row names (left by interrupted deletes)."
+            "With a SQL catalog: confirm reservations whose object was written, withdraw "
+            "those whose writer died before writing it, take back rewrites whose process "
+            "died, and remove objects no catalog row names. Without one: remove the older "
+            "object of a version that an interrupted rewrite left twice. Never removes "
+            "anything a running writer or rewriter still needs (README: Operations)."
         ),
     )
     gc.add_argument("url", help="object store URL, e.g. s3://bucket/prefix")
-    gc.add_argument("--catalog", required=True, metavar="SQL_URL", help="its SQL catalog")
-    gc.add_argument("--namespace", help="only this namespace (default: all)")
+    gc.add_argument("--catalog", metavar="SQL_URL", help="its SQL catalog, if it has one")
+    namespace_options(gc, scope="all")
     gc.add_argument(
         "--older-than",
-        type=float,
+        type=seconds_option,
         default=STALE_RESERVATION_SECONDS,
         metavar="SECONDS",
         help=f"settle reservations older than this (default {STALE_RESERVATION_SECONDS})",
@@ -815,15 +984,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse printed the usage error (or --help)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    # Messages may quote stored names (escaped, one line); any URL in them is
+    # masked once more here, whoever built the message.
     try:
         status: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:
+        return _reader_went_away()
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            "gotstate-persist: interrupted; every record is written whole or not at all, "
+            "so running the command again finishes the job\n"
+        )
+        return EXIT_INTERRUPTED
     except InvalidArgument as exc:
-        sys.stderr.write(f"gotstate-persist: {exc}\n")
+        sys.stderr.write(f"gotstate-persist: {printable(scrub(str(exc)))}\n")
         return EXIT_USAGE
     except PersistError as exc:
-        sys.stderr.write(f"gotstate-persist: {type(exc).__name__}: {exc}\n")
+        message = printable(scrub(str(exc)))
+        sys.stderr.write(f"gotstate-persist: {type(exc).__name__}: {message}\n")
         return EXIT_FAILED
     return status
+
+
+def _reader_went_away() -> int:
+    """``| head`` closed stdout: stop quietly, as Unix tools do, with no traceback at exit."""
+    with contextlib.suppress(OSError, ValueError):  # e.g. stdout replaced by a test
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_FAILED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -377,7 +377,28 @@ _DECODE_ERRORS: Final = (
     ValueError,
     TypeError,
 )
+
+
+class _Unsupported(Exception):
+    """A value of a type msgspec cannot encode; raised by msgspec's ``enc_hook``.
+
+    msgspec calls the hook for exactly those values (dict keys included), so
+    the type is known from the value itself rather than parsed out of
+    msgspec's message, whose wording is not a stable interface.
+    """
+
+    def __init__(self, value: object) -> None:
+        self.type_name = builtins.type(value).__qualname__[:100]
+        super().__init__(self.type_name)
+
+
+def _refuse(value: object) -> object:
+    """``enc_hook``: whatever msgspec cannot encode natively is refused, never converted."""
+    raise _Unsupported(value)
+
+
 _ENCODE_ERRORS: Final = (
+    _Unsupported,
     msgspec.EncodeError,
     TypeError,
     OverflowError,
@@ -389,7 +410,6 @@ _ENCODE_ERRORS: Final = (
 # only the location path is safe to repeat (it names schema fields and indices,
 # and msgspec prints dict keys as ``[...]``).
 _PATH_RE: Final = re.compile(r" - at `(\$[^`]{0,200})`$")
-_UNSUPPORTED_RE: Final = re.compile(r"^Encoding objects of type (\w[\w.]{0,100}) is unsupported")
 # Enough for every record type a process defines; a caller that manufactures
 # types on the fly must not grow the cache without bound.
 _DECODER_CACHE_MAX: Final = 512
@@ -405,14 +425,22 @@ def _type_name(tp: object) -> str:
 
 
 def _safe_cause(exc: BaseException) -> BaseException | None:
-    """The cause worth chaining: not a ValidationError, whose text may quote values.
+    """The cause worth chaining: only errors known to carry none of the record.
 
     msgspec's validation messages can contain field names and values of the
-    decrypted record (an invalid enum or literal value, say); a traceback must
-    never carry plaintext, so those are dropped. Structural errors (bad bytes,
-    truncation, recursion) say nothing about the contents and are kept.
+    decrypted record (an invalid enum or literal value, say), and what msgspec
+    raises for bad input differs between its releases: some raise
+    ``UnicodeDecodeError`` for invalid UTF-8, whose ``object`` attribute holds
+    the whole payload. A traceback must never carry plaintext, so only
+    msgspec's own structural ``DecodeError`` (truncation, bad bytes, not a
+    ``ValidationError``) and resource errors are chained; anything else is
+    dropped. Our message says what happened either way.
     """
-    return None if isinstance(exc, msgspec.ValidationError) else exc
+    if exc.__cause__ is not None or exc.__context__ is not None:
+        return None  # whatever it wraps is not ours to vouch for
+    if type(exc) is msgspec.DecodeError or isinstance(exc, (RecursionError, MemoryError)):
+        return exc
+    return None
 
 
 class Codec(abc.ABC):
@@ -466,7 +494,9 @@ class Codec(abc.ABC):
         try:
             data = self._encoder.encode(obj)
         except _ENCODE_ERRORS as exc:
-            raise FormatError(self._encode_failure(exc, limits)) from exc
+            # not chained: the hook's error holds the value, a UnicodeEncodeError the string
+            cause = None if isinstance(exc, (_Unsupported, UnicodeError)) else exc
+            raise FormatError(self._encode_failure(exc, limits)) from cause
         if depth_checked:
             self._check_save_size(data, limits)
             return data
@@ -529,11 +559,7 @@ class Codec(abc.ABC):
             raw = self._load_bytes(data, limits, scan=False)
         else:
             raw = self._load_bytes(data, limits)
-        decoder = self._decoder(type)
-        try:
-            return decoder.decode(raw)
-        except _DECODE_ERRORS as exc:
-            raise FormatError(self._decode_failure(exc, type)) from _safe_cause(exc)
+        return self._run(self._decoder(type), raw, type)
 
     def decode_inner(self, raw: msgspec.Raw, type: Any) -> Any:
         """Decode a ``msgspec.Raw`` that an outer :meth:`decode` of this codec produced.
@@ -546,12 +572,7 @@ class Codec(abc.ABC):
         """
         if not isinstance(raw, msgspec.Raw):
             raise InvalidArgument("decode_inner takes the msgspec.Raw of an outer decode")
-        decoder = self._decoder(type)
-        try:
-            result = decoder.decode(raw)
-        except _DECODE_ERRORS as exc:
-            raise FormatError(self._decode_failure(exc, type)) from _safe_cause(exc)
-        return result
+        return self._run(self._decoder(type), raw, type)
 
     def check(self, data: BytesLike, *, limits: Limits = DEFAULT_LIMITS) -> None:
         """Run only the size and depth checks that :meth:`decode` runs first.
@@ -562,6 +583,21 @@ class Codec(abc.ABC):
         self._load_bytes(data, limits)
 
     # -- internals ---------------------------------------------------------
+
+    def _run(
+        self,
+        decoder: msgspec.msgpack.Decoder[Any] | msgspec.json.Decoder[Any],
+        raw: bytes | msgspec.Raw,
+        tp: Any,
+    ) -> Any:
+        """Decode, mapping every failure to a FormatError that chains no plaintext."""
+        try:
+            return decoder.decode(raw)
+        except _DECODE_ERRORS as exc:
+            failure: BaseException = exc
+        # Raised outside the handler, so that not even ``__context__`` links to a
+        # cause that _safe_cause drops.
+        raise FormatError(self._decode_failure(failure, tp)) from _safe_cause(failure)
 
     def _load_bytes(self, data: BytesLike, limits: Limits, *, scan: bool = True) -> bytes:
         """Size-check, freeze and pre-scan ``data``, mapping failures for a load."""
@@ -663,10 +699,13 @@ class Codec(abc.ABC):
                 f"{self.name} record is too large or too deeply nested to decode as {target}; "
                 "it was not written by gotstate-persist"
             )
+        # No exception type or text of msgspec here: they differ between its
+        # releases (invalid UTF-8 was a UnicodeDecodeError, is now a DecodeError)
+        # and may quote the payload.
         return (
-            f"{self.name} record is not valid {self.name} ({builtins.type(exc).__name__}); "
-            "the stored bytes are damaged or were not written by gotstate-persist: restore "
-            "the record from a backup or delete it"
+            f"{self.name} record is not valid {self.name}; the stored bytes are damaged or "
+            "were not written by gotstate-persist: restore the record from a backup or "
+            "delete it"
         )
 
     def _encode_failure(self, exc: BaseException, limits: Limits) -> str:
@@ -683,8 +722,7 @@ class Codec(abc.ABC):
             )
         if isinstance(exc, MemoryError):
             return "value cannot be saved: encoding it ran out of memory; store less per record"
-        unsupported = _UNSUPPORTED_RE.match(str(exc))
-        what = f"an object of type {unsupported.group(1)}" if unsupported else "a value"
+        what = f"an object of type {exc.type_name}" if isinstance(exc, _Unsupported) else "a value"
         return (
             f"value cannot be saved with the {self.name} codec: it contains {what} that "
             "msgspec cannot encode; convert it to supported types (None, bool, int, float, "
@@ -712,8 +750,8 @@ class _JsonCodec(Codec):
         _scan_json(data, max_depth)
 
 
-MSGPACK: Final[Codec] = _MsgpackCodec(1, "msgpack", msgspec.msgpack.Encoder())
-JSON: Final[Codec] = _JsonCodec(2, "json", msgspec.json.Encoder())
+MSGPACK: Final[Codec] = _MsgpackCodec(1, "msgpack", msgspec.msgpack.Encoder(enc_hook=_refuse))
+JSON: Final[Codec] = _JsonCodec(2, "json", msgspec.json.Encoder(enc_hook=_refuse))
 
 _BY_NAME: Final[dict[str, Codec]] = {c.name: c for c in (MSGPACK, JSON)}
 _BY_ID: Final[dict[int, Codec]] = {c.id: c for c in (MSGPACK, JSON)}

@@ -31,7 +31,15 @@ from typing import Any, Literal
 
 import msgspec
 
-from .backends.base import Backend, KeyHead, Replacement, Usage, VersionInfo, usage_drift
+from .backends.base import (
+    Backend,
+    KeyHead,
+    ReadFailure,
+    Replacement,
+    Usage,
+    VersionInfo,
+    usage_drift,
+)
 from .errors import InvalidArgument, QuotaExceeded, RateLimited
 
 __all__ = ["QUOTA_REFRESH_SECONDS", "RETENTIONS", "Quota", "QuotaBackend", "quota_exceeded"]
@@ -322,6 +330,9 @@ class QuotaBackend(Backend):
         with ledger.lock:
             return ledger.usage
 
+    def sweep(self, namespace: str) -> int:
+        return self._inner.sweep(namespace)  # removes only what usage never counted
+
     def recount(self, namespace: str) -> Usage:
         if self.capabilities.exact_quota:
             return self._inner.recount(namespace)
@@ -438,8 +449,10 @@ class QuotaBackend(Backend):
     def namespaces(self) -> list[str]:
         return self._inner.namespaces()
 
-    def iter_namespace(self, namespace: str) -> Iterator[tuple[VersionInfo, bytes]]:
-        return self._inner.iter_namespace(namespace)
+    def iter_namespace(
+        self, namespace: str, *, on_error: ReadFailure | None = None
+    ) -> Iterator[tuple[VersionInfo, bytes]]:
+        return self._inner.iter_namespace(namespace, on_error=on_error)
 
     def replace(self, namespace: str, replacements: Sequence[Replacement]) -> list[bool]:
         quota = self.quota(namespace)

@@ -13,7 +13,9 @@ made here once, so callers cannot make them:
   not open. It is never read from the blob.
 * Every authentication failure raises one :class:`IntegrityError` with one
   message, without the cryptography exception chained: which check failed is
-  information only an attacker needs.
+  information only an attacker needs. The one exception is a key id the
+  keyring does not hold: that id is in the clear in every header anyway, and
+  naming it tells the operator which keyring to load.
 * Structural problems that no authentic blob can have (wrong magic, a newer
   envelope version, an unknown algorithm, too many bytes) are
   :class:`FormatError`, so an operator can tell "not ours / too new" from
@@ -54,6 +56,7 @@ __all__ = [
     "EnvelopeHeader",
     "KeyRing",
     "envelope_overhead",
+    "format_key_id",
     "open_envelope",
     "read_header",
     "seal",
@@ -111,13 +114,29 @@ _KEYRING_VERSION = 1
 _KEYRING_FIELDS = frozenset({"format", "version", "primary", "keys"})
 _KEY_FIELDS = frozenset({"id", "algorithm", "secret", "public"})
 
-# One message for every authentication failure: distinguishing "unknown key"
-# from "bad tag" from "wrong context" would only help an attacker probe.
+# One message for every authentication failure: distinguishing "bad tag" from
+# "wrong context" would only help an attacker probe. (An unknown key id is
+# named instead: it is readable from the header by anyone.)
 _AUTH_FAILED = (
     "blob failed authentication: it was altered, moved to another "
     "key/version/namespace, or sealed with a key this keyring does not hold"
 )
-_CREATE_HINT = "create one with `gotstate-persist keys generate`"
+# A new keyring cannot open what an old one sealed, so the hint names the
+# existing keyring first: "generate one" alone has led users to lock themselves out.
+_CREATE_HINT = (
+    "give the keyring the data was sealed with (a new keyring cannot open existing data); "
+    "only for a new store, create one with `gotstate-persist keys generate`"
+)
+
+
+def format_key_id(key_id: int) -> str:
+    """The one printed form of a key id (``0x`` and 8 hex digits), used in every message.
+
+    Key ids are not secret (every envelope header carries one in the clear);
+    one fixed form lets an operator match ``verify``'s counts, ``show``,
+    ``repr(keyring)`` and error messages by eye.
+    """
+    return f"0x{key_id:08x}"
 
 
 def _auth_failed() -> IntegrityError:
@@ -164,7 +183,8 @@ class _Key:
         return True
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} id=0x{self.key_id:08x} algorithm={self.algorithm!r}>"
+        key_id = format_key_id(self.key_id)
+        return f"<{type(self).__name__} id={key_id} algorithm={self.algorithm!r}>"
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
         # A pickle is an unreviewed copy of the secret; export() is the one door.
@@ -376,8 +396,8 @@ class KeyRing:
         value = os.environ.get(name, "")
         if not value.strip():
             raise InvalidArgument(
-                f"environment variable {name} is not set or empty: it must hold a keyring; "
-                f"{_CREATE_HINT} and put its output in {name}"
+                f"environment variable {name} is not set or empty: it must hold an exported "
+                f"keyring; {_CREATE_HINT}"
             )
         return _parse_keyring(value)
 
@@ -402,7 +422,7 @@ class KeyRing:
     def __repr__(self) -> str:
         extra = "" if self.can_seal else ", verify_only=True"
         return (
-            f"KeyRing(primary=0x{self._primary.key_id:08x}, keys={len(self._keys)}, "
+            f"KeyRing(primary={format_key_id(self._primary.key_id)}, keys={len(self._keys)}, "
             f"algorithm={self.algorithm!r}{extra})"
         )
 
@@ -437,12 +457,13 @@ class KeyRing:
         with self._lock:
             if key_id == self._primary.key_id:
                 raise InvalidArgument(
-                    f"key 0x{key_id:08x} is the primary key and cannot be retired; "
+                    f"key {format_key_id(key_id)} is the primary key and cannot be retired; "
                     "rotate first, reseal, then retire it"
                 )
             if key_id not in self._keys:
                 raise InvalidArgument(
-                    f"key {key_id:#x} is not in this keyring; its ids are listed by key_ids"
+                    f"key {format_key_id(key_id)} is not in this keyring; "
+                    "its ids are listed by key_ids"
                 )
             self._keys = {k: v for k, v in self._keys.items() if k != key_id}
 
@@ -616,7 +637,7 @@ def _parse_keyring(text: object) -> KeyRing:
     for index, entry in enumerate(entries):
         key = _parse_key(entry, index)
         if key.key_id in keys:
-            raise _malformed(f"key id 0x{key.key_id:08x} appears twice")
+            raise _malformed(f"key id {format_key_id(key.key_id)} appears twice")
         keys[key.key_id] = key
 
     primary = document["primary"]
@@ -783,6 +804,14 @@ def open_envelope(
     view = _view(blob)
     _, algorithm_id, codec_id, key_id = _parse_header(view)
     found = keyring._keys.get(key_id)
-    if found is None or found.algorithm_id != algorithm_id:
+    if found is None:
+        # The id is in the clear in every header, so naming it tells nobody
+        # anything new, and it tells the operator which keyring to load.
+        raise IntegrityError(
+            f"blob names key id {format_key_id(key_id)}, which this keyring does not hold "
+            f"(it holds {', '.join(format_key_id(k) for k in keyring.key_ids)}); open it "
+            "with the keyring that has that key"
+        )
+    if found.algorithm_id != algorithm_id:
         raise _auth_failed()
     return codec_id, found.open(view, context)

@@ -18,7 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ from .backends.base import kind_mismatch, to_micros
 from .codec import DEFAULT_LIMITS, MAX_DEPTH, Codec, Limits, codec_by_id, codec_by_name
 from .errors import FormatError, IntegrityError, InvalidArgument, VersionConflict
 from .formats import MACHINE_FORMAT_VERSION, MACHINE_KIND, FormatRegistry, MachineSnapshot
+from .formats._values import UnsupportedValue, comes_back_exactly
 from .quota import Quota, QuotaBackend
 from .sealing import KeyRing, envelope_overhead, open_envelope, seal
 
@@ -72,7 +73,7 @@ class SnapshotRef(msgspec.Struct, frozen=True):
 
 
 def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Store:
@@ -359,7 +360,8 @@ class Store:
 
         msgspec encodes whatever the fields hold; only a strict, typed decode
         notices a str in an int field. Run that decode now, before anything
-        is written, and compare (repr as well, since NaN != NaN).
+        is written, and compare (repr as well, since NaN != NaN; a signaling
+        NaN, which cannot be compared at all, is refused).
         """
         _kind, _version, body = self._codec.decode(payload, _PAYLOAD_TYPE, limits=self._limits)
         try:
@@ -369,7 +371,13 @@ class Store:
                 f"{type(record).__qualname__} cannot be saved: a field holds a value that "
                 f"does not match its annotation, so it could never be loaded ({exc})"
             ) from None
-        if back != record and repr(back) != repr(record):
+        try:
+            exact = comes_back_exactly(back, record)
+        except UnsupportedValue as exc:
+            raise FormatError(
+                f"{type(record).__qualname__} cannot be saved: a field holds {exc}"
+            ) from None
+        if not exact:
             raise FormatError(
                 f"{type(record).__qualname__} cannot be saved exactly: a field holds a value "
                 "its annotation cannot carry (such as a tuple in a list or object field); "

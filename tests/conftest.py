@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _postgres import *  # noqa: F403
@@ -39,3 +40,12 @@ def sqlite_url(tmp_path: Path) -> str:
 def store(sqlite_url: str, keyring: gp.KeyRing) -> Iterator[gp.Store]:
     with gp.open_store(sqlite_url, namespace="orders", keyring=keyring) as opened:
         yield opened
+
+
+@pytest.fixture(params=["file", "s3"])
+def plain_place(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[str, Any]]:
+    """A plain object store: local files, or S3 on the moto server."""
+    if request.param == "file":
+        return f"file://{tmp_path / 'blobs'}", {}
+    url, options = request.getfixturevalue("s3_url")
+    return url, dict(options)

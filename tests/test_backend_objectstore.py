@@ -31,6 +31,7 @@ from order_workflow import build_order_machine
 import gotstate_persist as gp
 from gotstate_persist._names import MAX_NAME_BYTES
 from gotstate_persist.backends import Backend, KeyHead, Usage, open_backend
+from gotstate_persist.backends._layout import LAYOUT_OBJECT
 from gotstate_persist.backends._objectnames import (
     CHUNK_CHARS,
     MAX_RELATIVE_PATH_BYTES,
@@ -399,7 +400,10 @@ def test_awkward_names_stay_inside_the_root_and_apart(
             assert all(k.startswith(prefix + "/") for k in keys)
             assert max(len(k.encode()) for k in keys) <= S3_MAX_KEY_BYTES
             relative = [k.removeprefix(prefix + "/") for k in keys]
-    # Per key and namespace: the version, and on S3 its claim; nothing else.
+    # Per key and namespace: the version, and on S3 its claim; nothing else
+    # but the layout marker at the root.
+    assert LAYOUT_OBJECT in relative
+    relative.remove(LAYOUT_OBJECT)
     per_key = 1 if where == "file" else 2
     assert len(relative) == per_key * len(namespaces) * len(AWKWARD)
     for path in relative:
@@ -546,7 +550,11 @@ class _PrivateMemoryFS(MemoryFileSystem):  # type: ignore[misc] # fsspec is unty
     protocol = "gsptest-generic"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, global_store=False, **kwargs)
+        super().__init__(*args, **kwargs)
+        # A store of its own, set by hand: fsspec's ``global_store=False`` exists only
+        # since 2026.9, and older releases would silently share the global one.
+        self.store: dict[str, Any] = {}
+        self.pseudo_dirs = [""]
 
     @classmethod
     def _strip_protocol(cls, path: str) -> str:

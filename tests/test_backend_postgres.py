@@ -307,7 +307,7 @@ def test_connection_dropped_by_the_server_is_not_reused(
         try:
             backend.get("ns", "k")
         except gp.BackendError as exc:  # the pooled connection was dead: reported, dropped
-            assert isinstance(exc.__cause__, psycopg.OperationalError)
+            assert exc.__cause__ is not None  # chained; its type is the driver's business
         assert backend.get("ns", "k")[1] == b"x"
         assert backend.head("ns", "k").newest == 1
 

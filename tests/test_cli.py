@@ -162,9 +162,9 @@ def test_read_commands_never_touch_a_foreign_database(
 def test_db_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{tmp_path / 'schema.db'}"
     assert main(["db", "upgrade", url]) == 0
-    assert "schema at v0.2.0.a (head v0.2.0.a)" in capsys.readouterr().out
+    assert "schema at v0.3.0.a (head v0.3.0.a)" in capsys.readouterr().out
     assert main(["db", "current", url]) == 0
-    assert capsys.readouterr().out.strip() == "v0.2.0.a"
+    assert capsys.readouterr().out.strip() == "v0.3.0.a"
     assert main(["db", "history"]) == 0
-    assert capsys.readouterr().out.split() == ["v0.1.0.a", "v0.2.0.a", "(head)"]
+    assert capsys.readouterr().out.split() == ["v0.1.0.a", "v0.2.0.a", "v0.3.0.a", "(head)"]
     assert main(["db", "current", "memory://x"]) == 2

@@ -68,18 +68,18 @@ def test_migrate_then_reseal_then_verify(
     key_file = tmp_path / "keys.json"
     key_file.write_text(keys.export())
     common = ["--keys", str(key_file)]
-    migrate = ["migrate", url, "--kind", "order", "--formats", "gsp_cli_app:formats", *common]
+    migrate = ["migrate", url, "--kind", "order", "--formats", "gsp_cli_app:formats", *common, "-A"]
 
     assert main([*migrate, "--dry-run"]) == 0
     assert "scanned 4, would rewrite 4, 0 already current, 0 failed" in capsys.readouterr().out
     assert main(["verify", url, *common]) == 0
-    assert f"records per key id: {old}: 4" in capsys.readouterr().out
+    assert f"records per key id: 0x{old:08x}: 4" in capsys.readouterr().out
 
     assert main(migrate) == 0
     assert "scanned 4, rewrote 4, 0 already current, 0 failed" in capsys.readouterr().out
     assert main(["verify", url, *common]) == 0
-    assert f"records per key id: {new} (primary): 4" in capsys.readouterr().out
-    assert main(["reseal", url, *common]) == 0  # migrate already resealed
+    assert f"records per key id: 0x{new:08x} (primary): 4" in capsys.readouterr().out
+    assert main(["reseal", url, *common, "--all-namespaces"]) == 0  # migrate already resealed
     assert "rewrote 0, 4 already current" in capsys.readouterr().out
 
     formats = __import__("gsp_cli_app").registry
@@ -98,7 +98,7 @@ def test_reseal_moves_records_off_a_rotated_key(
     keys.rotate()
     key_file = tmp_path / "keys.json"
     key_file.write_text(keys.export())
-    assert main(["reseal", url, "--keys", str(key_file)]) == 0
+    assert main(["reseal", url, "--keys", str(key_file), "--namespace", "default"]) == 0
     assert "scanned 3, rewrote 3, 0 already current, 0 failed" in capsys.readouterr().out
     keys.retire(old)
     key_file.write_text(keys.export())
@@ -122,6 +122,6 @@ def test_migrate_refuses_bad_formats(
     _fill(url, keys, 1)
     key_file = tmp_path / "keys.json"
     key_file.write_text(keys.export())
-    args = ["migrate", url, "--kind", "order", "--formats", formats, "--keys", str(key_file)]
+    args = ["migrate", url, "--kind", "order", "--formats", formats, "--keys", str(key_file), "-A"]
     assert main(args) == 2
     assert message in capsys.readouterr().err

@@ -15,6 +15,7 @@ import datetime
 import math
 import struct
 import time
+import traceback
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -109,6 +110,38 @@ def raw_encode(codec: Codec, value: Any) -> bytes:
     return msgspec.json.encode(value)
 
 
+def linked_exceptions(error: BaseException) -> list[BaseException]:
+    """``error`` and every exception its ``__cause__``/``__context__`` chain reaches."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [error]
+    while todo:
+        current = todo.pop()
+        if current is None or any(current is s for s in seen):
+            continue
+        seen.append(current)
+        todo += [current.__cause__, current.__context__]
+    return seen
+
+
+def carries(error: BaseException, canary: bytes) -> bool:
+    """Whether the canary is anywhere an error handler could find it: the full
+    traceback text, or the args and attributes of any linked exception (a
+    ``UnicodeDecodeError`` keeps the undecodable input in ``object``)."""
+    text = canary.decode("latin-1")
+    if text in "".join(traceback.format_exception(error)):
+        return True
+    for linked in linked_exceptions(error):
+        for name in dir(linked):
+            if name.startswith("__"):
+                continue
+            value = getattr(linked, name, None)
+            if isinstance(value, (bytes, bytearray, memoryview)) and canary in bytes(value):
+                return True
+            if text in repr(value):
+                return True
+    return False
+
+
 def refused_quickly(call: Callable[[], object]) -> FormatError:
     start = time.perf_counter()
     with pytest.raises(FormatError) as info:
@@ -191,9 +224,8 @@ def test_msgpack_64_bit_integer_range() -> None:
     for edge in (-(2**63), 2**64 - 1):
         assert MSGPACK.decode(MSGPACK.encode(edge)) == edge
     for outside in (-(2**63) - 1, 2**64):
-        with pytest.raises(FormatError, match="64-bit") as info:
+        with pytest.raises(FormatError, match="outside the 64-bit range"):
             MSGPACK.encode(outside)
-        assert isinstance(info.value.__cause__, OverflowError)
 
 
 # ---------------------------------------------------------------------- depth
@@ -400,11 +432,18 @@ def test_hostile_msgpack_is_refused_by_the_pre_scan(data: bytes, says: str, entr
     assert error.__cause__ is None  # refused before msgspec ran
 
 
-def test_msgpack_invalid_utf8_string() -> None:
-    data = b"\x91\xa2\xff\xfe"
-    MSGPACK.check(data)  # structurally fine: UTF-8 is msgspec's job
-    error = refused_quickly(lambda: MSGPACK.decode(data))
-    assert isinstance(error.__cause__, UnicodeDecodeError)
+@each_codec
+def test_invalid_utf8_string_is_a_format_error_that_carries_none_of_it(codec: Codec) -> None:
+    """What msgspec raises for it differs between its releases (a UnicodeDecodeError
+    holding the string's bytes, later a DecodeError); ours is always a FormatError
+    that says the record is damaged, and nothing linked to it holds the record."""
+    text = b"hushhush-canary\xff\xfe"
+    data = b"\x91" + bytes([0xA0 | len(text)]) + text if codec is MSGPACK else b'["' + text + b'"]'
+    codec.check(data)  # structurally fine: UTF-8 is msgspec's job
+    error = refused_quickly(lambda: codec.decode(data))
+    assert f"record is not valid {codec.name}" in str(error)
+    assert "damaged" in str(error)
+    assert not carries(error, b"hushhush")
 
 
 HOSTILE_JSON = {
@@ -483,7 +522,7 @@ def test_rich_msgpack_is_valid() -> None:
     data = _rich_msgpack()
     MSGPACK.check(data)
     decoded = MSGPACK.decode(data)
-    assert decoded[28] == datetime.datetime(1970, 1, 1, 0, 0, 1, tzinfo=datetime.timezone.utc)
+    assert decoded[28] == datetime.datetime(1970, 1, 1, 0, 0, 1, tzinfo=datetime.UTC)
     assert decoded[-2] == {"k": [[]]}
 
 
@@ -517,7 +556,16 @@ def _mutate(data: bytes, draw: Any) -> bytes:
     return data + byte
 
 
-STRUCTURAL = ("truncated", "trailing characters", "invalid opcode")
+def msgspec_finds_one_value(data: bytes) -> bool:
+    """msgspec's own verdict on structure alone: decoding as ``msgspec.Raw`` skips
+    the value without building it (no UTF-8 check, no hashing of keys), so it
+    fails exactly on truncation, trailing bytes and reserved opcodes. Its
+    exception type is all that is used, never its wording."""
+    try:
+        msgspec.msgpack.decode(data, type=msgspec.Raw)
+    except msgspec.DecodeError:
+        return False
+    return True
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -530,6 +578,12 @@ def test_msgpack_pre_scan_agrees_with_msgspec(value: Any, max_depth: int, data: 
     """Differential test on mutated encodings: the pre-scan and msgspec agree
     about structure, and the pre-scan's depth equals the decoded depth."""
     mutated = _mutate(msgspec.msgpack.encode(value), data.draw)
+    try:
+        MSGPACK.check(mutated)  # one mutated byte cannot nest the value 64 deep
+        structure_ok = True
+    except FormatError:
+        structure_ok = False
+    assert structure_ok == msgspec_finds_one_value(mutated)
     limits = Limits(max_depth=max_depth)
     try:
         MSGPACK.check(mutated, limits=limits)
@@ -538,9 +592,8 @@ def test_msgpack_pre_scan_agrees_with_msgspec(value: Any, max_depth: int, data: 
         scanned_ok = False
     try:
         decoded = msgspec.msgpack.decode(mutated)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        if scanned_ok:
-            assert not any(word in str(exc) for word in STRUCTURAL), exc
+    except Exception:  # invalid content (UTF-8, key types): its exception type varies by release
+        pass
     else:
         assert scanned_ok == (depth_of(decoded) <= max_depth)
     # Whatever the bytes, decode answers with a value or a FormatError.
@@ -564,7 +617,7 @@ def test_json_pre_scan_agrees_with_msgspec(value: Any, max_depth: int, data: Any
         scanned_ok = False
     try:
         decoded = msgspec.json.decode(mutated)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except Exception:  # invalid JSON: what msgspec raises for it varies by release
         pass
     else:
         assert scanned_ok == (depth_of(decoded) <= max_depth)
@@ -640,16 +693,16 @@ class Opaque:
 
 @each_codec
 def test_unsupported_type_cannot_be_saved(codec: Codec) -> None:
-    with pytest.raises(FormatError, match="type Opaque") as info:
+    with pytest.raises(FormatError, match="contains an object of type Opaque"):
         codec.encode({"a": [Opaque()]})
-    assert isinstance(info.value.__cause__, TypeError)
+    with pytest.raises(FormatError, match="contains an object of type Opaque"):
+        codec.encode({Opaque(): 1})  # a dict key too
 
 
 @each_codec
 def test_very_deep_python_objects_cannot_be_saved(codec: Codec) -> None:
-    with pytest.raises(FormatError) as info:
+    with pytest.raises(FormatError, match="nested far deeper than the 64 levels"):
         codec.encode(nested_lists(100_000))
-    assert isinstance(info.value.__cause__, RecursionError)
     cycle: list[Any] = []
     cycle.append(cycle)
     with pytest.raises(FormatError):

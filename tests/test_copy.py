@@ -74,7 +74,7 @@ def test_copy_reports_damaged_records_and_copies_the_rest(
     keys_file = tmp_path / "keys.json"
     keys_file.write_text(keyring.export())
     destination = f"sqlite:///{tmp_path / 'dest.db'}"
-    assert cli(["copy", source, destination, "--keys", str(keys_file)]) == 1
+    assert cli(["copy", source, destination, "--keys", str(keys_file), "--all-namespaces"]) == 1
     out = capsys.readouterr()
     assert "FAILED orders/a version 2: IntegrityError" in out.out
     assert "7 copied, 0 already present, 1 failed" in out.out

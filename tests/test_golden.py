@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from uuid import UUID
@@ -69,7 +69,7 @@ def test_golden_machine_snapshot_restores(golden_url: str, namespace: str) -> No
     with gp.open_store(golden_url, namespace=namespace, keyring=KEYS, formats=formats()) as s:
         ref = s.restore_machine("order-42", fresh)
         assert (ref.version, ref.kind, ref.format_version) == (1, "gotstate.machine", 1)
-        assert ref.created_at == datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+        assert ref.created_at == datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
         record = s.load("order-record")
     assert entered == []
     assert fresh.current_state.name == "payment"
@@ -79,7 +79,7 @@ def test_golden_machine_snapshot_restores(golden_url: str, namespace: str) -> No
     payment = get_data(fresh, "payment")
     assert payment == {
         "total": Decimal("59.90"),
-        "due": datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc),
+        "due": datetime(2026, 11, 25, 12, 0, tzinfo=UTC),
         "token": b"\x00\x01\xfe\xff",
         "ref": UUID("12345678-1234-5678-1234-567812345678"),
     }

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
-from datetime import date, datetime, time, timedelta, timezone, tzinfo
-from decimal import Decimal
+from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
+from decimal import Decimal, InvalidOperation, localcontext
 from uuid import UUID
 
 import msgspec
@@ -78,7 +79,7 @@ SCALARS = st.one_of(
     st.floats(allow_nan=False),
     st.text(),
     st.binary(),
-    st.datetimes(timezones=st.sampled_from([None, timezone.utc, timezone(timedelta(hours=-5))])),
+    st.datetimes(timezones=st.sampled_from([None, UTC, timezone(timedelta(hours=-5))])),
     st.dates(),
     st.times(),
     st.timedeltas(),
@@ -139,7 +140,7 @@ def test_special_values_round_trip_on_both_codecs(
         "bytes": b"\x00\xff",
         "nan": float("nan"),
         "inf": float("-inf"),
-        "when": datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc),
+        "when": datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
         "naive": datetime(2026, 1, 2, 3, 4, 5, fold=1),
         "day": date(2026, 1, 2),
         "clock": time(23, 59, 59, 999999),
@@ -186,6 +187,62 @@ def test_unsupported_data_is_refused_naming_state_and_key(store: gp.Store, bad: 
     with pytest.raises(gp.FormatError, match=r"state 'payment', data key 'evil-key'"):
         store.save_machine("bad", machine)
     assert store.versions("bad") == []
+
+
+@pytest.mark.parametrize("trap", [True, False], ids=["trapping", "quiet-context"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        Decimal("sNaN"),
+        Decimal("-sNaN12"),
+        [Decimal(1), Decimal("sNaN")],
+        {"nested": (Decimal("sNaN"),)},
+        Money(Decimal("sNaN"), "EUR"),
+    ],
+    ids=["plain", "negative-with-payload", "in-a-list", "in-a-tuple-in-a-dict", "in-a-struct"],
+)
+def test_signaling_nan_is_refused_before_anything_is_written(
+    sqlite_url: str, keyring: gp.KeyRing, bad: object, trap: bool
+) -> None:
+    """A signaling NaN raises on every comparison, so it is no value to store; whatever
+    the application's decimal context, it is a FormatError naming the state and key."""
+    with gp.open_store(sqlite_url, keyring=keyring, formats=FORMATS) as s:
+        s.save_machine("m", build_order_machine())
+        with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as conn:
+            before = list(conn.iterdump())
+        machine = build_order_machine()
+        set_data(machine, "cart", "price", bad)
+        with localcontext() as context:
+            context.traps[InvalidOperation] = trap
+            for key in ("m", "new"):
+                with pytest.raises(
+                    gp.FormatError,
+                    match=r"state 'cart', data key 'price': .*signaling NaN.*Decimal\('NaN'\)",
+                ):
+                    s.save_machine(key, machine)
+        with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as conn:
+            assert list(conn.iterdump()) == before  # nothing written
+
+
+def test_odd_but_comparable_decimals_round_trip_exactly(fstore: gp.Store) -> None:
+    odd = [
+        Decimal("NaN"),
+        Decimal("-NaN7"),
+        Decimal("Infinity"),
+        Decimal("-Infinity"),
+        Decimal("-0"),
+        Decimal("0E-30"),
+        Decimal("1E+999999999"),
+        Decimal("1.000"),
+    ]
+    machine = build_order_machine()
+    set_data(machine, "cart", "odd", odd)
+    set_data(machine, "cart", "money", [Money(value, "EUR") for value in odd])
+    fresh = build_order_machine()
+    _roundtrip(fstore, machine, fresh, "odd")
+    restored = get_data(fresh, "cart")
+    assert repr(restored["odd"]) == repr(odd)
+    assert repr(restored["money"]) == repr([Money(value, "EUR") for value in odd])
 
 
 def test_subclasses_are_refused_rather_than_changed(store: gp.Store) -> None:

@@ -1,6 +1,7 @@
 """The example plugin in examples/plugin_backend, installed as a real third-party package.
 
-``make install`` installs it (``pip install -e examples/plugin_backend``). These
+``make install`` installs it editable (the ``plugin`` dependency group in
+pyproject.toml, locked in uv.lock; by hand: ``pip install -e examples/plugin_backend``). These
 tests then check that gotstate-persist finds the ``dbm`` scheme through the
 ``gotstate_persist.backends`` entry point alone, that the plugin passes the
 conformance suite, and that a whole store works on it. Without the plugin they
@@ -32,8 +33,8 @@ GROUP = "gotstate_persist.backends"
 SCHEME = "dbm"
 NOT_INSTALLED = (
     "the example plugin gotstate-persist-dbm (examples/plugin_backend) is not installed "
-    "in this environment: run `make install`, which runs "
-    "`pip install -e examples/plugin_backend`"
+    "in this environment: run `make install`, which installs it editable from uv.lock "
+    "(or, by hand, `pip install -e examples/plugin_backend`)"
 )
 
 
@@ -147,7 +148,7 @@ def test_cli_copies_into_the_plugin_and_verifies_it(tmp_path: Path) -> None:
         machine.process_event(Event("start"))
         store.save_machine("a", machine)
 
-    assert cli(["copy", source, destination, "--keys", str(keys_file)]) == 0
+    assert cli(["copy", source, destination, "--keys", str(keys_file), "--all-namespaces"]) == 0
     assert cli(["verify", destination, "--keys", str(keys_file)]) == 0
     fresh = build_order_machine()
     with gp.open_store(destination, namespace="orders", keyring=keys) as store:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+from decimal import Decimal, InvalidOperation, localcontext
 from pathlib import Path
 
 import msgspec
@@ -382,6 +383,56 @@ def test_bad_arguments(sqlite_url: str, keyring: gp.KeyRing) -> None:
             s.save("k", Order("x", 1))  # not registered in this store's formats
         with pytest.raises(gp.InvalidArgument):
             s.load("k", version=0)
+
+
+class Priced(msgspec.Struct, frozen=True):
+    id: str
+    price: Decimal
+    history: list[Decimal] = []
+
+
+@pytest.mark.parametrize("trap", [True, False], ids=["trapping", "quiet-context"])
+@pytest.mark.parametrize("codec", ["msgpack", "json"])
+def test_signaling_nan_in_a_record_is_refused_before_anything_is_written(
+    sqlite_url: str, keyring: gp.KeyRing, codec: str, trap: bool
+) -> None:
+    """A signaling NaN raises on every comparison, so save cannot check that it comes
+    back: a FormatError saying what to store instead, whatever the decimal context."""
+    formats = _formats()
+    formats.register(Priced, kind="priced", version=1)
+    with gp.open_store(sqlite_url, keyring=keyring, formats=formats, codec=codec) as store:
+        store.save("p", Priced("p", Decimal("1.50")))
+        before = _dump(sqlite_url)
+        bad = [
+            Priced("p", Decimal("sNaN")),
+            Priced("p", Decimal("-sNaN4")),
+            Priced("p", Decimal("1"), [Decimal("2"), Decimal("sNaN")]),
+        ]
+        with localcontext() as context:
+            context.traps[InvalidOperation] = trap
+            for record in bad:
+                for key in ("p", "new"):
+                    with pytest.raises(
+                        gp.FormatError,
+                        match=r"Priced cannot be saved: .*signaling NaN.*Decimal\('NaN'\)",
+                    ):
+                        store.save(key, record)
+        assert _dump(sqlite_url) == before  # nothing written
+        assert store.load("p") == Priced("p", Decimal("1.50"))
+
+
+@pytest.mark.parametrize("codec", ["msgpack", "json"])
+def test_odd_but_comparable_decimals_in_a_record_round_trip_exactly(
+    sqlite_url: str, keyring: gp.KeyRing, codec: str
+) -> None:
+    formats = _formats()
+    formats.register(Priced, kind="priced", version=1)
+    odd = ["NaN", "-NaN7", "Infinity", "-Infinity", "-0", "0E-30", "1E+999999999", "1.000"]
+    with gp.open_store(sqlite_url, keyring=keyring, formats=formats, codec=codec) as store:
+        for text in odd:
+            record = Priced(text, Decimal(text), [Decimal(text)])
+            store.save(text, record)
+            assert repr(store.load(text)) == repr(record)
 
 
 def test_unregistered_kind_on_load_is_format_error(rstore: gp.Store, sqlite_url: str) -> None:

@@ -10,6 +10,7 @@ lookup time, or at run time with :func:`register_backend`.
 from __future__ import annotations
 
 import inspect
+import re
 import threading
 from collections.abc import Callable, Mapping
 from importlib import import_module
@@ -17,14 +18,16 @@ from importlib.metadata import entry_points
 from types import MappingProxyType
 from typing import Any
 
+from .._redact import mask_url
 from ..errors import InvalidArgument
-from .base import Backend, Capabilities, KeyHead, Usage, VersionInfo
+from .base import Backend, Capabilities, KeyHead, ReadFailure, Usage, VersionInfo
 
 __all__ = [
     "Backend",
     "BackendFactory",
     "Capabilities",
     "KeyHead",
+    "ReadFailure",
     "Usage",
     "VersionInfo",
     "known_schemes",
@@ -52,6 +55,11 @@ _BUILTIN: Mapping[str, tuple[str, str]] = MappingProxyType(
     }
 )
 _OBJECT_STORE = "gotstate_persist.backends.catalog:open_object_store"
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
+#: Longer than any usable store URL (a local path is at most PATH_MAX, 4096 bytes,
+#: with the store's own names still to go below it; an S3 key at most 1024), and
+#: short enough that no message quoting one is swamped by it.
+_MAX_URL_CHARS = 4096
 _registered: dict[str, BackendFactory] = {}
 _registry_lock = threading.Lock()
 
@@ -84,8 +92,9 @@ def known_schemes() -> list[str]:
 
 def _scheme_of(url: str) -> str:
     if not isinstance(url, str) or ("://" not in url and not url.startswith("sqlite:")):
+        # never echo it: a URL without '://' may be a password pasted in the wrong place
         raise InvalidArgument(
-            f"store URL {url!r} has no scheme; use e.g. 'sqlite:///path/state.db'. "
+            f"store URL {mask_url(url)} has no scheme; use e.g. 'sqlite:///path/state.db'. "
             f"Known schemes: {', '.join(known_schemes())}"
         )
     scheme = url.split(":", 1)[0].lower()
@@ -128,6 +137,18 @@ def _is_fsspec_protocol(scheme: str) -> bool:
 
 def open_backend(url: str, **options: Any) -> Backend:
     """Open the backend for ``url`` exactly as ``open_store`` does."""
+    if isinstance(url, str) and len(url) > _MAX_URL_CHARS:
+        raise InvalidArgument(
+            f"the store URL is {len(url)} characters long, more than any store can use "
+            f"(at most {_MAX_URL_CHARS}); check where the URL was built"
+        )
+    if isinstance(url, str) and _CONTROL_CHARACTER.search(url):
+        # Never legitimate (URLs percent-encode them), refused by some drivers and
+        # silently truncated by others; the URL itself is not echoed.
+        raise InvalidArgument(
+            "the store URL contains a control character (such as a NUL byte or a newline); "
+            "percent-encode it, or check where the URL was built"
+        )
     scheme = _scheme_of(url)
     factory = _resolve(scheme)
     try:

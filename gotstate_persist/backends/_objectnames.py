@@ -259,11 +259,14 @@ class KeyListing:
     """Everything one listing of a key directory says about the key.
 
     ``last_version`` is the highest number ever reserved, written or deleted;
-    ``live`` maps each stored version to its object (if a tampered store holds
-    two valid names for one version, the lexically largest one, everywhere).
+    ``live`` maps each stored version to its object: where a rewrite cut short
+    left two objects of one version, the one :func:`rank_versions` puts first,
+    everywhere; the others are ``superseded`` (a delete removes them too, a
+    sweep removes them once no rewrite can still need them).
     """
 
     live: dict[int, StoredVersion] = field(default_factory=dict)
+    superseded: list[StoredVersion] = field(default_factory=list)
     claims: set[int] = field(default_factory=set)
     tombstones: set[int] = field(default_factory=set)
     temporaries: list[str] = field(default_factory=list)
@@ -292,6 +295,10 @@ def parse_key_listing(entries: Iterable[tuple[str, int]]) -> KeyListing:
             seen = listing.live.get(stored.version)
             if seen is None or rank_versions(stored) > rank_versions(seen):
                 listing.live[stored.version] = stored
+                if seen is not None:
+                    listing.superseded.append(seen)
+            else:
+                listing.superseded.append(stored)
         elif name.startswith(TEMP_PREFIX):
             listing.temporaries.append(name)
         else:

@@ -29,6 +29,12 @@ records = Table(
     # Set while a catalog's blob is being written to its object store (the
     # row reserves the version and its usage); NULL for every readable row.
     Column("reserved_at_us", BigInteger, nullable=True),
+    # A catalog's object names (backends.catalog): the token that makes a
+    # rewritten object's name unique (NULL: named by version and format), and
+    # the announced token of a rewrite in progress, with when it started.
+    Column("object_token", BigInteger, nullable=True),
+    Column("pending_token", BigInteger, nullable=True),
+    Column("pending_at_us", BigInteger, nullable=True),
 )
 
 # One row per key ever written. It outlives deletes so that version numbers

@@ -19,15 +19,15 @@ what makes concurrent appends safe without any check-then-write race.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 
-from ..errors import FormatError, IntegrityError, InvalidArgument, NotFound
+from ..errors import FormatError, IntegrityError, InvalidArgument, NotFound, PersistError
 
 if TYPE_CHECKING:
     from ..quota import Quota
@@ -37,6 +37,7 @@ __all__ = [
     "Backend",
     "Capabilities",
     "KeyHead",
+    "ReadFailure",
     "Replacement",
     "Usage",
     "VersionInfo",
@@ -45,8 +46,11 @@ __all__ = [
     "usage_drift",
 ]
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _B = TypeVar("_B", bound="Backend")
+#: ``on_error(key, version, error)`` of :meth:`Backend.iter_namespace`: a stored
+#: record that cannot be read (``version`` 0 when not even that is readable).
+ReadFailure = Callable[[str, int, PersistError], None]
 
 
 def kind_mismatch(key: str, stored: str | None, wanted: str) -> FormatError:
@@ -265,6 +269,17 @@ class Backend(abc.ABC):
         """Count usage from the stored data, repairing kept counters (``drift`` if any)."""
         return self.usage(namespace)
 
+    def sweep(self, namespace: str) -> int:
+        """Remove what interrupted writes and rewrites left behind; return how many went.
+
+        Optional: storage that settles everything in a transaction has nothing
+        to sweep. Object stores remove superseded objects of a rewrite cut
+        short; with a catalog, also stale reservations and orphans. It never
+        removes anything a reader, writer or rewriter could still need.
+        """
+        del namespace
+        return 0
+
     # Conveniences, written once in terms of the abstract surface.
 
     def usage(self, namespace: str) -> Usage:
@@ -277,14 +292,37 @@ class Backend(abc.ABC):
                 records += 1
         return Usage(bytes=total, records=records, keys=len(names))
 
-    def iter_namespace(self, namespace: str) -> Iterator[tuple[VersionInfo, bytes]]:
-        """Yield every stored version of every key with its blob, key by key."""
+    def iter_namespace(
+        self, namespace: str, *, on_error: ReadFailure | None = None
+    ) -> Iterator[tuple[VersionInfo, bytes]]:
+        """Yield every stored version of every key with its blob, key by key.
+
+        A record whose stored bytes or metadata are damaged (``FormatError``,
+        ``IntegrityError``) is passed to ``on_error(key, version, error)`` and
+        skipped, so that a bulk walk (migrate, reseal, verify) reports it and
+        goes on: one bad record must not hide the rest, least of all from the
+        tool that exists to find it. Without ``on_error`` it is raised. A
+        failing storage (``BackendError``) always ends the walk.
+        """
         for key in self.keys(namespace):
-            for info in self.versions(namespace, key):
+            try:
+                infos = self.versions(namespace, key)
+            except (FormatError, IntegrityError) as exc:
+                if on_error is None:
+                    raise
+                on_error(key, 0, exc)
+                continue
+            for info in infos:
                 try:
-                    yield self.get(namespace, key, info.version)
+                    found = self.get(namespace, key, info.version)
                 except NotFound:
                     continue  # deleted while we were iterating
+                except (FormatError, IntegrityError) as exc:
+                    if on_error is None:
+                        raise
+                    on_error(key, info.version, exc)
+                    continue
+                yield found
 
     def __enter__(self: _B) -> _B:
         return self

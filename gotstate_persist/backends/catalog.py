@@ -24,25 +24,49 @@ older than :data:`STALE_RESERVATION_SECONDS`: if the object exists it is
 complete (exclusive create is atomic) and the version is confirmed, otherwise
 the reservation is withdrawn. That is also why step 3 need not be durable on
 its own (SQLite skips its fsync): a confirmation lost in a crash is redone by
-the sweep, so an acknowledged write survives as long as step 1 did. Deletes
+the sweep, so an acknowledged write survives as long as step 1 did. A writer
+that stalled past the stale age and finds its reservation confirmed by a sweep
+meanwhile has succeeded (its object was complete); one that finds it
+withdrawn removes its object and raises ``VersionConflict``. Deletes
 remove rows first and objects after, so a crash leaves only objects without a
 row: orphans, which the sweep removes. Readers never see a reserved row, so
 they never read an object that is not complete.
 
-The catalog's object names are deterministic (the version number alone), so
-a known version is read with one request, and a prefix used with a catalog
-must not also be used without one.
+A saved version's object is named by its version and format alone
+(``o<version>.<format>``), so a known version is read with one request after
+one catalog query. A rewrite (``migrate``, ``reseal``) never changes an object
+in place; it runs in four steps:
+
+1. **announce** (compare-and-set on the row's current object): the row
+   records the token of the object about to be created; a second rewrite of
+   the same record is refused here, and an announcement older than
+   :data:`STALE_RESERVATION_SECONDS` (its rewriter died) is taken over;
+2. **create** ``o<version>.<format>.<token>`` exclusively (the token is
+   random, so no two attempts ever share a name);
+3. **switch** (compare-and-set on the announcement): the row names the new
+   object, and usage changes by the size difference;
+4. **remove** the old object (best effort: a leftover is an orphan).
+
+A rewriter that finds its announcement taken back removes its own object: no
+row can name it any more. What the sweep removes is therefore exactly what no
+row or live announcement names at the moment it reads the rows, among objects
+it listed *before* reading them: an object listed then and not named then can
+never be named later (saves reserve their row before creating the object,
+rewrites announce theirs before creating it, and tokens are never reused).
+The only waiting involved is for the dead: a reservation or announcement is
+settled by a sweep once it is older than the stale age.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._names import check_name
-from ..errors import BackendError, InvalidArgument, NotFound, VersionConflict
+from ..errors import BackendError, InvalidArgument, NotFound, QuotaExceeded, VersionConflict
 from ..quota import Quota
 from ._objectnames import (
     check_put_arguments,
@@ -52,7 +76,7 @@ from ._objectnames import (
 )
 from .base import Backend, Capabilities, KeyHead, Replacement, Usage, VersionInfo
 from .objectstore import ObjectStoreBackend
-from .sql import SQLBackend
+from .sql import ObjectRef, SQLBackend
 
 __all__ = ["STALE_RESERVATION_SECONDS", "CatalogBackend", "open_object_store"]
 
@@ -63,6 +87,18 @@ logger = logging.getLogger(__name__)
 STALE_RESERVATION_SECONDS = 15 * 60
 _OBJECT_PREFIX = "o"
 _OBJECT_DIGITS = 19  # every positive int64
+_TOKEN_DIGITS = 16  # hex digits of a rewrite's token, a positive int64
+_MAX_TOKEN = 2**63 - 1
+#: Times a read follows the row when a rewrite removed the object it named.
+_READ_ATTEMPTS = 4
+
+
+def _no_step(step: str) -> None:
+    """Where a test's interleaving harness pauses a protocol (see tests/_interleave.py)."""
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
 
 
 def open_object_store(
@@ -103,28 +139,29 @@ class CatalogBackend(Backend):
     ) -> None:
         self._catalog = SQLBackend(catalog, upgrade=upgrade, **(catalog_options or {}))
         try:
-            self._store = ObjectStoreBackend(url, **options)
+            self._store = ObjectStoreBackend(url, _catalog=self._catalog._display_url, **options)
         except BaseException:
             self._catalog.close()
             raise
         self._objects = self._store._objects
+        #: Called between the steps of each protocol, with the step's name.
+        self._step: Callable[[str], None] = _no_step
 
     def __repr__(self) -> str:
         return f"CatalogBackend({self._store!r}, catalog={self._catalog!r})"
 
-    def _object(self, namespace: str, key: str, version: int, format_version: int) -> str:
-        """``o<version>.<format version>``: a format change (``replace``) is a new object."""
+    def _object(
+        self, namespace: str, key: str, version: int, format_version: int, token: int | None = None
+    ) -> str:
+        """``o<version>.<format>``, or ``o<version>.<format>.<token>`` once rewritten."""
         components = [*namespace_components(namespace), *key_components(key)]
-        name = f"{_OBJECT_PREFIX}{version:0{_OBJECT_DIGITS}d}.{format_version}"
-        return self._store._path([*components, name])
+        return self._store._path([*components, _object_name(version, format_version, token)])
 
-    def _remove_objects(
-        self, namespace: str, key: str, versions: Sequence[tuple[int, int]]
-    ) -> None:
+    def _remove_objects(self, namespace: str, key: str, objects: Sequence[ObjectRef]) -> None:
         """Best effort: an object left behind is an orphan, which a sweep removes."""
-        if not versions:
+        if not objects:
             return
-        paths = [self._object(namespace, key, version, fmt) for version, fmt in versions]
+        paths = [self._object(namespace, key, *named) for named in objects]
         try:
             with self._store._guard("removing objects"):
                 self._objects.remove(paths)
@@ -148,7 +185,8 @@ class CatalogBackend(Backend):
         check_put_arguments(version, kind, format_version, created_at_us)
         check_name(namespace, "namespace")  # refused before anything is reserved
         check_name(key, "key")
-        path = self._object(namespace, key, version, format_version)
+        self._store._mark()
+        path = self._object(namespace, key, version, format_version, None)
         self._catalog.reserve(
             namespace,
             key,
@@ -158,8 +196,9 @@ class CatalogBackend(Backend):
             format_version=format_version,
             created_at_us=created_at_us,
             expected_newest=expected_newest,
-            reserved_at_us=time.time_ns() // 1000,
+            reserved_at_us=_now_us(),
         )
+        self._step("put:reserved")
         try:
             with self._store._guard("writing a version"):
                 try:
@@ -173,9 +212,10 @@ class CatalogBackend(Backend):
         except BaseException:
             self._withdraw(namespace, key, version)
             raise
+        self._step("put:created")
         pruned = self._catalog.confirm(namespace, key, version)
         if pruned is None:
-            self._remove_objects(namespace, key, [(version, format_version)])
+            self._remove_objects(namespace, key, [(version, format_version, None)])
             raise VersionConflict(
                 f"key {key!r} was deleted while version {version} was being saved; retry the save",
                 expected=version - 1,
@@ -200,59 +240,83 @@ class CatalogBackend(Backend):
         return True
 
     def replace(self, namespace: str, replacements: Sequence[Replacement]) -> list[bool]:
-        """Swap objects; a new format is a new object, named by the row only once written.
+        """Rewrite records through a new object each (the module docstring's four steps)."""
+        return [self._replace(namespace, replacement) for replacement in replacements]
 
-        Same format (a reseal): the object is swapped in place (S3: If-Match).
-        Another format: the new object is created, the row switched to it
-        (compare-and-set on the row's format), then the old object removed; a
-        crash in between leaves an object of the other format, which the
-        sweep removes, and readers always find the one the row names.
-        """
-        done = []
-        for replacement in replacements:
-            key, version = replacement.key, replacement.version
-            try:
-                info, _empty = self._catalog.get(namespace, key, version)
-            except NotFound:
-                done.append(False)
-                continue
-            old_path = self._object(namespace, key, version, info.format_version)
-            new_path = self._object(namespace, key, version, replacement.format_version)
-            with self._store._guard("replacing a version"):
-                if new_path == old_path:
-                    swapped = self._objects.swap(old_path, replacement.expected, replacement.blob)
-                else:
-                    swapped = self._swap_format(old_path, new_path, replacement)
-            if (
-                swapped
-                and not self._catalog.swap_rows(
-                    namespace,
-                    [(key, version, b"", len(replacement.blob), replacement.format_version, b"")],
-                    expected_format=info.format_version,
-                )[0]
-            ):
-                if new_path != old_path:
-                    self._remove_objects(namespace, key, [(version, replacement.format_version)])
-                swapped = False
-            elif swapped and new_path != old_path:
-                self._remove_objects(namespace, key, [(version, info.format_version)])
-            done.append(swapped)
-        return done
-
-    def _swap_format(self, old_path: str, new_path: str, replacement: Replacement) -> bool:
+    def _replace(self, namespace: str, replacement: Replacement) -> bool:
+        key, version = replacement.key, replacement.version
         try:
-            if self._objects.read(old_path) != replacement.expected:
-                return False
-        except FileNotFoundError:
+            info, token = self._catalog.catalog_get(namespace, key, version)
+        except NotFound:
             return False
+        old = (version, info.format_version, token)
+        with self._store._guard("reading a version"):
+            try:  # objects are never changed in place: equal now, equal at the switch
+                if self._objects.read(self._object(namespace, key, *old)) != replacement.expected:
+                    return False
+            except FileNotFoundError:
+                return False  # rewritten or deleted since the row was read
+        self._step("replace:read")
+        pending = secrets.randbelow(_MAX_TOKEN) + 1
+        now = _now_us()
+        if not self._catalog.announce(
+            namespace,
+            key,
+            version,
+            format_version=info.format_version,
+            token=token,
+            pending=pending,
+            now_us=now,
+            stale_before_us=now - STALE_RESERVATION_SECONDS * 1_000_000,
+        ):
+            return False  # changed meanwhile, or another rewrite is under way
+        self._step("replace:announced")
+        new = (version, replacement.format_version, pending)
         try:
-            self._objects.create(new_path, replacement.blob)
-        except FileExistsError:
-            return False  # another run is migrating it
+            with self._store._guard("writing a rewritten version"):
+                self._objects.create(self._object(namespace, key, *new), replacement.blob)
+        except BaseException:
+            self._give_up(namespace, key, new)
+            raise
+        self._step("replace:created")
+        try:
+            switched = self._catalog.switch(
+                namespace,
+                key,
+                version,
+                pending=pending,
+                format_version=replacement.format_version,
+                size=len(replacement.blob),
+            )
+        except QuotaExceeded:  # rolled back: the row still names the old object
+            self._give_up(namespace, key, new)
+            raise
+        if not switched:  # a sweep took the announcement back (or the key was deleted)
+            self._remove_objects(namespace, key, [new])
+            return False
+        self._step("replace:switched")
+        self._remove_objects(namespace, key, [old])
         return True
+
+    def _give_up(self, namespace: str, key: str, pending: ObjectRef) -> None:
+        """Take back an announcement and remove its object, unless the catalog cannot say.
+
+        Once the announcement is not the row's (taken back now, or earlier by
+        a sweep), nothing can ever name the object. If the catalog cannot be
+        reached, the object stays announced until a sweep finds it stale.
+        """
+        version, _fmt, token = pending
+        assert token is not None
+        try:
+            self._catalog.unannounce(namespace, key, version, token)
+        except BackendError as exc:
+            logger.warning("left a rewrite of %r for a later gc: %s", key, exc)
+            return
+        self._remove_objects(namespace, key, [pending])
 
     def delete(self, namespace: str, key: str, versions: Sequence[int] | None = None) -> int:
         removed = self._catalog.delete_rows(namespace, key, versions)
+        self._step("delete:rows")
         self._remove_objects(namespace, key, removed)
         return len(removed)
 
@@ -261,18 +325,20 @@ class CatalogBackend(Backend):
     def get(
         self, namespace: str, key: str, version: int | None = None
     ) -> tuple[VersionInfo, bytes]:
-        info, _empty = self._catalog.get(namespace, key, version)
-        with self._store._guard("reading a version"):
-            try:
-                blob = self._objects.read(
-                    self._object(namespace, key, info.version, info.format_version)
-                )
-            except FileNotFoundError:
-                raise NotFound(
-                    f"version {info.version} of key {key!r} was deleted while being read, or "
-                    "its object was removed outside gotstate-persist"
-                ) from None
-        return info, blob
+        # A rewrite may switch the row and remove the old object between the
+        # two reads: the row is read again and names the new object.
+        for _attempt in range(_READ_ATTEMPTS):
+            info, token = self._catalog.catalog_get(namespace, key, version)
+            path = self._object(namespace, key, info.version, info.format_version, token)
+            with self._store._guard("reading a version"):
+                try:
+                    return info, self._objects.read(path)
+                except FileNotFoundError:
+                    continue
+        raise NotFound(
+            f"version {info.version} of key {key!r} was deleted while being read, or "
+            "its object was removed outside gotstate-persist"
+        )
 
     def head(self, namespace: str, key: str) -> KeyHead:
         # newest as readers see it; a version still being written only raises
@@ -302,21 +368,23 @@ class CatalogBackend(Backend):
         return self._catalog.recount(namespace)
 
     def sweep(self, namespace: str, *, older_than_s: float = STALE_RESERVATION_SECONDS) -> int:
-        """Withdraw stale reservations and remove orphan objects; return how many went."""
-        cutoff = time.time_ns() // 1000 - int(older_than_s * 1_000_000)
-        # Objects first, rows second: a row is committed before its object is
-        # created, so an object listed now whose row is missing afterwards
-        # belongs to no save that is running or acknowledged.
+        """Settle stale reservations and announcements, remove orphans; return how many went.
+
+        Removes only objects that no row or live announcement names when the
+        rows are read, among those listed before (module docstring).
+        """
+        cutoff = _now_us() - int(older_than_s * 1_000_000)
         top = self._store._path(namespace_components(namespace))
-        listed: dict[str, set[tuple[int, int]]] = {}
+        listed: dict[str, set[ObjectRef]] = {}
         with self._store._guard("listing objects"):
             for components, _size in self._objects.walk(top, sizes=False):
                 found = _parse_object(components)
                 if found is not None:
                     listed.setdefault(found[0], set()).add(found[1:])
+        self._step("sweep:listed")
         swept = 0
         for key, version, fmt in self._catalog.stale_reservations(namespace, cutoff):
-            path = self._object(namespace, key, version, fmt)
+            path = self._object(namespace, key, version, fmt, None)
             directory, name = path.rsplit("/", 1)
             with self._store._guard("listing objects"):
                 written = name in self._objects.names(directory, name)
@@ -326,10 +394,16 @@ class CatalogBackend(Backend):
                 )
             elif self._withdraw(namespace, key, version):
                 swept += 1
-        rows = self._catalog.row_versions(namespace)
-        for key, versions in listed.items():
-            # an object no row names, or one of another format (a replace cut short)
-            orphans = sorted(v for v in versions if rows.get((key, v[0])) != v[1])
+        for key, version, pending in self._catalog.stale_announcements(namespace, cutoff):
+            # its rewriter died or stalled: once taken back, its object is an orphan
+            self._catalog.unannounce(namespace, key, version, pending)
+        self._step("sweep:settled")
+        rows = self._catalog.row_objects(namespace)
+        self._step("sweep:rows")
+        for key, objects in listed.items():
+            orphans = sorted(
+                named for named in objects if not _named(rows.get((key, named[0])), named)
+            )
             self._remove_objects(namespace, key, orphans)
             swept += len(orphans)
         if swept:
@@ -349,20 +423,39 @@ class CatalogBackend(Backend):
             self._catalog.close()
 
 
-def _parse_object(components: Sequence[str]) -> tuple[str, int, int] | None:
-    """``(key, version, format version)`` of a catalog object path, or None."""
+def _object_name(version: int, format_version: int, token: int | None) -> str:
+    name = f"{_OBJECT_PREFIX}{version:0{_OBJECT_DIGITS}d}.{format_version}"
+    return name if token is None else f"{name}.{token:0{_TOKEN_DIGITS}x}"
+
+
+def _named(row: tuple[ObjectRef, int | None] | None, found: ObjectRef) -> bool:
+    """Whether a row (what it names, what it announces) could name object ``found``."""
+    if row is None:
+        return False
+    named, pending = row
+    return found == named or (found[2] is not None and found[2] == pending)
+
+
+def _parse_object(components: Sequence[str]) -> tuple[str, int, int, int | None] | None:
+    """``(key, version, format version, token)`` of a catalog object path, or None."""
     name = components[-1] if components else ""
-    digits, dot, fmt = name[len(_OBJECT_PREFIX) :].partition(".")
-    if not (
-        name.startswith(_OBJECT_PREFIX)
-        and dot
-        and len(digits) == _OBJECT_DIGITS
-        and (digits + fmt).isascii()
-        and digits.isdigit()
-        and fmt.isdigit()
-        and str(int(fmt)) == fmt
-    ):
+    if not name.startswith(_OBJECT_PREFIX) or not name.isascii():
         return None
-    decoded = decode_key_path(components)
+    digits, _dot, rest = name[len(_OBJECT_PREFIX) :].partition(".")
+    fmt, _dot, hex_token = rest.partition(".")
+    if len(digits) != _OBJECT_DIGITS or not digits.isdigit() or not fmt.isdigit():
+        return None
+    token = int(hex_token, 16) if _is_token(hex_token) else None
     version = int(digits)
-    return None if decoded is None or version < 1 else (decoded[0], version, int(fmt))
+    if version < 1 or _object_name(version, int(fmt), token) != name:
+        return None  # not canonical: leading zeros, a bad token, a stray suffix
+    decoded = decode_key_path(components)
+    return None if decoded is None else (decoded[0], version, int(fmt), token)
+
+
+def _is_token(text: str) -> bool:
+    return (
+        len(text) == _TOKEN_DIGITS
+        and all(c in "0123456789abcdef" for c in text)
+        and 0 < int(text, 16) <= _MAX_TOKEN
+    )

@@ -92,12 +92,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
 
+from .._redact import mask_url, option_secrets, safe_cause, scrub, url_secrets
+from ..codec import MAX_BLOB_BYTES
 from ..errors import (
     BackendError,
+    FormatError,
     IntegrityError,
     InvalidArgument,
     NotFound,
@@ -105,6 +109,14 @@ from ..errors import (
     VersionConflict,
 )
 from ..quota import Quota
+from ._layout import (
+    LAYOUT_OBJECT,
+    MAX_LAYOUT_BYTES,
+    Layout,
+    check_layout,
+    decode_layout,
+    layout_mismatch,
+)
 from ._objectnames import (
     MAX_INT64,
     MAX_RELATIVE_PATH_BYTES,
@@ -155,8 +167,6 @@ S3_MAX_KEY_BYTES = 1024
 S3_DELETE_BATCH = 1000
 #: Option values shorter than this are not masked in messages (masking "1"
 #: would garble every number, and nothing that short is a secret).
-_MIN_MASKED_LENGTH = 4
-_MASK = "***"
 _S3_MISSING_BUCKET = frozenset({"NoSuchBucket", "404"})
 _S3_REFUSED = frozenset(
     {
@@ -170,6 +180,8 @@ _S3_REFUSED = frozenset(
     }
 )
 _S3_CREATE_CONFLICT = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412"})
+#: A ranged GET of an empty object: there is no byte to send.
+_S3_INVALID_RANGE = frozenset({"InvalidRange", "416"})
 _UNREACHABLE = frozenset(
     {
         "EndpointConnectionError",
@@ -195,10 +207,33 @@ _OS_REASONS: Mapping[int, str] = {
 
 # fsspec's memory filesystem is one store per process; so is this lock.
 _MEMORY_LOCK = threading.RLock()
+#: The quota object is a few hundred bytes of JSON; anything far larger is not one.
+MAX_QUOTA_OBJECT_BYTES = 64 * 1024
+
+
+def _no_step(step: str) -> None:
+    """Where a test's interleaving harness pauses a protocol (see tests/_interleave.py)."""
 
 
 class _NotAnObject(Exception):
     """A name read by a quick listing is not a regular file (a stray directory or link)."""
+
+
+class _Oversized(FormatError):
+    """An object is larger than a read of it may be; nothing beyond the limit was read.
+
+    A ``FormatError`` already, so a caller that cannot say more (which key and
+    version) lets it pass through every guard unchanged.
+    """
+
+    def __init__(self, size: int | None, limit: int) -> None:
+        self.size, self.limit = size, limit
+        held = "more than" if size is None else f"{size} bytes,"
+        super().__init__(
+            f"a stored object holds {held} over the {limit}-byte limit of what gotstate-persist "
+            "reads: it never writes objects this large, so this one was put there by something "
+            "else; delete that version (store.delete(key, version=N)) or restore it from a backup"
+        )
 
 
 class _Objects(abc.ABC):
@@ -231,8 +266,14 @@ class _Objects(abc.ABC):
         """Path components below ``top`` and size (0 unless ``sizes``) of every file."""
 
     @abc.abstractmethod
-    def read(self, path: str) -> bytes:
-        """The object's bytes; ``FileNotFoundError`` if it does not exist."""
+    def read(self, path: str, limit: int = MAX_BLOB_BYTES) -> bytes:
+        """The object's bytes; ``FileNotFoundError`` if it does not exist.
+
+        Reads at most ``limit + 1`` bytes and raises :class:`_Oversized` when
+        the object holds more than ``limit``, so a huge (or sparse) object
+        costs neither memory nor time: the size is checked before the bytes
+        are read wherever the protocol tells it.
+        """
 
     @abc.abstractmethod
     def create(self, path: str, data: bytes) -> None:
@@ -256,12 +297,16 @@ class _Objects(abc.ABC):
         conditional write (S3 overrides this with ``If-Match``).
         """
         try:
-            if self.read(path) != expected:
+            if self.read(path, len(expected)) != expected:
                 return False
-        except FileNotFoundError:
+        except (FileNotFoundError, _Oversized):  # larger than expected: not it
             return False
         self.overwrite(path, data)
         return True
+
+    def modified(self, path: str) -> float:
+        """When the object was created or last changed, in seconds since the epoch."""
+        return os.lstat(path).st_mtime
 
     def sweep(self, directory: str, names: Sequence[str]) -> None:  # noqa: B027 - optional hook
         """Delete crashed writers' temporaries among ``names`` (local files only)."""
@@ -340,7 +385,7 @@ class _LocalFiles(_Objects):
             except FileNotFoundError:
                 continue
 
-    def read(self, path: str) -> bytes:
+    def read(self, path: str, limit: int = MAX_BLOB_BYTES) -> bytes:
         # O_NOFOLLOW: a symlink fails (ELOOP); O_NONBLOCK: a FIFO cannot hang the open.
         flags = os.O_RDONLY | os.O_NONBLOCK | _O_NOFOLLOW | _O_CLOEXEC
         try:
@@ -350,15 +395,21 @@ class _LocalFiles(_Objects):
                 raise _NotAnObject(path) from None
             raise
         try:
-            regular = stat.S_ISREG(os.fstat(fd).st_mode)
+            status = os.fstat(fd)
         except BaseException:
             os.close(fd)
             raise
-        if not regular:
+        if not stat.S_ISREG(status.st_mode):
             os.close(fd)
             raise _NotAnObject(path)
+        if status.st_size > limit:  # a sparse file: its size costs nothing, reading it would
+            os.close(fd)
+            raise _Oversized(status.st_size, limit)
         with os.fdopen(fd, "rb") as handle:
-            return handle.read()
+            data = handle.read(limit + 1)  # it may have grown since the fstat
+        if len(data) > limit:
+            raise _Oversized(None, limit)
+        return data
 
     def create(self, path: str, data: bytes) -> None:
         directory = os.path.dirname(path)
@@ -510,6 +561,11 @@ def _fsync_directory(directory: str) -> None:
 class _FsspecObjects(_Objects):
     """Any fsspec filesystem, through its public API; exclusive create via open mode "xb"."""
 
+    #: fsspec's generic ``find`` walks directories and omits one it cannot list,
+    #: whatever the error: an unreachable server would list as an empty store.
+    #: Only a directory that does not exist (FileNotFoundError) is empty.
+    _find_options: Mapping[str, Any] = MappingProxyType({"on_error": "raise"})
+
     def __init__(self, fs: Any, root: str, protocol: str) -> None:
         self._fs = fs
         self._root = root
@@ -530,7 +586,7 @@ class _FsspecObjects(_Objects):
 
     def walk(self, top: str, *, sizes: bool) -> Iterator[tuple[list[str], int]]:
         try:
-            found = self._fs.find(top, detail=True)
+            found = self._fs.find(top, detail=True, **self._find_options)
         except FileNotFoundError as exc:
             if _missing_bucket(exc):
                 raise
@@ -540,8 +596,27 @@ class _FsspecObjects(_Objects):
             if name.startswith(start) and info.get("type", "file") == "file":
                 yield name[len(start) :].split("/"), int(info.get("size") or 0)
 
-    def read(self, path: str) -> bytes:
-        return bytes(self._fs.cat_file(path))
+    def modified(self, path: str) -> float:
+        info = self._fs.info(path)
+        stamp = info.get("LastModified", info.get("mtime", info.get("created")))
+        if hasattr(stamp, "timestamp"):
+            return float(stamp.timestamp())
+        if isinstance(stamp, (int, float)):
+            return float(stamp)
+        return time.time()  # unknown: taken as new, so a sweep leaves it alone
+
+    def read(self, path: str, limit: int = MAX_BLOB_BYTES) -> bytes:
+        # A file object reads in bounded blocks whatever the protocol (HTTP
+        # included, even from a server that ignores range requests), and most
+        # know the size from the open alone.
+        with self._fs.open(path, "rb") as handle:
+            size = getattr(handle, "size", None)
+            if isinstance(size, int) and size > limit:
+                raise _Oversized(size, limit)
+            data = bytes(handle.read(limit + 1))
+        if len(data) > limit:
+            raise _Oversized(None, limit)
+        return data
 
     def create(self, path: str, data: bytes) -> None:
         self._fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
@@ -586,9 +661,12 @@ class _MemoryObjects(_FsspecObjects):
             found = list(super().walk(top, sizes=sizes))
         return iter(found)
 
-    def read(self, path: str) -> bytes:
-        with _MEMORY_LOCK:
-            return super().read(path)
+    def read(self, path: str, limit: int = MAX_BLOB_BYTES) -> bytes:
+        with _MEMORY_LOCK:  # a slice of the stored buffer: never more than limit + 1 bytes
+            data = bytes(self._fs.cat_file(path, start=0, end=limit + 1))
+        if len(data) > limit:
+            raise _Oversized(None, limit)
+        return data
 
     serializes_writers = True
 
@@ -622,6 +700,10 @@ class _MemoryObjects(_FsspecObjects):
 class _S3Objects(_FsspecObjects):
     """S3 through s3fs: conditional ``PutObject`` and batched ``DeleteObjects``."""
 
+    #: s3fs lists a prefix in one flat listing that raises its errors (and
+    #: passes unknown options on to the service call).
+    _find_options: Mapping[str, Any] = MappingProxyType({})
+
     def __init__(self, fs: Any, root: str, protocol: str) -> None:
         super().__init__(fs, root, protocol)
         self.bucket = str(fs.split_path(root)[0])
@@ -648,6 +730,19 @@ class _S3Objects(_FsspecObjects):
         # Never create the bucket: a typo would otherwise silently make a new one.
         self._fs.call_s3("head_bucket", Bucket=self.bucket)
 
+    def read(self, path: str, limit: int = MAX_BLOB_BYTES) -> bytes:
+        # One ranged GET, as cheap as a plain one: the service sends at most
+        # limit + 1 bytes however large the object is.
+        try:
+            data = bytes(self._fs.cat_file(path, start=0, end=limit + 1))
+        except OSError as exc:
+            if _s3_code(exc) not in _S3_INVALID_RANGE:
+                raise
+            return b""  # only an empty object has no first byte to send
+        if len(data) > limit:
+            raise _Oversized(None, limit)
+        return data
+
     def create(self, path: str, data: bytes) -> None:
         try:
             self._fs.pipe_file(path, data, mode="create")  # If-None-Match: *
@@ -665,9 +760,9 @@ class _S3Objects(_FsspecObjects):
         key = str(self._fs.split_path(path)[1])
         try:
             tag = self._fs.call_s3("head_object", Bucket=self.bucket, Key=key)["ETag"]
-            if self.read(path) != expected:
+            if self.read(path, len(expected)) != expected:
                 return False
-        except FileNotFoundError:
+        except (FileNotFoundError, _Oversized):  # larger than expected: not it
             return False
         try:
             self._fs.call_s3("put_object", Bucket=self.bucket, Key=key, Body=data, IfMatch=tag)
@@ -715,17 +810,29 @@ def _missing_bucket(exc: BaseException) -> bool:
     return _s3_code(exc) in _S3_MISSING_BUCKET
 
 
-def _option_strings(value: object) -> Iterator[str]:
-    """Every string inside the storage options, to be masked out of messages."""
-    if isinstance(value, str):
-        if len(value) >= _MIN_MASKED_LENGTH:
-            yield value
-    elif isinstance(value, Mapping):
-        for item in value.values():
-            yield from _option_strings(item)
-    elif isinstance(value, (list, tuple, set, frozenset)):
-        for item in value:
-            yield from _option_strings(item)
+def _refuse_credentials_in_urls(url: str, options: Mapping[str, Any]) -> None:
+    """Credentials go in options, never in a URL: fsspec and its clients log URLs.
+
+    s3fs would even take ``KEY:SECRET@bucket`` for a bucket name and quote it
+    in its errors; the HTTP filesystem and botocore log every URL they request
+    at DEBUG, which no masking of ours can reach.
+    """
+    if mask_url(url) != url:
+        raise InvalidArgument(
+            f"{mask_url(url)}: object-store URLs cannot carry credentials (a password, "
+            "token or key); pass them as options instead, e.g. key= and secret= for s3://"
+        )
+    client_kwargs = options.get("client_kwargs")
+    endpoints = [options.get("endpoint_url")]
+    if isinstance(client_kwargs, Mapping):
+        endpoints.append(client_kwargs.get("endpoint_url"))
+    for endpoint in endpoints:
+        if isinstance(endpoint, str) and mask_url(endpoint) != endpoint:
+            raise InvalidArgument(
+                f"the endpoint_url option {mask_url(endpoint)} carries credentials, which "
+                "the storage client does not use but does log; pass them as options "
+                "instead, e.g. key= and secret= for s3://"
+            )
 
 
 class ObjectStoreBackend(Backend):
@@ -743,24 +850,74 @@ class ObjectStoreBackend(Backend):
     creates a version exclusively.
     """
 
-    def __init__(self, url: str, *, upgrade: bool = False, **options: Any) -> None:
+    def __init__(
+        self, url: str, *, upgrade: bool = False, _catalog: str | None = None, **options: Any
+    ) -> None:
         del upgrade  # nothing to upgrade: the layout has one version so far
         if not isinstance(url, str) or "://" not in url:
             raise InvalidArgument(
-                f"object store URL {url!r} needs a scheme, e.g. 'file:///var/lib/state', "
-                "'memory://name' or 's3://bucket/prefix'"
+                f"object store URL {mask_url(url)} needs a scheme, e.g. "
+                "'file:///var/lib/state', 'memory://name' or 's3://bucket/prefix'"
             )
-        self._masked = sorted(set(_option_strings(options)), key=len, reverse=True)
+        # every string of the options, and the URL's credentials: never shown
+        self._masked = sorted({*option_secrets(options), *url_secrets(url)}, key=len, reverse=True)
         self._closed = False
         scheme = url.split("://", 1)[0].lower()
+        _refuse_credentials_in_urls(url, options)
         fs, root = self._filesystem(url, scheme, options)
         root = str(root).rstrip("/")
         self._root = root
         self._objects, self.capabilities = _driver(fs, root, scheme)
         self._display = _display(scheme, root, self._objects)
+        #: Called between the steps of a protocol, with the step's name (for tests).
+        self._step: Callable[[str], None] = _no_step
         with self._guard("opening the store"):
             self._objects.prepare()
+        # the catalog (masked URL) that manages this prefix, or None: plain
+        self._catalog_display = _catalog
+        self._marked = self._check_marker()
         logger.debug("opened %s", self._display)
+
+    # Which layout the prefix holds (backends._layout).
+
+    def _marker_path(self) -> str:
+        return self._path([LAYOUT_OBJECT])
+
+    def _read_marker(self) -> Layout | None:
+        with self._guard("reading the layout marker"):
+            try:
+                data = self._objects.read(self._marker_path(), MAX_LAYOUT_BYTES)
+            except FileNotFoundError:
+                return None
+        return decode_layout(data, self._display)
+
+    def _check_marker(self) -> bool:
+        """Refuse a prefix written the other way; whether it is marked already."""
+        found = self._read_marker()
+        if found is None:
+            return False
+        error = layout_mismatch(
+            self._display, found, with_catalog=self._catalog_display is not None
+        )
+        if error is not None:
+            raise error
+        return True
+
+    def _mark(self) -> None:
+        """Before the first write of this instance: record the layout (once per prefix)."""
+        if self._marked:
+            return
+        with_catalog = self._catalog_display is not None
+        with self._guard("checking the layout"):
+            check_layout(self._objects.walk, self._root, self._display, with_catalog=with_catalog)
+        marker = Layout(managed_by_catalog=with_catalog, catalog=self._catalog_display)
+        with self._guard("writing the layout marker"):
+            try:
+                self._objects.create(self._marker_path(), msgspec.json.encode(marker))
+            except FileExistsError:  # another writer marked it first: check theirs
+                self._marked = self._check_marker()
+                return
+        self._marked = True
 
     def _filesystem(self, url: str, scheme: str, options: dict[str, Any]) -> tuple[Any, str]:
         try:
@@ -785,11 +942,11 @@ class ObjectStoreBackend(Backend):
                     f"{scheme}:// storage refused its URL or options ({type(exc).__name__}: "
                     f"{_first_line(exc)}); check the option names"
                 )
-            ) from exc
+            ) from self._cause(exc)
         except Exception as exc:
             raise BackendError(
                 self._mask(f"cannot open {scheme}:// storage: {type(exc).__name__}")
-            ) from exc
+            ) from self._cause(exc)
         return fs, root
 
     def __repr__(self) -> str:
@@ -808,7 +965,7 @@ class ObjectStoreBackend(Backend):
         except Exception as exc:
             raise BackendError(
                 self._mask(f"{action} on {self._display} failed: {self._reason(exc)}")
-            ) from exc
+            ) from self._cause(exc)
 
     def _reason(self, exc: BaseException) -> str:
         code = _s3_code(exc)
@@ -846,9 +1003,11 @@ class ObjectStoreBackend(Backend):
         return f"{type(exc).__name__}: {_first_line(exc)}"
 
     def _mask(self, message: str) -> str:
-        for value in self._masked:
-            message = message.replace(value, _MASK)
-        return message
+        return scrub(message, self._masked)
+
+    def _cause(self, exc: BaseException) -> BaseException | None:
+        """``exc`` to chain, or None where its traceback would show a credential."""
+        return safe_cause(exc, self._masked)
 
     # Paths.
 
@@ -957,6 +1116,7 @@ class ObjectStoreBackend(Backend):
         check_put_arguments(version, kind, format_version, created_at_us)
         directory = self._key_directory(namespace, key)
         name = version_name(version, kind, format_version, created_at_us)
+        self._mark()
 
         def checked(names: list[str]) -> str:
             before = summarize_key(names)
@@ -972,6 +1132,7 @@ class ObjectStoreBackend(Backend):
                 else:
                     checked(self._objects.names(directory))
                     self._claim(directory, key, version, kind, expected_newest)
+                    self._step("put:claimed")
                     self._objects.create(f"{directory}/{name}", blob)
             except FileExistsError:  # only a tampered store gets here
                 raise VersionConflict(
@@ -1008,6 +1169,15 @@ class ObjectStoreBackend(Backend):
                     raise BackendError(  # pragma: no cover - exact listings hold files only
                         f"{stored.name} of key {key!r} is not a regular file"
                     ) from None
+                except _Oversized as exc:
+                    held = "more than" if exc.size is None else f"{exc.size} bytes,"
+                    raise FormatError(
+                        f"version {stored.version} of key {key!r} in namespace {namespace!r} "
+                        f"holds {held} over the {exc.limit}-byte blob limit: gotstate-persist "
+                        "never writes objects this large, so it was put there by something "
+                        f"else; delete it (store.delete({key!r}, version={stored.version})) "
+                        "or restore it from a backup"
+                    ) from None
             return _info(key, stored, len(blob)), blob
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -1043,16 +1213,28 @@ class ObjectStoreBackend(Backend):
         return sorted(found)
 
     def usage(self, namespace: str) -> Usage:
+        return self._count(namespace)[0]
+
+    def _count(self, namespace: str) -> tuple[Usage, dict[tuple[str, ...], list[StoredVersion]]]:
+        """Usage counted in one walk (each version once, as reads resolve it), and the
+        superseded objects found on the way, by key directory components."""
         top = self._path(namespace_components(namespace))
-        total = records = 0
-        keys: set[tuple[str, ...]] = set()
+        by_version: dict[tuple[tuple[str, ...], int], list[StoredVersion]] = {}
         with self._guard("measuring usage"):
             for components, size in self._objects.walk(top, sizes=True):
-                if is_version_name(components[-1]) and decode_key_path(components) is not None:
-                    total += size
-                    records += 1
-                    keys.add(tuple(components[:-1]))
-        return Usage(bytes=total, records=records, keys=len(keys))
+                stored = parse_version_name(components[-1], size)
+                if stored is not None and decode_key_path(components) is not None:
+                    place = (tuple(components[:-1]), stored.version)
+                    by_version.setdefault(place, []).append(stored)
+        total = 0
+        superseded: dict[tuple[str, ...], list[StoredVersion]] = {}
+        for (parts, _version), found in by_version.items():
+            winner = max(found, key=rank_versions)
+            total += winner.size
+            if len(found) > 1:
+                superseded.setdefault(parts, []).extend(s for s in found if s is not winner)
+        keys = {parts for parts, _version in by_version}
+        return Usage(bytes=total, records=len(by_version), keys=len(keys)), superseded
 
     def delete(self, namespace: str, key: str, versions: Sequence[int] | None = None) -> int:
         directory = self._key_directory(namespace, key)
@@ -1079,6 +1261,7 @@ class ObjectStoreBackend(Backend):
         claims = set(listing.claims) if not remaining else listing.claims & doomed
         tombstone = max(doomed | claims | {listing.last_tombstone})
         obsolete = [listing.live[v].name for v in sorted(doomed)]
+        obsolete += [stored.name for stored in listing.superseded if stored.version in doomed]
         obsolete += [claim_name(v) for v in sorted(claims)]
         obsolete += [tombstone_name(v) for v in sorted(listing.tombstones) if v < tombstone]
         with self._guard("deleting versions"):
@@ -1086,6 +1269,16 @@ class ObjectStoreBackend(Backend):
                 with suppress(FileExistsError):  # a concurrent delete wrote it
                     self._objects.create(f"{directory}/{tombstone_name(tombstone)}", b"")
             self._objects.remove([f"{directory}/{name}" for name in obsolete])
+            self._step("delete:removed")
+            if not self._objects.serializes_writers:
+                # A rewrite may have created a new object of a doomed version
+                # after the listing; it checks for the old object after
+                # creating its own, so one of the two always sees the other.
+                late = parse_key_listing(self._objects.entries(directory))
+                stray = [*late.live.values(), *late.superseded]
+                self._objects.remove(
+                    [f"{directory}/{s.name}" for s in stray if s.version in doomed]
+                )
         return len(doomed)
 
     def replace(self, namespace: str, replacements: Sequence[Replacement]) -> list[bool]:
@@ -1118,39 +1311,78 @@ class ObjectStoreBackend(Backend):
                 return self._objects.swap(old_path, replacement.expected, replacement.blob)
         with self._guard("reading a version"):
             try:
-                if self._objects.read(old_path) != replacement.expected:
+                if self._objects.read(old_path, len(replacement.expected)) != replacement.expected:
                     return False
-            except FileNotFoundError:
+            except (FileNotFoundError, _Oversized):  # larger than expected: not it
                 return False
         with self._guard("replacing a version"):
             try:
                 self._objects.create(f"{directory}/{name}", replacement.blob)
             except FileExistsError:
                 return False  # replaced by someone else meanwhile
+            self._step("replace:created")
+            if not self._objects.serializes_writers and not self._objects.names(
+                directory, stored.name
+            ):
+                # deleted since it was read: a delete that listed before the new
+                # object existed did not remove it, so it goes here
+                self._objects.remove([f"{directory}/{name}"])
+                return False
             self._objects.remove([old_path])
         return True
 
     def recount(self, namespace: str) -> Usage:
-        """Count usage in one walk, removing objects a crashed ``replace`` superseded."""
-        top = self._path(namespace_components(namespace))
-        by_version: dict[tuple[tuple[str, ...], int], list[StoredVersion]] = {}
-        with self._guard("measuring usage"):
-            for components, size in self._objects.walk(top, sizes=True):
-                stored = parse_version_name(components[-1], size)
-                if stored is not None and decode_key_path(components) is not None:
-                    place = (tuple(components[:-1]), stored.version)
-                    by_version.setdefault(place, []).append(stored)
-            total = 0
-            for (parts, _version), found in by_version.items():
-                winner = max(found, key=rank_versions)
-                total += winner.size
-                if len(found) > 1:
-                    directory = self._path([*namespace_components(namespace), *parts])
-                    self._objects.remove(
-                        [f"{directory}/{s.name}" for s in found if s is not winner]
-                    )
-        keys = {parts for parts, _version in by_version}
-        return Usage(bytes=total, records=len(by_version), keys=len(keys))
+        """Count usage in one walk, then sweep what rewrites cut short left behind."""
+        usage, superseded = self._count(namespace)
+        if superseded:
+            self._sweep_superseded(namespace, superseded, STALE_TEMPORARY_SECONDS)
+        return usage
+
+    def sweep(self, namespace: str, *, older_than_s: float = STALE_TEMPORARY_SECONDS) -> int:
+        """Remove superseded objects of rewrites cut short; return how many went.
+
+        Where writers are serialized (local files, memory) each key is settled
+        under its writer lock, from a fresh listing, so no rewrite is under
+        way. Elsewhere (S3) a superseded object goes only once the object that
+        supersedes it is older than ``older_than_s``: a rewrite that created
+        it has long checked whether the version was deleted meanwhile, and
+        nothing a live rewriter needs is removed.
+        """
+        return self._sweep_superseded(namespace, self._count(namespace)[1], older_than_s)
+
+    def _sweep_superseded(
+        self,
+        namespace: str,
+        superseded: dict[tuple[str, ...], list[StoredVersion]],
+        older_than_s: float,
+    ) -> int:
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for parts in superseded:
+            directory = self._path([*namespace_components(namespace), *parts])
+            with ExitStack() as held:
+                with self._guard("locking a key"):
+                    held.enter_context(self._objects.holding(directory))
+                with self._guard("sweeping a key"):
+                    listing = parse_key_listing(self._objects.entries(directory))
+                    doomed = [
+                        f"{directory}/{stored.name}"
+                        for stored in listing.superseded
+                        if self._objects.serializes_writers
+                        or self._settled(f"{directory}/{listing.live[stored.version].name}", cutoff)
+                    ]
+                    self._objects.remove(doomed)
+            removed += len(doomed)
+        if removed:
+            logger.info("namespace %r: removed %d superseded object(s)", namespace, removed)
+        return removed
+
+    def _settled(self, path: str, cutoff: float) -> bool:
+        """Whether the object at ``path`` was created before ``cutoff`` (False if unknown)."""
+        try:
+            return self._objects.modified(path) < cutoff
+        except FileNotFoundError:
+            return False
 
     def _quota_path(self, namespace: str) -> str:
         return self._path([*namespace_components(namespace), QUOTA_OBJECT])
@@ -1158,10 +1390,16 @@ class ObjectStoreBackend(Backend):
     def load_quota(self, namespace: str) -> Quota | None:
         with self._guard("reading the quota"):
             try:
-                data = self._objects.read(self._quota_path(namespace))
+                data: bytes | None = self._objects.read(
+                    self._quota_path(namespace), MAX_QUOTA_OBJECT_BYTES
+                )
             except FileNotFoundError:
                 return None
+            except _Oversized:
+                data = None
         try:
+            if data is None:
+                raise msgspec.DecodeError("too large to be a quota")
             quota = msgspec.json.decode(data, type=Quota)
         except msgspec.DecodeError:
             raise IntegrityError(
@@ -1271,13 +1509,11 @@ def _info(key: str, stored: StoredVersion, size: int) -> VersionInfo:
 
 
 def _display(scheme: str, root: str, objects: _Objects) -> str:
-    """``protocol://root`` for messages: never options, never userinfo in the URL."""
+    """``protocol://root`` for messages: never options, credentials masked (``_redact``)."""
     if isinstance(objects, _MemoryObjects):
         return f"{scheme}://{root.lstrip('/')}"
-    head, sep, rest = root.partition("/")
-    if "@" in head:
-        head = head.rsplit("@", 1)[1]
-    return f"{scheme}://{head}{sep}{rest}"
+    root = root.split("://", 1)[1] if "://" in root else root  # HTTP roots are whole URLs
+    return mask_url(f"{scheme}://{root}")
 
 
 def _first_line(exc: BaseException) -> str:

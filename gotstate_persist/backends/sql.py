@@ -47,6 +47,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 
+from .._redact import mask_url, option_secrets, safe_cause, scrub, url_secrets
 from ..errors import (
     BackendError,
     FormatError,
@@ -61,6 +62,7 @@ from .base import (
     Backend,
     Capabilities,
     KeyHead,
+    ReadFailure,
     Replacement,
     Usage,
     VersionInfo,
@@ -77,6 +79,10 @@ _SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 #: Levels at which every commit is fsynced (in WAL mode NORMAL syncs at checkpoints).
 _FSYNCS = frozenset({"FULL", "EXTRA"})
 DEFAULT_BUSY_TIMEOUT_MS = 30_000
+#: PostgreSQL's lock_timeout is a 32-bit count of milliseconds (about 24 days).
+_MAX_TIMEOUT_MS = 2**31 - 1
+#: SQLSTATE lock_not_available: a lock wait ran past lock_timeout.
+_LOCK_NOT_AVAILABLE = "55P03"
 _MAX_IDLE_CONNECTIONS = 8
 #: A write transaction that lost a serialization race is run this often in all.
 _MAX_TRANSACTION_ATTEMPTS = 8
@@ -89,6 +95,8 @@ _NOT_NULL_VIOLATION = "23502"
 #: Rows per page when a whole namespace is read (migrate, reseal, copy, verify).
 _PAGE = 500
 _T = TypeVar("_T")
+#: ``(version, format_version, object_token)``: which object a catalog row names.
+ObjectRef = tuple[int, int, int | None]
 
 _R = "gotstate_persist_records"
 _K = "gotstate_persist_keys"
@@ -115,12 +123,17 @@ _CHARGE = "bytes = bytes + :add_bytes, records = records + :add_records, keys = 
 # A limit binds only a write that needs more of it (quota.check_write says the
 # same): after a limit was lowered below usage, a write that prunes as much as
 # it adds, or adds to an existing key, is not refused by that limit.
+#
+# Every limit is read as "limit + 0": on SQLite, whose columns take any type, a
+# limit overwritten with text would otherwise compare greater than every number
+# and silently lift the limit; as a number (0) it refuses the write, and the
+# refusal's explanation (_quota_of) reports the damaged quota.
 _WITHIN_LIMITS = (
-    "(max_blob_bytes IS NULL OR :size <= max_blob_bytes) "
-    "AND (max_bytes IS NULL OR :grow <= 0 OR bytes + :grow <= max_bytes) "
-    "AND (max_records IS NULL OR :more <= 0 OR records + :more <= max_records) "
-    "AND (max_keys IS NULL OR :new_key = 0 OR keys + :new_key <= max_keys) "
-    "AND (max_versions_per_key IS NULL OR :key_versions <= max_versions_per_key)"
+    "(max_blob_bytes IS NULL OR :size <= max_blob_bytes + 0) "
+    "AND (max_bytes IS NULL OR :grow <= 0 OR bytes + :grow <= max_bytes + 0) "
+    "AND (max_records IS NULL OR :more <= 0 OR records + :more <= max_records + 0) "
+    "AND (max_keys IS NULL OR :new_key = 0 OR keys + :new_key <= max_keys + 0) "
+    "AND (max_versions_per_key IS NULL OR :key_versions <= max_versions_per_key + 0)"
 )
 # PostgreSQL's single-statement append (no pruning): the bump's RETURNING
 # feeds the charge, and the blob is inserted only if the charge happened;
@@ -193,7 +206,7 @@ _SQL = {
     "prune": (
         f'DELETE FROM {_R} WHERE namespace = :ns AND "key" = :key AND version IN '
         f'(SELECT version FROM {_R} WHERE namespace = :ns AND "key" = :key{_STORED} '
-        "ORDER BY version LIMIT :count) RETURNING version, size, format_version"
+        "ORDER BY version LIMIT :count) RETURNING version, size, format_version, object_token"
     ),
     "oldest": (
         f"SELECT version, size, format_version FROM {_R} WHERE namespace = :ns "
@@ -285,7 +298,45 @@ _SQL = {
         f'SELECT "key", version, format_version FROM {_R} WHERE namespace = :ns '
         "AND reserved_at_us IS NOT NULL AND reserved_at_us < :cutoff"
     ),
-    "rows": f'SELECT "key", version, format_version FROM {_R} WHERE namespace = :ns',
+    "rows": (
+        f'SELECT "key", version, format_version, object_token, pending_token FROM {_R} '
+        "WHERE namespace = :ns"
+    ),
+    # A catalog's rewrites (see SQLBackend.announce): announced before the new
+    # object exists, switched to it by compare-and-set on the announcement.
+    "catalog_newest": (
+        f'{_INFO}, object_token FROM {_R} WHERE namespace = :ns AND "key" = :key{_STORED} '
+        "ORDER BY version DESC LIMIT 1"
+    ),
+    "catalog_one": (
+        f'{_INFO}, object_token FROM {_R} WHERE namespace = :ns AND "key" = :key '
+        f"AND version = :version{_STORED}"
+    ),
+    "announce": (
+        f"UPDATE {_R} SET pending_token = :pending, pending_at_us = :now "
+        'WHERE namespace = :ns AND "key" = :key AND version = :version '
+        "AND format_version = :format_version AND COALESCE(object_token, 0) = :token "
+        f"AND (pending_token IS NULL OR pending_at_us < :cutoff){_STORED}"
+    ),
+    "announced_size": (
+        f'SELECT size FROM {_R} WHERE namespace = :ns AND "key" = :key '
+        f"AND version = :version AND pending_token = :pending{_STORED}"
+    ),
+    "switch": (
+        f"UPDATE {_R} SET format_version = :format_version, object_token = :pending, "
+        "size = :size, pending_token = NULL, pending_at_us = NULL "
+        'WHERE namespace = :ns AND "key" = :key AND version = :version '
+        "AND pending_token = :pending"
+    ),
+    "unannounce": (
+        f"UPDATE {_R} SET pending_token = NULL, pending_at_us = NULL "
+        'WHERE namespace = :ns AND "key" = :key AND version = :version '
+        "AND pending_token = :pending"
+    ),
+    "stale_announcements": (
+        f'SELECT "key", version, pending_token FROM {_R} WHERE namespace = :ns '
+        "AND pending_token IS NOT NULL AND pending_at_us < :cutoff"
+    ),
     "head_locked": (
         f'SELECT last_version, newest, kind FROM {_K} WHERE namespace = :ns AND "key" = :key{_LOCK}'
     ),
@@ -310,7 +361,8 @@ _SQL = {
         'WHERE namespace = :ns AND "key" = :key'
     ),
     "stored_sizes": (
-        f'SELECT version, size, format_version FROM {_R} WHERE namespace = :ns AND "key" = :key'
+        f"SELECT version, size, format_version, object_token FROM {_R} "
+        'WHERE namespace = :ns AND "key" = :key'
     ),
     "usage": (
         f'SELECT COALESCE(SUM(size), 0), COUNT(*), COUNT(DISTINCT "key") FROM {_R} '
@@ -384,8 +436,109 @@ def _counts(usage: Usage) -> dict[str, int]:
     return {"bytes": usage.bytes, "records": usage.records, "keys": usage.keys}
 
 
+def _object_ref(version: Any, format_version: Any, token: Any) -> ObjectRef:
+    return int(version), int(format_version), None if token is None else int(token)
+
+
 def _info(row: Sequence[Any]) -> VersionInfo:
-    return VersionInfo(row[0], row[1], row[2], row[3], row[4], row[5])
+    """A record row's metadata, checked to be of the types gotstate-persist writes.
+
+    SQLite columns take values of any type, so a row edited by another tool
+    may hold text where a number belongs. It is refused here, at the
+    boundary, so that no caller sees a str version or size: a handful of type
+    checks per row, cheap next to the query (and next to a decrypt).
+    """
+    key, version, kind, format_version, size, created_at_us = row[:6]
+    if (
+        type(key) is str
+        and type(version) is int
+        and type(kind) is str
+        and type(format_version) is int
+        and type(size) is int
+        and type(created_at_us) is int
+        and version > 0
+        and format_version > 0
+        and size >= 0
+    ):
+        return VersionInfo(key, version, kind, format_version, size, created_at_us)
+    raise _damaged_row(row)
+
+
+#: The record row's metadata columns in the order the statements select them,
+#: and what each must hold.
+_INFO_COLUMNS: tuple[tuple[str, Callable[[Any], bool]], ...] = (
+    ("key", lambda value: type(value) is str),
+    ("version", lambda value: type(value) is int and value > 0),
+    ("kind", lambda value: type(value) is str),
+    ("format_version", lambda value: type(value) is int and value > 0),
+    ("size", lambda value: type(value) is int and value >= 0),
+    ("created_at_us", lambda value: type(value) is int),
+)
+#: How much of a damaged value a message shows: a column may hold megabytes of text.
+_SHOWN_CHARS = 40
+_ALTERED = (
+    "the database was altered outside gotstate-persist: restore the row from a backup, "
+    "or delete it with SQL and run 'gotstate-persist usage URL --recount'"
+)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."
+
+
+def _where(row: Sequence[Any]) -> tuple[str, int]:
+    """``(key, version)`` of a row for a report, as well as a damaged row allows (0: unknown)."""
+    key = row[0] if type(row[0]) is str else _shown(row[0])
+    version = row[1] if type(row[1]) is int else 0
+    return key, version
+
+
+def _damaged_row(row: Sequence[Any]) -> IntegrityError:
+    name, value = next(
+        (name, value)
+        for (name, valid), value in zip(_INFO_COLUMNS, row, strict=False)
+        if not valid(value)
+    )
+    return IntegrityError(
+        f"the row of key {_shown(row[0])} version {_shown(row[1])} is damaged: its {name} "
+        f"column holds {_shown(value)} ({type(value).__name__}); {_ALTERED}"
+    )
+
+
+def _blob(row: Sequence[Any]) -> bytes:
+    """A record row's blob (column 6) as bytes; anything but binary data is refused.
+
+    Never ``bytes(value)`` of whatever is stored: of an integer N that would
+    allocate N zero bytes.
+    """
+    blob = row[6]
+    if type(blob) is bytes:
+        return blob
+    if isinstance(blob, (bytearray, memoryview)):
+        return bytes(blob)
+    raise FormatError(
+        f"version {_shown(row[1])} of key {_shown(row[0])} is not stored as binary data "
+        f"(its blob column holds {type(blob).__name__}); {_ALTERED}"
+    )
+
+
+def _numeric(key: str, rows: list[Any]) -> list[Any]:
+    """``rows`` of numbers (or NULL) only; a damaged one is an ``IntegrityError``, not a crash."""
+    for row in rows:
+        wrong = [value for value in row if value is not None and type(value) is not int]
+        if wrong:
+            raise IntegrityError(
+                f"a row of key {key!r} holds {_shown(wrong[0])} where a number belongs; {_ALTERED}"
+            )
+    return rows
+
+
+def _counters(row: Sequence[Any]) -> Usage | None:
+    """The usage counters of a namespace row, or None if they are not integers."""
+    if type(row[0]) is int and type(row[1]) is int and type(row[2]) is int:
+        return Usage(row[0], row[1], row[2])
+    return None
 
 
 def _positional(sql: str, order: tuple[str, ...], paramstyle: str) -> str:
@@ -452,6 +605,18 @@ class SQLBackend(Backend):
     fresh, otherwise a connection found dropped fails one call with
     ``BackendError`` and is discarded), ``create`` (default True; False refuses
     to create a schema in a database that has none, for read-only tools).
+
+    ``busy_timeout_ms`` (default 30 s) bounds every wait for a lock another
+    session holds, on every database: SQLite's busy timeout, PostgreSQL's
+    ``lock_timeout`` (at least 1 ms there, where 0 would mean "forever").
+    A wait that runs out is a ``BackendError`` and nothing is written.
+
+    A leading ``~`` in an SQLite path is the user's home directory, as in a
+    shell. In-memory SQLite (``sqlite://``, ``sqlite:///:memory:``) is
+    refused with ``InvalidArgument``: each of the several connections a
+    store uses would see its own empty database, and everything would vanish
+    at close. Use a file, or ``memory://name`` for a store that lives as long
+    as the process.
     """
 
     capabilities = Capabilities(
@@ -470,32 +635,53 @@ class SQLBackend(Backend):
     ) -> None:
         try:
             parsed = sa.make_url(url)
-        except (sa_exc.ArgumentError, ValueError) as exc:
-            raise InvalidArgument(f"not a valid SQL URL: {exc}") from None
-        self._display_url = parsed.render_as_string(hide_password=True)
+        except (sa_exc.ArgumentError, ValueError, TypeError) as exc:
+            # the parser's message quotes the URL (or a password it took for a port)
+            raise InvalidArgument(
+                f"{mask_url(url)} is not a valid SQL URL ({type(exc).__name__}); write it as "
+                "dialect://user:password@host:port/database, percent-encoding special "
+                "characters of the user name and password (such as '@' as %40)"
+            ) from None
+        self._display_url = mask_url(parsed)
+        if parsed.get_backend_name() == "sqlite":
+            parsed = _sqlite_url(parsed)
+        options = _engine_options(engine_options)
+        # what driver messages and chained errors must never show
+        self._secrets = [
+            *url_secrets(url),
+            *url_secrets(parsed),
+            *option_secrets(options.get("connect_args"), by_name=True),
+        ]
         synchronous = str(sqlite_synchronous).upper()
         if synchronous not in _SQLITE_SYNCHRONOUS:
             raise InvalidArgument(
                 f"sqlite_synchronous must be one of {', '.join(_SQLITE_SYNCHRONOUS)}, "
                 f"got {sqlite_synchronous!r}"
             )
-        if type(busy_timeout_ms) is not int or busy_timeout_ms < 0:
-            raise InvalidArgument("busy_timeout_ms must be an int >= 0")
+        if type(busy_timeout_ms) is not int or not 0 <= busy_timeout_ms <= _MAX_TIMEOUT_MS:
+            raise InvalidArgument(f"busy_timeout_ms must be an int in 0..{_MAX_TIMEOUT_MS}")
+        self._busy_timeout_ms = busy_timeout_ms
         self._synchronous = synchronous
         # Namespaces seen pruning by retention: their appends skip PostgreSQL's
         # one-statement path, which cannot prune and would fail every time.
         self._pruning: set[str] = set()
         self._closed = False
         self._is_sqlite = parsed.get_backend_name() == "sqlite"
-        if self._is_sqlite:
-            _prepare_sqlite_path(parsed)
         try:
-            self._engine = sa.create_engine(parsed, **(engine_options or {}))
-        except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError) as exc:
+            self._engine = sa.create_engine(parsed, **options)  # connects to nothing yet
+        except (sa_exc.NoSuchModuleError, ImportError) as exc:
             raise InvalidArgument(
-                f"cannot use {self._display_url}: {exc}; install the driver it needs "
-                "(for PostgreSQL: pip install 'gotstate-persist[postgres]')"
-            ) from exc
+                f"cannot use {self._display_url}: {scrub(str(exc), self._secrets)}; install "
+                "the driver it needs (for PostgreSQL: pip install 'gotstate-persist[postgres]')"
+            ) from self._cause(exc)
+        except (sa_exc.ArgumentError, TypeError, ValueError, AttributeError) as exc:
+            # name the options, never their values: connect_args may hold a password
+            raise InvalidArgument(
+                f"sqlalchemy.create_engine() refused engine_options "
+                f"{sorted(options) or '(none)'} for {self._display_url} "
+                f"({type(exc).__name__}); check their names and types in SQLAlchemy's "
+                "create_engine() documentation"
+            ) from None
         dialect = self._engine.dialect
         self._dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
         self._dbapi_integrity: type[Exception] = dialect.loaded_dbapi.IntegrityError
@@ -518,6 +704,10 @@ class SQLBackend(Backend):
             self._append_postgres if dialect.name == "postgresql" else None
         )
         self._sqlite_pool: _SQLiteConnections | None = None
+        # only once every argument was accepted; taken back if the open fails
+        created = _prepare_sqlite_path(parsed) if self._is_sqlite else []
+        if dialect.name == "postgresql":
+            _install_lock_timeout(self._engine, busy_timeout_ms)
         if self._is_sqlite:
             _install_sqlite_hooks(self._engine, busy_timeout_ms, synchronous)
             cargs, cparams = dialect.create_connect_args(parsed)
@@ -528,9 +718,22 @@ class SQLBackend(Backend):
             self._prepare_schema(upgrade, create)
         except sa_exc.SQLAlchemyError as exc:
             self._engine.dispose()
-            raise self._backend_error(exc) from exc
+            _remove_empty(created)
+            raise self._backend_error(exc) from self._cause(exc)
+        except TypeError as exc:
+            self._engine.dispose()
+            _remove_empty(created)
+            if "connect_args" not in options:
+                raise
+            # the driver's connect() refused an argument it was given
+            raise InvalidArgument(
+                f"the database driver refused engine_options['connect_args'] "
+                f"{sorted(options['connect_args'])} ({type(exc).__name__}); check their names "
+                "in the driver's documentation"
+            ) from None
         except BaseException:
             self._engine.dispose()
+            _remove_empty(created)
             raise
 
     def _schema_is_current(self) -> bool:
@@ -600,7 +803,7 @@ class SQLBackend(Backend):
                 return pool.acquire()
             return self._engine.raw_connection()
         except (sa_exc.SQLAlchemyError, self._dbapi_error) as exc:
-            raise self._backend_error(exc) from exc
+            raise self._backend_error(exc) from self._cause(exc)
 
     def _release(self, conn: Any) -> None:
         if self._sqlite_pool is not None:
@@ -630,7 +833,7 @@ class SQLBackend(Backend):
                 conn.dbapi_connection.autocommit = True  # the driver's, not the pool proxy's
             yield conn
         except self._dbapi_error as exc:
-            raise self._failed(conn, exc) from exc
+            raise self._failed(conn, exc) from self._cause(exc)
         finally:
             if server:
                 _leave_autocommit(conn)
@@ -672,25 +875,37 @@ class SQLBackend(Backend):
             except self._dbapi_integrity as exc:
                 state = _sqlstate(exc)
                 if state is not None and state != _UNIQUE_VIOLATION:
-                    raise self._failed(conn, exc) from exc
+                    raise self._failed(conn, exc) from self._cause(exc)
                 raise VersionConflict(
                     "another writer created this version at the same time; retry the save"
-                ) from exc
+                ) from self._cause(exc)
             except self._dbapi_error as exc:
                 if (
                     _sqlstate(exc) not in _RETRYABLE_SQLSTATES
                     or attempt >= _MAX_TRANSACTION_ATTEMPTS
                 ):
-                    raise self._failed(conn, exc) from exc
+                    raise self._failed(conn, exc) from self._cause(exc)
                 logger.debug("retrying a write transaction after %s", type(exc).__name__)
             finally:
                 self._release(conn)
             delay = _RETRY_BASE_S * 2**attempt
             time.sleep(random.uniform(0, delay))  # noqa: S311 - jitter, not crypto
 
+    def _cause(self, exc: BaseException) -> BaseException | None:
+        """``exc`` to chain, or None where its traceback would show a credential."""
+        return safe_cause(exc, self._secrets)
+
     def _backend_error(self, exc: BaseException) -> BackendError:
         reason = getattr(exc, "orig", None) or exc
-        first_line = str(reason).splitlines()[0] if str(reason) else ""
+        first_line = scrub(str(reason).splitlines()[0], self._secrets) if str(reason) else ""
+        if _sqlstate(reason) == _LOCK_NOT_AVAILABLE or (
+            self._is_sqlite and "database is locked" in first_line
+        ):
+            return BackendError(
+                f"the database at {self._display_url} stayed locked by another session for "
+                f"longer than busy_timeout_ms ({self._busy_timeout_ms} ms); nothing was "
+                "changed: retry, raise busy_timeout_ms, or find the session holding the lock"
+            )
         if self._is_sqlite:
             hint = "check that it is reachable, writable and not full, then retry"
         elif isinstance(reason, self._dbapi_operational):
@@ -712,7 +927,13 @@ class SQLBackend(Backend):
             row = conn.execute(self._sql_head, (namespace, key)).fetchone()
         if row is None:
             return KeyHead()
-        return KeyHead(row[0], row[1], row[2])
+        if type(row[0]) is int and type(row[1]) is int and (row[2] is None or type(row[2]) is str):
+            return KeyHead(row[0], row[1], row[2])
+        raise IntegrityError(
+            f"the bookkeeping row of key {key!r} in namespace {namespace!r} is damaged "
+            f"(last_version {_shown(row[0])}, newest {_shown(row[1])}, kind {_shown(row[2])}); "
+            "the database was altered outside gotstate-persist: restore it from a backup"
+        )
 
     def put(
         self,
@@ -804,19 +1025,22 @@ class SQLBackend(Backend):
             defer_prune=True,
         )
 
-    def confirm(self, namespace: str, key: str, version: int) -> list[tuple[int, int]] | None:
+    def confirm(self, namespace: str, key: str, version: int) -> list[ObjectRef] | None:
         """Make a reserved row readable and apply retention; None if the row is gone.
 
-        Returns ``(version, format_version)`` of what retention pruned (their
-        blobs are the caller's to remove). Not made durable on its own: a
+        Returns ``(version, format_version, object_token)`` of what retention
+        pruned (their blobs are the caller's to remove). Not made durable on its own: a
         confirmation lost in a crash leaves a reservation whose object exists,
         which the catalog's sweep confirms again.
         """
         params = {"ns": namespace, "key": key, "version": version}
 
-        def confirm(conn: Any) -> list[tuple[int, int]] | None:
+        def confirm(conn: Any) -> list[ObjectRef] | None:
             if conn.execute(self._sql["confirm"], params).rowcount != 1:
-                return None
+                # a sweep found the object and confirmed it (applying retention):
+                # the save succeeded; or the row is gone (deleted, withdrawn)
+                confirmed = conn.execute(self._sql["row_size"], params).fetchone()
+                return None if confirmed is None else []
             retention = conn.execute(self._sql["retention"], params).fetchall()
             held = conn.execute(self._sql["key_versions"], params).fetchone()
             if not retention or held is None:
@@ -837,19 +1061,30 @@ class SQLBackend(Backend):
                         "keys": 0,
                     },
                 )
-            return sorted((int(row[0]), int(row[2])) for row in removed)
+            return sorted(_object_ref(row[0], row[2], row[3]) for row in removed)
 
         return self._transaction(confirm, durable=False)
 
-    def iter_namespace(self, namespace: str) -> Iterator[tuple[VersionInfo, bytes]]:
-        """Every readable version of the namespace with its blob, in pages (primary-key order)."""
+    def iter_namespace(
+        self, namespace: str, *, on_error: ReadFailure | None = None
+    ) -> Iterator[tuple[VersionInfo, bytes]]:
+        """Every readable version of the namespace with its blob, in pages (primary-key order).
+
+        A damaged row goes to ``on_error`` (see :meth:`Backend.iter_namespace`).
+        """
         params: dict[str, Any] = {"ns": namespace, "key": "", "version": 0, "limit": _PAGE}
         while True:
             with self._read() as conn:
                 rows = conn.execute(self._sql["page"], params).fetchall()
             for row in rows:
-                blob = row[6]
-                yield _info(row), blob if type(blob) is bytes else bytes(blob)
+                try:
+                    found = _info(row), _blob(row)
+                except (FormatError, IntegrityError) as exc:
+                    if on_error is None:
+                        raise
+                    on_error(*_where(row), exc)
+                    continue
+                yield found
             if len(rows) < _PAGE:
                 return
             params["key"], params["version"] = rows[-1][0], rows[-1][1]
@@ -864,11 +1099,7 @@ class SQLBackend(Backend):
         )
 
     def swap_rows(
-        self,
-        namespace: str,
-        rows: Sequence[tuple[str, int, bytes, int, int, bytes]],
-        *,
-        expected_format: int | None = None,
+        self, namespace: str, rows: Sequence[tuple[str, int, bytes, int, int, bytes]]
     ) -> list[bool]:
         """``replace`` in one transaction: ``(key, version, blob, size, format, expected)``.
 
@@ -879,8 +1110,6 @@ class SQLBackend(Backend):
 
         if not rows:
             return []
-        if expected_format is not None:
-            return [self._swap_catalog_row(namespace, row, expected_format) for row in rows]
         batch: list[dict[str, Any]] = [
             {
                 "ns": namespace,
@@ -913,28 +1142,104 @@ class SQLBackend(Backend):
 
         return self._transaction(swap)
 
-    def _swap_catalog_row(
-        self, namespace: str, row: tuple[str, int, bytes, int, int, bytes], expected_format: int
+    # A catalog's rewrites (backends.catalog): a new object is announced in
+    # the row before it is created, and the row switches to it by
+    # compare-and-set on the announcement, so a sweep never removes an object
+    # that a row could still come to name.
+
+    def catalog_get(
+        self, namespace: str, key: str, version: int | None = None
+    ) -> tuple[VersionInfo, int | None]:
+        """A readable catalog row and the token of the object it names (None: legacy name)."""
+        params = {"ns": namespace, "key": key, "version": version}
+        with self._read() as conn:
+            statement = self._sql["catalog_newest" if version is None else "catalog_one"]
+            row = conn.execute(statement, params).fetchone()
+        if row is None:
+            which = "no stored version" if version is None else f"no version {version}"
+            raise NotFound(f"key {key!r} in namespace {namespace!r} has {which}")
+        return _info(row), None if row[6] is None else int(row[6])
+
+    def announce(
+        self,
+        namespace: str,
+        key: str,
+        version: int,
+        *,
+        format_version: int,
+        token: int | None,
+        pending: int,
+        now_us: int,
+        stale_before_us: int,
     ) -> bool:
-        """A catalog row's format and size, compare-and-set on the format it had."""
-        key, version, _blob, size, format_version, _expected = row
+        """Announce object ``pending`` for a row still naming ``(format_version, token)``.
+
+        Refused (False) if the row changed, is gone, or another rewrite holds a
+        fresh announcement; an announcement made before ``stale_before_us``
+        belongs to a rewriter that died or stalled and is taken over.
+        """
         params = {
             "ns": namespace,
             "key": key,
             "version": version,
-            "size": size,
             "format_version": format_version,
-            "expected_format": expected_format,
+            "token": token or 0,
+            "pending": pending,
+            "now": now_us,
+            "cutoff": stale_before_us,
+        }
+        return self._transaction(lambda conn: self._changed_one(conn, "announce", params))
+
+    def switch(
+        self,
+        namespace: str,
+        key: str,
+        version: int,
+        *,
+        pending: int,
+        format_version: int,
+        size: int,
+    ) -> bool:
+        """Make the row name its announced object; False if the announcement was taken back.
+
+        The namespace's bytes change by the size difference, within its quota
+        (``QuotaExceeded`` leaves the row as it was).
+        """
+        params = {
+            "ns": namespace,
+            "key": key,
+            "version": version,
+            "pending": pending,
+            "format_version": format_version,
+            "size": size,
         }
 
-        def swap(conn: Any) -> bool:
-            found = conn.execute(self._sql["row_size"], params).fetchone()
-            if found is None or conn.execute(self._sql["swap_format"], params).rowcount != 1:
+        def switch(conn: Any) -> bool:
+            found = conn.execute(self._sql["announced_size"], params).fetchone()
+            if found is None or conn.execute(self._sql["switch"], params).rowcount != 1:
                 return False
             self._charge_growth(conn, namespace, size, size - int(found[0]))
             return True
 
-        return self._transaction(swap)
+        return self._transaction(switch)
+
+    def unannounce(self, namespace: str, key: str, version: int, pending: int) -> bool:
+        """Take back announcement ``pending``; False if it is no longer the row's."""
+        params = {"ns": namespace, "key": key, "version": version, "pending": pending}
+        # durable: the object is removed next, and an announcement back from a
+        # crash would let a stalled rewriter switch the row to nothing
+        return self._transaction(lambda conn: self._changed_one(conn, "unannounce", params))
+
+    def _changed_one(self, conn: Any, statement: str, params: dict[str, Any]) -> bool:
+        return bool(conn.execute(self._sql[statement], params).rowcount == 1)
+
+    def stale_announcements(self, namespace: str, cutoff_us: int) -> list[tuple[str, int, int]]:
+        """``(key, version, pending token)`` of announcements made before ``cutoff_us``."""
+        with self._read() as conn:
+            rows = conn.execute(
+                self._sql["stale_announcements"], {"ns": namespace, "cutoff": cutoff_us}
+            ).fetchall()
+        return [(str(key), int(version), int(pending)) for key, version, pending in rows]
 
     def _charge_growth(self, conn: Any, namespace: str, size: int, grow: int) -> None:
         """Count swapped blobs' size difference (``size``: the largest, for ``max_blob_bytes``)."""
@@ -985,11 +1290,17 @@ class SQLBackend(Backend):
             rows = conn.execute(self._sql["stale"], {"ns": namespace, "cutoff": cutoff_us})
             return [(str(key), int(version), int(fmt)) for key, version, fmt in rows.fetchall()]
 
-    def row_versions(self, namespace: str) -> dict[tuple[str, int], int]:
-        """``(key, version) -> format_version`` of every row, reservations included."""
+    def row_objects(self, namespace: str) -> dict[tuple[str, int], tuple[ObjectRef, int | None]]:
+        """``(key, version) -> (object named, announced token)`` of every row, reservations too."""
         with self._read() as conn:
             rows = conn.execute(self._sql["rows"], {"ns": namespace}).fetchall()
-        return {(str(key), int(version)): int(fmt) for key, version, fmt in rows}
+        return {
+            (str(key), int(version)): (
+                _object_ref(version, fmt, token),
+                None if pending is None else int(pending),
+            )
+            for key, version, fmt, token, pending in rows
+        }
 
     def _charge(
         self, conn: Any, params: dict[str, Any], key_versions: int, *, defer_prune: bool = False
@@ -1084,14 +1395,14 @@ class SQLBackend(Backend):
                 if _sqlstate(exc) == _UNIQUE_VIOLATION:
                     raise VersionConflict(
                         "another writer created this version at the same time; retry the save"
-                    ) from exc
+                    ) from self._cause(exc)
                 if _sqlstate(exc) == _NOT_NULL_VIOLATION:
                     return False  # not charged: pruning, a new namespace or a refusal
-                raise self._failed(conn, exc) from exc
+                raise self._failed(conn, exc) from self._cause(exc)
             except self._dbapi_error as exc:
                 if _sqlstate(exc) in _RETRYABLE_SQLSTATES:
                     return False  # the transactional path retries
-                raise self._failed(conn, exc) from exc
+                raise self._failed(conn, exc) from self._cause(exc)
         finally:
             _leave_autocommit(conn)
             self._release(conn)
@@ -1138,7 +1449,7 @@ class SQLBackend(Backend):
                 cursor = conn.execute(self._sql_one, (namespace, key, version))
             row = cursor.fetchone()
         except self._dbapi_error as exc:
-            raise self._failed(conn, exc) from exc
+            raise self._failed(conn, exc) from self._cause(exc)
         finally:
             if server:
                 _leave_autocommit(conn)
@@ -1146,15 +1457,7 @@ class SQLBackend(Backend):
         if row is None:
             which = "no stored version" if version is None else f"no version {version}"
             raise NotFound(f"key {key!r} in namespace {namespace!r} has {which}")
-        blob = row[6]
-        if type(blob) is not bytes:
-            if not isinstance(blob, (bytearray, memoryview)):
-                raise FormatError(
-                    f"version {row[1]} of key {key!r} is not stored as binary data; "
-                    "the database was altered outside gotstate-persist"
-                )
-            blob = bytes(blob)
-        return VersionInfo(row[0], row[1], row[2], row[3], row[4], row[5]), blob
+        return _info(row), _blob(row)
 
     def versions(self, namespace: str, key: str) -> list[VersionInfo]:
         with self._read() as conn:
@@ -1185,22 +1488,22 @@ class SQLBackend(Backend):
         versions: Sequence[int] | None = None,
         *,
         reserved_only: bool = False,
-    ) -> list[tuple[int, int]]:
-        """``delete``, returning ``(version, format_version)`` of what went (reservations too).
+    ) -> list[ObjectRef]:
+        """``delete``, returning the objects named by what went (reservations too).
 
         With ``reserved_only``, the given versions are deleted only if they are
         all still reservations (a catalog withdrawing them), else ``NotFound``.
         """
         params: dict[str, Any] = {"ns": namespace, "key": key}
 
-        def remove(conn: Any) -> list[tuple[int, int]]:
+        def remove(conn: Any) -> list[ObjectRef]:
             # Lock the key's bookkeeping row first (SQLite: already locked by
             # BEGIN IMMEDIATE), so that no append commits between listing the
             # stored versions and recording the new newest one.
             head = conn.execute(self._sql["head_locked"], params).fetchone()
-            rows = conn.execute(self._sql["stored_sizes"], params).fetchall()
+            rows = _numeric(key, conn.execute(self._sql["stored_sizes"], params).fetchall())
             sizes = {int(row[0]): int(row[1]) for row in rows}
-            formats = {int(row[0]): int(row[2]) for row in rows}
+            objects = {int(row[0]): _object_ref(row[0], row[2], row[3]) for row in rows}
             if not sizes:
                 raise NotFound(f"key {key!r} in namespace {namespace!r} has no stored version")
             doomed = set(sizes) if versions is None else set(versions)
@@ -1234,14 +1537,23 @@ class SQLBackend(Backend):
                     "keys": 0 if remaining else 1,
                 },
             )
-            return sorted((version, formats[version]) for version in doomed)
+            return sorted(objects[version] for version in doomed)
 
         return self._transaction(remove)
 
     def usage(self, namespace: str) -> Usage:
         with self._read() as conn:
             row = conn.execute(self._sql["counters"], {"ns": namespace}).fetchone()
-        return Usage() if row is None else Usage(int(row[0]), int(row[1]), int(row[2]))
+        if row is None:
+            return Usage()
+        counted = _counters(row)
+        if counted is None:
+            raise IntegrityError(
+                f"the usage counters of namespace {namespace!r} are damaged (not integers); "
+                "the database was altered outside gotstate-persist: repair them with "
+                "'gotstate-persist usage URL --recount' (store.usage(recount=True))"
+            )
+        return counted
 
     def recount(self, namespace: str) -> Usage:
         names = {"ns": namespace}
@@ -1252,9 +1564,12 @@ class SQLBackend(Backend):
             total, records, keys = conn.execute(self._sql["usage"], names).fetchone()
             counted = Usage(int(total), int(records), int(keys))
             conn.execute(self._sql["recount_keys"], names)
-            drift = usage_drift(Usage(int(kept[0]), int(kept[1]), int(kept[2])), counted)
+            kept_usage = _counters(kept)  # None: damaged (not integers), repaired below
+            drift = usage_drift(kept_usage or Usage(), counted)
             if drift is None:
-                return counted
+                if kept_usage is not None:
+                    return counted
+                drift = Usage()
             conn.execute(self._sql["set_counters"], {**names, **_counts(counted)})
             logger.warning(
                 "namespace %r: usage counters were off by %s bytes, %s records, %s keys; repaired",
@@ -1295,18 +1610,113 @@ class SQLBackend(Backend):
         self._engine.dispose()
 
 
-def _prepare_sqlite_path(url: sa.URL) -> None:
-    """Create the database file's directory, so ``sqlite:///.gotstate/x.db`` just works."""
+def _sqlite_url(url: sa.URL) -> sa.URL:
+    """An SQLite URL that names a file, ``~`` expanded; anything else is refused.
+
+    Checked before anything is created: a path the operating system would
+    refuse (a NUL byte) never gets as far as a ``mkdir``.
+    """
+    database = url.database or ""
+    memory = (
+        database in ("", ":memory:")
+        or "mode=memory" in database
+        or url.query.get("mode") == "memory"
+    )
+    if memory:
+        raise InvalidArgument(
+            "in-memory SQLite cannot hold a store: each of the connections a store uses "
+            "would see its own empty database, and all of it would vanish at close. Use a "
+            "file (sqlite:///path/state.db; in tests, a file in a temporary directory), or "
+            "memory://name for a store that lives as long as the process"
+        )
+    if "\x00" in database:
+        raise InvalidArgument(
+            "the SQLite path contains a NUL byte, which no file name can hold; check where "
+            "the URL was built"
+        )
+    if database.startswith("~"):
+        return url.set(database=os.path.expanduser(database))
+    return url
+
+
+def _engine_options(engine_options: object) -> dict[str, Any]:
+    """``engine_options`` checked to be what ``sqlalchemy.create_engine`` can take at all."""
+    if engine_options is None:
+        return {}
+    if not isinstance(engine_options, Mapping) or not all(
+        isinstance(name, str) for name in engine_options
+    ):
+        raise InvalidArgument(
+            "engine_options must be a dict of sqlalchemy.create_engine() keyword arguments, "
+            f"got {type(engine_options).__name__}"
+        )
+    connect_args = engine_options.get("connect_args")
+    if connect_args is not None and not (
+        isinstance(connect_args, Mapping) and all(isinstance(k, str) for k in connect_args)
+    ):
+        raise InvalidArgument(
+            "engine_options['connect_args'] must be a dict of the driver's connect() "
+            f"keyword arguments, got {type(connect_args).__name__}"
+        )
+    return dict(engine_options)
+
+
+def _install_lock_timeout(engine: sa.Engine, busy_timeout_ms: int) -> None:
+    """PostgreSQL: bound every lock wait of every connection, as SQLite's busy timeout does.
+
+    Without it a save behind another session's row or table lock waits
+    forever. Set once per new connection, outside any transaction (a SET
+    inside one would be undone by the pool's rollback).
+    """
+    # lock_timeout = 0 means "wait forever" to PostgreSQL, "never wait" to us
+    setting = f"SET lock_timeout = {max(busy_timeout_ms, 1)}"
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        try:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(setting)
+            finally:
+                cursor.close()
+        finally:
+            dbapi_connection.autocommit = autocommit
+
+
+def _prepare_sqlite_path(url: sa.URL) -> list[Path]:
+    """Create the database file's directory, so ``sqlite:///.gotstate/x.db`` just works.
+
+    Returns the directories it created, innermost first, for an open that
+    then fails to take back: a refused open leaves nothing behind.
+    """
     database = url.database
     if not database or database == ":memory:" or database.startswith("file:"):
-        return
+        return []
     try:
-        Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        parent = Path(database).resolve().parent
+        missing = []
+        probe = parent
+        while not probe.exists() and probe != probe.parent:
+            missing.append(probe)
+            probe = probe.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        return missing
     except OSError as exc:
         raise BackendError(
             f"cannot create the directory for SQLite database {database!r}: {exc.strerror}; "
             "choose a writable path"
         ) from exc
+
+
+def _remove_empty(directories: Sequence[Path]) -> None:
+    """Remove directories an open created, innermost first, where still empty."""
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:  # not empty (the database file was made) or already gone
+            return
 
 
 def _configure_sqlite(conn: Any, busy_timeout_ms: int, synchronous: str) -> None:

@@ -15,12 +15,19 @@ Schema-evolution rules for a registered kind (the contract users rely on):
   str, int, ...) and returns the version-(N+1) data as plain builtins, which
   the version-(N+1) Struct then validates. Reads upcast in memory, step by
   step, to the newest registered version; stored bytes never change on read.
+* A read always returns the newest registered version. A stored record older
+  than that with no upcaster for some step on the way (versions 1 and 3
+  registered, but no ``upcast=`` into version 2, say) is a ``FormatError``
+  naming the missing step, never the old Struct: ``load`` and ``migrate``
+  agree on what can be read.
 """
 
 from __future__ import annotations
 
 import threading
+import traceback
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, cast
 
 import msgspec
@@ -173,23 +180,29 @@ class FormatRegistry:
         changes.
         """
         versions = self._types.get(kind)
-        if not versions or version >= max(versions) or version not in self._upcasts_below(kind):
+        if not versions or version >= max(versions):
             return cast(msgspec.Struct, decode(self.type_for(kind, version)))
+        gap = self.upcast_gap(kind, version)
+        if gap is not None:
+            raise FormatError(f"{gap}. The stored record was not changed.")
         newest = max(versions)
         stored_type = versions.get(version)  # validate it when its Struct is known
         data = decode(Any) if stored_type is None else msgspec.to_builtins(decode(stored_type))
         record: msgspec.Struct | None = None
         for step in range(version + 1, newest + 1):
             upcaster = self._upcasts.get(kind, {}).get(step)
-            if upcaster is None:  # pragma: no cover - _upcasts_below guarantees the chain
+            if upcaster is None:  # pragma: no cover - upcast_gap guarantees the chain
                 raise FormatError(f"{kind!r} has no upcaster into version {step}")
             try:
                 data = upcaster(data)
             except Exception as exc:
+                # Not chained: its message and traceback may quote the decrypted record.
                 raise FormatError(
                     f"the upcaster of {kind!r} from version {step - 1} to {step} failed "
-                    f"({type(exc).__name__}); fix it. The stored record was not changed."
-                ) from exc
+                    f"({type(exc).__name__} {_raised_at(exc)}; its message is not shown, as "
+                    "it may quote the decrypted record); fix it. The stored record was not "
+                    "changed."
+                ) from None
             step_type = versions.get(step)
             if step_type is None:
                 continue  # an intermediate version known only by its upcaster
@@ -222,6 +235,32 @@ class FormatRegistry:
             reachable.add(step)
         return reachable
 
+    def upcast_gap(self, kind: str, version: int) -> str | None:
+        """Why a stored ``(kind, version)`` record older than the newest cannot be upcast.
+
+        ``None`` when upcasters lead from ``version`` to the newest registered
+        version (or the record is not older than it); otherwise a sentence
+        naming the highest step that has no upcaster, the one a developer who
+        registered the newer versions most likely forgot. Bounded by the number
+        of registered upcasters, not by the version numbers.
+        """
+        versions = self._types.get(kind, {})
+        if not versions or version >= max(versions):
+            return None
+        newest = max(versions)
+        upcasts = self._upcasts.get(kind, {})
+        step = newest
+        while step in upcasts and step - 1 > version:
+            step -= 1
+        if step in upcasts:
+            return None
+        return (
+            f"stored {kind!r} record has format version {version}, and no upcaster turns "
+            f"version {step - 1} into version {step} on the way to the newest registered "
+            f"version {newest}: register version {step} with "
+            f"formats.register(..., kind={kind!r}, version={step}, upcast=fn)"
+        )
+
     def upcastable(self, kind: str, version: int) -> bool:
         """Whether a stored ``(kind, version)`` record can be read as the newest version."""
         versions = self._types.get(kind, {})
@@ -240,6 +279,15 @@ class FormatRegistry:
 
     def __repr__(self) -> str:
         return f"FormatRegistry(kinds={self.kinds()!r})"
+
+
+def _raised_at(exc: BaseException) -> str:
+    """Where ``exc`` was raised (file, line, function): code, never data."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "at an unknown place"
+    last = frames[-1]
+    return f"at {Path(last.filename).name}:{last.lineno} in {last.name}"
 
 
 def _where(exc: msgspec.ValidationError) -> str:

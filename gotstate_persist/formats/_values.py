@@ -25,7 +25,7 @@ import base64
 import math
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from typing import Any
 from uuid import UUID
 
@@ -34,7 +34,7 @@ import msgspec
 from ..codec import MSGPACK
 from ..errors import FormatError
 
-__all__ = ["UnsupportedValue", "decode_value", "encode_value"]
+__all__ = ["UnsupportedValue", "comes_back_exactly", "decode_value", "encode_value"]
 
 TAG_LIST = 0
 TAG_TUPLE = 1
@@ -60,6 +60,33 @@ StructType = Callable[[str, int], type[msgspec.Struct]]
 
 class UnsupportedValue(Exception):
     """Internal: a value cannot be stored; the caller adds state/key context."""
+
+
+#: What is refused, and why, wherever it occurs (state data or a Struct field).
+SIGNALING_NAN = (
+    "a signaling NaN (Decimal('sNaN')), which raises decimal.InvalidOperation on every "
+    "comparison, so no store can check that it comes back exactly; store Decimal('NaN') "
+    "or None instead"
+)
+
+
+def comes_back_exactly(back: object, value: object) -> bool:
+    """Whether ``back``, decoded from the encoding of ``value``, equals it exactly.
+
+    ``repr`` settles what ``==`` cannot: NaN fields compare unequal to
+    themselves. A signaling NaN Decimal anywhere in ``value`` raises
+    ``InvalidOperation`` on comparison (under the caller's decimal context it
+    might instead compare unequal and pass on repr): the comparison runs under
+    a context that always traps it, and the value is refused with
+    :class:`UnsupportedValue`, whatever the application's decimal context.
+    """
+    with localcontext() as context:
+        context.traps[InvalidOperation] = True
+        try:
+            return back == value or repr(back) == repr(value)
+        except InvalidOperation:
+            pass
+    raise UnsupportedValue(SIGNALING_NAN)
 
 
 def _check_tz(value: datetime | time) -> None:
@@ -136,6 +163,8 @@ def _encode(value: object, depth: int, struct_kind: StructKind) -> object:
     if t is UUID:
         return [TAG_UUID, value.hex]  # type: ignore[attr-defined]
     if t is Decimal:
+        if value.is_snan():  # type: ignore[attr-defined]
+            raise UnsupportedValue(f"it holds {SIGNALING_NAN}")
         return [TAG_DECIMAL, str(value)]
     if isinstance(value, msgspec.Struct):
         kind, version = struct_kind(value)
@@ -180,7 +209,11 @@ def encode_struct(value: msgspec.Struct) -> bytes:
             f"{name} does not match its own field types, or is nested too deeply; "
             "fix the values of its fields"
         ) from None
-    if back != value and repr(back) != repr(value):  # repr: NaN fields compare unequal
+    try:
+        exact = comes_back_exactly(back, value)
+    except UnsupportedValue as exc:
+        raise UnsupportedValue(f"a field of {name} holds {exc}") from None
+    if not exact:
         raise UnsupportedValue(
             f"{name} would not come back exactly (a field holds a value its annotation "
             "cannot carry, such as a tuple or set in a list or object field); "

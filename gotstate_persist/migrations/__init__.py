@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 
+from .._redact import MASK, mask_url, safe_cause, scrub, url_secrets
 from ..errors import BackendError, InvalidArgument, NotFound, SchemaOutdated, SchemaTooNew
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 VERSION_TABLE = "gotstate_persist_alembic_version"
 #: Every released revision, oldest first. A test checks this against alembic's graph.
-REVISIONS: tuple[str, ...] = ("v0.1.0.a", "v0.2.0.a")
+REVISIONS: tuple[str, ...] = ("v0.1.0.a", "v0.2.0.a", "v0.3.0.a")
 HEAD_REVISION = REVISIONS[-1]
 #: PostgreSQL advisory lock key held while the schema is created or upgraded
 #: (the first 8 bytes of sha256(b"gotstate_persist.schema") as a signed int64).
@@ -184,12 +185,15 @@ def _too_new(revision: str, display_url: str) -> SchemaTooNew:
     )
 
 
+_MASKED_HINT = f"with the credentials shown as {MASK} written back in "
+
+
 def _outdated(revision: str, display_url: str) -> SchemaOutdated:
     return SchemaOutdated(
         f"the database at {display_url} has gotstate-persist schema revision "
         f"{revision!r}, older than this version needs ({HEAD_REVISION!r}); back it up, "
         f"then run: gotstate-persist db upgrade '{display_url}' "
-        "(or pass upgrade=True to open_store)"
+        f"{_MASKED_HINT if MASK in display_url else ''}(or pass upgrade=True to open_store)"
     )
 
 
@@ -229,11 +233,16 @@ def _parse(url: str | sa.URL) -> sa.URL:
     try:
         return sa.make_url(url)
     except (sa_exc.ArgumentError, ValueError) as exc:
-        raise InvalidArgument(f"not a valid SQL URL: {exc}") from None
+        # the parser's message quotes the URL (or a password it took for a port)
+        raise InvalidArgument(
+            f"{mask_url(url)} is not a valid SQL URL ({type(exc).__name__}); write it as "
+            "dialect://user:password@host:port/database, percent-encoding special "
+            "characters of the user name and password (such as '@' as %40)"
+        ) from None
 
 
 def _display(url: sa.URL) -> str:
-    return url.render_as_string(hide_password=True)
+    return mask_url(url)
 
 
 def _sqlite_file(url: sa.URL) -> Path | None:
@@ -255,10 +264,11 @@ def _engine(url: str | sa.URL) -> sa.Engine:
     try:
         engine = sa.create_engine(parsed, poolclass=sa.pool.NullPool)
     except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError) as exc:
+        secrets = url_secrets(parsed)
         raise InvalidArgument(
-            f"cannot use {_display(parsed)}: {exc}; install the driver it needs "
-            "(for PostgreSQL: pip install 'gotstate-persist[postgres]')"
-        ) from exc
+            f"cannot use {_display(parsed)}: {scrub(str(exc), secrets)}; install the driver "
+            "it needs (for PostgreSQL: pip install 'gotstate-persist[postgres]')"
+        ) from safe_cause(exc, secrets)
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
@@ -306,16 +316,16 @@ def _connection(url: str | sa.URL, *, write: bool) -> Iterator[tuple[sa.Connecti
                 conn.execution_options(**options)
             yield conn, display_url
     except sa_exc.SQLAlchemyError as exc:
-        raise _backend_error(exc, parsed) from exc
+        secrets = [*url_secrets(url), *url_secrets(parsed)]
+        raise _backend_error(exc, parsed, secrets) from safe_cause(exc, secrets)
     finally:
         engine.dispose()
 
 
-def _backend_error(exc: BaseException, url: sa.URL) -> BackendError:
+def _backend_error(exc: BaseException, url: sa.URL, secrets: list[str]) -> BackendError:
     reason = getattr(exc, "orig", None) or exc
-    first_line = str(reason).splitlines()[0] if str(reason) else ""
-    if url.password:  # drivers do not echo it, but never rely on that
-        first_line = first_line.replace(str(url.password), "***")
+    # drivers do not echo credentials, but never rely on that
+    first_line = scrub(str(reason).splitlines()[0], secrets) if str(reason) else ""
     return BackendError(
         f"the database at {_display(url)} failed: {type(reason).__name__}: {first_line}; "
         "check that it is reachable, that the URL's database, user and password are right, "
@@ -332,6 +342,9 @@ def _lock_schema(connection: sa.Connection) -> None:
 
 
 def _run_upgrade(connection: sa.Connection, revision: str) -> None:
-    from alembic import command
+    from ._quiet import quiet_alembic
 
-    command.upgrade(alembic_config(connection), revision)
+    with quiet_alembic():  # our own INFO line says what happened; alembic's would only add noise
+        from alembic import command
+
+        command.upgrade(alembic_config(connection), revision)

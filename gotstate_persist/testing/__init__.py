@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -48,7 +48,7 @@ from ..store import Store
 __all__ = ["BackendTests"]
 
 NS = "conformance"
-_NOW = datetime(2026, 1, 1, 12, 30, 45, 123456, tzinfo=timezone.utc)
+_NOW = datetime(2026, 1, 1, 12, 30, 45, 123456, tzinfo=UTC)
 _NOW_US = to_micros(_NOW)
 AWKWARD_KEYS = (
     "../x",
@@ -273,6 +273,11 @@ class BackendTests:
         _put(backend, "other-namespace-key", 1, b"x", namespace="elsewhere")
         seen = {(info.key, info.version): blob for info, blob in backend.iter_namespace(NS)}
         assert seen == expected
+        # Bulk walks pass on_error (damaged records are reported, not fatal).
+        failures: list[tuple[str, int]] = []
+        walked = backend.iter_namespace(NS, on_error=lambda k, v, _e: failures.append((k, v)))
+        assert {(info.key, info.version): blob for info, blob in walked} == expected
+        assert failures == []
 
     def test_replace_is_a_compare_and_set(self, backend: Backend) -> None:
         """Skipped for a backend that declines to replace blobs (InvalidArgument)."""

@@ -1,0 +1,98 @@
+"""Which bookkeeping an object store's prefix was written with: plain, or a SQL catalog.
+
+The two layouts cannot read each other: a catalog keeps versions, kinds and
+usage in SQL and names objects ``o<version>.<format>``, a plain store keeps
+everything in object names (``v<version>~kind~format~time``). A prefix written
+through a catalog and later opened without it (an environment variable missing
+in one service) would look empty, accept writes and start a second, divergent
+history. So the first write through either records the layout in
+:data:`LAYOUT_OBJECT` at the prefix's root, and every open checks it: a
+catalog-managed prefix refuses to open without a catalog (naming the catalog,
+password masked), and a plain one refuses a catalog. Moving a store from one
+layout to the other is an explicit copy (``gotstate-persist copy SRC DST
+--to-catalog CATALOG``), never a side effect of a missing option.
+
+Prefixes written before the marker existed have none; their first write
+checks that no object of the other layout is there before marking them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+import msgspec
+
+from ..errors import IntegrityError, InvalidArgument
+from ._objectnames import is_version_name
+
+__all__ = ["LAYOUT_OBJECT", "Layout", "check_layout", "decode_layout", "layout_mismatch"]
+
+#: At the prefix's root; "." is not in the base32 alphabet of namespace
+#: directories and starts no object name, so it collides with nothing.
+LAYOUT_OBJECT = "gotstate-persist.json"
+#: A marker is a few dozen bytes; anything larger was not written by us.
+MAX_LAYOUT_BYTES = 4096
+_CATALOG_OBJECT_PREFIX = "o"
+_CATALOG_OBJECT_DIGITS = 19
+
+
+class Layout(msgspec.Struct, frozen=True):
+    """The marker's content. ``catalog`` is the catalog's URL, masked, for messages only."""
+
+    managed_by_catalog: bool
+    catalog: str | None = None
+
+
+class _Walk(Protocol):
+    def __call__(self, top: str, *, sizes: bool) -> Iterator[tuple[list[str], int]]: ...
+
+
+def decode_layout(data: bytes, display: str) -> Layout:
+    try:
+        return msgspec.json.decode(data, type=Layout)
+    except msgspec.DecodeError:
+        raise IntegrityError(
+            f"the layout marker {LAYOUT_OBJECT} of {display} is damaged; it was altered "
+            "outside gotstate-persist: restore it from a backup (or remove it, then open the "
+            "store the way it was written)"
+        ) from None
+
+
+def layout_mismatch(display: str, found: Layout, *, with_catalog: bool) -> InvalidArgument | None:
+    """The error for opening ``found`` the other way, or None if it matches."""
+    if found.managed_by_catalog and not with_catalog:
+        return InvalidArgument(
+            f"{display} is managed by the SQL catalog {found.catalog or '(unnamed)'}: open it "
+            "with catalog=URL (CLI: --catalog URL); without its catalog it would look empty "
+            "and start a second history"
+        )
+    if not found.managed_by_catalog and with_catalog:
+        return InvalidArgument(
+            f"{display} was written without a catalog, so the catalog would not know its "
+            "records: open it without catalog=, or copy it into a new place under a catalog "
+            "(gotstate-persist copy SRC DST --to-catalog CATALOG)"
+        )
+    return None
+
+
+def check_layout(walk: _Walk, root: str, display: str, *, with_catalog: bool) -> None:
+    """Before marking an unmarked prefix: refuse it if it holds the other layout's objects."""
+    for components, _size in walk(root, sizes=False):
+        name = components[-1]
+        other = _is_catalog_object(name) if not with_catalog else is_version_name(name)
+        if other:
+            found = Layout(managed_by_catalog=not with_catalog, catalog=None)
+            error = layout_mismatch(display, found, with_catalog=with_catalog)
+            assert error is not None
+            raise error
+
+
+def _is_catalog_object(name: str) -> bool:
+    digits = name[len(_CATALOG_OBJECT_PREFIX) :].partition(".")[0]
+    return (
+        name.startswith(_CATALOG_OBJECT_PREFIX)
+        and len(digits) == _CATALOG_OBJECT_DIGITS
+        and digits.isascii()
+        and digits.isdigit()
+    )
