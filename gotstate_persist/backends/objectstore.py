@@ -406,7 +406,11 @@ class _LocalFiles(_Objects):
             os.close(fd)
             raise _Oversized(status.st_size, limit)
         with os.fdopen(fd, "rb") as handle:
-            data = handle.read(limit + 1)  # it may have grown since the fstat
+            # one byte past the size it had: it may have grown since the fstat (and
+            # never read(limit + 1), which allocates the whole limit up front)
+            data = handle.read(status.st_size + 1)
+            if len(data) > status.st_size:  # altered while read: read on, still bounded
+                data += handle.read(limit + 1 - len(data))
         if len(data) > limit:
             raise _Oversized(None, limit)
         return data
@@ -613,7 +617,10 @@ class _FsspecObjects(_Objects):
             size = getattr(handle, "size", None)
             if isinstance(size, int) and size > limit:
                 raise _Oversized(size, limit)
-            data = bytes(handle.read(limit + 1))
+            known = size if isinstance(size, int) and 0 <= size <= limit else limit
+            data = bytes(handle.read(known + 1))
+            if known < len(data) <= limit:  # larger than announced: read on, bounded
+                data += bytes(handle.read(limit + 1 - len(data)))
         if len(data) > limit:
             raise _Oversized(None, limit)
         return data
