@@ -23,7 +23,7 @@ import msgspec
 
 from .backends.base import Replacement, VersionInfo
 from .codec import Codec, codec_by_id
-from .errors import InvalidArgument, PersistError, QuotaExceeded
+from .errors import BackendError, InvalidArgument, PersistError, QuotaExceeded
 from .sealing import read_header, seal
 
 if TYPE_CHECKING:
@@ -117,8 +117,17 @@ class _Run:
         self.flush()
         if not self.dry_run:
             # what an earlier run cut short left behind (object stores): the
-            # records read as current, the leftovers are only wasted space
-            self.store._backend.sweep(self.store.namespace)
+            # records read as current, the leftovers are only wasted space, so
+            # a sweep that cannot run (no permission to list) loses nothing
+            try:
+                self.store._backend.sweep(self.store.namespace)
+            except BackendError as exc:
+                logger.warning(
+                    "namespace %r: the sweep after the run failed (%s); "
+                    "run 'gotstate-persist gc' later to remove leftovers",
+                    self.store.namespace,
+                    exc,
+                )
         if self.progress is not None:
             self.progress(self.looked, max(self.total, self.looked))
         return MigrationReport(self.scanned, self.migrated, self.current, self.failed)

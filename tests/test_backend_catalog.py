@@ -107,7 +107,10 @@ def test_sweep_settles_stale_reservations_and_removes_orphans(
         )  # fmt: skip
         backend._objects.create(backend._object(NS, "k", 2, 1), b"two")
         # Killed after deleting rows, before removing the object: an orphan.
-        backend._objects.create(backend._object(NS, "gone", 5, 1), b"orphan")
+        _put(backend, "gone", 5, b"orphan")
+        backend._catalog.delete_rows(NS, "gone")
+        # An object of a key this catalog never held (another catalog's): left alone.
+        backend._objects.create(backend._object(NS, "foreign", 1, 1), b"not ours")
         # A fresh reservation belongs to a live writer: kept.
         backend._catalog.reserve(
             NS, "live", 1, size=4, kind=KIND, format_version=1, created_at_us=1,
@@ -119,10 +122,11 @@ def test_sweep_settles_stale_reservations_and_removes_orphans(
             expected_newest=None, reserved_at_us=1,
         )  # fmt: skip
         before = _objects(backend)
-        assert len(before) == 3
+        assert len(before) == 4
         assert backend.sweep(NS) == 2  # the orphan and the reservation without object
         after = _objects(backend)
         assert [name[-22:] for name in after] == [
+            "o" + "1".zfill(19) + ".1",  # foreign's, untouched
             "o" + "1".zfill(19) + ".1",
             "o" + "2".zfill(19) + ".1",
         ]
@@ -260,7 +264,8 @@ def test_command_line_reads_and_sweeps_a_catalog(
     with open_backend(url, catalog=catalog) as backend:
         assert isinstance(backend, CatalogBackend)
         _put(backend, "k", 1, b"one")
-        backend._objects.create(backend._object(NS, "k", 9, 1), b"orphan")
+        _put(backend, "k", 2, b"orphan")
+        backend._catalog.delete_rows(NS, "k", [2])  # killed before its object went
     assert main(["ls", url, "--catalog", catalog]) == 0
     assert "k" in capsys.readouterr().out
     assert main(["usage", url, "--catalog", catalog, "--namespace", NS]) == 0

@@ -95,12 +95,16 @@ def test_the_code_still_writes_the_golden_names(
     marker = golden / kind / ("objects" if kind == "catalog" else "") / LAYOUT_OBJECT
     written = tmp_path / "layout" / kind / ("objects" if kind == "catalog" else "") / LAYOUT_OBJECT
     ours, theirs = json.loads(written.read_bytes()), json.loads(marker.read_bytes())
-    assert list(ours) == list(theirs) == ["managed_by_catalog", "catalog"]
+    assert list(ours) == list(theirs) == ["managed_by_catalog", "catalog", "catalog_id"]
     assert ours["managed_by_catalog"] is theirs["managed_by_catalog"] is (kind == "catalog")
     if kind == "plain":
-        assert ours["catalog"] is theirs["catalog"] is None
-    else:  # the catalog's URL, where each was written
+        assert ours["catalog"] is theirs["catalog"] is ours["catalog_id"] is None
+    else:  # the catalog's URL where each was written, and its identity (32 hex digits)
         assert ours["catalog"].endswith("/catalog.db") and theirs["catalog"].endswith("/catalog.db")
+        assert (
+            re.fullmatch("[0-9a-f]{32}", ours["catalog_id"])
+            and ours["catalog_id"] != (theirs["catalog_id"])
+        )
 
 
 def test_names_are_pinned() -> None:

@@ -40,6 +40,8 @@ def _put(backend: Backend, version: int, blob: bytes) -> Any:
 _OPERATIONS: dict[str, Callable[[Backend], Any]] = {
     "rewrite": lambda b: b.replace(NS, [Replacement("k", 1, b"new-1", 2, OLD[1])])[0],
     "rewrite-again": lambda b: b.replace(NS, [Replacement("k", 1, b"again-1", 2, OLD[1])])[0],
+    # a reseal: same format, swapped in place on plain stores
+    "reseal": lambda b: b.replace(NS, [Replacement("k", 1, b"resealed-1", 1, OLD[1])])[0],
     "sweep-now": lambda b: b.sweep(NS, older_than_s=0),
     "sweep": lambda b: b.sweep(NS),
     "delete-1": lambda b: b.delete(NS, "k", [1]),
@@ -47,7 +49,7 @@ _OPERATIONS: dict[str, Callable[[Backend], Any]] = {
     "save": lambda b: _put(b, 3, b"new-3"),
     "read": lambda b: b.get(NS, "k", 1)[1],
 }
-_REWRITES = {"rewrite": b"new-1", "rewrite-again": b"again-1"}
+_REWRITES = {"rewrite": b"new-1", "rewrite-again": b"again-1", "reseal": b"resealed-1"}
 
 
 def _check(outcomes: dict[str, Outcome], reader: Backend) -> None:
@@ -307,12 +309,21 @@ def test_gc_cleans_a_rewrite_cut_short_on_a_plain_store(
 # no lock; local files serialize a key's writers, so the second operation waits).
 
 _PLAIN_STEPS = {
-    "rewrite": ["replace:created"],
+    "rewrite": ["replace:read", "replace:created"],
     "delete-1": ["delete:removed"],
     "delete-key": ["delete:removed"],
     "save": ["put:claimed"],
 }
-_PLAIN_SECOND = ["rewrite", "rewrite-again", "sweep", "delete-1", "delete-key", "save", "read"]
+_PLAIN_SECOND = [
+    "rewrite",
+    "rewrite-again",
+    "reseal",
+    "sweep",
+    "delete-1",
+    "delete-key",
+    "save",
+    "read",
+]
 _PLAIN_CASES = [
     (first, step, second)
     for first, steps in _PLAIN_STEPS.items()

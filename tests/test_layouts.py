@@ -83,3 +83,28 @@ def test_a_damaged_marker_is_an_integrity_error(tmp_path: Path) -> None:
     (root / LAYOUT_OBJECT).write_bytes(b"\x00garbage")
     with pytest.raises(gp.IntegrityError, match="layout marker"):
         open_backend(f"file://{root}")
+
+
+def test_a_catalog_store_refuses_another_catalog(
+    plain_place: UrlAndOptions, tmp_path: Path
+) -> None:
+    """A mistyped or foreign catalog would show the store empty and sweep it empty."""
+    url, options = plain_place
+    right = f"sqlite:///{tmp_path / 'right.db'}"
+    with open_backend(url, catalog=right, **options) as backend:
+        for key in ("a", "b", "c"):
+            backend.put("ns", key, 1, b"blob", kind="x", format_version=1, created_at_us=1)
+    mistyped = tmp_path / "rihgt.db"
+    with pytest.raises(gp.InvalidArgument, match="another catalog") as refused:
+        open_backend(url, catalog=f"sqlite:///{mistyped}", **options)
+    assert "right.db" in str(refused.value) and "rihgt.db" in str(refused.value)
+    other_place = f"file://{tmp_path / 'elsewhere'}"
+    foreign = f"sqlite:///{tmp_path / 'foreign.db'}"
+    with open_backend(other_place, catalog=foreign) as elsewhere:  # a catalog in use
+        elsewhere.put("ns", "z", 1, b"blob", kind="x", format_version=1, created_at_us=1)
+    with pytest.raises(gp.InvalidArgument, match="another catalog"):
+        open_backend(url, catalog=foreign, **options)
+    with open_backend(url, catalog=right, **options) as backend:
+        assert backend.keys("ns") == ["a", "b", "c"]
+        assert backend.sweep("ns") == 0
+        assert [backend.get("ns", key)[1] for key in ("a", "b", "c")] == [b"blob"] * 3

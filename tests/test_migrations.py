@@ -56,6 +56,7 @@ OUR_TABLES = {
     "gotstate_persist_records",
     "gotstate_persist_keys",
     "gotstate_persist_namespaces",
+    "gotstate_persist_meta",
 }
 
 
@@ -220,7 +221,7 @@ def test_upgrade_creates_is_idempotent_and_never_downgrades(db_url: str) -> None
     assert current(db_url) is None
     assert upgrade(db_url, FIRST_REVISION) == FIRST_REVISION
     assert current(db_url) == FIRST_REVISION
-    assert _tables(db_url) == OUR_TABLES - {"gotstate_persist_namespaces"}
+    assert _tables(db_url) == OUR_TABLES - {"gotstate_persist_namespaces", "gotstate_persist_meta"}
     assert upgrade(db_url) == HEAD_REVISION
     assert current(db_url) == HEAD_REVISION
     assert _tables(db_url) == OUR_TABLES

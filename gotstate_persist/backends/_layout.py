@@ -38,10 +38,16 @@ _CATALOG_OBJECT_DIGITS = 19
 
 
 class Layout(msgspec.Struct, frozen=True):
-    """The marker's content. ``catalog`` is the catalog's URL, masked, for messages only."""
+    """The marker's content.
+
+    ``catalog`` is the catalog's URL, masked, for messages only (the same
+    database may be reached by other URLs); ``catalog_id`` is the identity
+    the catalog database keeps, so that another catalog is refused.
+    """
 
     managed_by_catalog: bool
     catalog: str | None = None
+    catalog_id: str | None = None
 
 
 class _Walk(Protocol):
@@ -74,6 +80,16 @@ def layout_mismatch(display: str, found: Layout, *, with_catalog: bool) -> Inval
             "(gotstate-persist copy SRC DST --to-catalog CATALOG)"
         )
     return None
+
+
+def another_catalog(display: str, found: Layout, given: str) -> InvalidArgument:
+    """The error for a catalog-managed prefix opened with a catalog that is not its own."""
+    return InvalidArgument(
+        f"{display} is managed by the SQL catalog {found.catalog or '(unnamed)'}, and {given} "
+        "is another catalog (or none yet): open it with the catalog it was written with. "
+        "Another catalog would not know its records, show it empty, and a sweep would "
+        "remove them"
+    )
 
 
 def check_layout(walk: _Walk, root: str, display: str, *, with_catalog: bool) -> None:

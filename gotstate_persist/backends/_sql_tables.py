@@ -53,6 +53,15 @@ keys = Table(
     Column("versions", BigInteger, nullable=False, server_default=text("0")),
 )
 
+# Facts about the database itself: ``catalog_id``, its identity as the catalog
+# of an object store (recorded in that store's layout marker).
+meta = Table(
+    "gotstate_persist_meta",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(NAME_LENGTH), nullable=False),
+)
+
 # One row per namespace ever written: usage counters kept in the same
 # transaction as every write, and the namespace's quota (NULL: no limit).
 namespaces = Table(

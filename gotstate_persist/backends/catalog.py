@@ -66,8 +66,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._names import check_name
+from .._redact import mask_url
 from ..errors import BackendError, InvalidArgument, NotFound, QuotaExceeded, VersionConflict
 from ..quota import Quota
+from ._layout import another_catalog
 from ._objectnames import (
     check_put_arguments,
     decode_key_path,
@@ -137,15 +139,48 @@ class CatalogBackend(Backend):
         upgrade: bool = False,
         **options: Any,
     ) -> None:
-        self._catalog = SQLBackend(catalog, upgrade=upgrade, **(catalog_options or {}))
+        given = mask_url(catalog)
+        self._store = ObjectStoreBackend(url, _catalog=given, **options)
         try:
-            self._store = ObjectStoreBackend(url, _catalog=self._catalog._display_url, **options)
+            self._catalog = self._open_catalog(catalog, given, upgrade, dict(catalog_options or {}))
         except BaseException:
-            self._catalog.close()
+            self._store.close()
             raise
         self._objects = self._store._objects
         #: Called between the steps of each protocol, with the step's name.
         self._step: Callable[[str], None] = _no_step
+
+    def _open_catalog(
+        self, catalog: str, given: str, upgrade: bool, options: dict[str, Any]
+    ) -> SQLBackend:
+        """The catalog database; for a marked prefix, only the very one it was written with.
+
+        A prefix that already names its catalog never gets a new (empty) schema
+        created for it: a mistyped catalog URL is refused, not started afresh.
+        """
+        marked = self._store._layout
+        create = bool(options.pop("create", True)) and marked is None
+        try:
+            opened = SQLBackend(catalog, upgrade=upgrade, create=create, **options)
+        except NotFound:
+            if marked is None:  # a reader asked not to create one: there is none
+                raise
+            raise another_catalog(self._store._display, marked, given) from None
+        if marked is not None and marked.catalog_id is not None:
+            try:
+                ours = opened.catalog_id(create=False)
+            except BaseException:
+                opened.close()
+                raise
+            if ours != marked.catalog_id:
+                opened.close()
+                raise another_catalog(self._store._display, marked, given)
+        return opened
+
+    def _mark(self) -> None:
+        """Before the first write: record the layout and this catalog's identity."""
+        if not self._store._marked:
+            self._store._mark(self._catalog.catalog_id(create=True))
 
     def __repr__(self) -> str:
         return f"CatalogBackend({self._store!r}, catalog={self._catalog!r})"
@@ -185,7 +220,7 @@ class CatalogBackend(Backend):
         check_put_arguments(version, kind, format_version, created_at_us)
         check_name(namespace, "namespace")  # refused before anything is reserved
         check_name(key, "key")
-        self._store._mark()
+        self._mark()
         path = self._object(namespace, key, version, format_version, None)
         self._catalog.reserve(
             namespace,
@@ -217,7 +252,8 @@ class CatalogBackend(Backend):
         if pruned is None:
             self._remove_objects(namespace, key, [(version, format_version, None)])
             raise VersionConflict(
-                f"key {key!r} was deleted while version {version} was being saved; retry the save",
+                f"version {version} of key {key!r} was not saved: the key was deleted meanwhile, "
+                "or a sweep (gc, usage recount) took the save for one that died; retry the save",
                 expected=version - 1,
             )
         self._remove_objects(namespace, key, pruned)
@@ -399,10 +435,16 @@ class CatalogBackend(Backend):
             self._catalog.unannounce(namespace, key, version, pending)
         self._step("sweep:settled")
         rows = self._catalog.row_objects(namespace)
+        known = self._catalog.last_versions(namespace)
         self._step("sweep:rows")
         for key, objects in listed.items():
+            # Only numbers this catalog handed out: an object of a key it never
+            # held, or above the key's last number, is not its orphan (another
+            # catalog's, or a prefix shared by mistake), and is left alone.
             orphans = sorted(
-                named for named in objects if not _named(rows.get((key, named[0])), named)
+                named
+                for named in objects
+                if named[0] <= known.get(key, 0) and not _named(rows.get((key, named[0])), named)
             )
             self._remove_objects(namespace, key, orphans)
             swept += len(orphans)

@@ -113,6 +113,7 @@ from ._layout import (
     LAYOUT_OBJECT,
     MAX_LAYOUT_BYTES,
     Layout,
+    another_catalog,
     check_layout,
     decode_layout,
     layout_mismatch,
@@ -882,7 +883,9 @@ class ObjectStoreBackend(Backend):
             self._objects.prepare()
         # the catalog (masked URL) that manages this prefix, or None: plain
         self._catalog_display = _catalog
-        self._marked = self._check_marker()
+        #: the layout marker as found at open (None: an unmarked prefix)
+        self._layout = self._check_marker()
+        self._marked = self._layout is not None
         logger.debug("opened %s", self._display)
 
     # Which layout the prefix holds (backends._layout).
@@ -898,33 +901,40 @@ class ObjectStoreBackend(Backend):
                 return None
         return decode_layout(data, self._display)
 
-    def _check_marker(self) -> bool:
-        """Refuse a prefix written the other way; whether it is marked already."""
+    def _check_marker(self) -> Layout | None:
+        """Refuse a prefix written the other way; the marker, if there is one."""
         found = self._read_marker()
         if found is None:
-            return False
+            return None
         error = layout_mismatch(
             self._display, found, with_catalog=self._catalog_display is not None
         )
         if error is not None:
             raise error
-        return True
+        return found
 
-    def _mark(self) -> None:
+    def _mark(self, catalog_id: str | None = None) -> None:
         """Before the first write of this instance: record the layout (once per prefix)."""
         if self._marked:
             return
         with_catalog = self._catalog_display is not None
         with self._guard("checking the layout"):
             check_layout(self._objects.walk, self._root, self._display, with_catalog=with_catalog)
-        marker = Layout(managed_by_catalog=with_catalog, catalog=self._catalog_display)
+        marker = Layout(
+            managed_by_catalog=with_catalog, catalog=self._catalog_display, catalog_id=catalog_id
+        )
         with self._guard("writing the layout marker"):
             try:
                 self._objects.create(self._marker_path(), msgspec.json.encode(marker))
             except FileExistsError:  # another writer marked it first: check theirs
-                self._marked = self._check_marker()
+                self._layout = self._check_marker()
+                if self._layout is not None and self._layout.catalog_id != catalog_id:
+                    raise another_catalog(
+                        self._display, self._layout, self._catalog_display or "this catalog"
+                    ) from None
+                self._marked = self._layout is not None
                 return
-        self._marked = True
+        self._layout, self._marked = marker, True
 
     def _filesystem(self, url: str, scheme: str, options: dict[str, Any]) -> tuple[Any, str]:
         try:
@@ -933,7 +943,8 @@ class ObjectStoreBackend(Backend):
             raise InvalidArgument("object stores need fsspec: pip install fsspec") from exc
         settings = {"skip_instance_cache": True, **options}  # no hidden shared instances
         if scheme in ("s3", "s3a"):
-            settings.setdefault("use_listings_cache", False)  # list after write must see it
+            # list after write must see it (a delete's re-list relies on it): not optional
+            settings["use_listings_cache"] = False
         try:
             fs, root = url_to_fs(url, **settings)
         except ImportError as exc:
@@ -1322,21 +1333,30 @@ class ObjectStoreBackend(Backend):
                     return False
             except (FileNotFoundError, _Oversized):  # larger than expected: not it
                 return False
+        self._step("replace:read")
         with self._guard("replacing a version"):
             try:
                 self._objects.create(f"{directory}/{name}", replacement.blob)
             except FileExistsError:
                 return False  # replaced by someone else meanwhile
             self._step("replace:created")
-            if not self._objects.serializes_writers and not self._objects.names(
-                directory, stored.name
+            if not self._objects.serializes_writers and not self._still(
+                old_path, replacement.expected
             ):
-                # deleted since it was read: a delete that listed before the new
-                # object existed did not remove it, so it goes here
+                # Deleted since it was read (a delete that listed before the new
+                # object existed did not remove it, so it goes here), or swapped
+                # in place by a reseal, whose content the new object lacks.
                 self._objects.remove([f"{directory}/{name}"])
                 return False
             self._objects.remove([old_path])
         return True
+
+    def _still(self, path: str, expected: bytes) -> bool:
+        """Whether ``path`` still holds ``expected`` (read at most that many bytes and one)."""
+        try:
+            return self._objects.read(path, len(expected)) == expected
+        except (FileNotFoundError, _Oversized):
+            return False
 
     def recount(self, namespace: str) -> Usage:
         """Count usage in one walk, then sweep what rewrites cut short left behind."""

@@ -35,6 +35,7 @@ import logging
 import os
 import random
 import re
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -95,6 +96,7 @@ _NOT_NULL_VIOLATION = "23502"
 #: Rows per page when a whole namespace is read (migrate, reseal, copy, verify).
 _PAGE = 500
 _T = TypeVar("_T")
+_CATALOG_ID = "catalog_id"
 #: ``(version, format_version, object_token)``: which object a catalog row names.
 ObjectRef = tuple[int, int, int | None]
 
@@ -333,6 +335,13 @@ _SQL = {
         'WHERE namespace = :ns AND "key" = :key AND version = :version '
         "AND pending_token = :pending"
     ),
+    "touch": f"UPDATE {_N} SET bytes = bytes WHERE namespace = :ns",
+    "meta_get": "SELECT value FROM gotstate_persist_meta WHERE name = :name",
+    "meta_put": (
+        "INSERT INTO gotstate_persist_meta (name, value) VALUES (:name, :value) "
+        "ON CONFLICT (name) DO NOTHING"
+    ),
+    "last_versions": f'SELECT "key", last_version FROM {_K} WHERE namespace = :ns',
     "stale_announcements": (
         f'SELECT "key", version, pending_token FROM {_R} WHERE namespace = :ns '
         "AND pending_token IS NOT NULL AND pending_at_us < :cutoff"
@@ -360,9 +369,12 @@ _SQL = {
         f"UPDATE {_K} SET newest = :newest, kind = :kind, versions = :versions "
         'WHERE namespace = :ns AND "key" = :key'
     ),
+    # Locks the key's record rows (PostgreSQL): a delete that read them
+    # unlocked could release the size a concurrent switch just replaced, or
+    # withdraw a reservation a concurrent confirm just made readable.
     "stored_sizes": (
         f"SELECT version, size, format_version, object_token FROM {_R} "
-        'WHERE namespace = :ns AND "key" = :key'
+        f'WHERE namespace = :ns AND "key" = :key{_LOCK}'
     ),
     "usage": (
         f'SELECT COALESCE(SUM(size), 0), COUNT(*), COUNT(DISTINCT "key") FROM {_R} '
@@ -744,12 +756,30 @@ class SQLBackend(Backend):
     def _use_wal(self) -> None:
         """Put our SQLite database in WAL mode (persistent; needs no transaction open)."""
         assert self._sqlite_pool is not None
-        conn = self._sqlite_pool.acquire()
-        try:
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
-        finally:
-            self._sqlite_pool.release(conn)
+        # SQLite does not always call its busy handler for a journal mode change
+        # (another process opening the same fresh file holds a lock for an
+        # instant), so the wait that busy_timeout_ms promises is made here.
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        attempt = 0
+        while True:
+            conn = self._sqlite_pool.acquire()
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise self._backend_error(exc) from self._cause(exc)
+                if time.monotonic() >= deadline:
+                    raise BackendError(
+                        f"the database at {self._display_url} stayed locked by another "
+                        f"process for longer than busy_timeout_ms ({self._busy_timeout_ms} "
+                        "ms) while switching it to WAL mode; retry, or raise busy_timeout_ms"
+                    ) from None
+            finally:
+                self._sqlite_pool.release(conn)
+            attempt += 1
+            time.sleep(random.uniform(0, min(0.05, _RETRY_BASE_S * 2**attempt)))  # noqa: S311
 
     def _prepare_schema(self, upgrade: bool, create: bool) -> None:
         """Check the schema cheaply; take the write lock only to create or upgrade it."""
@@ -1063,7 +1093,15 @@ class SQLBackend(Backend):
                 )
             return sorted(_object_ref(row[0], row[2], row[3]) for row in removed)
 
-        return self._transaction(confirm, durable=False)
+        # Durable where retention prunes: the caller removes the pruned objects
+        # next, and rows brought back by a power loss would then name nothing.
+        pruning = namespace in self._pruning
+        pruned = self._transaction(confirm, durable=pruning)
+        if pruned and not pruning:  # pruned unexpectedly (a quota set elsewhere)
+            self._pruning.add(namespace)
+            # a durable commit makes every commit before it durable too (WAL)
+            self._transaction(lambda conn: conn.execute(self._sql["touch"], params))
+        return pruned
 
     def iter_namespace(
         self, namespace: str, *, on_error: ReadFailure | None = None
@@ -1232,6 +1270,26 @@ class SQLBackend(Backend):
 
     def _changed_one(self, conn: Any, statement: str, params: dict[str, Any]) -> bool:
         return bool(conn.execute(self._sql[statement], params).rowcount == 1)
+
+    def catalog_id(self, *, create: bool) -> str | None:
+        """This database's identity as a catalog; made (once, by whoever is first) if asked."""
+        params = {"name": _CATALOG_ID, "value": secrets.token_hex(16)}
+        with self._read() as conn:
+            row = conn.execute(self._sql["meta_get"], params).fetchone()
+        if row is not None or not create:
+            return None if row is None else str(row[0])
+
+        def make(conn: Any) -> str:
+            conn.execute(self._sql["meta_put"], params)
+            return str(conn.execute(self._sql["meta_get"], params).fetchone()[0])
+
+        return self._transaction(make)
+
+    def last_versions(self, namespace: str) -> dict[str, int]:
+        """``key -> last_version`` of every key this database ever held in ``namespace``."""
+        with self._read() as conn:
+            rows = conn.execute(self._sql["last_versions"], {"ns": namespace}).fetchall()
+        return {str(key): int(last) for key, last in rows}
 
     def stale_announcements(self, namespace: str, cutoff_us: int) -> list[tuple[str, int, int]]:
         """``(key, version, pending token)`` of announcements made before ``cutoff_us``."""

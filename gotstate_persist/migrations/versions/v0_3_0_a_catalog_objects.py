@@ -19,6 +19,11 @@ revision on:
   names, and an announcement older than the stale-reservation age is taken
   back (by compare-and-set) before its object is removed.
 
+``gotstate_persist_meta`` holds the database's identity as a catalog
+(``catalog_id``, made at its first catalog write and recorded in the object
+store's layout marker), so a prefix opened with another catalog is refused
+instead of looking empty (and being swept empty).
+
 SQL-native records leave all three NULL. Downgrading is refused while any row
 names a rewritten object, because the older code could not find it.
 Released revisions are frozen: schema changes go into new revisions.
@@ -40,6 +45,11 @@ def upgrade() -> None:
         batch.add_column(sa.Column("object_token", sa.BigInteger, nullable=True))
         batch.add_column(sa.Column("pending_token", sa.BigInteger, nullable=True))
         batch.add_column(sa.Column("pending_at_us", sa.BigInteger, nullable=True))
+    op.create_table(
+        "gotstate_persist_meta",
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("value", sa.String(255), nullable=False),
+    )
 
 
 def downgrade() -> None:
@@ -51,6 +61,7 @@ def downgrade() -> None:
             "cannot downgrade below v0.3.0.a: catalog rows name rewritten objects that older "
             "versions of gotstate-persist cannot find; keep this revision"
         )
+    op.drop_table("gotstate_persist_meta")
     with op.batch_alter_table("gotstate_persist_records") as batch:
         batch.drop_column("pending_at_us")
         batch.drop_column("pending_token")
