@@ -209,10 +209,15 @@ def _stop(runner: _Runner, bin_dir: Path, data: Path) -> None:
     runner.run(bin_dir / "pg_ctl", "--pgdata", data, "--mode", "immediate", "--wait", "stop")
 
 
+_ADMIN_CONNECT_S = 60
+
+
 def _admin_execute(admin_url: str, *statements: str) -> None:
     import psycopg
 
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as conn:
+    # generous: a loaded two-core machine running two suites at once was seen to
+    # need more than 10 s to accept a connection (a fixture error, not a test's)
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=_ADMIN_CONNECT_S) as conn:
         for statement in statements:
             conn.execute(statement)
 
