@@ -23,13 +23,13 @@ from order_workflow import build_order_machine
 import gotstate_persist as gp
 from gotstate_persist.backends._layout import LAYOUT_OBJECT
 from gotstate_persist.backends._objectnames import (
+    catalog_object_name,
     claim_name,
     key_components,
     namespace_components,
     tombstone_name,
     version_name,
 )
-from gotstate_persist.backends.catalog import _object_name
 from gotstate_persist.cli import main as cli
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -117,9 +117,11 @@ def test_names_are_pinned() -> None:
         "v0000000007~gotstate.machine~1~1767270645123456"
     )
     assert (claim_name(7), tombstone_name(12)) == ("r0000000007", "d0000000012")
-    assert _object_name(7, 2, None) == "o0000000000000000007.2"
-    assert _object_name(7, 2, 0x1F) == "o0000000000000000007.2.000000000000001f"
-    assert _object_name(2**63 - 1, 10, 2**63 - 1) == ("o9223372036854775807.10.7fffffffffffffff")
+    assert catalog_object_name(7, 2, None) == "o0000000000000000007.2"
+    assert catalog_object_name(7, 2, 0x1F) == "o0000000000000000007.2.000000000000001f"
+    assert catalog_object_name(2**63 - 1, 10, 2**63 - 1) == (
+        "o9223372036854775807.10.7fffffffffffffff"
+    )
 
 
 def test_fingerprint_recipe_is_pinned() -> None:

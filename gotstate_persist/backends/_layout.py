@@ -24,7 +24,7 @@ from typing import Protocol
 import msgspec
 
 from ..errors import IntegrityError, InvalidArgument
-from ._objectnames import is_version_name
+from ._objectnames import in_catalog_scheme, is_version_name
 
 __all__ = ["LAYOUT_OBJECT", "Layout", "check_layout", "decode_layout", "layout_mismatch"]
 
@@ -33,8 +33,6 @@ __all__ = ["LAYOUT_OBJECT", "Layout", "check_layout", "decode_layout", "layout_m
 LAYOUT_OBJECT = "gotstate-persist.json"
 #: A marker is a few dozen bytes; anything larger was not written by us.
 MAX_LAYOUT_BYTES = 4096
-_CATALOG_OBJECT_PREFIX = "o"
-_CATALOG_OBJECT_DIGITS = 19
 
 
 class Layout(msgspec.Struct, frozen=True):
@@ -96,19 +94,9 @@ def check_layout(walk: _Walk, root: str, display: str, *, with_catalog: bool) ->
     """Before marking an unmarked prefix: refuse it if it holds the other layout's objects."""
     for components, _size in walk(root, sizes=False):
         name = components[-1]
-        other = _is_catalog_object(name) if not with_catalog else is_version_name(name)
+        other = is_version_name(name) if with_catalog else in_catalog_scheme(name)
         if other:
             found = Layout(managed_by_catalog=not with_catalog, catalog=None)
             error = layout_mismatch(display, found, with_catalog=with_catalog)
             assert error is not None
             raise error
-
-
-def _is_catalog_object(name: str) -> bool:
-    digits = name[len(_CATALOG_OBJECT_PREFIX) :].partition(".")[0]
-    return (
-        name.startswith(_CATALOG_OBJECT_PREFIX)
-        and len(digits) == _CATALOG_OBJECT_DIGITS
-        and digits.isascii()
-        and digits.isdigit()
-    )

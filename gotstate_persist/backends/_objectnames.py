@@ -55,16 +55,19 @@ __all__ = [
     "KeyListing",
     "KeySummary",
     "StoredVersion",
+    "catalog_object_name",
     "check_put_arguments",
     "claim_name",
     "decode_key_path",
     "decode_namespace_key_path",
     "find_version",
+    "in_catalog_scheme",
     "is_version_name",
     "key_components",
     "last_tombstone",
     "namespace_components",
     "newest_version",
+    "parse_catalog_object_name",
     "parse_key_listing",
     "summarize_key",
     "tombstone_name",
@@ -482,6 +485,57 @@ def last_tombstone(names: Iterable[str]) -> int:
     return max(
         (n for name in names if name[:1] == _TOMBSTONE if (n := _digits_number(name[1:]))),
         default=0,
+    )
+
+
+# Objects of a store kept with a SQL catalog (backends.catalog): the catalog holds
+# everything else, so the name says only which version, format and rewrite.
+
+_CATALOG_OBJECT = "o"
+_CATALOG_VERSION_DIGITS = 19  # every positive int64
+_TOKEN_DIGITS = 16  # hex digits of a rewrite's token, a positive int64
+
+
+def catalog_object_name(version: int, format_version: int, token: int | None) -> str:
+    """``o<version>.<format>``, or ``o<version>.<format>.<token>`` for a rewritten object."""
+    name = f"{_CATALOG_OBJECT}{version:0{_CATALOG_VERSION_DIGITS}d}.{format_version}"
+    return name if token is None else f"{name}.{token:0{_TOKEN_DIGITS}x}"
+
+
+def in_catalog_scheme(name: str) -> bool:
+    """Whether ``name`` starts like a catalog object (``o`` and 19 digits), canonical or not.
+
+    What tells a prefix written through a catalog from a plain one.
+    """
+    digits = name[len(_CATALOG_OBJECT) :].partition(".")[0]
+    return (
+        name.startswith(_CATALOG_OBJECT)
+        and len(digits) == _CATALOG_VERSION_DIGITS
+        and digits.isascii()
+        and digits.isdigit()
+    )
+
+
+def parse_catalog_object_name(name: str) -> tuple[int, int, int | None] | None:
+    """``(version, format version, token)`` of a canonical catalog object name, or None."""
+    if not name.startswith(_CATALOG_OBJECT) or not name.isascii():
+        return None
+    digits, _dot, rest = name[len(_CATALOG_OBJECT) :].partition(".")
+    fmt, _dot, hex_token = rest.partition(".")
+    if len(digits) != _CATALOG_VERSION_DIGITS or not digits.isdigit() or not fmt.isdigit():
+        return None
+    token = int(hex_token, 16) if _is_token(hex_token) else None
+    version = int(digits)
+    if version < 1 or catalog_object_name(version, int(fmt), token) != name:
+        return None  # not canonical: leading zeros, a bad token, a stray suffix
+    return version, int(fmt), token
+
+
+def _is_token(text: str) -> bool:
+    return (
+        len(text) == _TOKEN_DIGITS
+        and all(c in "0123456789abcdef" for c in text)
+        and 0 < int(text, 16) <= MAX_INT64
     )
 
 

@@ -53,6 +53,14 @@ _B = TypeVar("_B", bound="Backend")
 ReadFailure = Callable[[str, int, PersistError], None]
 
 
+def no_step(step: str) -> None:
+    """Where a test's interleaving harness pauses a protocol (see tests/_interleave.py).
+
+    The object-store backends call their ``_step`` hook, this function unless a
+    test replaced it, between the steps of every protocol.
+    """
+
+
 def kind_mismatch(key: str, stored: str | None, wanted: str) -> FormatError:
     """The error for saving a record of another kind under a key (one wording everywhere)."""
     return FormatError(

@@ -71,12 +71,15 @@ from ..errors import BackendError, InvalidArgument, NotFound, QuotaExceeded, Ver
 from ..quota import Quota
 from ._layout import another_catalog
 from ._objectnames import (
+    MAX_INT64,
+    catalog_object_name,
     check_put_arguments,
     decode_key_path,
     key_components,
     namespace_components,
+    parse_catalog_object_name,
 )
-from .base import Backend, Capabilities, KeyHead, Replacement, Usage, VersionInfo
+from .base import Backend, Capabilities, KeyHead, Replacement, Usage, VersionInfo, no_step
 from .objectstore import ObjectStoreBackend
 from .sql import ObjectRef, SQLBackend
 
@@ -87,16 +90,8 @@ logger = logging.getLogger(__name__)
 #: A reservation older than this belongs to a writer that died: a live writer
 #: holds one for a single object upload.
 STALE_RESERVATION_SECONDS = 15 * 60
-_OBJECT_PREFIX = "o"
-_OBJECT_DIGITS = 19  # every positive int64
-_TOKEN_DIGITS = 16  # hex digits of a rewrite's token, a positive int64
-_MAX_TOKEN = 2**63 - 1
 #: Times a read follows the row when a rewrite removed the object it named.
 _READ_ATTEMPTS = 4
-
-
-def _no_step(step: str) -> None:
-    """Where a test's interleaving harness pauses a protocol (see tests/_interleave.py)."""
 
 
 def _now_us() -> int:
@@ -148,7 +143,7 @@ class CatalogBackend(Backend):
             raise
         self._objects = self._store._objects
         #: Called between the steps of each protocol, with the step's name.
-        self._step: Callable[[str], None] = _no_step
+        self._step: Callable[[str], None] = no_step
 
     def _open_catalog(
         self, catalog: str, given: str, upgrade: bool, options: dict[str, Any]
@@ -190,7 +185,7 @@ class CatalogBackend(Backend):
     ) -> str:
         """``o<version>.<format>``, or ``o<version>.<format>.<token>`` once rewritten."""
         components = [*namespace_components(namespace), *key_components(key)]
-        return self._store._path([*components, _object_name(version, format_version, token)])
+        return self._store._path([*components, catalog_object_name(version, format_version, token)])
 
     def _remove_objects(self, namespace: str, key: str, objects: Sequence[ObjectRef]) -> None:
         """Best effort: an object left behind is an orphan, which a sweep removes."""
@@ -287,13 +282,11 @@ class CatalogBackend(Backend):
             return False
         old = (version, info.format_version, token)
         with self._store._guard("reading a version"):
-            try:  # objects are never changed in place: equal now, equal at the switch
-                if self._objects.read(self._object(namespace, key, *old)) != replacement.expected:
-                    return False
-            except FileNotFoundError:
+            # objects are never changed in place: equal now, equal at the switch
+            if not self._objects.holds(self._object(namespace, key, *old), replacement.expected):
                 return False  # rewritten or deleted since the row was read
         self._step("replace:read")
-        pending = secrets.randbelow(_MAX_TOKEN) + 1
+        pending = secrets.randbelow(MAX_INT64) + 1
         now = _now_us()
         if not self._catalog.announce(
             namespace,
@@ -465,11 +458,6 @@ class CatalogBackend(Backend):
             self._catalog.close()
 
 
-def _object_name(version: int, format_version: int, token: int | None) -> str:
-    name = f"{_OBJECT_PREFIX}{version:0{_OBJECT_DIGITS}d}.{format_version}"
-    return name if token is None else f"{name}.{token:0{_TOKEN_DIGITS}x}"
-
-
 def _named(row: tuple[ObjectRef, int | None] | None, found: ObjectRef) -> bool:
     """Whether a row (what it names, what it announces) could name object ``found``."""
     if row is None:
@@ -480,24 +468,6 @@ def _named(row: tuple[ObjectRef, int | None] | None, found: ObjectRef) -> bool:
 
 def _parse_object(components: Sequence[str]) -> tuple[str, int, int, int | None] | None:
     """``(key, version, format version, token)`` of a catalog object path, or None."""
-    name = components[-1] if components else ""
-    if not name.startswith(_OBJECT_PREFIX) or not name.isascii():
-        return None
-    digits, _dot, rest = name[len(_OBJECT_PREFIX) :].partition(".")
-    fmt, _dot, hex_token = rest.partition(".")
-    if len(digits) != _OBJECT_DIGITS or not digits.isdigit() or not fmt.isdigit():
-        return None
-    token = int(hex_token, 16) if _is_token(hex_token) else None
-    version = int(digits)
-    if version < 1 or _object_name(version, int(fmt), token) != name:
-        return None  # not canonical: leading zeros, a bad token, a stray suffix
-    decoded = decode_key_path(components)
-    return None if decoded is None else (decoded[0], version, int(fmt), token)
-
-
-def _is_token(text: str) -> bool:
-    return (
-        len(text) == _TOKEN_DIGITS
-        and all(c in "0123456789abcdef" for c in text)
-        and 0 < int(text, 16) <= _MAX_TOKEN
-    )
+    parsed = parse_catalog_object_name(components[-1]) if components else None
+    decoded = None if parsed is None else decode_key_path(components)
+    return None if parsed is None or decoded is None else (decoded[0], *parsed)

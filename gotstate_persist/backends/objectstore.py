@@ -150,6 +150,7 @@ from .base import (
     Usage,
     VersionInfo,
     kind_mismatch,
+    no_step,
 )
 
 __all__ = ["STALE_TEMPORARY_SECONDS", "ObjectStoreBackend"]
@@ -166,8 +167,6 @@ QUOTA_OBJECT = "quota.json"
 S3_MAX_KEY_BYTES = 1024
 #: Objects per S3 DeleteObjects request (the service's maximum).
 S3_DELETE_BATCH = 1000
-#: Option values shorter than this are not masked in messages (masking "1"
-#: would garble every number, and nothing that short is a secret).
 _S3_MISSING_BUCKET = frozenset({"NoSuchBucket", "404"})
 _S3_REFUSED = frozenset(
     {
@@ -210,10 +209,6 @@ _OS_REASONS: Mapping[int, str] = {
 _MEMORY_LOCK = threading.RLock()
 #: The quota object is a few hundred bytes of JSON; anything far larger is not one.
 MAX_QUOTA_OBJECT_BYTES = 64 * 1024
-
-
-def _no_step(step: str) -> None:
-    """Where a test's interleaving harness pauses a protocol (see tests/_interleave.py)."""
 
 
 class _NotAnObject(Exception):
@@ -297,13 +292,17 @@ class _Objects(abc.ABC):
         elsewhere read-compare-overwrite, unless the protocol has a
         conditional write (S3 overrides this with ``If-Match``).
         """
-        try:
-            if self.read(path, len(expected)) != expected:
-                return False
-        except (FileNotFoundError, _Oversized):  # larger than expected: not it
+        if not self.holds(path, expected):
             return False
         self.overwrite(path, data)
         return True
+
+    def holds(self, path: str, expected: bytes) -> bool:
+        """Whether ``path`` holds exactly ``expected`` (reads at most one byte more)."""
+        try:
+            return self.read(path, len(expected)) == expected
+        except (FileNotFoundError, _Oversized):  # gone, or larger than expected: not it
+            return False
 
     def modified(self, path: str) -> float:
         """When the object was created or last changed, in seconds since the epoch."""
@@ -768,9 +767,9 @@ class _S3Objects(_FsspecObjects):
         key = str(self._fs.split_path(path)[1])
         try:
             tag = self._fs.call_s3("head_object", Bucket=self.bucket, Key=key)["ETag"]
-            if self.read(path, len(expected)) != expected:
-                return False
-        except (FileNotFoundError, _Oversized):  # larger than expected: not it
+        except FileNotFoundError:
+            return False
+        if not self.holds(path, expected):
             return False
         try:
             self._fs.call_s3("put_object", Bucket=self.bucket, Key=key, Body=data, IfMatch=tag)
@@ -878,7 +877,7 @@ class ObjectStoreBackend(Backend):
         self._objects, self.capabilities = _driver(fs, root, scheme)
         self._display = _display(scheme, root, self._objects)
         #: Called between the steps of a protocol, with the step's name (for tests).
-        self._step: Callable[[str], None] = _no_step
+        self._step: Callable[[str], None] = no_step
         with self._guard("opening the store"):
             self._objects.prepare()
         # the catalog (masked URL) that manages this prefix, or None: plain
@@ -1328,10 +1327,7 @@ class ObjectStoreBackend(Backend):
             with self._guard("replacing a version"):
                 return self._objects.swap(old_path, replacement.expected, replacement.blob)
         with self._guard("reading a version"):
-            try:
-                if self._objects.read(old_path, len(replacement.expected)) != replacement.expected:
-                    return False
-            except (FileNotFoundError, _Oversized):  # larger than expected: not it
+            if not self._objects.holds(old_path, replacement.expected):
                 return False
         self._step("replace:read")
         with self._guard("replacing a version"):
@@ -1340,7 +1336,7 @@ class ObjectStoreBackend(Backend):
             except FileExistsError:
                 return False  # replaced by someone else meanwhile
             self._step("replace:created")
-            if not self._objects.serializes_writers and not self._still(
+            if not self._objects.serializes_writers and not self._objects.holds(
                 old_path, replacement.expected
             ):
                 # Deleted since it was read (a delete that listed before the new
@@ -1350,13 +1346,6 @@ class ObjectStoreBackend(Backend):
                 return False
             self._objects.remove([old_path])
         return True
-
-    def _still(self, path: str, expected: bytes) -> bool:
-        """Whether ``path`` still holds ``expected`` (read at most that many bytes and one)."""
-        try:
-            return self._objects.read(path, len(expected)) == expected
-        except (FileNotFoundError, _Oversized):
-            return False
 
     def recount(self, namespace: str) -> Usage:
         """Count usage in one walk, then sweep what rewrites cut short left behind."""
@@ -1417,16 +1406,12 @@ class ObjectStoreBackend(Backend):
     def load_quota(self, namespace: str) -> Quota | None:
         with self._guard("reading the quota"):
             try:
-                data: bytes | None = self._objects.read(
-                    self._quota_path(namespace), MAX_QUOTA_OBJECT_BYTES
-                )
+                data = self._objects.read(self._quota_path(namespace), MAX_QUOTA_OBJECT_BYTES)
             except FileNotFoundError:
                 return None
             except _Oversized:
-                data = None
+                data = b""  # far too large to be a quota: refused below like any damage
         try:
-            if data is None:
-                raise msgspec.DecodeError("too large to be a quota")
             quota = msgspec.json.decode(data, type=Quota)
         except msgspec.DecodeError:
             raise IntegrityError(

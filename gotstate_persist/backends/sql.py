@@ -225,11 +225,6 @@ _SQL = {
         f"{_INFO}, blob FROM {_R} WHERE namespace = :ns{_STORED} "
         f'AND ("key", version) > (:key, :version) ORDER BY "key", version LIMIT :limit'
     ),
-    "swap_format": (
-        f"UPDATE {_R} SET size = :size, format_version = :format_version "
-        'WHERE namespace = :ns AND "key" = :key AND version = :version '
-        f"AND format_version = :expected_format{_STORED}"
-    ),
     "row_size": (
         f'SELECT size FROM {_R} WHERE namespace = :ns AND "key" = :key '
         f"AND version = :version{_STORED}"
@@ -768,14 +763,9 @@ class SQLBackend(Backend):
                     conn.execute("PRAGMA journal_mode = WAL")
                 return
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
+                # _backend_error says what a lock held past busy_timeout_ms means
+                if "database is locked" not in str(exc) or time.monotonic() >= deadline:
                     raise self._backend_error(exc) from self._cause(exc)
-                if time.monotonic() >= deadline:
-                    raise BackendError(
-                        f"the database at {self._display_url} stayed locked by another "
-                        f"process for longer than busy_timeout_ms ({self._busy_timeout_ms} "
-                        "ms) while switching it to WAL mode; retry, or raise busy_timeout_ms"
-                    ) from None
             finally:
                 self._sqlite_pool.release(conn)
             attempt += 1
