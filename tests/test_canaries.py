@@ -458,6 +458,22 @@ def case_postgres_catalog(scene: Scene) -> None:
         scene.shows(store, store.backend)
 
 
+def case_another_catalog(scene: Scene) -> None:
+    """The layout marker names its catalog, and refusing another one names both."""
+    (scene.tmp_path / "objects").mkdir()
+    objects = f"file://{scene.tmp_path / 'objects'}"
+    written = scene.sqlite("catalog.db", f"?password={PW_QUERY}")
+    with gp.open_store(objects, keyring=scene.keyring, formats=_formats(), catalog=written) as s:
+        s.save("r", Secretive(FIELD_VALUE))  # the first write records the marker
+    scene.texts.append((scene.tmp_path / "objects" / "gotstate-persist.json").read_text())
+    other = scene.sqlite("other.db", f"?password={PW_QUERY}")
+    scene.fails(
+        gp.InvalidArgument, lambda: gp.open_store(objects, keyring=scene.keyring, catalog=other)
+    )
+    scene.fails(gp.InvalidArgument, lambda: gp.open_store(objects, keyring=scene.keyring))
+    scene.cli("ls", objects, "--catalog", other, status=2)
+
+
 # S3 (moto server).
 
 
@@ -514,6 +530,7 @@ CASES = [
         case_postgres_unreachable,
         case_postgres_outdated_schema,
         case_postgres_catalog,
+        case_another_catalog,
         case_s3_secret_in_options,
         case_s3_secret_in_endpoint_url,
         case_s3_secret_in_url,
