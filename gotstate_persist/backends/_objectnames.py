@@ -7,6 +7,11 @@ Layout under the store's root (``/`` separates path components)::
                                             d0000000009       tombstone: 9 was the highest
                                             .tmp-3f2a...      a writer's temporary (local files)
 
+A store kept with a SQL catalog (``backends.catalog``) uses the same
+namespace and key components and names its objects after what the catalog
+cannot hold for it: ``o0000000000000000007.2`` (version 7, format 2) and,
+once rewritten, ``o0000000000000000007.2.00f3...`` (a rewrite's token).
+
 Namespace and key are the RFC 4648 base32 text of their UTF-8 bytes, in
 lowercase and without padding. Hex was the first idea, but two 255-byte names
 in hex take 1,020 characters and would break S3's 1,024-byte key limit on
