@@ -424,6 +424,34 @@ def test_capture_waits_for_the_transition_lock() -> None:
     assert len(result) == 1
 
 
+class _V2(MachineSnapshot, frozen=True, forbid_unknown_fields=True):
+    """A later version of the snapshot format: version 1 plus a defaulted field."""
+
+    note: str = ""
+
+
+def test_a_later_snapshot_version_is_captured_and_applied() -> None:
+    original = build_composite_machine()
+    original.start()
+    for name in ("go", "next", "next"):
+        original.process_event(Event(name))
+    set_data(original, "step-a", "k", [1, 2])
+    sub = original._submachines[state_named(original, "review")]
+    sub.start()
+    sub.process_event(Event("approve"))
+    snapshot = adapter.capture(
+        original, struct_kind=FORMATS.kind_of, max_depth=64, snapshot_type=_V2
+    )
+    assert type(snapshot) is _V2 and snapshot.note == ""
+    assert snapshot.submachines and snapshot.fingerprint == gp.fingerprint(original)
+
+    entered: list[str] = []
+    fresh = build_composite_machine(entered)
+    adapter.apply(fresh, msgspec.structs.replace(snapshot, note="v2"), struct_type=FORMATS.type_for)
+    assert observe(fresh) == observe(original)
+    assert entered == []
+
+
 def test_not_a_machine_is_invalid_argument(store: gp.Store) -> None:
     with pytest.raises(gp.InvalidArgument):
         store.save_machine("x", object())

@@ -1,0 +1,26 @@
+"""The gotstate adapter: capture, apply and fingerprint a machine's state.
+
+This package is the only place that reads gotstate's private attributes
+(pinned to ``gotstate>=1.0.4,<1.1``), and inside it only
+:mod:`~gotstate_persist.machine._gotstate` does; everything else in the
+library sees only :class:`~gotstate_persist.formats.MachineSnapshot`.
+
+:func:`capture` takes a consistent snapshot under the machine's locks.
+:func:`apply` restores one in two phases, plan then commit, so a restore
+either happens completely or leaves the machine exactly as it was, and it
+never runs entry or exit actions or hooks; a snapshot of a differently built
+machine goes through the registered structure migrations first, in memory.
+:func:`fingerprint` is the structure digest a snapshot must match.
+"""
+
+from __future__ import annotations
+
+from ..formats._values import StructKind as StructKind
+from ..formats._values import StructType as StructType
+from ._apply import apply
+from ._capture import GC_PAUSE_MIN_STATES as GC_PAUSE_MIN_STATES
+from ._capture import capture
+from ._fingerprint import fingerprint
+from ._gotstate import LOCK_TIMEOUT as LOCK_TIMEOUT
+
+__all__ = ["apply", "capture", "fingerprint"]

@@ -1,0 +1,114 @@
+"""Apply: put a machine into a snapshot's state completely, or not at all.
+
+Apply works in two phases: *plan* validates and decodes everything (structure,
+names, state data) without touching the machine, then *commit* swaps the
+prepared values in with plain assignments that cannot fail. So a restore
+either happens completely or leaves the machine exactly as it was, and it
+never runs entry or exit actions or hooks. A snapshot of a differently built
+machine goes through the registered structure migrations
+(:mod:`gotstate_persist.formats.structure`) first, in memory, as part of the
+plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gotstate.core.state_machine import StateMachine
+
+from .._gcpause import gc_paused
+from ..errors import FormatError
+from ..formats._values import StructType, UnsupportedValue, decode_value
+from ..formats.machine import MachineSnapshot, SubmachineSnapshot
+from ..formats.structure import StructureMigrations
+from ._capture import GC_PAUSE_MIN_STATES
+from ._fingerprint import shape
+from ._gotstate import all_submachines, locked, write_state
+from ._mismatch import mismatch
+from ._structure_migration import migrate_snapshot
+
+__all__ = ["apply"]
+
+_Commit = Callable[[], None]
+
+
+def apply(
+    machine: StateMachine,
+    snapshot: MachineSnapshot,
+    *,
+    struct_type: StructType,
+    migrations: StructureMigrations | None = None,
+) -> None:
+    """Put ``machine`` into the snapshot's state, or raise and change nothing.
+
+    A snapshot whose structure fingerprint differs from the machine's is
+    mapped through ``migrations`` (if a registered chain leads to this
+    machine) before anything is planned; otherwise ``StructureMismatch``.
+    ``snapshot`` may be of any version of the format (a subclass of
+    :class:`MachineSnapshot`): only the fields of version 1 are applied.
+    """
+    with locked(machine), gc_paused(len(snapshot.data) > GC_PAUSE_MIN_STATES):
+        live = {tuple(path): sub for path, sub in all_submachines(machine)}
+        if snapshot.fingerprint != shape(machine).fingerprint:
+            snapshot = migrate_snapshot(machine, snapshot, migrations, live)
+        stored = {tuple(sub.path): sub for sub in snapshot.submachines}
+        commits: list[_Commit] = []
+        # the top machine first: its fingerprint covers the submachines' structure
+        _plan(machine, snapshot, struct_type, commits, path="")
+        if set(live) != set(stored) or len(stored) != len(snapshot.submachines):
+            raise FormatError("the snapshot's submachines do not match the machine's")
+        for key, sub_snapshot in stored.items():
+            _plan(live[key], sub_snapshot, struct_type, commits, path="/".join(key))
+        for commit in commits:
+            commit()
+
+
+def _plan(
+    machine: Any,
+    snapshot: MachineSnapshot | SubmachineSnapshot,
+    struct_type: StructType,
+    commits: list[_Commit],
+    path: str,
+) -> None:
+    """Check and decode one machine's part of the snapshot; queue its commit."""
+    derived = shape(machine)
+    if derived.fingerprint != snapshot.fingerprint:
+        raise mismatch(snapshot, derived, path)
+    by_name = derived.by_name
+    where = f" (submachine {path})" if path else ""
+
+    def lookup(name: str | None) -> Any:
+        if name is None:
+            return None
+        state = by_name.get(name)
+        if state is None:
+            raise FormatError(f"snapshot names state {name!r}, absent from the machine{where}")
+        return state
+
+    current = lookup(snapshot.current)
+    history = {lookup(c): lookup(s) for c, s in snapshot.history.items()}
+    # keyed by name: str hashes are cached in C, State.__hash__ is Python code
+    new_data: dict[str, dict[Any, Any]] = {}
+    for name, tagged in snapshot.data.items():
+        lookup(name)
+        try:
+            value = decode_value(tagged, struct_type)
+        except UnsupportedValue as exc:
+            raise FormatError(f"state {name!r}{where}: {exc}") from None
+        if type(value) is not dict:
+            raise FormatError(f"state {name!r}{where}: state data is not a dict")
+        new_data[name] = value
+    started = snapshot.started
+
+    def commit() -> None:
+        write_state(
+            machine,
+            started=started,
+            current=current,
+            history=history,
+            data=new_data,
+            by_name=by_name,
+        )
+
+    commits.append(commit)

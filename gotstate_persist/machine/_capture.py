@@ -1,0 +1,101 @@
+"""Capture: a live machine (and its submachines) into a MachineSnapshot.
+
+Capture owns two promises of a save: the snapshot is consistent (taken while
+the machine's transition and graph locks are held, each state's data copied
+under its data lock), and its state data fits the depth limit (each state's
+data gets the budget that is left after the snapshot's own containers, so the
+codec need not scan the payload again).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gotstate.core.state_machine import StateMachine
+
+from .._gcpause import gc_paused
+from ..errors import FormatError, InvalidArgument
+from ..formats._values import TAG_DICT, StructKind, UnsupportedValue, encode_value
+from ..formats.machine import (
+    SUB_DATA_NESTING,
+    TOP_DATA_NESTING,
+    MachineSnapshot,
+    SubmachineSnapshot,
+)
+from ._fingerprint import shape
+from ._gotstate import (
+    all_submachines,
+    current_state,
+    data_items,
+    data_state_count,
+    has_submachines,
+    history_names,
+    is_started,
+    locked,
+)
+
+__all__ = ["GC_PAUSE_MIN_STATES", "capture"]
+
+#: Machines with fewer states (holding data) allocate too little while being
+#: captured or applied for pausing the garbage collector to pay off.
+GC_PAUSE_MIN_STATES = 64
+
+
+def capture(
+    machine: StateMachine,
+    *,
+    struct_kind: StructKind,
+    max_depth: int,
+    snapshot_type: type[MachineSnapshot] = MachineSnapshot,
+) -> MachineSnapshot:
+    """Take a consistent snapshot while holding the machine's transition lock.
+
+    ``snapshot_type`` builds the root snapshot, so a later version of the
+    format (a subclass of :class:`MachineSnapshot` whose added fields have
+    defaults) is captured by the same code.
+    """
+    with locked(machine), gc_paused(_is_large(machine)):
+        top = _fields(machine, struct_kind, max_depth - TOP_DATA_NESTING)
+        subs = [
+            SubmachineSnapshot(path=path, **_fields(sub, struct_kind, max_depth - SUB_DATA_NESTING))
+            for path, sub in all_submachines(machine)
+        ]
+        return snapshot_type(**top, submachines=subs)
+
+
+def _is_large(machine: Any) -> bool:
+    return data_state_count(machine) > GC_PAUSE_MIN_STATES or has_submachines(machine)
+
+
+def _fields(machine: Any, struct_kind: StructKind, budget: int) -> dict[str, Any]:
+    """The snapshot fields of one machine (its own, not its submachines')."""
+    if budget < 0:  # the snapshot's own fixed containers would cross the depth limit
+        raise FormatError("the depth limit is too low to save this machine; raise it")
+    derived = shape(machine)
+    current = current_state(machine)
+    return {
+        "machine_type": derived.summary["type"],
+        "fingerprint": derived.fingerprint,
+        "started": is_started(machine),
+        "current": current.name if current is not None else None,
+        "history": history_names(machine),
+        "structure": derived.structure_blob,
+        "data": {
+            state.name: _encode_data(state.name, items, struct_kind, budget)
+            for state, items in data_items(machine)
+        },
+    }
+
+
+def _encode_data(
+    state: str, items: list[tuple[Any, Any]], struct_kind: StructKind, budget: int
+) -> list[object]:
+    out: list[object] = [TAG_DICT]
+    append = out.append
+    for key, value in items:
+        try:
+            append(encode_value(key, budget, struct_kind))
+            append(encode_value(value, budget, struct_kind))
+        except (UnsupportedValue, InvalidArgument) as exc:  # InvalidArgument: unregistered Struct
+            raise FormatError(f"cannot save state {state!r}, data key {key!r}: {exc}") from None
+    return out

@@ -1,0 +1,134 @@
+"""The structure fingerprint, and what else capture and apply derive from a structure.
+
+A snapshot restores only into a machine with the snapshot's fingerprint, and
+every stored snapshot carries it, so the recipe is part of the stored format:
+a canonical JSON summary (machine type, states with parents and
+composite-ness, initial states, transition edges with priorities, the
+submachines' fingerprints) hashed with SHA-256. Its bytes must never change; a
+test pins them (tests/test_golden_objects.py).
+
+The digest is expensive, so it is derived once per structure together with
+the rest of a :class:`Shape` and cached per machine, keyed weakly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import weakref
+from typing import Any
+
+from gotstate.core.state_machine import StateMachine
+from gotstate.core.states import CompositeState
+
+from ..errors import InvalidArgument
+from ..formats.machine import Structure, encode_structure
+from ._gotstate import (
+    all_transitions,
+    initial_states,
+    locked,
+    machine_type,
+    parent_map,
+    signature,
+    states,
+    submachines,
+)
+
+__all__ = ["Shape", "fingerprint", "shape"]
+
+
+class Shape:
+    """What the adapter derives from a machine's structure, computed once.
+
+    gotstate offers no way to remove states or transitions, so a cheap
+    signature (counts and identities) detects every structural change made
+    through its API; the expensive canonical digest is recomputed only then.
+    """
+
+    __slots__ = ("by_name", "fingerprint", "signature", "structure", "structure_blob", "summary")
+
+    by_name: dict[str, Any]
+    fingerprint: str
+    signature: tuple[object, ...]
+    structure: Structure
+    structure_blob: bytes
+    summary: dict[str, Any]
+
+    def __init__(self, machine: Any, signature: tuple[object, ...]) -> None:
+        parents = parent_map(machine)
+        nodes = states(machine)
+        edges = all_transitions(machine)
+        for state in nodes:
+            if type(state.name) is not str:
+                raise InvalidArgument(
+                    f"state names must be str to be saved, found {type(state.name).__name__} "
+                    f"{state.name!r}"
+                )
+        for transition in edges:
+            if type(transition.get_priority()) is not int:
+                raise InvalidArgument(
+                    f"transition priorities must be int to be saved, found "
+                    f"{transition.get_priority()!r} on {transition.source.name!r} -> "
+                    f"{transition.target.name!r}"
+                )
+        index = {state: i for i, state in enumerate(nodes)}
+        self.signature = signature
+        self.by_name = {state.name: state for state in nodes}
+        self.structure = Structure(
+            names=[state.name for state in nodes],
+            parents=[index.get(parents.get(state), -1) for state in nodes],
+            composite=[isinstance(state, CompositeState) for state in nodes],
+        )
+        self.structure_blob = encode_structure(self.structure)
+        # the root's initial entry has no composite (None): sort it first
+        initial = sorted(
+            [
+                ((c.name if c is not None else None), s.name)
+                for c, s in initial_states(machine).items()
+            ],
+            key=lambda pair: (pair[0] is not None, pair[0] or ""),
+        )
+        transitions = sorted((t.source.name, t.target.name, t.get_priority()) for t in edges)
+        subs = {name: shape(sub).fingerprint for name, sub in submachines(machine).items()}
+        self.summary = {
+            "type": machine_type(machine),
+            "states": sorted(
+                (state.name, parent.name if parent is not None else None, composite)
+                for state, composite in zip(nodes, self.structure.composite, strict=True)
+                for parent in (parents.get(state),)
+            ),
+            "initial": initial,
+            "transitions": transitions,
+            "submachines": subs,
+        }
+        canonical = json.dumps(
+            self.summary, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+        self.fingerprint = "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+# Derived data only, keyed weakly by machine: never keeps a machine alive and
+# is recomputed whenever the signature changes.
+_shapes: weakref.WeakKeyDictionary[Any, Shape] = weakref.WeakKeyDictionary()
+
+
+def shape(machine: Any) -> Shape:
+    """The machine's current :class:`Shape`; call with the machine's locks held."""
+    current = signature(machine)
+    found = _shapes.get(machine)
+    if found is None or found.signature != current:
+        found = Shape(machine, current)
+        _shapes[machine] = found
+    return found
+
+
+def fingerprint(machine: StateMachine) -> str:
+    """A stable digest of a machine's structure (not its current state).
+
+    Covers state names, parents, composite-ness, initial states, transition
+    edges and priorities, the machine type and submachines. Two machines built
+    by the same code have the same fingerprint; a snapshot restores only into
+    a machine with the snapshot's fingerprint.
+    """
+    with locked(machine):
+        return shape(machine).fingerprint
