@@ -17,19 +17,32 @@ Every failure is a :class:`~gotstate_persist.errors.FormatError` (or
 :class:`~gotstate_persist.errors.InvalidArgument` for a caller mistake). The
 messages never quote payload bytes: msgspec's own messages can contain field
 values, so they survive only as the chained cause.
+
+The walks themselves live in ``_prescan`` and the rules for what a failure
+may say and chain in ``_codec_failures``; this module ties them to msgspec.
 """
 
 from __future__ import annotations
 
 import abc
 import builtins
-import re
-import struct
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias, TypeVar, overload
 
 import msgspec
 
+from gotstate_persist._codec_failures import (
+    DECODE_ERRORS,
+    ENCODE_ERRORS,
+    Unsupported,
+    decode_failure,
+    encode_failure,
+    refuse,
+    safe_cause,
+    type_name,
+)
+from gotstate_persist._prescan import ScanError, TooDeep, scan_json, scan_msgpack
+from gotstate_persist._wire import MAX_BLOB_BYTES
 from gotstate_persist.errors import FormatError, InvalidArgument
 
 __all__ = [
@@ -53,7 +66,6 @@ T = TypeVar("T")
 #: then decode that field's bytes in a second call.
 BytesLike: TypeAlias = bytes | bytearray | memoryview | msgspec.Raw
 
-MAX_BLOB_BYTES: Final = 16 * 1024 * 1024
 MAX_PAYLOAD_BYTES: Final = 64 * 1024 * 1024
 MAX_DEPTH: Final = 64
 
@@ -96,351 +108,11 @@ DEFAULT_LIMITS: Final = Limits()
 
 
 # --------------------------------------------------------------------------
-# Pre-scan failures. Internal: decode and encode turn them into FormatErrors
-# whose advice fits the side (load or save) that hit them.
-
-
-class _ScanError(Exception):
-    """The bytes are not one well-formed value; ``problem`` says how."""
-
-    def __init__(self, problem: str) -> None:
-        super().__init__(problem)
-        self.problem = problem
-
-
-class _TooDeep(_ScanError):
-    """Container nesting exceeds the depth limit."""
-
-
-class _Unbalanced(_ScanError):
-    """JSON brackets do not pair up (the JSON is invalid anyway)."""
-
-
-# --------------------------------------------------------------------------
-# msgpack pre-scan
-#
-# One table, built once, answers "what is an item starting with this byte?":
-#   s > 0           a scalar whose whole encoding is s bytes (fixint, fixstr,
-#                   nil, bools, floats, ints, fixext)
-#   s == 0          0xc1, which the msgpack spec reserves ("never used")
-#   -31 <= s <= -1  fixarray / fixmap holding (-1 - s) items (a map entry is
-#                   two items: key and value)
-#   s <= -100       a length or count follows in the next 1, 2 or 4 bytes
-# Encoding all of that in one list lets the hot loop do a single lookup per
-# item and branch on the sign.
-
-_VAR8: Final = -100  # str8, bin8: 1-byte length, header 2
-_EXT8: Final = -101  # ext8: 1-byte length + type byte, header 3
-_VAR16: Final = -102  # str16, bin16: header 3
-_EXT16: Final = -103  # ext16: header 4
-_VAR32: Final = -104  # str32, bin32: header 5
-_EXT32: Final = -105  # ext32: header 6
-_ARRAY16: Final = -106
-_MAP16: Final = -107  # odd codes are maps: the count is doubled
-_ARRAY32: Final = -108
-_MAP32: Final = -109
-
-
-def _build_msgpack_table() -> list[int]:
-    table = [0] * 256
-    for b in range(0x00, 0x80):  # positive fixint
-        table[b] = 1
-    for b in range(0x80, 0x90):  # fixmap
-        table[b] = -1 - 2 * (b & 0x0F)
-    for b in range(0x90, 0xA0):  # fixarray
-        table[b] = -1 - (b & 0x0F)
-    for b in range(0xA0, 0xC0):  # fixstr
-        table[b] = 1 + (b & 0x1F)
-    for b in range(0xE0, 0x100):  # negative fixint
-        table[b] = 1
-    fixed = {
-        0xC0: 1,  # nil
-        0xC2: 1,  # false
-        0xC3: 1,  # true
-        0xCA: 5,  # float32
-        0xCB: 9,  # float64
-        0xCC: 2,  # uint8
-        0xCD: 3,  # uint16
-        0xCE: 5,  # uint32
-        0xCF: 9,  # uint64
-        0xD0: 2,  # int8
-        0xD1: 3,  # int16
-        0xD2: 5,  # int32
-        0xD3: 9,  # int64
-        0xD4: 3,  # fixext1 (type byte + 1)
-        0xD5: 4,  # fixext2
-        0xD6: 6,  # fixext4
-        0xD7: 10,  # fixext8
-        0xD8: 18,  # fixext16
-    }
-    special = {
-        0xC4: _VAR8,
-        0xD9: _VAR8,
-        0xC7: _EXT8,
-        0xC5: _VAR16,
-        0xDA: _VAR16,
-        0xC8: _EXT16,
-        0xC6: _VAR32,
-        0xDB: _VAR32,
-        0xC9: _EXT32,
-        0xDC: _ARRAY16,
-        0xDE: _MAP16,
-        0xDD: _ARRAY32,
-        0xDF: _MAP32,
-    }
-    for b, size in fixed.items():
-        table[b] = size
-    for b, code in special.items():
-        table[b] = code
-    table[0xC1] = 0
-    return table
-
-
-_MP_TABLE: Final = _build_msgpack_table()
-_U32: Final = struct.Struct(">I").unpack_from
-
-
-def _scan_msgpack(data: bytes, max_depth: int) -> None:
-    """Prove ``data`` is exactly one msgpack value nested at most ``max_depth`` deep.
-
-    Iterative, allocation-free apart from a stack of at most ``max_depth``
-    ints, and never trusts a length prefix further than the bytes that are
-    actually there. It is written for speed because it runs on every load and
-    every save: one table lookup per item, scalars skipped two at a time, and
-    no function calls except on the rare container and long-string paths.
-    """
-    n = len(data)
-    if not n:
-        raise _ScanError("is empty")
-    size = _MP_TABLE
-    u32 = _U32
-    pos = 0
-    rem = 1  # items still due in the innermost open container (top level: 1)
-    stack: list[int] = []  # ``rem`` of every enclosing container; depth == len
-    push = stack.append
-    pop = stack.pop
-    s = 0
-    try:
-        while True:
-            # Hot path: fixed-size scalars of the current container.
-            while rem > 1:
-                s = size[data[pos]]
-                if s <= 0:
-                    break
-                pos += s
-                s = size[data[pos]]
-                if s <= 0:
-                    rem -= 1
-                    break
-                pos += s
-                rem -= 2
-            else:
-                if rem:
-                    s = size[data[pos]]
-                    if s > 0:
-                        pos += s
-                        rem = 0
-                if not rem:
-                    if not stack:
-                        break
-                    rem = pop()
-                    continue
-            # data[pos] starts a container, a length-prefixed item or 0xc1.
-            rem -= 1
-            if s > _VAR8:
-                if not s:
-                    raise _ScanError(f"uses the reserved byte 0xc1 at offset {pos}")
-                pos += 1
-                if len(stack) >= max_depth:
-                    raise _TooDeep(f"is nested deeper than {max_depth} levels")
-                if s != -1:
-                    push(rem)
-                    rem = -1 - s
-            elif s >= _EXT32:
-                start = pos
-                if s == _VAR8:
-                    pos += 2 + data[pos + 1]
-                elif s == _EXT8:
-                    pos += 3 + data[pos + 1]
-                elif s == _VAR16:
-                    pos += 3 + (data[pos + 1] << 8 | data[pos + 2])
-                elif s == _EXT16:
-                    pos += 4 + (data[pos + 1] << 8 | data[pos + 2])
-                elif s == _VAR32:
-                    pos += 5 + u32(data, pos + 1)[0]
-                else:
-                    pos += 6 + u32(data, pos + 1)[0]
-                if pos > n:
-                    raise _ScanError(
-                        f"has a length prefix at offset {start} that claims "
-                        f"{pos - n} more bytes than the data holds"
-                    )
-            else:
-                start = pos
-                if s <= _ARRAY32:
-                    count = u32(data, pos + 1)[0]
-                    pos += 5
-                else:
-                    count = data[pos + 1] << 8 | data[pos + 2]
-                    pos += 3
-                if s & 1:  # map: key and value are two items
-                    count *= 2
-                # Every item takes at least one byte, so a count larger than
-                # what is left is a lie; refuse it before looping over it.
-                if count > n - pos:
-                    raise _ScanError(
-                        f"has a container at offset {start} that claims more items "
-                        "than the remaining bytes could hold"
-                    )
-                if len(stack) >= max_depth:
-                    raise _TooDeep(f"is nested deeper than {max_depth} levels")
-                if count:
-                    push(rem)
-                    rem = count
-    except (IndexError, struct.error):
-        # A read ran past the end: an item's header or body is cut off.
-        raise _ScanError("is truncated (it ends in the middle of a value)") from None
-    if pos > n:
-        raise _ScanError("is truncated (its last value runs past the end)")
-    if pos < n:
-        raise _ScanError(f"has {n - pos} byte(s) of trailing data after the value")
-
-
-# --------------------------------------------------------------------------
-# JSON pre-scan
-#
-# Depth in JSON is bracket nesting outside string literals. Everything below
-# is a C-speed bytes operation: no per-character Python code and no regex
-# that could backtrack. (The textbook string regex ``"(?:[^"\\]|\\.)*"`` is
-# quadratic on a run of escaped quotes with no closing quote: 20 KB of them
-# take a second, a megabyte would take most of an hour.)
-
-_JSON_KEEP: Final = b'"[]{}'
-_JSON_DROP: Final = bytes(b for b in range(256) if b not in _JSON_KEEP)
-_JSON_OPEN_CLOSE: Final = bytes.maketrans(b"{}", b"[]")
-
-
-def _json_brackets(data: bytes) -> bytes:
-    """Return the brackets of ``data`` that lie outside string literals."""
-    if b"\\" in data:
-        # In a valid document backslashes occur only inside strings and pair up
-        # left to right, so deleting ``\\`` and then ``\"`` removes exactly the
-        # escapes that could hide or fake a string delimiter.
-        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
-    # Keep only quotes and brackets. An adjacent quote pair is either an empty
-    # string or the end of one string touching the start of the next; either
-    # way nothing outside strings lies between them, so dropping it in bulk is
-    # safe and removes almost every string without a Python-level loop.
-    kept = data.translate(None, _JSON_DROP).replace(b'""', b"")
-    if b'"' in kept:
-        # Strings that contain brackets remain: the pieces outside strings are
-        # every other piece between quotes.
-        kept = b"".join(kept.split(b'"')[::2])
-    return kept.translate(_JSON_OPEN_CLOSE)
-
-
-def _scan_json(data: bytes, max_depth: int) -> None:
-    """Refuse JSON whose brackets nest deeper than ``max_depth`` or do not pair up.
-
-    Syntax, UTF-8 and everything else are msgspec's job; this only has to make
-    sure msgspec never recurses past the limit.
-    """
-    brackets = _json_brackets(data)
-    if len(brackets) <= max_depth:
-        return  # too few brackets to reach the limit
-    # Deleting every innermost "[]" pair peels one nesting level per pass, so a
-    # document of depth d is empty after d passes, at C speed; typical records
-    # are a few levels deep and finish in a few passes.
-    for _ in range(max_depth):
-        peeled = brackets.replace(b"[]", b"")
-        if len(peeled) == len(brackets):
-            break
-        brackets = peeled
-        if not brackets:
-            return
-    if b"[]" in brackets:
-        raise _TooDeep(f"is nested deeper than {max_depth} levels")
-    # No pair is left but brackets remain, so they cannot balance: invalid
-    # JSON whose unclosed openers could nest arbitrarily deep. Refuse it here
-    # rather than let msgspec recurse into it.
-    raise _Unbalanced("has brackets that do not pair up")
-
-
-# --------------------------------------------------------------------------
 # Codecs
 
-_DECODE_ERRORS: Final = (
-    msgspec.DecodeError,  # includes msgspec.ValidationError
-    RecursionError,
-    MemoryError,
-    UnicodeDecodeError,
-    ValueError,
-    TypeError,
-)
-
-
-class _Unsupported(Exception):
-    """A value of a type msgspec cannot encode; raised by msgspec's ``enc_hook``.
-
-    msgspec calls the hook for exactly those values (dict keys included), so
-    the type is known from the value itself rather than parsed out of
-    msgspec's message, whose wording is not a stable interface.
-    """
-
-    def __init__(self, value: object) -> None:
-        self.type_name = builtins.type(value).__qualname__[:100]
-        super().__init__(self.type_name)
-
-
-def _refuse(value: object) -> object:
-    """``enc_hook``: whatever msgspec cannot encode natively is refused, never converted."""
-    raise _Unsupported(value)
-
-
-_ENCODE_ERRORS: Final = (
-    _Unsupported,
-    msgspec.EncodeError,
-    TypeError,
-    OverflowError,
-    RecursionError,
-    ValueError,
-    MemoryError,
-)
-# msgspec error messages may quote field names and values from the payload;
-# only the location path is safe to repeat (it names schema fields and indices,
-# and msgspec prints dict keys as ``[...]``).
-_PATH_RE: Final = re.compile(r" - at `(\$[^`]{0,200})`$")
 # Enough for every record type a process defines; a caller that manufactures
 # types on the fly must not grow the cache without bound.
 _DECODER_CACHE_MAX: Final = 512
-
-
-def _type_name(tp: object) -> str:
-    if tp is Any:
-        return "any value"
-    name = getattr(tp, "__qualname__", None)
-    if isinstance(tp, builtins.type) and isinstance(name, str):
-        return name
-    return repr(tp)[:200]
-
-
-def _safe_cause(exc: BaseException) -> BaseException | None:
-    """The cause worth chaining: only errors known to carry none of the record.
-
-    msgspec's validation messages can contain field names and values of the
-    decrypted record (an invalid enum or literal value, say), and what msgspec
-    raises for bad input differs between its releases: some raise
-    ``UnicodeDecodeError`` for invalid UTF-8, whose ``object`` attribute holds
-    the whole payload. A traceback must never carry plaintext, so only
-    msgspec's own structural ``DecodeError`` (truncation, bad bytes, not a
-    ``ValidationError``) and resource errors are chained; anything else is
-    dropped. Our message says what happened either way.
-    """
-    if exc.__cause__ is not None or exc.__context__ is not None:
-        return None  # whatever it wraps is not ours to vouch for
-    if type(exc) is msgspec.DecodeError or isinstance(exc, (RecursionError, MemoryError)):
-        return exc
-    return None
 
 
 class Codec(abc.ABC):
@@ -476,7 +148,7 @@ class Codec(abc.ABC):
 
     @abc.abstractmethod
     def _scan(self, data: bytes, max_depth: int) -> None:
-        """Raise a ``_ScanError`` if ``data`` is malformed or too deep."""
+        """Raise a ``ScanError`` if ``data`` is malformed or too deep."""
 
     # -- public API --------------------------------------------------------
 
@@ -493,21 +165,21 @@ class Codec(abc.ABC):
         """
         try:
             data = self._encoder.encode(obj)
-        except _ENCODE_ERRORS as exc:
+        except ENCODE_ERRORS as exc:
             # not chained: the hook's error holds the value, a UnicodeEncodeError the string
-            cause = None if isinstance(exc, (_Unsupported, UnicodeError)) else exc
-            raise FormatError(self._encode_failure(exc, limits)) from cause
+            cause = None if isinstance(exc, (Unsupported, UnicodeError)) else exc
+            raise FormatError(encode_failure(self.name, exc, limits.max_depth)) from cause
         if depth_checked:
             self._check_save_size(data, limits)
             return data
         try:
             self._check_bytes(data, limits)
-        except _TooDeep:
+        except TooDeep:
             raise FormatError(
                 f"value cannot be saved: it is nested deeper than {limits.max_depth} levels, "
                 "which load would refuse; flatten the data"
             ) from None
-        except _ScanError as exc:  # pragma: no cover - msgspec writes valid output
+        except ScanError as exc:  # pragma: no cover - msgspec writes valid output
             raise FormatError(
                 f"value cannot be saved: its {self.name} encoding {exc.problem}; "
                 "this is a bug in gotstate-persist or msgspec, please report it"
@@ -593,11 +265,11 @@ class Codec(abc.ABC):
         """Decode, mapping every failure to a FormatError that chains no plaintext."""
         try:
             return decoder.decode(raw)
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             failure: BaseException = exc
         # Raised outside the handler, so that not even ``__context__`` links to a
-        # cause that _safe_cause drops.
-        raise FormatError(self._decode_failure(failure, tp)) from _safe_cause(failure)
+        # cause that safe_cause drops.
+        raise FormatError(decode_failure(self.name, failure, tp)) from safe_cause(failure)
 
     def _load_bytes(self, data: BytesLike, limits: Limits, *, scan: bool = True) -> bytes:
         """Size-check, freeze and pre-scan ``data``, mapping failures for a load."""
@@ -619,12 +291,12 @@ class Codec(abc.ABC):
             return raw
         try:
             self._scan(raw, limits.max_depth)
-        except _TooDeep:
+        except TooDeep:
             raise FormatError(
                 f"{self.name} record is nested deeper than {limits.max_depth} levels; "
                 f"{self._raise_or_refuse('max_depth', limits)}"
             ) from None
-        except _ScanError as exc:
+        except ScanError as exc:
             raise FormatError(
                 f"{self.name} record {exc.problem}; the stored bytes are damaged or were "
                 "not written by gotstate-persist: restore the record from a backup or delete it"
@@ -681,53 +353,9 @@ class Codec(abc.ABC):
             return self._make_decoder(tp)
         except (TypeError, ValueError) as exc:
             raise InvalidArgument(
-                f"{_type_name(tp)} cannot be used as a decode type: msgspec does not support "
+                f"{type_name(tp)} cannot be used as a decode type: msgspec does not support "
                 "it; use a msgspec.Struct, a builtin container or Any"
             ) from exc
-
-    def _decode_failure(self, exc: BaseException, tp: Any) -> str:
-        target = _type_name(tp)
-        if isinstance(exc, msgspec.ValidationError):
-            where = _PATH_RE.search(str(exc))
-            at = f" at {where.group(1)}" if where else ""
-            return (
-                f"{self.name} record does not match {target}{at}; it was written by a "
-                "different format or version, or is damaged"
-            )
-        if isinstance(exc, (RecursionError, MemoryError)):
-            return (
-                f"{self.name} record is too large or too deeply nested to decode as {target}; "
-                "it was not written by gotstate-persist"
-            )
-        # No exception type or text of msgspec here: they differ between its
-        # releases (invalid UTF-8 was a UnicodeDecodeError, is now a DecodeError)
-        # and may quote the payload.
-        return (
-            f"{self.name} record is not valid {self.name}; the stored bytes are damaged or "
-            "were not written by gotstate-persist: restore the record from a backup or "
-            "delete it"
-        )
-
-    def _encode_failure(self, exc: BaseException, limits: Limits) -> str:
-        if isinstance(exc, OverflowError):
-            return (
-                f"value cannot be saved with the {self.name} codec: it contains an integer "
-                "outside the 64-bit range (-2**63 to 2**64 - 1); store such numbers as str "
-                "or Decimal"
-            )
-        if isinstance(exc, RecursionError):
-            return (
-                f"value cannot be saved: it is nested far deeper than the "
-                f"{limits.max_depth} levels load allows (or contains itself); flatten the data"
-            )
-        if isinstance(exc, MemoryError):
-            return "value cannot be saved: encoding it ran out of memory; store less per record"
-        what = f"an object of type {exc.type_name}" if isinstance(exc, _Unsupported) else "a value"
-        return (
-            f"value cannot be saved with the {self.name} codec: it contains {what} that "
-            "msgspec cannot encode; convert it to supported types (None, bool, int, float, "
-            "str, bytes, list, tuple, dict, datetime, UUID, Decimal, msgspec.Struct, ...)"
-        )
 
 
 class _MsgpackCodec(Codec):
@@ -737,7 +365,7 @@ class _MsgpackCodec(Codec):
         return msgspec.msgpack.Decoder(tp, strict=True)
 
     def _scan(self, data: bytes, max_depth: int) -> None:
-        _scan_msgpack(data, max_depth)
+        scan_msgpack(data, max_depth)
 
 
 class _JsonCodec(Codec):
@@ -747,11 +375,11 @@ class _JsonCodec(Codec):
         return msgspec.json.Decoder(tp, strict=True)
 
     def _scan(self, data: bytes, max_depth: int) -> None:
-        _scan_json(data, max_depth)
+        scan_json(data, max_depth)
 
 
-MSGPACK: Final[Codec] = _MsgpackCodec(1, "msgpack", msgspec.msgpack.Encoder(enc_hook=_refuse))
-JSON: Final[Codec] = _JsonCodec(2, "json", msgspec.json.Encoder(enc_hook=_refuse))
+MSGPACK: Final[Codec] = _MsgpackCodec(1, "msgpack", msgspec.msgpack.Encoder(enc_hook=refuse))
+JSON: Final[Codec] = _JsonCodec(2, "json", msgspec.json.Encoder(enc_hook=refuse))
 
 _BY_NAME: Final[dict[str, Codec]] = {c.name: c for c in (MSGPACK, JSON)}
 _BY_ID: Final[dict[int, Codec]] = {c.id: c for c in (MSGPACK, JSON)}

@@ -32,6 +32,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gotstate_persist import sealing
+from gotstate_persist._wire import ALGORITHMS_BY_ID, ALGORITHMS_BY_NAME
 from gotstate_persist.errors import FormatError, IntegrityError, InvalidArgument, PersistError
 from gotstate_persist.sealing import (
     ALGORITHMS,
@@ -162,6 +163,20 @@ def test_accepts_bytearray_and_memoryview(algorithm: str) -> None:
 
 
 # ------------------------------------------------------------- byte layout
+
+
+def test_each_algorithm_has_its_own_pinned_wire_id() -> None:
+    # The ids are on disk in every header: they are written out per algorithm
+    # and never follow the order of ALGORITHMS (the order the CLI offers them in).
+    table = {name: ALGORITHMS_BY_NAME[name] for name in ALGORITHMS}
+    assert {name: algorithm.wire_id for name, algorithm in table.items()} == EXPECTED_IDS
+    assert {name: algorithm.overhead for name, algorithm in table.items()} == EXPECTED_OVERHEAD
+    assert set(ALGORITHMS_BY_NAME) == set(EXPECTED_IDS)
+    assert {i: a.name for i, a in ALGORITHMS_BY_ID.items()} == {
+        i: name for name, i in EXPECTED_IDS.items()
+    }
+    for name, wire_id in EXPECTED_IDS.items():
+        assert read_header(_seal(RINGS[name], b"")).algorithm_id == wire_id
 
 
 @all_algorithms
@@ -539,7 +554,7 @@ def test_retire_rejects_non_int(key_id: Any) -> None:
 def test_key_ids_are_nonzero_and_unique(monkeypatch: pytest.MonkeyPatch) -> None:
     draws = iter([0, 5, 0, 5, 5, 6, 2**32 - 1])
     fake = SimpleNamespace(randbits=lambda bits: next(draws), token_bytes=secrets.token_bytes)
-    monkeypatch.setattr("gotstate_persist.sealing.secrets", fake)
+    monkeypatch.setattr("gotstate_persist._keyring.secrets", fake)
     ring = KeyRing.generate()
     assert ring.primary_id == 5
     assert ring.rotate() == 6
