@@ -24,8 +24,8 @@ import msgspec
 import pytest
 
 import gotstate_persist as gp
-from gotstate_persist._progress import ProgressDisplay
 from gotstate_persist.cli import main
+from gotstate_persist.cli._progress import ProgressDisplay
 from gotstate_persist.migrations._quiet import quiet_alembic
 
 NAMESPACES = ("orders", "billing")

@@ -1,10 +1,4 @@
-"""``gotstate-persist keys``: generate, rotate and retire, and the keyring file they use.
-
-Rotation is the one routine operation that rewrites a secret, so the file is
-replaced atomically (temporary file in the same directory, fsync,
-``os.replace``, fsync of the directory) with the permissions it had: a crash
-or a full disk leaves the old keyring or the new one, never half of one, and
-never a copy readable by more people than before.
+"""``gotstate-persist keys``: generate, rotate and retire keys in an exported keyring file.
 
 ``retire`` is the one that can lose data: a record sealed by a retired key
 never opens again. So it refuses the primary key, and refuses a key that
@@ -16,116 +10,21 @@ serves them all).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import stat
 import sys
-import tempfile
-from collections import Counter
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-from ._redact import mask_url
-from .errors import InvalidArgument
-from .sealing import ALGORITHMS, DEFAULT_ENV_VAR, KeyRing, format_key_id
+from .._redact import mask_url
+from ..errors import InvalidArgument
+from ..sealing import ALGORITHMS, DEFAULT_ENV_VAR, KeyRing, format_key_id
+from ._inspect import count_key_ids
+from ._keyring import read_keyring_file, write_keyring_file
+from ._options import Subcommands
+from ._output import EXIT_FAILED, EXIT_OK
 
-__all__ = [
-    "KEYRING_FILE_MODE",
-    "MAX_KEYRING_FILE_BYTES",
-    "CountKeyIds",
-    "add_commands",
-    "parse_key_id",
-    "read_keyring_file",
-    "write_keyring_file",
-]
+__all__ = ["add_commands", "parse_key_id"]
 
-#: An exported ring is about 150 bytes per key; anything far larger is not one
-#: (a log file, ``/dev/zero``) and is refused before it is read into memory.
-MAX_KEYRING_FILE_BYTES = 1024 * 1024
-#: Permissions of a keyring file this tool creates: owner read/write only.
-KEYRING_FILE_MODE = 0o600
 _MAX_KEY_ID = 2**32 - 1
-EXIT_OK = 0
-EXIT_FAILED = 1
-
-#: ``count_key_ids(url, catalog)``: records per key id in every namespace of a store.
-CountKeyIds = Callable[[str, str | None], Counter[int]]
-
-
-def read_keyring_file(path: str) -> KeyRing:
-    """Load the exported keyring in ``path``; every problem is one ``InvalidArgument``."""
-    try:
-        with open(path, "rb") as file:
-            raw = file.read(MAX_KEYRING_FILE_BYTES + 1)
-    except OSError as exc:
-        raise InvalidArgument(f"cannot read keyring file {path!r}: {exc.strerror}") from None
-    if len(raw) > MAX_KEYRING_FILE_BYTES:
-        raise InvalidArgument(
-            f"keyring file {path!r} is over {MAX_KEYRING_FILE_BYTES} bytes, so it is not an "
-            "exported keyring; check the --keys path"
-        )
-    try:
-        return KeyRing.load(raw)  # bytes: not UTF-8 is "malformed", never a traceback
-    except InvalidArgument as exc:
-        raise InvalidArgument(f"keyring file {path!r}: {exc}") from None
-
-
-def write_keyring_file(path: str, ring: KeyRing) -> None:
-    """Replace the keyring file at ``path`` with ``ring``, atomically, keeping its mode.
-
-    The owner is kept too where the caller may set it (root). A symbolic link
-    (as secret mounts use) is followed: its target is replaced and the link
-    kept. A new file gets :data:`KEYRING_FILE_MODE`.
-    """
-    target = Path(os.path.realpath(path))
-    owner: tuple[int, int] | None = None
-    try:
-        found = target.stat()
-        mode, owner = stat.S_IMODE(found.st_mode), (found.st_uid, found.st_gid)
-    except FileNotFoundError:
-        mode = KEYRING_FILE_MODE
-    except OSError as exc:
-        raise InvalidArgument(f"cannot use keyring file {path!r}: {exc.strerror}") from None
-    data = (ring.export() + "\n").encode("utf-8")
-    try:
-        # mkstemp creates the file 0600 and exclusively: no one else can open it meanwhile
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    except OSError as exc:
-        raise InvalidArgument(
-            f"cannot write beside keyring file {path!r}: {exc.strerror}; nothing changed"
-        ) from None
-    try:
-        with os.fdopen(handle, "wb") as file:
-            if owner is not None and owner != (os.geteuid(), os.getegid()):
-                # root rotating a service's keyring must not leave it unreadable to the service
-                with contextlib.suppress(PermissionError):
-                    os.fchown(file.fileno(), *owner)
-            os.fchmod(file.fileno(), mode)
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, target)
-    except OSError as exc:
-        Path(temporary).unlink(missing_ok=True)
-        raise InvalidArgument(
-            f"cannot write keyring file {path!r}: {exc.strerror}; nothing changed"
-        ) from None
-    _fsync_directory(target.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable; a platform without directory fsync keeps it anyway."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - a file system that refuses directory fsync
-        pass
-    finally:
-        os.close(fd)
 
 
 def parse_key_id(text: str) -> int:
@@ -183,7 +82,7 @@ def _cmd_rotate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_retire(args: argparse.Namespace, count_key_ids: CountKeyIds) -> int:
+def _cmd_retire(args: argparse.Namespace) -> int:
     ring = read_keyring_file(args.file)
     key_id: int = args.key_id
     if key_id == ring.primary_id:
@@ -220,12 +119,11 @@ def _cmd_retire(args: argparse.Namespace, count_key_ids: CountKeyIds) -> int:
     return EXIT_OK
 
 
-def add_commands(
-    keys_sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    *,
-    count_key_ids: CountKeyIds,
-) -> None:
-    """Add ``keys generate|rotate|retire`` to the ``keys`` command's subparsers."""
+def add_commands(commands: Subcommands) -> None:
+    """Add ``keys generate|rotate|retire``."""
+    keys_cmd = commands.add_parser("keys", help="manage keyrings: generate, rotate, retire")
+    keys_sub = keys_cmd.add_subparsers(dest="keys_command", required=True)
+
     generate = keys_sub.add_parser("generate", help="print a new exported keyring")
     generate.add_argument("--algorithm", choices=ALGORITHMS, default="aes-256-gcm")
     generate.set_defaults(func=_cmd_generate)
@@ -274,4 +172,4 @@ def add_commands(
         metavar="SQL_URL",
         help="the SQL catalog of the object store given by the --url before it",
     )
-    retire.set_defaults(func=lambda args: _cmd_retire(args, count_key_ids))
+    retire.set_defaults(func=_cmd_retire)

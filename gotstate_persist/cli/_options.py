@@ -1,4 +1,4 @@
-"""Option types and namespace scopes of the ``gotstate-persist`` command.
+"""Option types, namespace scopes and shared options of the ``gotstate-persist`` command.
 
 Every option value is checked by argparse before anything is opened, so a bad
 value is one usage line (exit status 2), never a traceback or a half-done
@@ -7,6 +7,10 @@ control-character ``--namespace`` is an error, and acting on every namespace
 is never a fallback for a missing name: read-only commands default to every
 namespace, commands that rewrite or copy records need ``--namespace`` or
 ``--all-namespaces``.
+
+The options several command groups take (a store URL, ``--catalog``,
+``--keys``) are declared here once, so the same option reads the same in
+every command's help.
 """
 
 from __future__ import annotations
@@ -15,24 +19,34 @@ import argparse
 import math
 import re
 import sys
-from typing import Literal
+from typing import Any, Literal, Protocol
 
-from ._names import DEFAULT_NAMESPACE, check_name
-from .backends import Backend
-from .errors import InvalidArgument
+from .._names import DEFAULT_NAMESPACE, check_name
+from ..backends import Backend
+from ..errors import InvalidArgument
+from ..sealing import DEFAULT_ENV_VAR
 
 __all__ = [
     "MAX_OLDER_THAN_S",
     "NAMED_NAMESPACES",
     "NamespaceScope",
+    "Subcommands",
     "batch_size_option",
+    "catalog_option",
+    "keys_option",
     "namespace_option",
     "namespace_options",
     "note_other_namespaces",
     "seconds_option",
     "selected_namespaces",
-    "terminal_safe_json",
+    "store_command",
 ]
+
+
+class Subcommands(Protocol):
+    """What ``add_subparsers()`` returns, as a command group uses it: one parser per command."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
 
 
 def selected_namespaces(backend: Backend, args: argparse.Namespace) -> list[str]:
@@ -60,27 +74,6 @@ def note_other_namespaces(backend: Backend, args: argparse.Namespace, verb: str)
         f"gotstate-persist: note: only namespace {args.namespace!r} was {verb}; the store "
         f"also has {named}: pass --namespace NAME or --all-namespaces\n"
     )
-
-
-def terminal_safe_json(text: str) -> str:
-    """JSON text with every non-printable character as a ``\\u`` escape (still valid JSON).
-
-    ``ensure_ascii=False`` keeps non-ASCII text readable but passes C1
-    controls, bidi overrides and the like straight to the terminal.
-    """
-    if text.replace("\n", "").isprintable():
-        return text
-    return "".join(
-        char if char == "\n" or char.isprintable() else _json_escape(char) for char in text
-    )
-
-
-def _json_escape(char: str) -> str:
-    code = ord(char)
-    if code <= 0xFFFF:
-        return f"\\u{code:04x}"
-    code -= 0x10000  # a UTF-16 surrogate pair, as JSON spells characters past the BMP
-    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 #: The largest ``gc --older-than``: a century, far past any reservation's life,
@@ -149,3 +142,38 @@ def namespace_options(parser: argparse.ArgumentParser, *, scope: NamespaceScope)
         group.add_argument(
             "-A", "--all-namespaces", action="store_true", help="every namespace of the store"
         )
+
+
+def catalog_option(
+    parser: argparse.ArgumentParser,
+    *,
+    help_text: str = "the object store's SQL catalog, if it was opened with one",
+) -> None:
+    parser.add_argument("--catalog", metavar="SQL_URL", help=help_text)
+
+
+def keys_option(parser: argparse.ArgumentParser) -> None:
+    """``--keys FILE``: the exported keyring, when not in the environment."""
+    parser.add_argument(
+        "--keys",
+        metavar="FILE",
+        help=f"exported keyring file (default: ${DEFAULT_ENV_VAR})",
+    )
+
+
+def store_command(
+    commands: Subcommands,
+    name: str,
+    help_text: str,
+    *,
+    needs_keys: bool,
+    scope: NamespaceScope = "all",
+) -> argparse.ArgumentParser:
+    """A command on one store: its URL, its namespace options, ``--catalog``, maybe ``--keys``."""
+    sub = commands.add_parser(name, help=help_text)
+    sub.add_argument("url", help="store URL, e.g. sqlite:///state.db")
+    namespace_options(sub, scope=scope)
+    catalog_option(sub)
+    if needs_keys:
+        keys_option(sub)
+    return sub

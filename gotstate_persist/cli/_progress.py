@@ -19,7 +19,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, TextIO
 
-from ._names import printable
+from .._names import printable
 
 if TYPE_CHECKING:
     from rich.progress import Progress as RichProgress

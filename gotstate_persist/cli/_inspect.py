@@ -1,0 +1,256 @@
+"""``ls``, ``show`` and ``verify``: the commands that read a store and change nothing.
+
+They print what is stored for a person to read: names and decoded values
+come from storage, perhaps written by other tools, so each is escaped before
+it reaches the terminal, and a value this tool cannot decode is shown as
+such rather than failing the whole record. ``verify`` also counts the
+records each key id seals, the count ``keys retire`` relies on, so that
+count is taken here for both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from typing import Any
+
+import msgspec
+
+from .._names import printable
+from ..backends import Backend
+from ..errors import FormatError, IntegrityError, InvalidArgument, NotFound, PersistError
+from ..formats import MachineSnapshot, SubmachineSnapshot
+from ..formats._registry import FormatRegistry
+from ..formats._values import UnsupportedValue, decode_value
+from ..formats.machine import decode_structure
+from ..sealing import KeyRing, format_key_id, read_header
+from ..store import SnapshotRef, Store
+from ._keyring import load_keyring
+from ._options import (
+    NAMED_NAMESPACES,
+    Subcommands,
+    note_other_namespaces,
+    selected_namespaces,
+    store_command,
+)
+from ._output import EXIT_FAILED, EXIT_OK, print_table, terminal_safe_json
+from ._stores import open_existing
+
+__all__ = ["add_commands", "count_key_ids"]
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    with open_existing(args.url, args.catalog) as backend:
+        rows = [["NAMESPACE", "KEY", "VERSIONS", "NEWEST", "KIND", "FORMAT", "SIZE", "SAVED (UTC)"]]
+        for namespace in selected_namespaces(backend, args):
+            for key in backend.keys(namespace, args.prefix):
+                versions = backend.versions(namespace, key)
+                if not versions:
+                    continue
+                newest = versions[-1]
+                rows.append(
+                    [  # names come from storage, maybe written by other tools: escaped
+                        printable(namespace),
+                        printable(key),
+                        str(len(versions)),
+                        str(newest.version),
+                        printable(str(newest.kind)),
+                        str(newest.format_version),
+                        str(newest.size),
+                        newest.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    ]
+                )
+        if len(rows) == 1:
+            note_other_namespaces(backend, args, "listed")
+    if len(rows) == 1:
+        sys.stdout.write("(no records)\n")
+    else:
+        print_table(rows, sys.stdout)
+    return EXIT_OK
+
+
+def _plain(value: Any) -> Any:
+    """Make a decoded value printable as JSON without losing what it was."""
+    if isinstance(value, dict):
+        return {str(k) if isinstance(k, str) else repr(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [_plain(v) for v in value]
+        return items if isinstance(value, list) else {type(value).__name__: items}
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, msgspec.Struct):
+        return {type(value).__name__: _plain(msgspec.structs.asdict(value))}
+    return repr(value)
+
+
+def _snapshot_view(
+    snapshot: MachineSnapshot | SubmachineSnapshot, formats: FormatRegistry
+) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for name, tagged in snapshot.data.items():
+        try:
+            data[name] = _plain(decode_value(tagged, formats.type_for))
+        except (UnsupportedValue, PersistError) as exc:
+            data[name] = f"<cannot decode: {exc}>"
+    view: dict[str, Any] = {
+        "machine": snapshot.machine_type,
+        "started": snapshot.started,
+        "current_state": snapshot.current,
+        "history": snapshot.history,
+        "state_data": data,
+        "states": len(decode_structure(snapshot).names),
+        "fingerprint": snapshot.fingerprint,
+    }
+    if isinstance(snapshot, MachineSnapshot):
+        view["submachines"] = {
+            "/".join(sub.path): _snapshot_view(sub, formats) for sub in snapshot.submachines
+        }
+    return view
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    keys = load_keyring(args.keys)
+    with open_existing(args.url, args.catalog) as backend:
+        store = Store(backend, keyring=keys, namespace=args.namespace)
+        try:
+            ref, record, typed = store._inspect(args.key, args.version)  # noqa: SLF001, RUF100
+        except NotFound as exc:
+            raise _not_found_here(backend, args.namespace, args.key, exc) from None
+        header = read_header(backend.get(store.namespace, args.key, ref.version)[1])
+    meta = {
+        "namespace": ref.namespace,
+        "key": ref.key,
+        "version": ref.version,
+        "kind": ref.kind,
+        "format_version": ref.format_version,
+        "size": ref.size,
+        "saved": ref.created_at.isoformat(),
+        "sealed_with": f"{header.algorithm} key {format_key_id(header.key_id)}",
+    }
+    if isinstance(record, MachineSnapshot):
+        body: Any = _snapshot_view(record, store.formats)
+    elif typed:
+        body = _plain(msgspec.to_builtins(record))
+    else:
+        meta["note"] = "kind not registered in this tool: fields shown untyped"
+        body = _plain(record)
+    shown = json.dumps({**meta, "record": body}, indent=2, ensure_ascii=False)
+    sys.stdout.write(terminal_safe_json(shown) + "\n")
+    return EXIT_OK
+
+
+def _not_found_here(backend: Backend, namespace: str, key: str, exc: NotFound) -> NotFound:
+    """``exc``, or where the key is when it exists only in other namespaces."""
+    if backend.versions(namespace, key):
+        return exc  # the key is here, the version asked is not
+    elsewhere = [
+        name for name in backend.namespaces() if name != namespace and backend.versions(name, key)
+    ]
+    if not elsewhere:
+        return exc
+    named = ", ".join(repr(name) for name in elsewhere[:NAMED_NAMESPACES])
+    return NotFound(
+        f"key {key!r} is not in namespace {namespace!r}, but namespace {named} has it: pass "
+        f"--namespace {printable(elsewhere[0])}"
+    )
+
+
+def _verify_key(store: Store, key: str) -> tuple[int, list[str]]:
+    problems: list[str] = []
+    versions: list[SnapshotRef] = store.versions(key)
+    for ref in versions:
+        try:
+            store._inspect(key, ref.version)  # noqa: SLF001, RUF100
+        except PersistError as exc:
+            problems.append(f"version {ref.version}: {type(exc).__name__}: {exc}")
+    return len(versions), problems
+
+
+def _verify_namespace(backend: Backend, keys: KeyRing, namespace: str) -> tuple[int, int]:
+    """Verify every key of one namespace, print a line per key; return (checked, failed)."""
+    checked = failed = 0
+    try:
+        store = Store(backend, keyring=keys, namespace=namespace)
+    except InvalidArgument as exc:  # a name no gotstate-persist could have written
+        sys.stdout.write(f"FAILED namespace {namespace!r}: {printable(str(exc))}\n")
+        return 0, 1
+    for key in backend.keys(namespace):
+        try:
+            count, problems = _verify_key(store, key)
+        except InvalidArgument as exc:
+            count, problems = 0, [f"invalid key: {exc}"]
+        except (FormatError, IntegrityError) as exc:  # its versions cannot even be listed
+            count, problems = 1, [f"{type(exc).__name__}: {exc}"]
+        checked += count
+        failed += len(problems)
+        status = "ok" if not problems else "FAILED"
+        shown = f"{printable(namespace)}/{printable(key)}"
+        sys.stdout.write(f"{status:6} {shown} ({count} versions)\n")
+        for problem in problems:
+            sys.stdout.write(f"         {printable(problem)}\n")
+    return checked, failed
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    keys = load_keyring(args.keys)
+    failed = checked = 0
+    in_use: Counter[int] = Counter()
+    with open_existing(args.url, args.catalog) as backend:
+        for namespace in selected_namespaces(backend, args):
+            ns_checked, ns_failed = _verify_namespace(backend, keys, namespace)
+            checked += ns_checked
+            failed += ns_failed
+            in_use.update(_key_ids(backend, namespace))
+        note_other_namespaces(backend, args, "verified")
+    sys.stdout.write(f"{checked - failed} of {checked} records verified, {failed} failed\n")
+    if in_use:
+        # which keys still seal records: a key may be retired once it seals none
+        listed = ", ".join(
+            f"{format_key_id(key_id)}{' (primary)' if key_id == keys.primary_id else ''}: {count}"
+            for key_id, count in sorted(in_use.items())
+        )
+        sys.stdout.write(f"records per key id: {listed}\n")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _key_ids(backend: Backend, namespace: str) -> Counter[int]:
+    """How many stored records each key id (from the unauthenticated header) sealed."""
+    counts: Counter[int] = Counter()
+
+    def unreadable(_key: str, _version: int, _error: PersistError) -> None:
+        pass  # verify already reported it
+
+    for _info, blob in backend.iter_namespace(namespace, on_error=unreadable):
+        try:
+            counts[read_header(blob).key_id] += 1
+        except PersistError:
+            continue  # not an envelope: verify already reported it
+    return counts
+
+
+def count_key_ids(url: str, catalog: str | None) -> Counter[int]:
+    """Records per key id in every namespace of the store at ``url`` (for ``keys retire``)."""
+    counts: Counter[int] = Counter()
+    with open_existing(url, catalog) as backend:
+        for namespace in backend.namespaces():
+            counts.update(_key_ids(backend, namespace))
+    return counts
+
+
+def add_commands(commands: Subcommands) -> None:
+    """Add ``ls``, ``show`` and ``verify``."""
+    ls = store_command(commands, "ls", "list keys and their versions", needs_keys=False)
+    ls.add_argument("--prefix", default="", help="only keys starting with this")
+    ls.set_defaults(func=_cmd_ls)
+
+    show = store_command(
+        commands, "show", "decode and print one record", needs_keys=True, scope="one"
+    )
+    show.add_argument("key")
+    show.add_argument("--version", type=int, help="version to show (default: newest)")
+    show.set_defaults(func=_cmd_show)
+
+    verify = store_command(commands, "verify", "authenticate every stored record", needs_keys=True)
+    verify.set_defaults(func=_cmd_verify)
