@@ -436,8 +436,8 @@ def test_appends_take_the_one_statement_path_unless_retention_applies(
         )  # fmt: skip
         put(version=1)  # a new key and namespace: the transactional path
         transactions: list[int] = []
-        real = backend._appends.append
-        monkeypatch.setattr(backend._appends, "append", lambda p: transactions.append(1) or real(p))
+        real = backend._writes.append
+        monkeypatch.setattr(backend._writes, "append", lambda p: transactions.append(1) or real(p))
         put(version=2)
         put(version=3)
         assert transactions == []

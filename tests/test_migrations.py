@@ -208,49 +208,6 @@ def test_builtin_model_check_sees_a_table_the_revisions_lack(
         _sql_tables.metadata.remove(extra)
 
 
-def test_upgraded_schema_is_exactly_what_sql_tables_describes(db_url: str) -> None:
-    """Every revision applied to an empty database gives the one schema description, exactly.
-
-    ``backends._sql_tables`` is where the SQL backend's statements take their
-    table and column names from. Beyond the model check above, server defaults
-    are compared too, and primary keys (which autogenerate leaves out) and
-    indexes are compared by inspection.
-    """
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext as AlembicContext
-
-    from gotstate_persist.backends import _sql_tables
-
-    def ours(name: str | None, type_: str, _parent: object) -> bool:
-        return type_ != "table" or name != VERSION_TABLE
-
-    assert upgrade(db_url) == HEAD_REVISION
-    described = _sql_tables.metadata.tables
-    engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            options = {"compare_type": True, "compare_server_default": True, "include_name": ours}
-            context = AlembicContext.configure(conn, opts=options)
-            assert compare_metadata(context, _sql_tables.metadata) == []
-            inspector = sa.inspect(conn)
-            assert set(inspector.get_table_names()) == set(described) | {VERSION_TABLE}
-            for name, table in described.items():
-                columns = {column["name"] for column in inspector.get_columns(name)}
-                assert columns == {column.name for column in table.c}, name
-                primary_key = inspector.get_pk_constraint(name)["constrained_columns"]
-                assert primary_key == [column.name for column in table.primary_key], name
-                indexes = {
-                    (index["name"], tuple(index["column_names"]))
-                    for index in inspector.get_indexes(name)
-                }
-                assert indexes == {
-                    (index.name, tuple(column.name for column in index.columns))
-                    for index in table.indexes
-                }, name
-    finally:
-        engine.dispose()
-
-
 def test_revisions_constant_is_alembics_graph() -> None:
     script = ScriptDirectory.from_config(migrations.alembic_config())
     assert [rev.revision for rev in reversed(list(script.walk_revisions()))] == list(REVISIONS)

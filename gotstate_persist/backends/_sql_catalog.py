@@ -17,11 +17,11 @@ import secrets
 from typing import Any
 
 from ..errors import NotFound
-from ._sql_appends import Appends
 from ._sql_connections import Connections
 from ._sql_rows import ObjectRef, info_of, object_ref
 from ._sql_statements import Statements
 from ._sql_usage import UsageLedger
+from ._sql_writes import Writes
 from .base import KeyHead, VersionInfo
 
 __all__ = ["CatalogRows"]
@@ -31,18 +31,18 @@ _CATALOG_ID = "catalog_id"
 
 
 class CatalogRows:
-    """A catalog's rows in one database, sharing the backend's connections, appends and usage."""
+    """A catalog's rows in one database, sharing the backend's connections, writes and usage."""
 
     def __init__(
         self,
         connections: Connections,
         statements: Statements,
-        appends: Appends,
+        writes: Writes,
         usage: UsageLedger,
     ) -> None:
         self._connections = connections
         self._sql = statements
-        self._appends = appends
+        self._writes = writes
         self._usage = usage
 
     # Reservations: the row reserves the version and its usage before the blob
@@ -62,7 +62,7 @@ class CatalogRows:
         reserved_at_us: int,
     ) -> list[int]:
         """Append an unreadable row for a blob stored elsewhere (retention waits for confirm)."""
-        return self._appends.append(
+        return self._writes.append(
             {
                 "ns": namespace,
                 "key": key,

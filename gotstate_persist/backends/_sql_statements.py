@@ -169,7 +169,7 @@ _STATEMENTS = {
     "bump": f"{_BUMP} RETURNING {_K.versions}",
     "bump_expected": f"{_BUMP}{_EXPECTED} RETURNING {_K.versions}",
     # PostgreSQL only (SQLite has no data-modifying CTEs): the bump, the usage
-    # charge and the insert as one atomic statement, see Appends.append_in_one.
+    # charge and the insert as one atomic statement, see Writes.append_in_one.
     "append_one": _append_one(""),
     "append_one_expected": _append_one(_EXPECTED),
     "new_key": (

@@ -2,11 +2,12 @@
 
 These describe the schema at the newest alembic revision. Every statement the
 backend runs takes its table and column names from them (``_sql_statements``),
-and alembic's model check compares them with a database upgraded through every
-revision (tests/test_migrations.py). Tables are created and changed
-exclusively by the alembic revisions in ``gotstate_persist/migrations/versions``,
-never with ``metadata.create_all()``: a schema change is a new revision here and
-there, in the same commit.
+and tests compare them with a database upgraded through every revision
+(tests/test_sql_tables.py, and alembic's model check in
+tests/test_migrations.py). Tables are created and changed exclusively by the
+alembic revisions in ``gotstate_persist/migrations/versions``, never with
+``metadata.create_all()``: a schema change is a new revision there and a
+change here, in the same commit.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ SQLite and the object stores.
 a private module: the statements (``_sql_statements``, built from the table
 description in ``_sql_tables``), the connections and their errors
 (``_sql_connections``, ``_sql_engine``), the row checks (``_sql_rows``), the
-usage counters and quotas (``_sql_usage``), appends (``_sql_appends``) and a
+usage counters and quotas (``_sql_usage``), writes (``_sql_writes``) and a
 catalog's rows (``_sql_catalog``).
 """
 
@@ -46,12 +46,12 @@ import sqlalchemy as sa
 
 from ..errors import FormatError, IntegrityError, NotFound
 from ..quota import Quota
-from ._sql_appends import Appends
 from ._sql_catalog import CatalogRows
 from ._sql_connections import Connections, leave_autocommit
-from ._sql_rows import ObjectRef, blob_of, info_of, numeric, object_ref, shown, where
+from ._sql_rows import ObjectRef, blob_of, info_of, shown, where
 from ._sql_statements import Statements
 from ._sql_usage import UsageLedger
+from ._sql_writes import Writes
 from .base import (
     Backend,
     Capabilities,
@@ -123,8 +123,8 @@ class SQLBackend(Backend):
         self._connections = connections
         self._sql = statements
         self._usage = UsageLedger(connections, statements)
-        self._appends = Appends(connections, statements, self._usage)
-        self._catalog_rows = CatalogRows(connections, statements, self._appends, self._usage)
+        self._writes = Writes(connections, statements, self._usage)
+        self._catalog_rows = CatalogRows(connections, statements, self._writes, self._usage)
         connections.open(upgrade=upgrade, create=create)
 
     def __repr__(self) -> str:
@@ -163,7 +163,7 @@ class SQLBackend(Backend):
         expected_newest: int | None = None,
     ) -> VersionInfo:
         micros = created_at_us
-        self._appends.put(
+        self._writes.put(
             {
                 "ns": namespace,
                 "key": key,
@@ -235,52 +235,8 @@ class SQLBackend(Backend):
         *,
         reserved_only: bool = False,
     ) -> list[ObjectRef]:
-        """``delete``, returning the objects named by what went (reservations too).
-
-        With ``reserved_only``, the given versions are deleted only if they are
-        all still reservations (a catalog withdrawing them), else ``NotFound``.
-        """
-        params: dict[str, Any] = {"ns": namespace, "key": key}
-
-        def remove(conn: Any) -> list[ObjectRef]:
-            # Lock the key's bookkeeping row first (SQLite: already locked by
-            # BEGIN IMMEDIATE), so that no append commits between listing the
-            # stored versions and recording the new newest one.
-            head = conn.execute(self._sql["head_locked"], params).fetchone()
-            rows = numeric(key, conn.execute(self._sql["stored_sizes"], params).fetchall())
-            sizes = {int(row[0]): int(row[1]) for row in rows}
-            objects = {int(row[0]): object_ref(row[0], row[2], row[3]) for row in rows}
-            if not sizes:
-                raise NotFound(f"key {key!r} in namespace {namespace!r} has no stored version")
-            doomed = set(sizes) if versions is None else set(versions)
-            eligible = set(sizes)
-            if reserved_only:
-                rows = conn.execute(self._sql["reserved_versions"], params).fetchall()
-                eligible = {int(row[0]) for row in rows}
-            missing = doomed - eligible
-            if missing:
-                raise NotFound(
-                    f"key {key!r} has no version(s) {sorted(missing)}; nothing was deleted"
-                )
-            for version in sorted(doomed):
-                conn.execute(self._sql["delete_one"], {**params, "version": version})
-            remaining = set(sizes) - doomed
-            conn.execute(
-                self._sql["set_newest"],
-                {
-                    **params,
-                    "newest": max(remaining, default=0),
-                    "kind": head[2] if remaining else None,
-                    "versions": len(remaining),
-                },
-            )
-            freed = Usage(
-                sum(sizes[version] for version in doomed), len(doomed), 0 if remaining else 1
-            )
-            self._usage.release(conn, namespace, freed)
-            return sorted(objects[version] for version in doomed)
-
-        return self._connections.transaction(remove)
+        """``delete``, returning the objects named by what went (reservations too)."""
+        return self._writes.delete_rows(namespace, key, versions, reserved_only=reserved_only)
 
     def iter_namespace(
         self, namespace: str, *, on_error: ReadFailure | None = None
@@ -318,46 +274,8 @@ class SQLBackend(Backend):
     def swap_rows(
         self, namespace: str, rows: Sequence[tuple[str, int, bytes, int, int, bytes]]
     ) -> list[bool]:
-        """``replace`` in one transaction: ``(key, version, blob, size, format, expected)``.
-
-        The namespace's bytes change by the batch's size difference, checked
-        once against its quota: a batch that would cross ``max_bytes`` or
-        ``max_blob_bytes`` raises ``QuotaExceeded`` and rolls back whole.
-        """
-
-        if not rows:
-            return []
-        batch: list[dict[str, Any]] = [
-            {
-                "ns": namespace,
-                "key": key,
-                "version": version,
-                "blob": blob,
-                "size": size,
-                "format_version": format_version,
-                "expected": expected,
-            }
-            for key, version, blob, size, format_version, expected in rows
-        ]
-
-        def swap(conn: Any) -> list[bool]:
-            if not self._connections.is_sqlite:  # a server: one pipelined round trip per batch
-                cursor = conn.cursor()
-                cursor.executemany(self._sql["swap_returning"], batch, returning=True)
-                done = []
-                while True:
-                    done.append(cursor.fetchone() is not None)
-                    if not cursor.nextset():
-                        break
-            else:
-                done = [conn.execute(self._sql["swap"], one).rowcount == 1 for one in batch]
-            changed = [row for row, swapped in zip(rows, done, strict=True) if swapped]
-            if changed:
-                grow = sum(row[3] - len(row[5]) for row in changed)
-                self._usage.charge_growth(conn, namespace, max(row[3] for row in changed), grow)
-            return done
-
-        return self._connections.transaction(swap)
+        """``replace`` in one transaction: ``(key, version, blob, size, format, expected)``."""
+        return self._writes.swap_rows(namespace, rows)
 
     # Usage and quotas: kept in the namespaces table by the usage ledger.
 
