@@ -364,7 +364,8 @@ def test_reads_take_one_round_trip(pg_url: str) -> None:
     statuses: list[object] = []
     with open_backend(pg_url) as backend:
         backend.put("ns", "k", 1, b"x", kind="k", format_version=1, created_at_us=0)
-        original = backend._acquire  # type: ignore[attr-defined]
+        connections = backend._connections  # type: ignore[attr-defined]
+        original = connections.acquire
         spied: list[object] = []
 
         def spy() -> object:
@@ -380,7 +381,7 @@ def test_reads_take_one_round_trip(pg_url: str) -> None:
             spied.append(conn)
             return conn
 
-        backend._acquire = spy  # type: ignore[attr-defined]
+        connections.acquire = spy
         try:
             backend.get("ns", "k")
             backend.get("ns", "k", 1)
@@ -398,13 +399,14 @@ def test_appends_to_an_existing_key_are_one_statement(pg_url: str) -> None:
     with open_backend(pg_url) as backend:
         backend.put("ns", "k", 1, b"one", kind="k", format_version=1, created_at_us=0)
         calls: list[object] = []
-        original = backend._transaction  # type: ignore[attr-defined]
+        connections = backend._connections  # type: ignore[attr-defined]
+        original = connections.transaction
 
         def counting(body: object) -> object:
             calls.append(body)
             return original(body)
 
-        backend._transaction = counting  # type: ignore[attr-defined]
+        connections.transaction = counting
         backend.put("ns", "k", 2, b"two", kind="k", format_version=1, created_at_us=0)
         backend.put(
             "ns", "k", 3, b"three", kind="k", format_version=1, created_at_us=0, expected_newest=2
@@ -434,8 +436,8 @@ def test_appends_take_the_one_statement_path_unless_retention_applies(
         )  # fmt: skip
         put(version=1)  # a new key and namespace: the transactional path
         transactions: list[int] = []
-        real = backend._append
-        monkeypatch.setattr(backend, "_append", lambda p: transactions.append(1) or real(p))
+        real = backend._writes.append
+        monkeypatch.setattr(backend._writes, "append", lambda p: transactions.append(1) or real(p))
         put(version=2)
         put(version=3)
         assert transactions == []

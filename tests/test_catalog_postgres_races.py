@@ -81,14 +81,15 @@ def test_a_delete_racing_a_rewrite_switch_keeps_usage_exact(tmp_path: Path, pg_u
         _put(held, 1, b"old-1")
         _put(held, 2, b"old-2")
         in_switch, go = threading.Event(), threading.Event()
-        charge = held._catalog._charge_growth
+        usage = held._catalog._usage
+        charge = usage.charge_growth
 
         def paused_charge(conn: Any, namespace: str, size: int, grow: int) -> None:
             in_switch.set()  # the row is switched (and locked), not yet committed
             assert go.wait(_WAIT_S)
             charge(conn, namespace, size, grow)
 
-        held._catalog._charge_growth = paused_charge  # type: ignore[method-assign]
+        usage.charge_growth = paused_charge  # type: ignore[method-assign]
         results: dict[str, Any] = {}
         longer = Replacement("k", 1, b"a-much-longer-new-blob-1", 2, b"old-1")
         rewrite = _run(results, "rewrite", lambda: held.replace(NS, [longer]))
@@ -110,7 +111,8 @@ def test_a_sweep_never_withdraws_a_save_confirmed_meanwhile(tmp_path: Path, pg_u
         _put(held, 1, b"old-1")
         checked, confirming, release = threading.Event(), threading.Event(), threading.Event()
         catalog = held._catalog
-        transaction = catalog._transaction
+        connections = catalog._connections
+        transaction = connections.transaction
 
         def paused_before_commit(body: Callable[[Any], Any], durable: bool = True) -> Any:
             def body_then_wait(conn: Any) -> Any:
@@ -125,7 +127,7 @@ def test_a_sweep_never_withdraws_a_save_confirmed_meanwhile(tmp_path: Path, pg_u
             if name == "put:reserved":  # the sweep looks for the object first
                 assert checked.wait(_WAIT_S)
             if name == "put:created":
-                catalog._transaction = paused_before_commit  # type: ignore[method-assign]
+                connections.transaction = paused_before_commit  # type: ignore[method-assign]
 
         held._step = step
         names = other._objects.names
@@ -148,7 +150,7 @@ def test_a_sweep_never_withdraws_a_save_confirmed_meanwhile(tmp_path: Path, pg_u
         release.set()
         save.join(_WAIT_S)
         sweep.join(_WAIT_S)
-        catalog._transaction = transaction  # type: ignore[method-assign]
+        connections.transaction = transaction  # type: ignore[method-assign]
         other._objects.names = names  # type: ignore[method-assign]
         assert not isinstance(results["save"], BaseException), results
         assert other.get(NS, "k", 2)[1] == b"acknowledged-2"  # acknowledged, so readable

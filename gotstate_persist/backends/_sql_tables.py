@@ -1,9 +1,13 @@
-"""SQLAlchemy Core table definitions the SQL backend queries.
+"""The one description of the SQL backend's current schema, as SQLAlchemy Core tables.
 
-These describe the schema at the newest alembic revision. They are used for
-queries only: tables are created and changed exclusively by the alembic
-revisions in ``gotstate_persist/migrations/versions`` (a test checks that the
-two agree), never with ``metadata.create_all()``.
+These describe the schema at the newest alembic revision. Every statement the
+backend runs takes its table and column names from them (``_sql_statements``),
+and tests compare them with a database upgraded through every revision
+(tests/test_sql_tables.py, and alembic's model check in
+tests/test_migrations.py). Tables are created and changed exclusively by the
+alembic revisions in ``gotstate_persist/migrations/versions``, never with
+``metadata.create_all()``: a schema change is a new revision there and a
+change here, in the same commit.
 """
 
 from __future__ import annotations
