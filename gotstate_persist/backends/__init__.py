@@ -9,6 +9,7 @@ lookup time, or at run time with :func:`register_backend`.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import re
 import threading
@@ -168,4 +169,9 @@ def open_backend(url: str, **options: Any) -> Backend:
             f"the backend factory for {url.split(':', 1)[0]!r} returned "
             f"{type(backend).__name__}, not a gotstate_persist.backends.Backend"
         )
+    if backend.storage_identity is None:
+        # The same class opened on the same URL is the same storage. A digest,
+        # so that no credential in the URL is kept beside the backend.
+        digest = hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()
+        backend.storage_identity = (type(backend), digest)
     return backend

@@ -19,7 +19,7 @@ what makes concurrent appends safe without any check-then-write race.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -30,7 +30,7 @@ import msgspec
 from ..errors import FormatError, IntegrityError, InvalidArgument, NotFound, PersistError
 
 if TYPE_CHECKING:
-    from ..quota import Quota
+    from .._quota_rules import Quota
 
 __all__ = [
     "EPOCH",
@@ -184,6 +184,14 @@ class Backend(abc.ABC):
     """
 
     capabilities: Capabilities = Capabilities()
+    #: Which storage this backend is on, as far as this process is concerned:
+    #: backends with equal identities share what the process keeps per storage
+    #: (the quota adapter's tallies, rate windows and cached quotas).
+    #: :func:`~gotstate_persist.backends.open_backend` sets it from the
+    #: backend's class and the URL it opened, unless the backend set one itself
+    #: (e.g. because several URLs name one storage). None, for a backend made
+    #: directly: no other object is on the same storage.
+    storage_identity: Hashable | None = None
 
     @abc.abstractmethod
     def head(self, namespace: str, key: str) -> KeyHead:
