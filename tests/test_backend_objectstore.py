@@ -920,9 +920,9 @@ def _listing_names() -> st.SearchStrategy[list[str]]:
 
 @given(_listing_names())
 def test_quick_key_summary_agrees_with_the_exact_one(names: list[str]) -> None:
-    from gotstate_persist.backends._objectnames import _summarize_exactly, summarize_key
+    from gotstate_persist.backends._objectnames import summarize_exactly, summarize_key
 
-    quick, exact = summarize_key(names), _summarize_exactly(names)
+    quick, exact = summarize_key(names), summarize_exactly(names)
     assert quick.last_version == exact.last_version
     assert quick.last_tombstone == exact.last_tombstone
     assert quick.newest == exact.newest
