@@ -64,8 +64,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, ExitStack, suppress
 from typing import Any
 
 from ..errors import BackendError, FormatError, NotFound, VersionConflict
@@ -108,6 +108,7 @@ __all__ = [
     "ObjectStoreBackend",
 ]
 
+# The object store's logger: the drivers and helpers it owns log under this name too.
 logger = logging.getLogger(__name__)
 
 
@@ -160,10 +161,8 @@ class ObjectStoreBackend(Backend):
     def __repr__(self) -> str:
         return f"ObjectStoreBackend({self._prefix.display!r})"
 
-    @contextmanager
-    def _guard(self, action: str) -> Iterator[None]:
-        with self._prefix.guard(action):
-            yield
+    def _guard(self, action: str) -> AbstractContextManager[None]:
+        return self._prefix.guard(action)
 
     # Paths.
 
