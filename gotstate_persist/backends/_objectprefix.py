@@ -54,7 +54,8 @@ class ObjectPrefix:
     The public members are what a backend over the prefix needs, and all it
     may touch: :attr:`objects` (the driver, on full paths), :meth:`path`,
     :meth:`guard`, :attr:`display`, :attr:`layout`, :attr:`marked` and
-    :meth:`mark`.
+    :meth:`mark`; the backend that opened it also reads :attr:`root` and
+    :attr:`capabilities`, and calls :meth:`close`.
     """
 
     def __init__(self, url: str, options: dict[str, Any], *, catalog: str | None) -> None:
