@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -920,10 +921,58 @@ def _listing_names() -> st.SearchStrategy[list[str]]:
 
 @given(_listing_names())
 def test_quick_key_summary_agrees_with_the_exact_one(names: list[str]) -> None:
-    from gotstate_persist.backends._objectnames import _summarize_exactly, summarize_key
+    from gotstate_persist.backends._objectnames import summarize_exactly, summarize_key
 
-    quick, exact = summarize_key(names), _summarize_exactly(names)
+    quick, exact = summarize_key(names), summarize_exactly(names)
     assert quick.last_version == exact.last_version
     assert quick.last_tombstone == exact.last_tombstone
     assert quick.newest == exact.newest
     assert sorted(quick.temporaries) == sorted(exact.temporaries)
+
+
+# Plain object stores never load SQL.
+
+_PLAIN_STORES_SCRIPT = """
+import sys
+
+import msgspec
+
+import gotstate_persist as gp
+from gotstate_persist.backends import open_backend
+
+
+class Order(msgspec.Struct):
+    id: str
+
+
+formats = gp.FormatRegistry()
+formats.register(Order, kind="order")
+keyring = gp.KeyRing.generate()
+root = sys.argv[1]
+for url in (f"file://{root}/store", "memory://" + root.strip("/").replace("/", "-")):
+    with gp.open_store(url, keyring=keyring, formats=formats) as store:
+        store.save("o", Order("1"))
+        store.save("o", Order("2"))
+        store.set_quota(gp.Quota(max_bytes=1_000_000))
+        assert store.load("o") == Order("2") and store.load("o", version=1) == Order("1")
+        assert store.usage(recount=True).records == 2 and store.quota is not None
+    with open_backend(url) as backend:
+        assert backend.keys("default") == ["o"]
+        assert backend.get("default", "o")[0].version == 2
+loaded = sorted(name for name in sys.modules if name.partition(".")[0] == "sqlalchemy")
+assert not loaded, loaded
+print("no sqlalchemy")
+"""
+
+
+def test_plain_file_and_memory_stores_never_import_sqlalchemy(tmp_path: Path) -> None:
+    """Only a catalog needs SQL: opening and using a plain store must not import it."""
+    done = subprocess.run(
+        [sys.executable, "-c", _PLAIN_STORES_SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "no sqlalchemy"

@@ -20,8 +20,9 @@ from _interleave import OrderV1, OrderV2, Outcome, interleave, order_formats, re
 import gotstate_persist as gp
 from gotstate_persist.backends import Backend, open_backend
 from gotstate_persist.backends._layout import LAYOUT_OBJECT
+from gotstate_persist.backends._objectnames import parse_catalog_object_path
 from gotstate_persist.backends.base import Replacement
-from gotstate_persist.backends.catalog import CatalogBackend, _parse_object
+from gotstate_persist.backends.catalog import CatalogBackend
 from gotstate_persist.backends.objectstore import ObjectStoreBackend
 
 NS = "ns"
@@ -90,7 +91,7 @@ def _check_catalog_settles(backend: CatalogBackend) -> None:
     for components, _size in backend._objects.walk(top, sizes=False):
         if components == [LAYOUT_OBJECT]:
             continue
-        parsed = _parse_object(components[1:])  # below the namespace's one component
+        parsed = parse_catalog_object_path(components[1:])  # below the namespace's one component
         assert parsed is not None, components
         found.add(((parsed[0], parsed[1]), parsed[1:]))
     named = {(place, row[0]) for place, row in rows.items()}

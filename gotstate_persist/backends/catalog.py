@@ -63,7 +63,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._names import check_name
 from .._redact import mask_url
@@ -74,14 +74,15 @@ from ._objectnames import (
     MAX_INT64,
     catalog_object_name,
     check_put_arguments,
-    decode_key_path,
     key_components,
     namespace_components,
-    parse_catalog_object_name,
+    parse_catalog_object_path,
 )
 from .base import Backend, Capabilities, KeyHead, Replacement, Usage, VersionInfo, no_step
 from .objectstore import ObjectStoreBackend
-from .sql import ObjectRef, SQLBackend
+
+if TYPE_CHECKING:  # imported when a catalog is opened: plain stores never load SQLAlchemy
+    from .sql import ObjectRef, SQLBackend
 
 __all__ = ["STALE_RESERVATION_SECONDS", "CatalogBackend", "open_object_store"]
 
@@ -136,12 +137,14 @@ class CatalogBackend(Backend):
     ) -> None:
         given = mask_url(catalog)
         self._store = ObjectStoreBackend(url, _catalog=given, **options)
+        #: The prefix the store opened: this backend's objects, paths, errors and layout marker.
+        self._prefix = self._store.prefix
         try:
             self._catalog = self._open_catalog(catalog, given, upgrade, dict(catalog_options or {}))
         except BaseException:
             self._store.close()
             raise
-        self._objects = self._store._objects
+        self._objects = self._prefix.objects
         #: Called between the steps of each protocol, with the step's name.
         self._step: Callable[[str], None] = no_step
 
@@ -153,14 +156,16 @@ class CatalogBackend(Backend):
         A prefix that already names its catalog never gets a new (empty) schema
         created for it: a mistyped catalog URL is refused, not started afresh.
         """
-        marked = self._store._layout
+        from .sql import SQLBackend  # SQLAlchemy only once a catalog is configured
+
+        marked = self._prefix.layout
         create = bool(options.pop("create", True)) and marked is None
         try:
             opened = SQLBackend(catalog, upgrade=upgrade, create=create, **options)
         except NotFound:
             if marked is None:  # a reader asked not to create one: there is none
                 raise
-            raise another_catalog(self._store._display, marked, given) from None
+            raise another_catalog(self._prefix.display, marked, given) from None
         if marked is not None and marked.catalog_id is not None:
             try:
                 ours = opened.catalog_id(create=False)
@@ -169,13 +174,13 @@ class CatalogBackend(Backend):
                 raise
             if ours != marked.catalog_id:
                 opened.close()
-                raise another_catalog(self._store._display, marked, given)
+                raise another_catalog(self._prefix.display, marked, given)
         return opened
 
     def _mark(self) -> None:
         """Before the first write: record the layout and this catalog's identity."""
-        if not self._store._marked:
-            self._store._mark(self._catalog.catalog_id(create=True))
+        if not self._prefix.marked:
+            self._prefix.mark(self._catalog.catalog_id(create=True))
 
     def __repr__(self) -> str:
         return f"CatalogBackend({self._store!r}, catalog={self._catalog!r})"
@@ -185,7 +190,7 @@ class CatalogBackend(Backend):
     ) -> str:
         """``o<version>.<format>``, or ``o<version>.<format>.<token>`` once rewritten."""
         components = [*namespace_components(namespace), *key_components(key)]
-        return self._store._path([*components, catalog_object_name(version, format_version, token)])
+        return self._prefix.path([*components, catalog_object_name(version, format_version, token)])
 
     def _remove_objects(self, namespace: str, key: str, objects: Sequence[ObjectRef]) -> None:
         """Best effort: an object left behind is an orphan, which a sweep removes."""
@@ -193,7 +198,7 @@ class CatalogBackend(Backend):
             return
         paths = [self._object(namespace, key, *named) for named in objects]
         try:
-            with self._store._guard("removing objects"):
+            with self._prefix.guard("removing objects"):
                 self._objects.remove(paths)
         except BackendError as exc:
             logger.warning("left %d orphan object(s) for a later gc: %s", len(paths), exc)
@@ -230,7 +235,7 @@ class CatalogBackend(Backend):
         )
         self._step("put:reserved")
         try:
-            with self._store._guard("writing a version"):
+            with self._prefix.guard("writing a version"):
                 try:
                     self._objects.create(path, blob)
                 except FileExistsError:
@@ -281,7 +286,7 @@ class CatalogBackend(Backend):
         except NotFound:
             return False
         old = (version, info.format_version, token)
-        with self._store._guard("reading a version"):
+        with self._prefix.guard("reading a version"):
             # objects are never changed in place: equal now, equal at the switch
             if not self._objects.holds(self._object(namespace, key, *old), replacement.expected):
                 return False  # rewritten or deleted since the row was read
@@ -302,7 +307,7 @@ class CatalogBackend(Backend):
         self._step("replace:announced")
         new = (version, replacement.format_version, pending)
         try:
-            with self._store._guard("writing a rewritten version"):
+            with self._prefix.guard("writing a rewritten version"):
                 self._objects.create(self._object(namespace, key, *new), replacement.blob)
         except BaseException:
             self._give_up(namespace, key, new)
@@ -359,7 +364,7 @@ class CatalogBackend(Backend):
         for _attempt in range(_READ_ATTEMPTS):
             info, token = self._catalog.catalog_get(namespace, key, version)
             path = self._object(namespace, key, info.version, info.format_version, token)
-            with self._store._guard("reading a version"):
+            with self._prefix.guard("reading a version"):
                 try:
                     return info, self._objects.read(path)
                 except FileNotFoundError:
@@ -403,11 +408,11 @@ class CatalogBackend(Backend):
         rows are read, among those listed before (module docstring).
         """
         cutoff = _now_us() - int(older_than_s * 1_000_000)
-        top = self._store._path(namespace_components(namespace))
+        top = self._prefix.path(namespace_components(namespace))
         listed: dict[str, set[ObjectRef]] = {}
-        with self._store._guard("listing objects"):
+        with self._prefix.guard("listing objects"):
             for components, _size in self._objects.walk(top, sizes=False):
-                found = _parse_object(components)
+                found = parse_catalog_object_path(components)
                 if found is not None:
                     listed.setdefault(found[0], set()).add(found[1:])
         self._step("sweep:listed")
@@ -415,7 +420,7 @@ class CatalogBackend(Backend):
         for key, version, fmt in self._catalog.stale_reservations(namespace, cutoff):
             path = self._object(namespace, key, version, fmt, None)
             directory, name = path.rsplit("/", 1)
-            with self._store._guard("listing objects"):
+            with self._prefix.guard("listing objects"):
                 written = name in self._objects.names(directory, name)
             if written:  # complete (created exclusively): only the confirmation was lost
                 self._remove_objects(
@@ -464,10 +469,3 @@ def _named(row: tuple[ObjectRef, int | None] | None, found: ObjectRef) -> bool:
         return False
     named, pending = row
     return found == named or (found[2] is not None and found[2] == pending)
-
-
-def _parse_object(components: Sequence[str]) -> tuple[str, int, int, int | None] | None:
-    """``(key, version, format version, token)`` of a catalog object path, or None."""
-    parsed = parse_catalog_object_name(components[-1]) if components else None
-    decoded = None if parsed is None else decode_key_path(components)
-    return None if parsed is None or decoded is None else (decoded[0], *parsed)
