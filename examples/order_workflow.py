@@ -75,10 +75,10 @@ def build_order_machine(entered: list[str] | None = None) -> StateMachine:
 def set_data(machine: StateMachine, state_name: str, key: str, value: object) -> None:
     """Set one item of a state's data (gotstate keeps it on the machine's graph)."""
     state = next(s for s in machine.get_states() if s.name == state_name)
-    machine._graph.set_state_data(state, key, value)
+    machine._graph.set_state_data(state, key, value)  # noqa: SLF001 - no public API for it
 
 
 def get_data(machine: StateMachine, state_name: str) -> dict[str, object]:
     """Return a copy of a state's data."""
     state = next(s for s in machine.get_states() if s.name == state_name)
-    return dict(machine._graph.get_state_data(state))
+    return dict(machine._graph.get_state_data(state))  # noqa: SLF001 - no public API for it

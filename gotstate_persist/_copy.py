@@ -16,10 +16,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ._pipeline import RecordPipeline
 from .backends import Backend
 from .errors import FormatError, IntegrityError, PersistError, VersionConflict
 from .sealing import KeyRing
-from .store import Store
 
 __all__ = ["CopyReport", "copy_records"]
 
@@ -58,7 +58,7 @@ def copy_records(
                 logger.warning("not copied: %s/%s: %s", namespace, key, exc)
                 report.failed.append((namespace, key, 0, f"{type(exc).__name__}: {exc}"))
     total = len(plan)
-    verifiers = {ns: Store(source, keyring=keyring, namespace=ns) for ns in chosen}
+    verifiers = {ns: RecordPipeline(source, keyring=keyring, namespace=ns) for ns in chosen}
     present: dict[tuple[str, str], set[int]] = {}
     for done, (namespace, key, info) in enumerate(plan, start=1):
         where = (namespace, key)
@@ -69,7 +69,7 @@ def copy_records(
         else:
             try:
                 _, blob = source.get(namespace, key, info.version)
-                verifiers[namespace]._verify_blob(info, blob)
+                verifiers[namespace].verify(info, blob)
                 head = destination.head(namespace, key)
                 if info.version <= head.last_version:
                     raise VersionConflict(

@@ -17,19 +17,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ._pipeline import RecordPipeline
 from .backends.base import Replacement, VersionInfo
-from .codec import Codec, codec_by_id
 from .errors import BackendError, InvalidArgument, PersistError, QuotaExceeded
-from .sealing import read_header, seal
+from .sealing import read_header
 
-if TYPE_CHECKING:
-    from .store import Store
-
-__all__ = ["MigrationFailure", "MigrationReport", "Progress"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "MigrationFailure",
+    "MigrationReport",
+    "Progress",
+    "migrate",
+    "reseal",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -65,16 +68,18 @@ class MigrationReport(msgspec.Struct, frozen=True):
 class _Run:
     """Counters and the pending batch of one run."""
 
-    def __init__(self, store: Store, batch_size: int, dry_run: bool, progress: Progress | None):
+    def __init__(
+        self, pipeline: RecordPipeline, batch_size: int, dry_run: bool, progress: Progress | None
+    ):
         if type(batch_size) is not int or batch_size < 1:
             raise InvalidArgument(f"batch_size must be an int >= 1, got {batch_size!r}")
         if progress is not None and not callable(progress):
             raise InvalidArgument("progress must be a function progress(done, total)")
-        self.store = store
+        self.pipeline = pipeline
         self.batch_size = batch_size
         self.dry_run = dry_run
         self.progress = progress
-        self.total = store.usage().records
+        self.total = pipeline.backend.usage(pipeline.namespace).records
         self.scanned = self.migrated = self.current = self.looked = 0
         self.failed: list[MigrationFailure] = []
         self.batch: list[Replacement] = []
@@ -96,7 +101,7 @@ class _Run:
         batch, self.batch = self.batch, []
         if not batch:
             return
-        backend, namespace = self.store._backend, self.store.namespace
+        backend, namespace = self.pipeline.backend, self.pipeline.namespace
         try:
             outcomes: list[bool | str] = list(backend.replace(namespace, batch))
         except QuotaExceeded:  # the batch rolled back: find the records over the limit
@@ -120,12 +125,12 @@ class _Run:
             # records read as current, the leftovers are only wasted space, so
             # a sweep that cannot run (no permission to list) loses nothing
             try:
-                self.store._backend.sweep(self.store.namespace)
+                self.pipeline.backend.sweep(self.pipeline.namespace)
             except BackendError as exc:
                 logger.warning(
                     "namespace %r: the sweep after the run failed (%s); "
                     "run 'gotstate-persist gc' later to remove leftovers",
-                    self.store.namespace,
+                    self.pipeline.namespace,
                     exc,
                 )
         if self.progress is not None:
@@ -133,12 +138,7 @@ class _Run:
         return MigrationReport(self.scanned, self.migrated, self.current, self.failed)
 
 
-def _decoding(codec: Codec, body: msgspec.Raw) -> Callable[[Any], Any]:
-    """``decode(type)`` of one record body, for ``FormatRegistry.decode_newest``."""
-    return lambda record_type: codec.decode_inner(body, record_type)
-
-
-def _stored(store: Store, run: _Run) -> Iterator[tuple[VersionInfo, bytes]]:
+def _stored(run: _Run) -> Iterator[tuple[VersionInfo, bytes]]:
     """Every stored version of the namespace with its blob (the backend's fastest walk).
 
     A record the backend cannot even read (damaged bytes or metadata) is
@@ -150,11 +150,12 @@ def _stored(store: Store, run: _Run) -> Iterator[tuple[VersionInfo, bytes]]:
         run.scanned += 1
         run.failed.append(MigrationFailure(key, version, str(error)))
 
-    return store._backend.iter_namespace(store.namespace, on_error=unreadable)
+    pipeline = run.pipeline
+    return pipeline.backend.iter_namespace(pipeline.namespace, on_error=unreadable)
 
 
 def migrate(
-    store: Store,
+    pipeline: RecordPipeline,
     kind: str,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -162,10 +163,10 @@ def migrate(
     progress: Progress | None = None,
 ) -> MigrationReport:
     """Rewrite every ``kind`` record stored in an older format as the newest one."""
-    formats = store.formats
+    formats = pipeline.formats
     newest = formats.newest_version(kind)  # InvalidArgument for an unknown kind
-    run = _Run(store, batch_size, dry_run, progress)
-    for info, blob in _stored(store, run):
+    run = _Run(pipeline, batch_size, dry_run, progress)
+    for info, blob in _stored(run):
         run.tick()
         if info.kind != kind:
             continue
@@ -184,21 +185,7 @@ def migrate(
             run.failed.append(MigrationFailure(info.key, info.version, reason))
             continue
         try:
-            codec, stored_kind, stored_version, body = store._unwrap(info, blob)
-            record = formats.decode_newest(
-                stored_kind,
-                stored_version,
-                _decoding(codec, body),
-            )
-            payload = codec.encode((kind, newest, record), limits=store._limits)
-            sealed = seal(
-                store._keyring,
-                payload,
-                codec_id=codec.id,
-                namespace=store.namespace,
-                key=info.key,
-                version=info.version,
-            )
+            sealed = pipeline.upcast_blob(info, blob)
         except PersistError as exc:
             run.failed.append(MigrationFailure(info.key, info.version, str(exc)))
             continue
@@ -207,28 +194,22 @@ def migrate(
 
 
 def reseal(
-    store: Store, *, batch_size: int = DEFAULT_BATCH_SIZE, progress: Progress | None = None
+    pipeline: RecordPipeline,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Progress | None = None,
 ) -> MigrationReport:
     """Rewrite every record not sealed under the keyring's primary key under it."""
-    run = _Run(store, batch_size, False, progress)
-    keyring, primary = store._keyring, store._keyring.primary_id
-    for info, blob in _stored(store, run):
+    run = _Run(pipeline, batch_size, False, progress)
+    primary = pipeline.keyring.primary_id
+    for info, blob in _stored(run):
         run.tick()
         run.scanned += 1
         try:
             if read_header(blob).key_id == primary:
                 run.current += 1
                 continue
-            codec_id, payload = store._open_blob(info, blob)
-            codec_by_id(codec_id)  # a known codec, as every store read requires
-            sealed = seal(
-                keyring,
-                payload,
-                codec_id=codec_id,
-                namespace=store.namespace,
-                key=info.key,
-                version=info.version,
-            )
+            sealed = pipeline.reseal_blob(info, blob)
         except PersistError as exc:
             run.failed.append(MigrationFailure(info.key, info.version, str(exc)))
             continue

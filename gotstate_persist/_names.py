@@ -74,3 +74,15 @@ def check_kind(value: object) -> str:
             "letters, digits, '_', '.', '-', starting with a letter"
         )
     return value
+
+
+#: Version numbers are SQL BIGINTs in every backend.
+MAX_VERSION = 2**63 - 1
+
+
+def check_version(version: object, *, allow_zero: bool = False) -> int:
+    """A version number argument (from 1; from 0 where 0 means "no version yet")."""
+    low = 0 if allow_zero else 1
+    if type(version) is not int or not low <= version <= MAX_VERSION:
+        raise InvalidArgument(f"version must be an int >= {low}, got {version!r}")
+    return version

@@ -53,7 +53,7 @@ def _object_store(backend: Any) -> Any:
 
 @contextmanager
 def _fault(store: gp.Store, error: BaseException, *methods: str) -> Iterator[None]:
-    target = _object_store(store._backend)
+    target = _object_store(store.backend)
     holders = [target] if isinstance(target, ObjectStoreBackend) else [target, target._store]
     saved = [holder._objects for holder in holders]
     for holder in holders:
@@ -128,7 +128,7 @@ def test_a_failing_delete_during_migrate_loses_and_resurrects_nothing(
         again = store.migrate("order")  # finishes the job, sweeps what failed removes left
         assert again.migrated + again.already_current == 2 and again.failed == []
         assert [r.format_version for k in ("o1", "o2") for r in store.versions(k)] == [2, 2]
-        backend = _object_store(store._backend)
+        backend = _object_store(store.backend)
         if isinstance(backend, ObjectStoreBackend) and backend._objects.serializes_writers:
             assert backend.sweep(store.namespace) == 0  # the rerun's sweep took them
             assert backend.usage(store.namespace).records == 2

@@ -226,7 +226,7 @@ def test_migrate_and_sweep_clean_a_rewrite_cut_short(tmp_path: Path) -> None:
     url = f"file://{tmp_path / 'blobs'}"
     with gp.open_store(url, keyring=keys, formats=formats) as store:
         store.save("o", V1("o"))
-        backend = store._backend
+        backend = store.backend
         directory = backend._inner._key_directory("default", "o")  # type: ignore[attr-defined]
         # a first run killed after creating the new object: the old one stays
         names = sorted(backend._inner._objects.names(directory))  # type: ignore[attr-defined]

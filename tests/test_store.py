@@ -435,10 +435,12 @@ def test_odd_but_comparable_decimals_in_a_record_round_trip_exactly(
             assert repr(store.load(text)) == repr(record)
 
 
-def test_unregistered_kind_on_load_is_format_error(rstore: gp.Store, sqlite_url: str) -> None:
+def test_unregistered_kind_on_load_is_format_error(
+    rstore: gp.Store, sqlite_url: str, keyring: gp.KeyRing
+) -> None:
     rstore.save("k", Order("k", 1))
     with (
-        gp.open_store(sqlite_url, keyring=rstore._keyring) as plain,
+        gp.open_store(sqlite_url, keyring=keyring) as plain,
         pytest.raises(gp.FormatError, match="does not know"),
     ):
         plain.load("k")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import msgspec
 
+from .._quota_rules import Quota
 from ..errors import IntegrityError
-from ..quota import Quota
 from ._objectnames import namespace_components
 from ._objectprefix import ObjectPrefix
 from ._objects import Oversized

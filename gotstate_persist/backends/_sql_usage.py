@@ -17,8 +17,8 @@ from typing import Any
 
 import msgspec
 
+from .._quota_rules import Quota, check_write, quota_exceeded
 from ..errors import BackendError, IntegrityError
-from ..quota import Quota, check_write, quota_exceeded
 from ._sql_connections import Connections
 from ._sql_rows import ObjectRef, counters_of, object_ref
 from ._sql_statements import QUOTA_FIELDS, Statements

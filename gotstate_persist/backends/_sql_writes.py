@@ -31,7 +31,7 @@ from ._sql_connections import (
 from ._sql_rows import ObjectRef, numeric, object_ref
 from ._sql_statements import Statements
 from ._sql_usage import UsageLedger
-from .base import Usage, kind_mismatch
+from .base import Usage, kind_mismatch, not_at_expected
 
 __all__ = ["Writes"]
 
@@ -132,12 +132,7 @@ class Writes:
         row = conn.execute(self._sql["head"], {"ns": namespace, "key": key}).fetchone()
         last, newest, stored_kind = (0, 0, None) if row is None else row
         if expected_newest is not None and newest != expected_newest:
-            raise VersionConflict(
-                f"key {key!r} is at version {newest}, not {expected_newest}: "
-                "reload it and retry, or save without expected_version",
-                expected=expected_newest,
-                actual=newest,
-            )
+            raise not_at_expected(key, expected_newest, newest)
         if newest and stored_kind != kind:
             raise kind_mismatch(key, stored_kind, kind)
         raise VersionConflict(

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ..errors import VersionConflict
 from ._objectnames import KeySummary, StoredVersion, find_version
-from .base import KeyHead, kind_mismatch
+from .base import KeyHead, kind_mismatch, not_at_expected
 
 __all__ = ["check_claimed", "check_put", "key_head"]
 
@@ -72,11 +72,6 @@ def _check_newest(
 ) -> None:
     newest_version = 0 if newest is None else newest.version
     if expected_newest is not None and newest_version != expected_newest:
-        raise VersionConflict(
-            f"key {key!r} is at version {newest_version}, not {expected_newest}: "
-            "reload it and retry, or save without expected_version",
-            expected=expected_newest,
-            actual=newest_version,
-        )
+        raise not_at_expected(key, expected_newest, newest_version)
     if newest is not None and newest.kind != kind:
         raise kind_mismatch(key, newest.kind, kind)

@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 
-from ..errors import FormatError, IntegrityError, InvalidArgument, NotFound, PersistError
+from ..errors import (
+    FormatError,
+    IntegrityError,
+    InvalidArgument,
+    NotFound,
+    PersistError,
+    VersionConflict,
+)
 
 if TYPE_CHECKING:
     from .._quota_rules import Quota
@@ -42,6 +49,7 @@ __all__ = [
     "Usage",
     "VersionInfo",
     "kind_mismatch",
+    "not_at_expected",
     "to_micros",
     "usage_drift",
 ]
@@ -66,6 +74,16 @@ def kind_mismatch(key: str, stored: str | None, wanted: str) -> FormatError:
     return FormatError(
         f"key {key!r} holds records of kind {stored!r}; a {wanted!r} record "
         "cannot be saved under it: use another key, or delete the key first"
+    )
+
+
+def not_at_expected(key: str, expected: int, actual: int) -> VersionConflict:
+    """The error for a save whose ``expected_version`` is stale (one wording everywhere)."""
+    return VersionConflict(
+        f"key {key!r} is at version {actual}, not {expected}: "
+        "reload it and retry, or save without expected_version",
+        expected=expected,
+        actual=actual,
     )
 
 

@@ -66,9 +66,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._names import check_name
+from .._quota_rules import Quota
 from .._redact import mask_url
 from ..errors import BackendError, InvalidArgument, NotFound, QuotaExceeded, VersionConflict
-from ..quota import Quota
 from ._layout import another_catalog
 from ._objectnames import (
     MAX_INT64,

@@ -68,8 +68,8 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack, suppress
 from typing import Any
 
+from .._quota_rules import Quota
 from ..errors import BackendError, FormatError, NotFound, VersionConflict
-from ..quota import Quota
 from ._objectnames import (
     MAX_INT64,
     KeyListing,

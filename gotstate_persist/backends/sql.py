@@ -44,8 +44,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .._quota_rules import Quota
 from ..errors import FormatError, IntegrityError, NotFound
-from ..quota import Quota
 from ._sql_catalog import CatalogRows
 from ._sql_connections import Connections, leave_autocommit
 from ._sql_rows import ObjectRef, blob_of, info_of, shown, where

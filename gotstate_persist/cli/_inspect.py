@@ -18,7 +18,8 @@ from typing import Any
 
 import msgspec
 
-from .._names import printable
+from .._names import check_name, printable
+from .._pipeline import RecordPipeline
 from ..backends import Backend
 from ..errors import FormatError, IntegrityError, InvalidArgument, NotFound, PersistError
 from ..formats import MachineSnapshot, SubmachineSnapshot
@@ -26,7 +27,7 @@ from ..formats._registry import FormatRegistry
 from ..formats._values import UnsupportedValue, decode_value
 from ..formats.machine import decode_structure
 from ..sealing import KeyRing, format_key_id, read_header
-from ..store import SnapshotRef, Store
+from ..store import snapshot_ref
 from ._keyring import load_keyring
 from ._options import (
     NAMED_NAMESPACES,
@@ -113,12 +114,14 @@ def _snapshot_view(
 def _cmd_show(args: argparse.Namespace) -> int:
     keys = load_keyring(args.keys)
     with open_existing(args.url, args.catalog) as backend:
-        store = Store(backend, keyring=keys, namespace=args.namespace)
+        pipeline = RecordPipeline(backend, keyring=keys, namespace=args.namespace)
         try:
-            ref, record, typed = store._inspect(args.key, args.version)  # noqa: SLF001, RUF100
+            inspection = pipeline.inspect(args.key, args.version)
         except NotFound as exc:
             raise _not_found_here(backend, args.namespace, args.key, exc) from None
-        header = read_header(backend.get(store.namespace, args.key, ref.version)[1])
+        ref = snapshot_ref(inspection.info, pipeline.namespace)
+        record, typed = inspection.record, inspection.typed
+        header = read_header(backend.get(pipeline.namespace, args.key, ref.version)[1])
     meta = {
         "namespace": ref.namespace,
         "key": ref.key,
@@ -130,7 +133,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         "sealed_with": f"{header.algorithm} key {format_key_id(header.key_id)}",
     }
     if isinstance(record, MachineSnapshot):
-        body: Any = _snapshot_view(record, store.formats)
+        body: Any = _snapshot_view(record, pipeline.formats)
     elif typed:
         body = _plain(msgspec.to_builtins(record))
     else:
@@ -157,12 +160,12 @@ def _not_found_here(backend: Backend, namespace: str, key: str, exc: NotFound) -
     )
 
 
-def _verify_key(store: Store, key: str) -> tuple[int, list[str]]:
+def _verify_key(pipeline: RecordPipeline, key: str) -> tuple[int, list[str]]:
     problems: list[str] = []
-    versions: list[SnapshotRef] = store.versions(key)
+    versions = pipeline.backend.versions(pipeline.namespace, check_name(key, "key"))
     for ref in versions:
         try:
-            store._inspect(key, ref.version)  # noqa: SLF001, RUF100
+            pipeline.inspect(key, ref.version)
         except PersistError as exc:
             problems.append(f"version {ref.version}: {type(exc).__name__}: {exc}")
     return len(versions), problems
@@ -172,13 +175,13 @@ def _verify_namespace(backend: Backend, keys: KeyRing, namespace: str) -> tuple[
     """Verify every key of one namespace, print a line per key; return (checked, failed)."""
     checked = failed = 0
     try:
-        store = Store(backend, keyring=keys, namespace=namespace)
+        pipeline = RecordPipeline(backend, keyring=keys, namespace=namespace)
     except InvalidArgument as exc:  # a name no gotstate-persist could have written
         sys.stdout.write(f"FAILED namespace {namespace!r}: {printable(str(exc))}\n")
         return 0, 1
     for key in backend.keys(namespace):
         try:
-            count, problems = _verify_key(store, key)
+            count, problems = _verify_key(pipeline, key)
         except InvalidArgument as exc:
             count, problems = 0, [f"invalid key: {exc}"]
         except (FormatError, IntegrityError) as exc:  # its versions cannot even be listed

@@ -34,7 +34,8 @@ import msgspec
 
 from .._names import check_kind
 from ..errors import FormatError, InvalidArgument
-from .machine import MACHINE_FORMAT_VERSION, MACHINE_KIND, MachineSnapshot
+from . import machine as _snapshots
+from .machine import MACHINE_KIND
 from .structure import StructureMigration, StructureMigrations
 
 __all__ = ["FormatRegistry", "Upcaster"]
@@ -61,7 +62,13 @@ class FormatRegistry:
         self._upcasts: dict[str, dict[int, Upcaster]] = {}
         #: How snapshots of older machine structures restore into newer machines.
         self.structure_migrations = StructureMigrations()
-        self._add(MachineSnapshot, MACHINE_KIND, MACHINE_FORMAT_VERSION)
+        # read at construction, so a registry holds the snapshot formats of its time
+        for snapshot_format in _snapshots.SNAPSHOT_FORMATS:
+            self._add(snapshot_format.record_type, MACHINE_KIND, snapshot_format.version)
+            if snapshot_format.upcast is not None:
+                self._upcasts.setdefault(MACHINE_KIND, {})[snapshot_format.version] = (
+                    snapshot_format.upcast
+                )
 
     def register(
         self,

@@ -16,7 +16,8 @@ the same verdict.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Union
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 import msgspec
 
@@ -26,9 +27,11 @@ from ..errors import FormatError
 __all__ = [
     "MACHINE_FORMAT_VERSION",
     "MACHINE_KIND",
+    "SNAPSHOT_FORMATS",
     "SUB_DATA_NESTING",
     "TOP_DATA_NESTING",
     "MachineSnapshot",
+    "SnapshotFormat",
     "Structure",
     "SubmachineSnapshot",
     "decode_structure",
@@ -111,6 +114,28 @@ class MachineSnapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     structure: bytes
     data: dict[str, list[TopValue]]
     submachines: list[SubmachineSnapshot] = []
+
+
+class SnapshotFormat(NamedTuple):
+    """One stored version of the snapshot format, registered in every FormatRegistry.
+
+    ``upcast`` turns the previous version's data (plain builtins) into this
+    version's, as for any registered kind; version 1 has none.
+    """
+
+    version: int
+    record_type: type[MachineSnapshot]
+    upcast: Callable[[Any], Any] | None = None
+
+
+#: Every snapshot format version this code reads, oldest first; the last one
+#: is what ``save_machine`` writes and the only one restored without the
+#: general (upcasting) path. A v2 is added here, as a MachineSnapshot
+#: subclass with an upcaster from v1 (tests/test_snapshot_versions.py shows
+#: one); the released entries never change.
+SNAPSHOT_FORMATS: tuple[SnapshotFormat, ...] = (
+    SnapshotFormat(MACHINE_FORMAT_VERSION, MachineSnapshot),
+)
 
 
 def encode_structure(structure: Structure) -> bytes:

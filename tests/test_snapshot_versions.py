@@ -1,0 +1,125 @@
+"""The machine snapshot format versions like any record kind.
+
+A test-only v2 (a MachineSnapshot with one more field, and an upcaster from
+v1) is added the way a real one would be, in ``formats.machine.SNAPSHOT_FORMATS``.
+Then: v1 snapshots restore through the upcaster, v2 is what save writes and
+what the one-decode fast path reads, ``migrate`` rewrites v1 as v2, and code
+that knows only v1 refuses a v2 snapshot without touching it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from gotstate.core.events import Event
+from order_workflow import build_order_machine, get_data, set_data
+
+import gotstate_persist as gp
+from gotstate_persist.formats import MACHINE_KIND, MachineSnapshot
+from gotstate_persist.formats import machine as snapshot_formats
+
+
+class SnapshotV2(MachineSnapshot, frozen=True, forbid_unknown_fields=True):
+    """Version 2 of the test: where the snapshot came from."""
+
+    origin: str = "captured"
+
+
+def _from_v1(data: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "origin": "upcast from v1"}
+
+
+def _add_v2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registries built from now on know v1 and v2 (v2 newest), as a release adding v2 would."""
+    added = snapshot_formats.SnapshotFormat(2, SnapshotV2, _from_v1)
+    monkeypatch.setattr(
+        snapshot_formats, "SNAPSHOT_FORMATS", (*snapshot_formats.SNAPSHOT_FORMATS, added)
+    )
+
+
+@pytest.fixture
+def with_v2(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    _add_v2(monkeypatch)
+    yield
+
+
+def _paid_machine() -> Any:
+    machine = build_order_machine()
+    machine.start()
+    for name in ("start", "checkout", "pay"):
+        machine.process_event(Event(name))
+    set_data(machine, "picking", "total", Decimal("19.99"))
+    return machine
+
+
+def _check_restored(machine: Any) -> None:
+    assert machine.current_state.name == "picking"
+    assert get_data(machine, "picking") == {"total": Decimal("19.99")}
+
+
+def test_v1_snapshots_restore_through_the_upcaster(
+    sqlite_url: str, keyring: gp.KeyRing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with gp.open_store(sqlite_url, keyring=keyring) as store:
+        store.save_machine("m", _paid_machine())
+    _add_v2(monkeypatch)
+    with gp.open_store(sqlite_url, keyring=keyring) as store:
+        assert store.formats.newest_version(MACHINE_KIND) == 2
+        fresh = build_order_machine()
+        ref = store.restore_machine("m", fresh)
+        assert (ref.version, ref.format_version) == (1, 1)
+        _check_restored(fresh)
+        loaded = store.load("m")
+        assert type(loaded) is SnapshotV2
+        assert loaded.origin == "upcast from v1"
+        # nothing was written back on read
+        assert [r.format_version for r in store.versions("m")] == [1]
+
+
+@pytest.mark.usefixtures("with_v2")
+def test_v2_is_written_and_read_back_on_the_fast_path(sqlite_url: str, keyring: gp.KeyRing) -> None:
+    with gp.open_store(sqlite_url, keyring=keyring) as store:
+        ref = store.save_machine("m", _paid_machine())
+        assert (ref.kind, ref.format_version) == (MACHINE_KIND, 2)
+        loaded = store.load("m")
+        assert type(loaded) is SnapshotV2
+        assert loaded.origin == "captured"
+        fresh = build_order_machine()
+        store.restore_machine("m", fresh)
+        _check_restored(fresh)
+
+
+def test_migrate_rewrites_v1_snapshots_as_v2(
+    sqlite_url: str, keyring: gp.KeyRing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with gp.open_store(sqlite_url, keyring=keyring) as store:
+        store.save_machine("m", _paid_machine())
+    _add_v2(monkeypatch)
+    with gp.open_store(sqlite_url, keyring=keyring) as store:
+        report = store.migrate(MACHINE_KIND)
+        assert (report.scanned, report.migrated, report.failed) == (1, 1, [])
+        assert [r.format_version for r in store.versions("m")] == [2]
+        fresh = build_order_machine()
+        store.restore_machine("m", fresh)
+        _check_restored(fresh)
+        assert store.load("m").origin == "upcast from v1"
+
+
+def test_code_that_knows_only_v1_refuses_a_v2_snapshot(
+    sqlite_url: str, keyring: gp.KeyRing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v1_only = snapshot_formats.SNAPSHOT_FORMATS
+    _add_v2(monkeypatch)
+    with gp.open_store(sqlite_url, keyring=keyring) as store:
+        store.save_machine("m", _paid_machine())
+    monkeypatch.setattr(snapshot_formats, "SNAPSHOT_FORMATS", v1_only)
+    with gp.open_store(sqlite_url, keyring=keyring) as store:
+        untouched = build_order_machine()
+        untouched.start()
+        with pytest.raises(gp.FormatError, match="newer than this code knows"):
+            store.restore_machine("m", untouched)
+        assert untouched.current_state.name == "idle"
+        assert [r.format_version for r in store.versions("m")] == [2]
