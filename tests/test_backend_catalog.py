@@ -73,7 +73,7 @@ def test_reads_see_only_confirmed_versions(catalog_url: UrlAndOptions) -> None:
         assert isinstance(backend, CatalogBackend)
         _put(backend, "k", 1, b"one")
         # A writer that reserved version 2 and has not written its object yet.
-        backend._catalog.reserve(
+        backend._rows.reserve(
             NS,
             "k",
             2,
@@ -101,7 +101,7 @@ def test_sweep_settles_stale_reservations_and_removes_orphans(
         assert isinstance(backend, CatalogBackend)
         _put(backend, "k", 1, b"one")
         # Killed after reserving and writing: a stale reservation with its object.
-        backend._catalog.reserve(
+        backend._rows.reserve(
             NS, "k", 2, size=3, kind=KIND, format_version=1, created_at_us=1,
             expected_newest=None, reserved_at_us=1,
         )  # fmt: skip
@@ -112,12 +112,12 @@ def test_sweep_settles_stale_reservations_and_removes_orphans(
         # An object of a key this catalog never held (another catalog's): left alone.
         backend._objects.create(backend._object(NS, "foreign", 1, 1), b"not ours")
         # A fresh reservation belongs to a live writer: kept.
-        backend._catalog.reserve(
+        backend._rows.reserve(
             NS, "live", 1, size=4, kind=KIND, format_version=1, created_at_us=1,
             expected_newest=None, reserved_at_us=2**62,
         )  # fmt: skip
         # Killed after reserving, before writing: a stale reservation alone.
-        backend._catalog.reserve(
+        backend._rows.reserve(
             NS, "k", 3, size=5, kind=KIND, format_version=1, created_at_us=1,
             expected_newest=None, reserved_at_us=1,
         )  # fmt: skip
@@ -316,7 +316,7 @@ def test_a_stale_reservation_confirmed_meanwhile_is_not_withdrawn(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with _catalog_backend(tmp_path) as backend:
-        backend._catalog.reserve(
+        backend._rows.reserve(
             NS, "k", 1, size=3, kind=KIND, format_version=1, created_at_us=1,
             expected_newest=None, reserved_at_us=1,
         )  # fmt: skip
@@ -325,7 +325,7 @@ def test_a_stale_reservation_confirmed_meanwhile_is_not_withdrawn(
         def slow_writer_finishes(directory: str, prefix: str = "", **kw: Any) -> list[str]:
             found = names(directory, prefix, **kw)  # not written yet, as the sweep sees it
             backend._objects.create(backend._object(NS, "k", 1, 1), b"one")
-            assert backend._catalog.confirm(NS, "k", 1) == []
+            assert backend._rows.confirm(NS, "k", 1) == []
             return found
 
         monkeypatch.setattr(backend._objects, "names", slow_writer_finishes)
@@ -365,7 +365,7 @@ def test_a_refused_name_reserves_nothing(tmp_path: Path) -> None:
 def test_head_shows_what_readers_see(tmp_path: Path) -> None:
     with _catalog_backend(tmp_path) as backend:
         _put(backend, "k", 1, b"one")
-        backend._catalog.reserve(
+        backend._rows.reserve(
             NS, "k", 2, size=3, kind=KIND, format_version=1, created_at_us=1,
             expected_newest=None, reserved_at_us=1,
         )  # fmt: skip
@@ -381,7 +381,7 @@ def test_gc_visits_namespaces_holding_only_reservations(
 
     with _catalog_backend(tmp_path) as backend:
         _put(backend, "k", 1, b"one")
-        backend._catalog.reserve(
+        backend._rows.reserve(
             "dead", "k", 1, size=1000, kind=KIND, format_version=1, created_at_us=1,
             expected_newest=None, reserved_at_us=1,
         )  # fmt: skip

@@ -63,7 +63,7 @@ def _settled(backend: CatalogBackend) -> None:
     assert backend._catalog.recount(NS).drift is None
     backend.sweep(NS, older_than_s=0)
     named = {
-        (key, ref) for (key, _version), (ref, _pending) in backend._catalog.row_objects(NS).items()
+        (key, ref) for (key, _version), (ref, _pending) in backend._rows.row_objects(NS).items()
     }
     top = backend._store._path([])
     found = {
@@ -142,7 +142,7 @@ def test_a_sweep_never_withdraws_a_save_confirmed_meanwhile(tmp_path: Path, pg_u
         other._objects.names = looked  # type: ignore[method-assign]
         results: dict[str, Any] = {}
         save = _run(results, "save", lambda: _put(held, 2, b"acknowledged-2"))
-        while not (catalog.stale_reservations(NS, time.time_ns() // 1000 + 1)):
+        while not (catalog.catalog_rows.stale_reservations(NS, time.time_ns() // 1000 + 1)):
             time.sleep(0.01)  # reserved
         sweep = _run(results, "sweep", lambda: other.sweep(NS, older_than_s=0))
         assert confirming.wait(_WAIT_S)

@@ -136,7 +136,7 @@ def test_a_failing_delete_during_migrate_loses_and_resurrects_nothing(
             assert sum(1 for parts, _size in walked if parts[-1].startswith("v")) == 2
         if isinstance(backend, CatalogBackend):
             assert backend.sweep(store.namespace, older_than_s=0) == 0  # nothing left over
-            rows = backend._catalog.row_objects(store.namespace)
+            rows = backend._rows.row_objects(store.namespace)
             assert len(rows) == 2
         assert store.usage(recount=True).records == 2
 

@@ -85,7 +85,7 @@ def _check(outcomes: dict[str, Outcome], reader: Backend) -> None:
 def _check_catalog_settles(backend: CatalogBackend) -> None:
     """After a sweep with nothing running: every row's object exists, nothing else does."""
     backend.sweep(NS, older_than_s=0)
-    rows = backend._catalog.row_objects(NS)
+    rows = backend._rows.row_objects(NS)
     top = backend._store._path([])
     found = set()
     for components, _size in backend._objects.walk(top, sizes=False):

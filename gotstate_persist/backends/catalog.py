@@ -144,6 +144,8 @@ class CatalogBackend(Backend):
         except BaseException:
             self._store.close()
             raise
+        #: The catalog's rows: reservations, announcements and what the sweep reads.
+        self._rows = self._catalog.catalog_rows
         self._objects = self._prefix.objects
         #: Called between the steps of each protocol, with the step's name.
         self._step: Callable[[str], None] = no_step
@@ -168,7 +170,7 @@ class CatalogBackend(Backend):
             raise another_catalog(self._prefix.display, marked, given) from None
         if marked is not None and marked.catalog_id is not None:
             try:
-                ours = opened.catalog_id(create=False)
+                ours = opened.catalog_rows.catalog_id(create=False)
             except BaseException:
                 opened.close()
                 raise
@@ -180,7 +182,7 @@ class CatalogBackend(Backend):
     def _mark(self) -> None:
         """Before the first write: record the layout and this catalog's identity."""
         if not self._prefix.marked:
-            self._prefix.mark(self._catalog.catalog_id(create=True))
+            self._prefix.mark(self._rows.catalog_id(create=True))
 
     def __repr__(self) -> str:
         return f"CatalogBackend({self._store!r}, catalog={self._catalog!r})"
@@ -222,7 +224,7 @@ class CatalogBackend(Backend):
         check_name(key, "key")
         self._mark()
         path = self._object(namespace, key, version, format_version, None)
-        self._catalog.reserve(
+        self._rows.reserve(
             namespace,
             key,
             version,
@@ -248,7 +250,7 @@ class CatalogBackend(Backend):
             self._withdraw(namespace, key, version)
             raise
         self._step("put:created")
-        pruned = self._catalog.confirm(namespace, key, version)
+        pruned = self._rows.confirm(namespace, key, version)
         if pruned is None:
             self._remove_objects(namespace, key, [(version, format_version, None)])
             raise VersionConflict(
@@ -282,7 +284,7 @@ class CatalogBackend(Backend):
     def _replace(self, namespace: str, replacement: Replacement) -> bool:
         key, version = replacement.key, replacement.version
         try:
-            info, token = self._catalog.catalog_get(namespace, key, version)
+            info, token = self._rows.get(namespace, key, version)
         except NotFound:
             return False
         old = (version, info.format_version, token)
@@ -293,7 +295,7 @@ class CatalogBackend(Backend):
         self._step("replace:read")
         pending = secrets.randbelow(MAX_INT64) + 1
         now = _now_us()
-        if not self._catalog.announce(
+        if not self._rows.announce(
             namespace,
             key,
             version,
@@ -314,7 +316,7 @@ class CatalogBackend(Backend):
             raise
         self._step("replace:created")
         try:
-            switched = self._catalog.switch(
+            switched = self._rows.switch(
                 namespace,
                 key,
                 version,
@@ -342,7 +344,7 @@ class CatalogBackend(Backend):
         version, _fmt, token = pending
         assert token is not None
         try:
-            self._catalog.unannounce(namespace, key, version, token)
+            self._rows.unannounce(namespace, key, version, token)
         except BackendError as exc:
             logger.warning("left a rewrite of %r for a later gc: %s", key, exc)
             return
@@ -362,7 +364,7 @@ class CatalogBackend(Backend):
         # A rewrite may switch the row and remove the old object between the
         # two reads: the row is read again and names the new object.
         for _attempt in range(_READ_ATTEMPTS):
-            info, token = self._catalog.catalog_get(namespace, key, version)
+            info, token = self._rows.get(namespace, key, version)
             path = self._object(namespace, key, info.version, info.format_version, token)
             with self._prefix.guard("reading a version"):
                 try:
@@ -377,11 +379,11 @@ class CatalogBackend(Backend):
     def head(self, namespace: str, key: str) -> KeyHead:
         # newest as readers see it; a version still being written only raises
         # last_version (and makes a save with expected_version wait for it)
-        return self._catalog.readable_head(namespace, key)
+        return self._rows.readable_head(namespace, key)
 
     def known_namespaces(self) -> list[str]:
         """Every namespace the catalog ever held, for sweeps (even without readable rows)."""
-        return self._catalog.known_namespaces()
+        return self._rows.known_namespaces()
 
     def versions(self, namespace: str, key: str) -> list[VersionInfo]:
         return self._catalog.versions(namespace, key)
@@ -417,23 +419,23 @@ class CatalogBackend(Backend):
                     listed.setdefault(found[0], set()).add(found[1:])
         self._step("sweep:listed")
         swept = 0
-        for key, version, fmt in self._catalog.stale_reservations(namespace, cutoff):
+        for key, version, fmt in self._rows.stale_reservations(namespace, cutoff):
             path = self._object(namespace, key, version, fmt, None)
             directory, name = path.rsplit("/", 1)
             with self._prefix.guard("listing objects"):
                 written = name in self._objects.names(directory, name)
             if written:  # complete (created exclusively): only the confirmation was lost
                 self._remove_objects(
-                    namespace, key, self._catalog.confirm(namespace, key, version) or []
+                    namespace, key, self._rows.confirm(namespace, key, version) or []
                 )
             elif self._withdraw(namespace, key, version):
                 swept += 1
-        for key, version, pending in self._catalog.stale_announcements(namespace, cutoff):
+        for key, version, pending in self._rows.stale_announcements(namespace, cutoff):
             # its rewriter died or stalled: once taken back, its object is an orphan
-            self._catalog.unannounce(namespace, key, version, pending)
+            self._rows.unannounce(namespace, key, version, pending)
         self._step("sweep:settled")
-        rows = self._catalog.row_objects(namespace)
-        known = self._catalog.last_versions(namespace)
+        rows = self._rows.row_objects(namespace)
+        known = self._rows.last_versions(namespace)
         self._step("sweep:rows")
         for key, objects in listed.items():
             # Only numbers this catalog handed out: an object of a key it never
