@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from .._quota_rules import Quota, check_write, quota_exceeded
+from .._quota_rules import Quota, check_replace, check_write, versions_to_prune
 from ..errors import BackendError, IntegrityError
 from ._sql_connections import Connections
 from ._sql_rows import ObjectRef, counters_of, object_ref
@@ -91,8 +91,9 @@ class UsageLedger:
         most, policy = retention[0]
         pruned = freed = 0
         doomed: list[tuple[int, int]] = []
-        if most is not None and policy == "prune-oldest" and key_versions > most:
-            target = {"ns": params["ns"], "key": params["key"], "count": key_versions - most}
+        prune = versions_to_prune(_retention_of(most, policy), key_versions)
+        if prune:
+            target = {"ns": params["ns"], "key": params["key"], "count": prune}
             doomed = conn.execute(
                 self._sql["oldest" if defer_prune else "prune"], target
             ).fetchall()
@@ -125,10 +126,7 @@ class UsageLedger:
             freed_bytes=freed,
             pruned=pruned,
         )
-        raise BackendError(  # pragma: no cover - the update and check_write agree
-            f"the usage counters of namespace {params['ns']!r} refused a write within its "
-            "quota; run 'gotstate-persist usage URL --recount' and retry"
-        )
+        raise _disagreement(params["ns"])  # pragma: no cover - the update and the rules agree
 
     def charge_growth(self, conn: Any, namespace: str, size: int, grow: int) -> None:
         """Count swapped blobs' size difference (``size``: the largest, for ``max_blob_bytes``)."""
@@ -144,15 +142,16 @@ class UsageLedger:
         }
         if conn.execute(self._sql["charge"], charge).rowcount == 1:
             return
+        # Refused: say which limit, from the same row the update looked at.
         row = conn.execute(self._sql["limits"], {"ns": namespace}).fetchone()
-        quota = quota_of(row[3:]) or Quota()
-        if quota.max_blob_bytes is not None and size > quota.max_blob_bytes:
-            raise quota_exceeded(
-                "max_blob_bytes", quota.max_blob_bytes, 0, size, namespace=namespace
-            )
-        raise quota_exceeded(
-            "max_bytes", quota.max_bytes or 0, int(row[0]), grow, namespace=namespace
+        check_replace(
+            quota_of(row[3:]) or Quota(),
+            Usage(int(row[0]), int(row[1]), int(row[2])),
+            namespace=namespace,
+            largest=size,
+            grow=grow,
         )
+        raise _disagreement(namespace)  # pragma: no cover - the update and the rules agree
 
     def release(self, conn: Any, namespace: str, freed: Usage) -> None:
         """Give back what deleted or pruned rows held, in the transaction that removed them."""
@@ -167,10 +166,10 @@ class UsageLedger:
         held = conn.execute(self._sql["key_versions"], params).fetchone()
         if not retention or held is None:
             return []
-        most, policy = retention[0]
-        if most is None or policy != "prune-oldest" or held[0] <= most:
+        prune = versions_to_prune(_retention_of(*retention[0]), int(held[0]))
+        if not prune:
             return []
-        doomed = conn.execute(self._sql["prune"], {**params, "count": held[0] - most})
+        doomed = conn.execute(self._sql["prune"], {**params, "count": prune})
         removed = doomed.fetchall()
         if removed:
             conn.execute(self._sql["pruned"], {**params, "count": len(removed)})
@@ -236,3 +235,18 @@ class UsageLedger:
             return None if quota is None or quota.unlimited else quota
 
         return self._connections.transaction(store)
+
+
+def _retention_of(most: int | None, policy: str) -> Quota | None:
+    """The retention part of a quota, from the namespaces row's two columns."""
+    if most is None:
+        return None
+    return Quota(max_versions_per_key=most, retention=policy)  # type: ignore[arg-type]
+
+
+def _disagreement(namespace: str) -> BackendError:
+    """The counters refused what the rules allow: only drifted counters get here."""
+    return BackendError(
+        f"the usage counters of namespace {namespace!r} refused a write within its "
+        "quota; run 'gotstate-persist usage URL --recount' and retry"
+    )
