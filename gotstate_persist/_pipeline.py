@@ -21,6 +21,7 @@ so a blob cannot simply be renumbered) and tries again.
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 import types
@@ -64,6 +65,12 @@ KEYRING_NEEDED = (
     "KeyRing.load(text) or KeyRing.from_env())"
 )
 _VERIFY_ONLY = "this keyring is verify-only (KeyRing.public()); it cannot save"
+
+
+@functools.cache
+def _snapshot_payload(snapshot_type: type[msgspec.Struct]) -> Any:
+    """``tuple[str, int, snapshot_type]``, built once per snapshot format (a hot path)."""
+    return types.GenericAlias(tuple, (str, int, snapshot_type))
 
 
 def utc_now() -> datetime:
@@ -343,9 +350,7 @@ class RecordPipeline:
         """The one-decode fast path; None lets the general path explain a failure."""
         codec_id, payload = self.authenticate(info, blob)
         codec = codec_by_id(codec_id)
-        payload_type = types.GenericAlias(
-            tuple, (str, int, self.formats.type_for(MACHINE_KIND, newest))
-        )
+        payload_type = _snapshot_payload(self.formats.type_for(MACHINE_KIND, newest))
         try:
             with gc_paused(len(payload) >= GC_PAUSE_MIN_BYTES):
                 kind, format_version, snapshot = codec.decode(

@@ -30,6 +30,7 @@ __all__ = [
     "check_limits",
     "check_replace",
     "check_write",
+    "prune_count",
     "quota_exceeded",
     "versions_to_prune",
 ]
@@ -205,7 +206,13 @@ def check_replace(
 
 def versions_to_prune(quota: Quota | None, key_versions: int) -> int:
     """How many of a key's oldest versions retention removes when it would hold ``key_versions``."""
-    if quota is None or quota.retention != "prune-oldest":
+    if quota is None:
         return 0
-    most = quota.max_versions_per_key
-    return 0 if most is None else max(0, key_versions - most)
+    return prune_count(quota.max_versions_per_key, quota.retention, key_versions)
+
+
+def prune_count(most: int | None, retention: str, key_versions: int) -> int:
+    """:func:`versions_to_prune` from the two settings alone (as a SQL row holds them)."""
+    if most is None or retention != "prune-oldest":
+        return 0
+    return max(0, key_versions - most)

@@ -46,6 +46,16 @@ def with_v2(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+@pytest.fixture
+def v1_saved_then_v2_added(
+    sqlite_url: str, keyring: gp.KeyRing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A v1 snapshot under key "m", then a release that adds v2."""
+    with gp.open_store(sqlite_url, keyring=keyring) as store:
+        store.save_machine("m", _paid_machine())
+    _add_v2(monkeypatch)
+
+
 def _paid_machine() -> Any:
     machine = build_order_machine()
     machine.start()
@@ -60,12 +70,8 @@ def _check_restored(machine: Any) -> None:
     assert get_data(machine, "picking") == {"total": Decimal("19.99")}
 
 
-def test_v1_snapshots_restore_through_the_upcaster(
-    sqlite_url: str, keyring: gp.KeyRing, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with gp.open_store(sqlite_url, keyring=keyring) as store:
-        store.save_machine("m", _paid_machine())
-    _add_v2(monkeypatch)
+@pytest.mark.usefixtures("v1_saved_then_v2_added")
+def test_v1_snapshots_restore_through_the_upcaster(sqlite_url: str, keyring: gp.KeyRing) -> None:
     with gp.open_store(sqlite_url, keyring=keyring) as store:
         assert store.formats.newest_version(MACHINE_KIND) == 2
         fresh = build_order_machine()
@@ -92,12 +98,8 @@ def test_v2_is_written_and_read_back_on_the_fast_path(sqlite_url: str, keyring: 
         _check_restored(fresh)
 
 
-def test_migrate_rewrites_v1_snapshots_as_v2(
-    sqlite_url: str, keyring: gp.KeyRing, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with gp.open_store(sqlite_url, keyring=keyring) as store:
-        store.save_machine("m", _paid_machine())
-    _add_v2(monkeypatch)
+@pytest.mark.usefixtures("v1_saved_then_v2_added")
+def test_migrate_rewrites_v1_snapshots_as_v2(sqlite_url: str, keyring: gp.KeyRing) -> None:
     with gp.open_store(sqlite_url, keyring=keyring) as store:
         report = store.migrate(MACHINE_KIND)
         assert (report.scanned, report.migrated, report.failed) == (1, 1, [])

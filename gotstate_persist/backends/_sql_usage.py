@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from .._quota_rules import Quota, check_replace, check_write, versions_to_prune
+from .._quota_rules import Quota, check_replace, check_write, prune_count
 from ..errors import BackendError, IntegrityError
 from ._sql_connections import Connections
 from ._sql_rows import ObjectRef, counters_of, object_ref
@@ -91,7 +91,7 @@ class UsageLedger:
         most, policy = retention[0]
         pruned = freed = 0
         doomed: list[tuple[int, int]] = []
-        prune = versions_to_prune(_retention_of(most, policy), key_versions)
+        prune = prune_count(most, policy, key_versions)
         if prune:
             target = {"ns": params["ns"], "key": params["key"], "count": prune}
             doomed = conn.execute(
@@ -166,7 +166,8 @@ class UsageLedger:
         held = conn.execute(self._sql["key_versions"], params).fetchone()
         if not retention or held is None:
             return []
-        prune = versions_to_prune(_retention_of(*retention[0]), int(held[0]))
+        most, policy = retention[0]
+        prune = prune_count(most, policy, int(held[0]))
         if not prune:
             return []
         doomed = conn.execute(self._sql["prune"], {**params, "count": prune})
@@ -235,13 +236,6 @@ class UsageLedger:
             return None if quota is None or quota.unlimited else quota
 
         return self._connections.transaction(store)
-
-
-def _retention_of(most: int | None, policy: str) -> Quota | None:
-    """The retention part of a quota, from the namespaces row's two columns."""
-    if most is None:
-        return None
-    return Quota(max_versions_per_key=most, retention=policy)  # type: ignore[arg-type]
 
 
 def _disagreement(namespace: str) -> BackendError:

@@ -162,7 +162,6 @@ class SQLBackend(Backend):
         created_at_us: int,
         expected_newest: int | None = None,
     ) -> VersionInfo:
-        micros = created_at_us
         self._writes.put(
             {
                 "ns": namespace,
@@ -172,12 +171,12 @@ class SQLBackend(Backend):
                 "expected": expected_newest,
                 "format_version": format_version,
                 "size": len(blob),
-                "created_at_us": micros,
+                "created_at_us": created_at_us,
                 "blob": blob,
                 "reserved_at_us": None,
             }
         )
-        return VersionInfo(key, version, kind, format_version, len(blob), micros)
+        return VersionInfo(key, version, kind, format_version, len(blob), created_at_us)
 
     def get(
         self, namespace: str, key: str, version: int | None = None
