@@ -18,7 +18,15 @@ mapped here at the boundary where they happen and chained with
     │   ├── SchemaOutdated      database schema older than this code
     │   └── SchemaTooNew        database schema newer than this code
     ├── BackendError            the storage failed or refused
-    └── InvalidArgument         (also a ValueError) bad key, namespace, URL, keyring...
+    ├── InvalidArgument         (also a ValueError) bad key, namespace, URL, keyring...
+    └── ExtensionError          an extension could not be registered, activated or called
+        ├── ExtensionInvalid        (also an InvalidArgument) every problem in ``problems``
+        ├── ExtensionCodeChanged    (also an IntegrityError) files differ from the pin
+        ├── ExtensionTimeout        a call ran past its deadline
+        ├── ExtensionResourceError  memory, CPU, input/output or file size over its limit
+        ├── ExtensionBusy           every slot in use and the queue full
+        ├── ExtensionFailed         the extension raised or returned nonsense, or its worker died
+        └── ExtensionUnavailable    not active, deactivated, or circuit open
 
 Messages say what happened and what to do. They never contain key material,
 plaintext payloads or credentials. Authentication failures are deliberately
@@ -30,6 +38,14 @@ from __future__ import annotations
 
 __all__ = [
     "BackendError",
+    "ExtensionBusy",
+    "ExtensionCodeChanged",
+    "ExtensionError",
+    "ExtensionFailed",
+    "ExtensionInvalid",
+    "ExtensionResourceError",
+    "ExtensionTimeout",
+    "ExtensionUnavailable",
     "FormatError",
     "IntegrityError",
     "InvalidArgument",
@@ -150,3 +166,68 @@ class BackendError(PersistError):
 
 class InvalidArgument(PersistError, ValueError):
     """An argument is outside its allowed form (key, namespace, URL, keyring...)."""
+
+
+class ExtensionError(PersistError):
+    """An extension could not be registered, activated or called."""
+
+
+class ExtensionInvalid(ExtensionError, InvalidArgument):
+    """An extension's target, interface or limits are not acceptable; ``problems`` lists every one."""
+
+    def __init__(self, message: str, *, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+class ExtensionCodeChanged(ExtensionError, IntegrityError):
+    """An extension's files differ from the ones pinned at registration."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        changed: tuple[str, ...] = (),
+        added: tuple[str, ...] = (),
+        removed: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.changed = changed
+        self.added = added
+        self.removed = removed
+
+
+class ExtensionTimeout(ExtensionError):
+    """A call to an extension ran past its deadline; the worker was killed and respawns."""
+
+
+class ExtensionResourceError(ExtensionError):
+    """An extension went over a resource limit: memory, CPU, input/output size or file size.
+
+    ``resource`` names the limit (a :class:`~gotstate_persist.ResourceLimits` field).
+    """
+
+    def __init__(self, message: str, *, resource: str = "") -> None:
+        super().__init__(message)
+        self.resource = resource
+
+
+class ExtensionBusy(ExtensionError):
+    """Every slot of the extension is in use and its queue of waiting calls is full."""
+
+
+class ExtensionFailed(ExtensionError):
+    """The extension raised, returned an invalid output, or its worker died.
+
+    The message names the extension and the exception type, never its data.
+    ``cause`` is ``"raised"``, ``"crashed"`` (the worker died) or
+    ``"invalid_output"``.
+    """
+
+    def __init__(self, message: str, *, cause: str = "raised") -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class ExtensionUnavailable(ExtensionError):
+    """The extension is not active: never activated, deactivated, or its circuit is open."""

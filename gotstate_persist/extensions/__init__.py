@@ -1,0 +1,1 @@
+"""Extensions: persisted, versioned registrations hosted inside a validation and resource boundary."""

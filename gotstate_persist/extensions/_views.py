@@ -1,0 +1,164 @@
+"""What an extension sees and returns: frozen views, and their one wire form.
+
+An extension never receives the machine, the store, the keyring or any
+gotstate object: only these views, built by the host from copies of the
+values. Whatever an extension returns is decoded and validated by the host
+before anything is applied, whether it ran in a worker process or in the
+host's own (in-process calls go through the same wire form, so both modes
+accept exactly the same outputs and an extension cannot hand the host a
+live object).
+
+The wire form is plain msgpack-able builtins: a view is a list starting
+with its name (``"event"``, ``"state"``, ``"transition"``), a list of event
+views is ``["events", [...]]``, and any other value is ``["value", tagged]``
+with the exact-type tagging of state data (``formats._values``). The set of
+view names is fixed here: a name on the wire never chooses a class beyond
+these three.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ..formats._values import UnsupportedValue, decode_value, encode_value
+
+__all__ = [
+    "MAX_VIEW_DEPTH",
+    "EventView",
+    "StateView",
+    "TransitionView",
+    "WireError",
+    "from_wire",
+    "to_wire",
+]
+
+#: Nesting allowed in values passed to and from extensions (as for state data).
+MAX_VIEW_DEPTH = 64
+
+
+class EventView(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An event as an extension sees it; ``metadata`` values follow the state-data rules."""
+
+    name: str
+    priority: int = 0
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class StateView(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A state being entered or exited, with a copy of its data and the event."""
+
+    state: str
+    data: dict[str, Any]
+    event: EventView
+    machine_key: str = ""
+
+
+class TransitionView(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A transition about to be taken (for ``allows``); ``data`` is the source state's."""
+
+    source: str
+    target: str
+    event: EventView
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class WireError(Exception):
+    """Internal: a value cannot cross to or from an extension; the caller adds context."""
+
+
+def _no_structs(value: msgspec.Struct) -> tuple[str, int]:
+    raise UnsupportedValue(
+        f"{type(value).__qualname__} is a Struct; extensions exchange plain values only"
+    )
+
+
+def _refuse_struct_names(kind: str, version: int) -> type[msgspec.Struct]:
+    raise UnsupportedValue("a Struct value cannot come back from an extension")
+
+
+def _value(value: object) -> object:
+    return encode_value(value, MAX_VIEW_DEPTH, _no_structs)
+
+
+def _event(view: EventView) -> list[object]:
+    return ["event", view.name, view.priority, _value(view.metadata)]
+
+
+def to_wire(value: object) -> list[object]:
+    """The wire form of a view, a list of event views, or an exact-type value."""
+    try:
+        if type(value) is EventView:
+            return _event(value)
+        if type(value) is StateView:
+            return ["state", value.state, _value(value.data), _event(value.event), value.machine_key]
+        if type(value) is TransitionView:
+            return [
+                "transition",
+                value.source,
+                value.target,
+                _event(value.event),
+                _value(value.data),
+            ]
+        if type(value) is list and value and all(type(item) is EventView for item in value):
+            return ["events", [_event(item) for item in value]]
+        return ["value", _value(value)]
+    except UnsupportedValue as exc:
+        raise WireError(str(exc)) from None
+    except RecursionError:
+        raise WireError("value is nested too deeply") from None
+
+
+def _str(value: object, what: str) -> str:
+    if type(value) is not str:
+        raise WireError(f"{what} must be a str")
+    return value
+
+
+def _dict(value: object, what: str) -> dict[str, Any]:
+    decoded = decode_value(value, _refuse_struct_names)
+    if type(decoded) is not dict or any(type(k) is not str for k in decoded):
+        raise WireError(f"{what} must be a dict with str keys")
+    return decoded
+
+
+def _event_from(items: object) -> EventView:
+    if type(items) is not list or len(items) != 4 or items[0] != "event":
+        raise WireError("malformed event view")
+    _, name, priority, metadata = items
+    if type(priority) is not int:
+        raise WireError("an event's priority must be an int")
+    return EventView(_str(name, "an event's name"), priority, _dict(metadata, "metadata"))
+
+
+def from_wire(obj: object) -> Any:
+    """Rebuild what :func:`to_wire` produced, refusing any other shape with WireError."""
+    try:
+        if type(obj) is not list or not obj or type(obj[0]) is not str:
+            raise WireError("malformed value")
+        tag, rest = obj[0], obj[1:]
+        if tag == "value" and len(rest) == 1:
+            return decode_value(rest[0], _refuse_struct_names)
+        if tag == "event":
+            return _event_from(obj)
+        if tag == "events" and len(rest) == 1 and type(rest[0]) is list:
+            return [_event_from(item) for item in rest[0]]
+        if tag == "state" and len(rest) == 4:
+            state, data, event, key = rest
+            return StateView(
+                _str(state, "state"), _dict(data, "data"), _event_from(event), _str(key, "key")
+            )
+        if tag == "transition" and len(rest) == 4:
+            source, target, event, data = rest
+            return TransitionView(
+                _str(source, "source"),
+                _str(target, "target"),
+                _event_from(event),
+                _dict(data, "data"),
+            )
+        raise WireError("malformed value")
+    except UnsupportedValue as exc:
+        raise WireError(str(exc)) from None
+    except RecursionError:
+        raise WireError("value is nested too deeply") from None
