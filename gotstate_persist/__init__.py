@@ -7,12 +7,21 @@ every decode is bounded. Start with :func:`open_store`.
 
 from __future__ import annotations
 
+from ._version import VERSION
 from ._migrate import MigrationFailure, MigrationReport
 from .backends import register_backend
 from .backends.base import Usage
 from .codec import Limits
 from .errors import (
     BackendError,
+    ExtensionBusy,
+    ExtensionCodeChanged,
+    ExtensionError,
+    ExtensionFailed,
+    ExtensionInvalid,
+    ExtensionResourceError,
+    ExtensionTimeout,
+    ExtensionUnavailable,
     FormatError,
     IntegrityError,
     InvalidArgument,
@@ -26,16 +35,40 @@ from .errors import (
     StructureMismatch,
     VersionConflict,
 )
+from .extensions import (
+    ActiveExtension,
+    BoundMachine,
+    EventView,
+    ExtensionRegistry,
+    ExtensionStats,
+    Registration,
+    ResourceLimits,
+    StateView,
+    TransitionView,
+)
 from .formats import FormatRegistry, MachineSnapshot
 from .machine import fingerprint
 from .quota import Quota
 from .sealing import KeyRing
 from .store import SnapshotRef, Store, open_store
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 __all__ = [
+    "ActiveExtension",
     "BackendError",
+    "BoundMachine",
+    "EventView",
+    "ExtensionBusy",
+    "ExtensionCodeChanged",
+    "ExtensionError",
+    "ExtensionFailed",
+    "ExtensionInvalid",
+    "ExtensionRegistry",
+    "ExtensionResourceError",
+    "ExtensionStats",
+    "ExtensionTimeout",
+    "ExtensionUnavailable",
     "FormatError",
     "FormatRegistry",
     "IntegrityError",
@@ -50,12 +83,16 @@ __all__ = [
     "Quota",
     "QuotaExceeded",
     "RateLimited",
+    "Registration",
+    "ResourceLimits",
     "SchemaError",
     "SchemaOutdated",
     "SchemaTooNew",
     "SnapshotRef",
+    "StateView",
     "Store",
     "StructureMismatch",
+    "TransitionView",
     "Usage",
     "VersionConflict",
     "__version__",

@@ -11,10 +11,11 @@ stores on one backend and namespace behave as one.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -28,6 +29,9 @@ from .errors import InvalidArgument
 from .formats import FormatRegistry
 from .quota import Quota, QuotaBackend
 from .sealing import KeyRing
+
+if TYPE_CHECKING:
+    from .extensions import ExtensionRegistry
 
 __all__ = ["SnapshotRef", "Store", "open_store"]
 
@@ -51,7 +55,8 @@ class SnapshotRef(msgspec.Struct, frozen=True):
 class Store:
     """Saves and restores machines and records in one namespace of a backend.
 
-    Thread-safe: it keeps no mutable state of its own. Use :func:`open_store`
+    Thread-safe: it keeps no mutable state of its own besides the services it
+    starts lazily (the extension registry and the workers it runs). Use :func:`open_store`
     rather than constructing it directly.
     """
 
@@ -86,6 +91,8 @@ class Store:
             clock=clock,
         )
         self._backend = adapter
+        self._services_lock = threading.Lock()
+        self._extensions: ExtensionRegistry | None = None
         if quota is not None:
             self._adopt(quota)
 
@@ -106,6 +113,21 @@ class Store:
     def formats(self) -> FormatRegistry:
         """The record formats this store can read and write."""
         return self._pipeline.formats
+
+    @property
+    def extensions(self) -> ExtensionRegistry:
+        """The extension registry of this namespace (``register``, ``activate``, ``bind``...).
+
+        Registrations are records of this namespace under reserved keys:
+        invisible to :meth:`keys`, counted by the namespace's quota. Extensions
+        this process activated are stopped when the store closes.
+        """
+        with self._services_lock:
+            if self._extensions is None:
+                from .extensions import ExtensionRegistry
+
+                self._extensions = ExtensionRegistry(self._pipeline)
+            return self._extensions
 
     # Machines.
 
@@ -246,8 +268,14 @@ class Store:
             )
 
     def close(self) -> None:
-        """Close the backend; the store cannot be used afterwards."""
-        self._backend.close()
+        """Stop this process's extensions and close the backend; the store cannot be used afterwards."""
+        with self._services_lock:
+            extensions, self._extensions = self._extensions, None
+        try:
+            if extensions is not None:
+                extensions.close()
+        finally:
+            self._backend.close()
 
     def __enter__(self) -> Store:
         return self

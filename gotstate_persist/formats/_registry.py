@@ -35,6 +35,7 @@ import msgspec
 from .._names import check_kind
 from ..errors import FormatError, InvalidArgument
 from . import machine as _snapshots
+from .extension import EXTENSION_FORMAT_VERSION, EXTENSION_KIND, RegistrationRecord
 from .machine import MACHINE_KIND
 from .structure import StructureMigration, StructureMigrations
 
@@ -69,6 +70,8 @@ class FormatRegistry:
                 self._upcasts.setdefault(MACHINE_KIND, {})[snapshot_format.version] = (
                     snapshot_format.upcast
                 )
+        # extension registrations are records of their namespace (extensions/)
+        self._add(RegistrationRecord, EXTENSION_KIND, EXTENSION_FORMAT_VERSION)
 
     def register(
         self,

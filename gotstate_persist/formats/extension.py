@@ -24,14 +24,17 @@ from ..errors import InvalidArgument
 
 __all__ = [
     "CATEGORIES",
+    "Category",
     "EXTENSION_FORMAT_VERSION",
     "EXTENSION_KIND",
     "ISOLATIONS",
     "STATUSES",
     "CodeLocation",
     "ExtensionStats",
+    "Isolation",
     "RegistrationRecord",
     "ResourceLimits",
+    "Status",
     "limit_problems",
 ]
 

@@ -22,5 +22,25 @@ from ._capture import GC_PAUSE_MIN_STATES as GC_PAUSE_MIN_STATES
 from ._capture import capture
 from ._fingerprint import fingerprint
 from ._gotstate import LOCK_TIMEOUT as LOCK_TIMEOUT
+from ._gotstate import (
+    add_hook,
+    all_transitions,
+    machine_type,
+    remove_hook,
+    set_state_items,
+    state_by_name,
+    state_data_copy,
+)
 
-__all__ = ["apply", "capture", "fingerprint"]
+__all__ = [
+    "add_hook",
+    "all_transitions",
+    "apply",
+    "capture",
+    "fingerprint",
+    "machine_type",
+    "remove_hook",
+    "set_state_items",
+    "state_by_name",
+    "state_data_copy",
+]

@@ -25,6 +25,7 @@ from ..errors import InvalidArgument
 
 __all__ = [
     "LOCK_TIMEOUT",
+    "add_hook",
     "all_submachines",
     "all_transitions",
     "current_state",
@@ -37,7 +38,11 @@ __all__ = [
     "locked",
     "machine_type",
     "parent_map",
+    "remove_hook",
+    "set_state_items",
     "signature",
+    "state_by_name",
+    "state_data_copy",
     "states",
     "submachines",
     "write_state",
@@ -242,3 +247,53 @@ def write_state(
         if state not in state_data:  # a state gotstate never gave a data dict
             state_data[state] = dict(fresh)
     machine._started = started
+
+
+# Hooks and data for bound extensions.
+
+
+def add_hook(machine: Any, hook: object) -> None:
+    """Attach a hook object (``on_enter``/``on_exit``) to the machine.
+
+    gotstate takes hooks only at construction (``hooks=[...]``) and keeps
+    them in ``_hooks``, which it iterates on every transition.
+    """
+    machine._hooks.append(hook)
+
+
+def remove_hook(machine: Any, hook: object) -> None:
+    """Detach a hook added with :func:`add_hook` (no error if already gone)."""
+    hooks: list[object] = machine._hooks
+    for index, found in enumerate(hooks):
+        if found is hook:
+            del hooks[index]
+            return
+
+
+def state_by_name(machine: Any, name: str) -> Any:
+    """The machine's state called ``name``; ``InvalidArgument`` if it has none."""
+    for state in machine._graph._nodes:
+        if state.name == name:
+            return state
+    raise InvalidArgument(f"the machine has no state {name!r}")
+
+
+def state_data_copy(machine: Any, state: Any) -> dict[Any, Any]:
+    """A shallow copy of one state's data, taken under its data lock."""
+    graph = machine._graph
+    data = graph._state_data.get(state)
+    if not data:
+        return {}
+    lock = graph._data_locks.get(state)
+    if lock is None:
+        return dict(data)
+    with lock:
+        return dict(data)
+
+
+def set_state_items(machine: Any, state: Any, items: dict[str, Any]) -> None:
+    """Set ``items`` on one state's data, under its data lock (gotstate's own setter)."""
+    graph = machine._graph
+    graph.get_state_data(state)  # creates the data dict and its lock if missing
+    for key, value in items.items():
+        graph.set_state_data(state, key, value)

@@ -1,0 +1,191 @@
+"""In-process ("guarded") isolation: the extension runs on threads the registry owns.
+
+What this buys, and no more (the README's claims ladder says the same): the
+caller stops waiting at the deadline, every exception the extension raises
+(``SystemExit`` and ``KeyboardInterrupt`` included) reaches the caller as
+:class:`~gotstate_persist.errors.ExtensionFailed`, and inputs and outputs
+cross through the same wire form as for a worker, so the extension gets
+copies and hands back only validated values. What it cannot do: limit memory
+or CPU, stop a runaway call, or protect the host's memory from code that
+goes looking for it.
+
+A call that outlives its deadline keeps its thread (Python cannot stop a
+thread); the slot is given back by starting a replacement thread, the stuck
+thread retires when (if ever) its call returns, and the stuck count goes up
+so the circuit can open. Threads are daemons: a stuck call never blocks
+interpreter exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import ExtensionFailed, ExtensionTimeout
+from ..formats.extension import CodeLocation, ResourceLimits
+from ._loader import load_class
+from ._views import WireError, from_wire, to_wire
+
+__all__ = ["GuardedRunner"]
+
+logger = logging.getLogger(__name__)
+
+
+class _Job:
+    """One call handed to a pool thread; the caller waits on ``done`` until its deadline."""
+
+    __slots__ = ("abandoned", "done", "error", "fn", "result", "thread")
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.abandoned = False
+        self.thread: _PoolThread | None = None
+
+
+class _PoolThread(threading.Thread):
+    def __init__(self, jobs: queue.SimpleQueue[_Job | None], name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.jobs = jobs
+        self.retired = False
+
+    def run(self) -> None:
+        while not self.retired:
+            job = self.jobs.get()
+            if job is None:
+                return
+            job.thread = self
+            if job.abandoned:  # its caller gave up before any thread took it
+                job.done.set()
+                continue
+            try:
+                job.result = job.fn()
+            except BaseException as exc:  # noqa: BLE001 - the guard's purpose: nothing escapes
+                job.error = exc
+            finally:
+                job.done.set()
+
+
+class GuardedRunner:
+    """Runs one extension's methods on a bounded pool of daemon threads.
+
+    Same surface as the worker pool (``start``, ``call``, ``stop``, ``kill``,
+    ``restarts``, ``max_rss_bytes``, ``output_tail``) so the active handle
+    does not care which isolation it drives.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        location: CodeLocation,
+        limits: ResourceLimits,
+        *,
+        on_stuck: Callable[[], None] = lambda: None,
+        factory: Callable[[], Any] | None = None,
+    ) -> None:
+        self._name = name
+        self._location = location
+        self._limits = limits
+        self.on_stuck = on_stuck
+        self._factory = factory
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads: list[_PoolThread] = []
+        self._instance: Any = None
+        self._serial = 0
+
+    restarts = 0
+    max_rss_bytes = None
+    #: The type name of the last exception an extension call raised (for notes).
+    last_error_type = ""
+
+    def output_tail(self) -> str:
+        """In-process output goes wherever the host's goes: nothing is captured."""
+        return ""
+
+    def _spawn(self) -> None:
+        self._serial += 1
+        thread = _PoolThread(self._jobs, f"gotstate-persist-ext-{self._name}-{self._serial}")
+        self._threads.append(thread)
+        thread.start()
+
+    def start(self) -> None:
+        """Import the extension and instantiate its class, bounded by ``start_timeout_s``."""
+        with self._lock:
+            while len(self._threads) < self._limits.max_concurrency:
+                self._spawn()
+        factory = self._factory if self._factory is not None else load_class(self._location)
+        self._instance = self._run(factory, self._limits.start_timeout_s, "starting")
+
+    def _run(self, fn: Callable[[], Any], timeout_s: float, doing: str) -> Any:
+        job = _Job(fn)
+        self._jobs.put(job)
+        if not job.done.wait(timeout_s):
+            with self._lock:
+                if not job.done.is_set():
+                    job.abandoned = True
+                    if job.thread is not None:
+                        job.thread.retired = True
+                        self._threads.remove(job.thread)
+                    self._spawn()
+            if job.abandoned:
+                self.on_stuck()
+                raise ExtensionTimeout(
+                    f"extension {self._name!r} did not finish {doing} within {timeout_s:g} s; "
+                    "the call was abandoned (in-process isolation cannot stop it: its thread "
+                    "is counted as stuck). Raise timeout_s or fix the extension"
+                )
+        if job.error is not None:
+            error_type = self.last_error_type = type(job.error).__name__
+            job.error = None  # drop the traceback's frames: they may hold large objects
+            raise ExtensionFailed(
+                f"extension {self._name!r} raised {error_type} while {doing}; "
+                "see the extension's own logs, fix it and activate it again"
+            )
+        return job.result
+
+    def call(self, method: str, args: list[object], *, timeout_s: float | None = None) -> object:
+        """Call ``method`` with wire-form ``args``; return the wire form of its result."""
+        bound = getattr(self._instance, method)
+        values = [from_wire(arg) for arg in args]
+        result = self._run(
+            lambda: bound(*values),
+            self._limits.timeout_s if timeout_s is None else timeout_s,
+            f"{method}()",
+        )
+        try:
+            return to_wire(result)
+        except WireError as exc:
+            raise ExtensionFailed(
+                f"extension {self._name!r} returned a value from {method}() that the host "
+                f"cannot accept ({exc}); return only the documented types",
+                cause="invalid_output",
+            ) from None
+
+    def stop(self, timeout: float) -> str:
+        """Call the extension's optional ``stop()`` under ``timeout``; return a note."""
+        note = ""
+        stop = getattr(self._instance, "stop", None)
+        if callable(stop):
+            try:
+                self._run(stop, timeout, "stop()")
+            except ExtensionTimeout:
+                note = f"stop() did not return within {timeout:g} s; its thread was abandoned"
+            except ExtensionFailed:
+                note = f"stop() raised {self.last_error_type}"
+        self.kill()
+        return note
+
+    def kill(self) -> None:
+        """Let every pool thread end after its current call; drop the instance."""
+        with self._lock:
+            for thread in self._threads:
+                thread.retired = True
+                self._jobs.put(None)
+            self._threads.clear()
+        self._instance = None
