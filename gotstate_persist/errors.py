@@ -30,6 +30,9 @@ from __future__ import annotations
 
 __all__ = [
     "BackendError",
+    "ExtensionCodeChanged",
+    "ExtensionError",
+    "ExtensionInvalid",
     "FormatError",
     "IntegrityError",
     "InvalidArgument",
@@ -150,3 +153,32 @@ class BackendError(PersistError):
 
 class InvalidArgument(PersistError, ValueError):
     """An argument is outside its allowed form (key, namespace, URL, keyring...)."""
+
+
+class ExtensionError(PersistError):
+    """An extension could not be registered, activated or called."""
+
+
+class ExtensionInvalid(ExtensionError, InvalidArgument):
+    """An extension's target, interface or limits are not acceptable; ``problems`` lists every one."""
+
+    def __init__(self, message: str, *, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+class ExtensionCodeChanged(ExtensionError, IntegrityError):
+    """An extension's files differ from the ones pinned at registration."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        changed: tuple[str, ...] = (),
+        added: tuple[str, ...] = (),
+        removed: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.changed = changed
+        self.added = added
+        self.removed = removed

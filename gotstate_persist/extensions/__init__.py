@@ -1,0 +1,1 @@
+"""Extensions: registry, lifecycle, isolation and the four category protocols (placeholder)."""
