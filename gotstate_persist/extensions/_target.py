@@ -278,7 +278,7 @@ def _find_module(parts: list[str], problems: list[str]) -> tuple[Path, Path] | N
             return None
         spec = child
     source = Path(os.path.abspath(str(spec.origin)))
-    resolved_entry = entry.resolve()
+    resolved_entry = Path(os.path.realpath(entry))
     return resolved_entry, resolved_entry / source.relative_to(entry)
 
 
@@ -302,7 +302,7 @@ def _source_problem(spec: ModuleSpec, name: str) -> str:
 
 
 def _locate_path(source: str, attr: str, target: str) -> Location:
-    resolved = (Path.cwd() / source).resolve()
+    resolved = Path(os.path.realpath(Path.cwd() / source))
     problems: list[str] = []
     kind: Kind = "file"
     file = resolved
