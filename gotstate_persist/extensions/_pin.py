@@ -163,7 +163,7 @@ def check_unchanged(name: str, pinned: Mapping[str, str], location: Location) ->
     raise ExtensionCodeChanged(
         f"the code of extension {name!r} differs from the files pinned when it was "
         f"registered ({len(drift.changed)} changed, {len(drift.added)} added, "
-        f"{len(drift.removed)} removed: {_listing(drift)}); nothing was run. Re-register "
+        f"{len(drift.removed)} removed: {_listing(drift)}). Re-register "
         "the extension with expected_version=<its current revision> to accept the new "
         "code, or restore the files.",
         changed=drift.changed,
@@ -337,6 +337,9 @@ def _refused(location: Location, problems: list[str]) -> ExtensionInvalid:
     more = len(problems) - MAX_LISTED_PATHS
     suffix = f"\n  - and {more} more" if more > 0 else ""
     return ExtensionInvalid(
-        f"cannot pin the code of extension target {location.target!r}:{listed}{suffix}",
+        f"cannot pin the code of extension target {location.target!r}:{listed}{suffix}\n"
+        "Fix what is listed and try again: a symlink must point at a regular file inside "
+        "the pinned directory, FIFOs, sockets and devices cannot be pinned, and the files "
+        "must be readable.",
         problems=tuple(problems),
     )

@@ -15,7 +15,9 @@ the file system and installed metadata:
   as bytecode or inside a zip archive, and namespace packages are refused:
   there is no source on disk to pin. A package whose ``__init__`` rewrites its
   own ``__path__`` at import time is located as its directory says, not as
-  that code would.
+  that code would. A module served only by another import hook (setuptools'
+  strict editable finder) is not found: install it with
+  ``--config-settings editable_mode=compat`` or name its package directory.
 - ``"path/to/file.py:Attr"``: a source file; ``"path/to/pkgdir:Attr"``: a
   package directory with an ``__init__.py``. A target is read as a path when
   the part before the last ``:`` contains ``/`` (or the platform separator) or
