@@ -663,3 +663,38 @@ def test_compare_reports_exactly_the_differences(
     for paths in (drift.changed, drift.added, drift.removed):
         assert list(paths) == sorted(paths)
     assert drift.clean == (pinned == current)
+
+
+def test_a_module_of_a_regular_installed_distribution_pins_its_record_files() -> None:
+    location = locate("msgspec:Struct")
+
+    assert location.distribution == "msgspec"
+    dist = installed_distribution(location)
+    assert dist is not None
+    pinned = pin(location)
+    init = Path(location.file)
+    assert pinned["msgspec/__init__.py"] == _sha(init.read_bytes())
+    assert not [path for path in pinned if ".dist-info/" in path or path.endswith(".pyc")]
+    listed = {str(path) for path in dist.files or ()}
+    assert set(pinned) <= listed
+
+
+def test_a_module_shadowing_an_installed_distribution_is_pinned_from_its_own_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _installed(tmp_path / "site")
+    shadow = tmp_path / "shadow"
+    _write(shadow / "extpkg" / "__init__.py", "")
+    _write(shadow / "extpkg" / "impl.py", "class Throttle: ...\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.syspath_prepend(str(shadow))  # found first, as an import would
+
+    location = locate("extpkg.impl:Throttle")
+
+    assert location.path_entry == str(shadow.resolve())
+    assert location.distribution == ""
+    assert installed_distribution(location) is None
+    assert pin(location) == {
+        "extpkg/__init__.py": _sha(b""),
+        "extpkg/impl.py": _sha(b"class Throttle: ...\n"),
+    }
