@@ -173,7 +173,10 @@ class ExtensionError(PersistError):
 
 
 class ExtensionInvalid(ExtensionError, InvalidArgument):
-    """An extension's target, interface or limits are not acceptable; ``problems`` lists every one."""
+    """An extension's target, interface or limits are not acceptable.
+
+    ``problems`` lists every one.
+    """
 
     def __init__(self, message: str, *, problems: tuple[str, ...] = ()) -> None:
         super().__init__(message)

@@ -81,9 +81,7 @@ class BoundMachine:
     snapshot. Call :meth:`unbind` (or use it as a context manager) to detach.
     """
 
-    def __init__(
-        self, machine: Any, extensions: list[ActiveExtension], *, key: str = ""
-    ) -> None:
+    def __init__(self, machine: Any, extensions: list[ActiveExtension], *, key: str = "") -> None:
         _machine.machine_type(machine)
         self.machine = machine
         self.key = key

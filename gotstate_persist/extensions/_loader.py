@@ -19,15 +19,7 @@ from typing import Any
 
 from ..formats.extension import CodeLocation
 
-__all__ = ["load_class", "module_name_for"]
-
-_MODULE_PREFIX = "gotstate_persist_extension_"
-
-
-def module_name_for(location: CodeLocation) -> str:
-    """The name a file or package target is loaded under (never a real module's name)."""
-    stem = "".join(char if char.isalnum() else "_" for char in location.module)
-    return _MODULE_PREFIX + stem
+__all__ = ["load_class"]
 
 
 def _load_module(location: CodeLocation) -> Any:
@@ -35,7 +27,7 @@ def _load_module(location: CodeLocation) -> Any:
         if location.path_entry and location.path_entry not in sys.path:
             sys.path.insert(0, location.path_entry)
         return importlib.import_module(location.module)
-    name = module_name_for(location)
+    name = location.module  # a private name for file and package targets (_target)
     loaded = sys.modules.get(name)
     if loaded is not None:
         return loaded

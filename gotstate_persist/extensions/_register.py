@@ -160,4 +160,3 @@ def prepare_registration(
         requires=found.requires,
         states=found.states,
     )
-

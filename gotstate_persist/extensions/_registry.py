@@ -276,8 +276,10 @@ class ExtensionRegistry:
             )
         with self._lock:
             handle = self._active.get(name)
-        if handle is not None and handle.active and handle.registration.code_sha256 == (
-            current.code_sha256
+        if (
+            handle is not None
+            and handle.active
+            and handle.registration.code_sha256 == (current.code_sha256)
         ):
             if current.status != "active":
                 self._set_status(name, "active", "activated", unless=_is_active)
@@ -334,7 +336,11 @@ class ExtensionRegistry:
         return handle
 
     def deactivate(
-        self, name: str, *, timeout: float = _DEFAULT_STOP_TIMEOUT, expected_version: int | None = None
+        self,
+        name: str,
+        *,
+        timeout: float = _DEFAULT_STOP_TIMEOUT,
+        expected_version: int | None = None,
     ) -> Registration:
         """Drain and stop ``name`` here within ``timeout`` (+1 s); persist ``inactive`` with stats."""
         if type(timeout) not in (int, float) or not timeout >= 0:
@@ -363,7 +369,9 @@ class ExtensionRegistry:
                 del self._active[handle.name]
         self._record_failure(handle.name, reason, stats=handle.stats())
 
-    def _record_failure(self, name: str, reason: str, *, stats: ExtensionStats | None = None) -> None:
+    def _record_failure(
+        self, name: str, reason: str, *, stats: ExtensionStats | None = None
+    ) -> None:
         """Persist ``failed``; a storage error here is logged, never hides the original one."""
         try:
             self._set_status(name, "failed", reason, stats=stats)

@@ -92,7 +92,13 @@ def to_wire(value: object) -> list[object]:
         if type(value) is EventView:
             return _event(value)
         if type(value) is StateView:
-            return ["state", value.state, _value(value.data), _event(value.event), value.machine_key]
+            return [
+                "state",
+                value.state,
+                _value(value.data),
+                _event(value.event),
+                value.machine_key,
+            ]
         if type(value) is TransitionView:
             return [
                 "transition",
