@@ -13,6 +13,11 @@ each one a complete, checked step, and ``Store`` is a thin facade over one
 pipeline bound to one namespace. ``docs/architecture.md`` shows how to build a
 service on it.
 
+Keys may be user keys or system keys (``_names.system_key``): a service keeps
+its own records, such as extension registrations, under system keys, which
+users can never name. ``Store``, the public boundary, refuses system keys
+before it calls the pipeline.
+
 Appends are optimistic: read the key's head, seal for ``last_version + 1``,
 and let the backend's compare-and-set decide. A writer that loses the race
 re-seals for the next number (the version is part of what is authenticated,
@@ -33,7 +38,7 @@ from typing import Any
 import msgspec
 
 from ._gcpause import GC_PAUSE_MIN_BYTES, gc_paused
-from ._names import check_name, check_version
+from ._names import check_name, check_stored_key, check_version
 from .backends.base import Backend, VersionInfo, kind_mismatch, not_at_expected, to_micros
 from .codec import DEFAULT_LIMITS, MAX_DEPTH, MSGPACK, Codec, Limits, codec_by_id
 from .errors import FormatError, IntegrityError, InvalidArgument, VersionConflict
@@ -198,8 +203,9 @@ class RecordPipeline:
 
         With ``expected_version`` the save happens only if the key's newest
         version is that one (0: the key has none), else ``VersionConflict``.
+        ``key`` may be a system key (``_names.system_key``).
         """
-        check_name(key, "key")
+        check_stored_key(key)
         if expected_version is not None:
             check_version(expected_version, allow_zero=True)
         encoded = self.encode(record, depth_checked=depth_checked)
@@ -265,7 +271,7 @@ class RecordPipeline:
 
     def fetch(self, key: str, version: int | None = None) -> tuple[VersionInfo, bytes]:
         """Check the arguments, fetch the blob, and check it is the one asked for."""
-        check_name(key, "key")
+        check_stored_key(key)
         if version is not None:
             check_version(version)
         info, blob = self.backend.get(self.namespace, key, version)

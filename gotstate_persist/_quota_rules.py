@@ -12,6 +12,15 @@ limit, :func:`versions_to_prune` how many versions retention removes. The SQL
 backend repeats the limit rule as a conditional UPDATE (``backends.sql``'s
 ``_WITHIN_LIMITS``), because there the check must be the write itself;
 tests/test_quota_rules.py proves that copy agrees with this one.
+
+System keys (``_names.is_system_key``: the library's own records, such as
+extension registrations) are records like any other for ``max_bytes``,
+``max_records``, ``max_blob_bytes`` and ``usage().bytes``/``records``, but no
+key for the per-key rules: they never count toward ``max_keys`` or
+``usage().keys``, ``max_versions_per_key`` never refuses their writes and
+retention never prunes them. :func:`per_key_charge` is that rule for a write;
+the enforcers pass ``system=`` to the functions here, and leave system keys
+out wherever they count keys.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ __all__ = [
     "check_limits",
     "check_replace",
     "check_write",
+    "per_key_charge",
     "prune_count",
     "quota_exceeded",
     "versions_to_prune",
@@ -156,6 +166,16 @@ def check_limits(
             raise quota_exceeded(limit, maximum, used, requested, namespace=namespace)
 
 
+def per_key_charge(*, new_key: bool, key_versions: int, system: bool) -> tuple[bool, int]:
+    """``(new_key, key_versions)`` as the per-key rules see a write to a key.
+
+    A system key adds no key and no version the per-key rules govern:
+    ``(False, 0)``, so ``max_keys`` and ``max_versions_per_key`` never bind it
+    and retention prunes none of its versions. Any other key: unchanged.
+    """
+    return (False, 0) if system else (new_key, key_versions)
+
+
 def check_write(
     quota: Quota,
     usage: UsageCounts,
@@ -166,12 +186,17 @@ def check_write(
     key_versions: int,
     freed_bytes: int = 0,
     pruned: int = 0,
+    system: bool = False,
 ) -> None:
     """Raise ``QuotaExceeded`` if one write of ``size`` bytes would cross a limit.
 
     ``key_versions`` is how many versions the key holds with the write;
-    ``freed_bytes`` and ``pruned`` are what retention removes with it.
+    ``freed_bytes`` and ``pruned`` are what retention removes with it;
+    ``system``: the key is a system key (see :func:`per_key_charge`).
     """
+    new_key, key_versions = per_key_charge(
+        new_key=new_key, key_versions=key_versions - pruned, system=system
+    )
     check_limits(
         quota,
         usage,
@@ -180,7 +205,7 @@ def check_write(
         grow=size - freed_bytes,
         more=1 - pruned,
         new_key=new_key,
-        key_versions=key_versions - pruned,
+        key_versions=key_versions,
     )
 
 
@@ -204,15 +229,21 @@ def check_replace(
     )
 
 
-def versions_to_prune(quota: Quota | None, key_versions: int) -> int:
-    """How many of a key's oldest versions retention removes when it would hold ``key_versions``."""
+def versions_to_prune(quota: Quota | None, key_versions: int, *, system: bool = False) -> int:
+    """How many of a key's oldest versions retention removes when it would hold ``key_versions``.
+
+    None of a system key's (``system``, see :func:`per_key_charge`).
+    """
     if quota is None:
         return 0
-    return prune_count(quota.max_versions_per_key, quota.retention, key_versions)
+    return prune_count(quota.max_versions_per_key, quota.retention, key_versions, system=system)
 
 
-def prune_count(most: int | None, retention: str, key_versions: int) -> int:
+def prune_count(
+    most: int | None, retention: str, key_versions: int, *, system: bool = False
+) -> int:
     """:func:`versions_to_prune` from the two settings alone (as a SQL row holds them)."""
+    key_versions = per_key_charge(new_key=False, key_versions=key_versions, system=system)[1]
     if most is None or retention != "prune-oldest":
         return 0
     return max(0, key_versions - most)

@@ -32,6 +32,7 @@ from typing import Any
 
 import msgspec
 
+from ._names import is_system_key
 from ._quota_rules import (
     RETENTIONS,
     Quota,
@@ -192,9 +193,10 @@ class QuotaBackend(Backend):
         arguments: dict[str, Any],
     ) -> VersionInfo:
         ledger = self._ledger(namespace)
+        system = is_system_key(key)  # bytes and records only (_quota_rules)
         with ledger.lock:
             stored = self._inner.versions(namespace, key)
-            doomed = stored[: versions_to_prune(quota, len(stored) + 1)]
+            doomed = stored[: versions_to_prune(quota, len(stored) + 1, system=system)]
             check_write(
                 quota,
                 ledger.usage,
@@ -204,9 +206,10 @@ class QuotaBackend(Backend):
                 key_versions=len(stored) + 1,
                 freed_bytes=sum(info.size for info in doomed),
                 pruned=len(doomed),
+                system=system,
             )
             info = self._inner.put(namespace, key, version, blob, **arguments)
-            ledger.usage = _plus(ledger.usage, len(blob), 1, int(not stored))
+            ledger.usage = _plus(ledger.usage, len(blob), 1, int(not stored and not system))
             if doomed:
                 self._delete_locked(ledger, namespace, key, [d.version for d in doomed])
             return info
@@ -230,7 +233,8 @@ class QuotaBackend(Backend):
         count = self._inner.delete(namespace, key, versions)
         doomed = stored if versions is None else {v: stored.get(v, 0) for v in versions}
         emptied = versions is None or not set(stored) - set(versions)
-        ledger.usage = _plus(ledger.usage, -sum(doomed.values()), -count, -int(emptied))
+        gone = int(emptied and not is_system_key(key))  # a system key is never counted as one
+        ledger.usage = _plus(ledger.usage, -sum(doomed.values()), -count, -gone)
         return count
 
     # Reads and the rest: straight through (reads count against the read rate).

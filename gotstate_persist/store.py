@@ -21,7 +21,7 @@ import msgspec
 
 from . import machine as _machine
 from ._migrate import DEFAULT_BATCH_SIZE, MigrationReport, Progress, migrate, reseal
-from ._names import DEFAULT_NAMESPACE, check_name, check_version
+from ._names import DEFAULT_NAMESPACE, check_name, check_version, is_system_key
 from ._pipeline import KEYRING_NEEDED, RecordPipeline, utc_now
 from .backends import Backend, Usage, VersionInfo, open_backend
 from .codec import DEFAULT_LIMITS, Codec, Limits, codec_by_name
@@ -153,6 +153,7 @@ class Store:
 
         Entry and exit actions do not run. On any error the machine is unchanged.
         """
+        check_name(key, "key")
         info, record = self._pipeline.load_snapshot(key, version)
         ref = self._ref(info)  # before apply: nothing may fail once the machine changed
         _machine.apply(
@@ -169,10 +170,12 @@ class Store:
         self, key: str, record: msgspec.Struct, *, expected_version: int | None = None
     ) -> SnapshotRef:
         """Save a registered msgspec Struct as the next version of ``key``."""
+        check_name(key, "key")  # the pipeline also takes system keys; users may not
         return self._ref(self._pipeline.append(key, record, expected_version=expected_version))
 
     def load(self, key: str, *, version: int | None = None) -> Any:
         """Return the record stored under ``key`` (newest or the given version)."""
+        check_name(key, "key")
         return self._pipeline.load(key, version)[1]
 
     # Listing and deleting.
@@ -183,12 +186,16 @@ class Store:
         return [self._ref(info) for info in self._backend.versions(self.namespace, key)]
 
     def keys(self, prefix: str = "") -> list[str]:
-        """Keys with at least one stored version, sorted, optionally by prefix."""
+        """Keys with at least one stored version, sorted, optionally by prefix.
+
+        System keys (the library's own records, such as extension
+        registrations) are not listed: no user key can name them.
+        """
         if prefix:
             check_name(prefix, "key prefix")
         elif not isinstance(prefix, str):
             raise InvalidArgument("prefix must be a str")
-        return self._backend.keys(self.namespace, prefix)
+        return [key for key in self._backend.keys(self.namespace, prefix) if not is_system_key(key)]
 
     def delete(self, key: str, *, version: int | None = None) -> int:
         """Delete every version of ``key`` (or one); return how many were deleted.
@@ -205,6 +212,8 @@ class Store:
 
         From the kept counters; with ``recount`` counted from the stored data
         instead, repairing the counters, with any correction in ``drift``.
+        The library's own records in the namespace (system keys, such as
+        extension registrations) count as bytes and records, not as keys.
         """
         if recount:
             return self._backend.recount(self.namespace)

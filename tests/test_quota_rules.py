@@ -9,7 +9,9 @@ enforcer is driven through the public backend API over a grid of quotas at
 each limit's boundary, and over random quotas with several limits at once:
 the Python rule predicts acceptance or refusal (and the refusal's numbers),
 the backend must agree, and a refused write must leave the namespace as it
-was.
+was. The same grid and random draws run again over namespaces holding system
+keys (the library's own records), which count toward bytes and records but
+never toward keys, versions per key or retention.
 
 The second part is about the adapter's per-storage state (``_quota_state``):
 it is shared by backends on the same storage and by no other, and it lives no
@@ -23,7 +25,7 @@ import itertools
 import os
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from hypothesis import strategies as st
 
 import gotstate_persist as gp
 import gotstate_persist.backends as registry
+from gotstate_persist._names import is_system_key, system_key
 from gotstate_persist._quota_rules import (
     RETENTIONS,
     check_replace,
@@ -56,6 +59,16 @@ WRITE_SIZES = (3, 8)
 #: A namespace before the write: (key, blob size) in the order written.
 CONTENTS = ((), (("a", 4),), (("a", 4), ("a", 6), ("b", 5)))
 AMOUNTS = ("max_blob_bytes", "max_bytes", "max_records", "max_keys")
+#: A system key (the library's own records): bytes and records, but no key.
+SYSTEM = system_key("rules", "s")
+#: Namespaces holding system keys before the write, and what is written to them.
+SYSTEM_CONTENTS = (
+    (),
+    ((SYSTEM, 4),),
+    (("a", 4), (SYSTEM, 6), (SYSTEM, 5)),
+    ((SYSTEM, 4), (SYSTEM, 4), ("a", 3), ("b", 2)),
+)
+SYSTEM_WRITE_KEYS = (SYSTEM, "a", "z")
 START = 1_800_000_000.0
 
 
@@ -82,14 +95,17 @@ class Namespace:
 
     def usage(self) -> Usage:
         entries = [blob for versions in self.stored.values() for _, blob in versions]
-        keys = sum(1 for versions in self.stored.values() if versions)
+        keys = sum(
+            1 for key, versions in self.stored.items() if versions and not is_system_key(key)
+        )
         return Usage(sum(len(blob) for blob in entries), len(entries), keys)
 
 
 def predicted_put(case: Case, space: Namespace) -> tuple[gp.QuotaExceeded | None, int]:
     """The Python rules' verdict on the write, and how many old versions it prunes."""
     stored = space.stored.get(case.key, [])
-    pruned = versions_to_prune(case.quota, len(stored) + 1)
+    system = is_system_key(case.key)
+    pruned = versions_to_prune(case.quota, len(stored) + 1, system=system)
     try:
         check_write(
             case.quota,
@@ -100,6 +116,7 @@ def predicted_put(case: Case, space: Namespace) -> tuple[gp.QuotaExceeded | None
             key_versions=len(stored) + 1,
             freed_bytes=sum(len(blob) for _, blob in stored[:pruned]),
             pruned=pruned,
+            system=system,
         )
     except gp.QuotaExceeded as refusal:
         return refusal, pruned
@@ -217,30 +234,38 @@ def version_rules(held: int) -> Iterator[tuple[int | None, str]]:
             yield most, "prune-oldest"
 
 
-def boundary_cases() -> Iterator[Case]:
+def boundary_cases(
+    every_contents: tuple[tuple[tuple[str, int], ...], ...] = CONTENTS,
+    write_keys: tuple[str, ...] = WRITE_KEYS,
+) -> Iterator[Case]:
     """Each amount limit just below and at what the write needs, under each retention rule.
 
     What the write needs is net of what retention frees, so some needs are at
     or below the usage: a limit lowered below usage must not refuse a write
     that does not need more of it.
     """
-    for contents, key, size in itertools.product(CONTENTS, WRITE_KEYS, WRITE_SIZES):
+    for contents, key, size in itertools.product(every_contents, write_keys, WRITE_SIZES):
         sizes = [length for stored, length in contents if stored == key]
-        if not contents and key != WRITE_KEYS[0]:
+        if not contents and key != write_keys[0]:
             continue  # every key is new in an empty namespace
         for most, retention in version_rules(len(sizes)):
             yield from _around_each_amount(contents, key, size, most, retention)
 
 
 def needs(case: Case) -> dict[str, int]:
-    """What the write takes each amount limit to, net of what retention frees."""
+    """What the write takes each amount limit to, net of what retention frees.
+
+    A system key is never a key: a write to one needs no more ``max_keys``.
+    """
     sizes = [length for stored, length in case.contents if stored == case.key]
-    pruned = versions_to_prune(case.quota, len(sizes) + 1)
+    system = is_system_key(case.key)
+    pruned = versions_to_prune(case.quota, len(sizes) + 1, system=system)
+    users = {stored for stored, _ in case.contents if not is_system_key(stored)}
     return {
         "max_blob_bytes": case.size,
         "max_bytes": sum(length for _, length in case.contents) + case.size - sum(sizes[:pruned]),
         "max_records": len(case.contents) + 1 - pruned,
-        "max_keys": len({stored for stored, _ in case.contents}) + (0 if sizes else 1),
+        "max_keys": len(users) + (0 if sizes or system else 1),
     }
 
 
@@ -258,6 +283,8 @@ def _around_each_amount(
 
 
 BOUNDARY_CASES = list(boundary_cases())
+#: The same grid for namespaces holding system keys, writing to one or to a user key.
+SYSTEM_BOUNDARY_CASES = list(boundary_cases(SYSTEM_CONTENTS, SYSTEM_WRITE_KEYS))
 
 
 def test_the_grid_reaches_every_limit_both_ways() -> None:
@@ -291,6 +318,50 @@ def test_every_limit_at_its_boundary_agrees_with_the_rules(target: Target) -> No
         check_put(target, case)
 
 
+def _outcomes(case: Case) -> tuple[str, int]:
+    """What the rules predict for ``case``: the refusing limit or "stored", and versions pruned."""
+    space = Namespace("model")
+    for key, size in case.contents:
+        space.stored.setdefault(key, []).append((0, bytes(size)))
+    refusal, pruned = predicted_put(case, space)
+    return (refusal.limit if refusal is not None else "stored"), pruned
+
+
+def test_the_system_grid_spares_system_keys_the_per_key_limits() -> None:
+    """System keys: bytes and records bind both ways; keys, versions per key and retention never.
+
+    A user key written beside them is still held to every limit (the system
+    keys never count as keys for its max_keys).
+    """
+    system = [_outcomes(case) for case in SYSTEM_BOUNDARY_CASES if case.key == SYSTEM]
+    assert {outcome for outcome, _pruned in system} == {
+        "stored",
+        "max_blob_bytes",
+        "max_bytes",
+        "max_records",
+    }
+    assert {pruned for _outcome, pruned in system} == {0}
+    assert any(
+        case.key == SYSTEM
+        and case.quota.max_versions_per_key is not None
+        and case.quota.max_versions_per_key <= sum(1 for k, _ in case.contents if k == SYSTEM)
+        and _outcomes(case)[0] == "stored"
+        for case in SYSTEM_BOUNDARY_CASES
+    ), "the grid holds system writes beyond max_versions_per_key"
+    users = {_outcomes(case) for case in SYSTEM_BOUNDARY_CASES if case.key != SYSTEM}
+    assert {outcome for outcome, _pruned in users} == {
+        "stored",
+        "max_versions_per_key",
+        *AMOUNTS,
+    }
+    assert any(pruned for _outcome, pruned in users)
+
+
+def test_system_keys_at_every_boundary_agree_with_the_rules(target: Target) -> None:
+    for case in SYSTEM_BOUNDARY_CASES:
+        check_put(target, case)
+
+
 # Several limits at once, at random.
 
 
@@ -300,11 +371,13 @@ def _limit(threshold: int) -> st.SearchStrategy[int | None]:
 
 
 @st.composite
-def mixed_cases(draw: st.DrawFn) -> Case:
+def mixed_cases(
+    draw: st.DrawFn, stored: Sequence[str] = "abc", written: Sequence[str] = "abz"
+) -> Case:
     contents = tuple(
-        draw(st.lists(st.tuples(st.sampled_from("abc"), st.integers(1, 12)), max_size=6))
+        draw(st.lists(st.tuples(st.sampled_from(stored), st.integers(1, 12)), max_size=6))
     )
-    key = draw(st.sampled_from("abz"))
+    key = draw(st.sampled_from(written))
     size = draw(st.integers(1, 16))
     rule = quota(
         max_versions_per_key=draw(st.none() | st.integers(1, 4)),
@@ -327,6 +400,12 @@ def _examples(count: int) -> settings:
 @_examples(40)
 @given(case=mixed_cases())
 def test_several_limits_at_once_agree_with_the_rules(target: Target, case: Case) -> None:
+    check_put(target, case)
+
+
+@_examples(30)
+@given(case=mixed_cases(stored=("a", "b", SYSTEM), written=("a", "z", SYSTEM)))
+def test_several_limits_with_system_keys_agree_with_the_rules(target: Target, case: Case) -> None:
     check_put(target, case)
 
 

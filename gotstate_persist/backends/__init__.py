@@ -19,10 +19,12 @@ from importlib.metadata import entry_points
 from types import MappingProxyType
 from typing import Any
 
+from .._names import is_system_key
 from .._redact import mask_url
 from ..errors import InvalidArgument
 from .base import Backend, Capabilities, KeyHead, ReadFailure, Usage, VersionInfo
 
+# is_system_key: for a backend that counts usage itself (a system key is no key).
 __all__ = [
     "Backend",
     "BackendFactory",
@@ -31,6 +33,7 @@ __all__ = [
     "ReadFailure",
     "Usage",
     "VersionInfo",
+    "is_system_key",
     "known_schemes",
     "open_backend",
     "register_backend",

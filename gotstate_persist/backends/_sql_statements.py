@@ -327,8 +327,11 @@ _STATEMENTS = {
         f"SELECT {_R.version}, {_R.size}, {_R.format_version}, {_R.object_token} FROM {_R} "
         f"WHERE {_RECORD_KEY}{_LOCK}"
     ),
+    # A system key is no key for the counters (_quota_rules): its first character
+    # is compared with the bound marker, never a range, whatever the collation.
     "usage": (
-        f"SELECT COALESCE(SUM({_R.size}), 0), COUNT(*), COUNT(DISTINCT {_R.key}) FROM {_R} "
+        f"SELECT COALESCE(SUM({_R.size}), 0), COUNT(*), COUNT(DISTINCT CASE WHEN "
+        f"substr({_R.key}, 1, 1) = :marker THEN NULL ELSE {_R.key} END) FROM {_R} "
         f"WHERE {_R.namespace} = :ns"
     ),
 }

@@ -17,7 +17,8 @@ from typing import Any
 
 import msgspec
 
-from .._quota_rules import Quota, check_replace, check_write, prune_count
+from .._names import SYSTEM_KEY_MARKER, is_system_key
+from .._quota_rules import Quota, check_replace, check_write, per_key_charge, prune_count
 from ..errors import BackendError, IntegrityError
 from ._sql_connections import Connections
 from ._sql_rows import ObjectRef, counters_of, object_ref
@@ -71,6 +72,11 @@ class UsageLedger:
         that fails loses nothing. Returns the versions retention pruned.
         """
         names = {"ns": params["ns"]}
+        system = is_system_key(params["key"])
+        # what the per-key limits see: nothing of a system key (_quota_rules)
+        new_key, counted = per_key_charge(
+            new_key=key_versions == 1, key_versions=key_versions, system=system
+        )
         charge = {
             "ns": params["ns"],
             "size": params["size"],
@@ -78,8 +84,8 @@ class UsageLedger:
             "more": 1,
             "add_bytes": params["size"],
             "add_records": 1,
-            "new_key": int(key_versions == 1),
-            "key_versions": key_versions,
+            "new_key": int(new_key),
+            "key_versions": counted,
         }
         if conn.execute(self._sql["charge_unpruned"], charge).rowcount == 1:
             return []
@@ -91,7 +97,7 @@ class UsageLedger:
         most, policy = retention[0]
         pruned = freed = 0
         doomed: list[tuple[int, int]] = []
-        prune = prune_count(most, policy, key_versions)
+        prune = prune_count(most, policy, key_versions, system=system)
         if prune:
             target = {"ns": params["ns"], "key": params["key"], "count": prune}
             doomed = conn.execute(
@@ -109,8 +115,8 @@ class UsageLedger:
             "more": 1 - pruned,
             "add_bytes": params["size"] - (0 if defer_prune else freed),
             "add_records": 1 - (0 if defer_prune else pruned),
-            "new_key": int(key_versions == 1),
-            "key_versions": key_versions - pruned,
+            "new_key": int(new_key),
+            "key_versions": counted - pruned,
         }
         if conn.execute(self._sql["charge"], charge).rowcount == 1:
             return [] if defer_prune else [int(row[0]) for row in doomed]
@@ -125,6 +131,7 @@ class UsageLedger:
             key_versions=key_versions,
             freed_bytes=freed,
             pruned=pruned,
+            system=system,
         )
         raise _disagreement(params["ns"])  # pragma: no cover - the update and the rules agree
 
@@ -167,7 +174,7 @@ class UsageLedger:
         if not retention or held is None:
             return []
         most, policy = retention[0]
-        prune = prune_count(most, policy, int(held[0]))
+        prune = prune_count(most, policy, int(held[0]), system=is_system_key(params["key"]))
         if not prune:
             return []
         doomed = conn.execute(self._sql["prune"], {**params, "count": prune})
@@ -197,7 +204,8 @@ class UsageLedger:
         def recount(conn: Any) -> Usage:
             conn.execute(self._sql["new_namespace"], names)
             kept = conn.execute(self._sql["limits"], names).fetchone()  # locks the row
-            total, records, keys = conn.execute(self._sql["usage"], names).fetchone()
+            counting = {**names, "marker": SYSTEM_KEY_MARKER}
+            total, records, keys = conn.execute(self._sql["usage"], counting).fetchone()
             counted = Usage(int(total), int(records), int(keys))
             conn.execute(self._sql["recount_keys"], names)
             kept_usage = counters_of(kept)  # None: damaged (not integers), repaired below

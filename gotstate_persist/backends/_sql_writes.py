@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .._names import is_system_key
 from ..errors import NotFound, VersionConflict
 from ._sql_connections import (
     NOT_NULL_VIOLATION,
@@ -58,6 +59,7 @@ class Writes:
         if (
             not self._in_one
             or params["ns"] in self._usage.pruning
+            or is_system_key(params["key"])  # the one statement counts every key as one
             or not self.append_in_one(params)
         ):
             self.append(params)
@@ -189,9 +191,8 @@ class Writes:
                     "versions": len(remaining),
                 },
             )
-            freed = Usage(
-                sum(sizes[version] for version in doomed), len(doomed), 0 if remaining else 1
-            )
+            gone = 0 if remaining or is_system_key(key) else 1  # a system key is no key
+            freed = Usage(sum(sizes[version] for version in doomed), len(doomed), gone)
             self._usage.release(conn, namespace, freed)
             return sorted(objects[version] for version in doomed)
 

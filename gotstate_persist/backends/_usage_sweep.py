@@ -13,6 +13,7 @@ import logging
 import time
 from contextlib import ExitStack
 
+from .._names import is_system_key
 from ._objectnames import (
     StoredVersion,
     decode_key_path,
@@ -44,12 +45,16 @@ class UsageSweeper:
         superseded objects found on the way, by key directory components."""
         top = self._prefix.path(namespace_components(namespace))
         by_version: dict[tuple[tuple[str, ...], int], list[StoredVersion]] = {}
+        users: set[tuple[str, ...]] = set()  # key directories of user keys (not system keys)
         with self._prefix.guard("measuring usage"):
             for components, size in self._prefix.objects.walk(top, sizes=True):
                 stored = parse_version_name(components[-1], size)
-                if stored is not None and decode_key_path(components) is not None:
+                decoded = None if stored is None else decode_key_path(components)
+                if stored is not None and decoded is not None:
                     place = (tuple(components[:-1]), stored.version)
                     by_version.setdefault(place, []).append(stored)
+                    if not is_system_key(decoded[0]):
+                        users.add(place[0])
         total = 0
         superseded: Superseded = {}
         for (parts, _version), found in by_version.items():
@@ -57,8 +62,8 @@ class UsageSweeper:
             total += winner.size
             if len(found) > 1:
                 superseded.setdefault(parts, []).extend(s for s in found if s is not winner)
-        keys = {parts for parts, _version in by_version}
-        return Usage(bytes=total, records=len(by_version), keys=len(keys)), superseded
+        # a system key's versions are bytes and records, but it is no key (_quota_rules)
+        return Usage(bytes=total, records=len(by_version), keys=len(users)), superseded
 
     def sweep(self, namespace: str, superseded: Superseded, older_than_s: float) -> int:
         """Remove the ``superseded`` objects no rewrite can still need; return how many went.

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 
+from .._names import is_system_key
 from ..errors import (
     FormatError,
     IntegrityError,
@@ -159,6 +160,9 @@ class KeyHead(msgspec.Struct, frozen=True):
 class Usage(msgspec.Struct, frozen=True):
     """Stored bytes, records (versions) and keys of one namespace.
 
+    ``bytes`` and ``records`` count every stored version, system keys' too;
+    ``keys`` counts user keys only (see ``_quota_rules``).
+
     ``drift`` is set only by a recount that found the kept counters wrong: the
     correction it applied (recounted minus what was kept).
     """
@@ -249,7 +253,14 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def keys(self, namespace: str, prefix: str = "") -> list[str]:
-        """List keys with at least one stored version, sorted, without reading blobs."""
+        """List keys with at least one stored version, sorted, without reading blobs.
+
+        Every key, system keys included (those starting with
+        ``_names.SYSTEM_KEY_PREFIX``, the library's own records): a backend is
+        storage and treats them like any other key, and ``copy``, ``verify``
+        and ``migrate`` need them. Listings for users (``Store.keys``,
+        ``gotstate-persist ls``) leave them out.
+        """
 
     @abc.abstractmethod
     def namespaces(self) -> list[str]:
@@ -317,14 +328,19 @@ class Backend(abc.ABC):
     # Conveniences, written once in terms of the abstract surface.
 
     def usage(self, namespace: str) -> Usage:
-        """Count stored bytes, records and keys of ``namespace``."""
+        """Count stored bytes, records and keys of ``namespace``.
+
+        A system key's versions count as bytes and records, never as a key
+        (``_quota_rules``); an override must count them the same way.
+        """
         total = records = 0
         names = self.keys(namespace)
         for key in names:
             for info in self.versions(namespace, key):
                 total += info.size
                 records += 1
-        return Usage(bytes=total, records=records, keys=len(names))
+        users = sum(1 for key in names if not is_system_key(key))
+        return Usage(bytes=total, records=records, keys=users)
 
     def iter_namespace(
         self, namespace: str, *, on_error: ReadFailure | None = None

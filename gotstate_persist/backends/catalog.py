@@ -65,7 +65,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._names import check_name
+from .._names import check_name, check_stored_key
 from .._quota_rules import Quota
 from .._redact import mask_url
 from ..errors import BackendError, InvalidArgument, NotFound, QuotaExceeded, VersionConflict
@@ -221,7 +221,7 @@ class CatalogBackend(Backend):
     ) -> VersionInfo:
         check_put_arguments(version, kind, format_version, created_at_us)
         check_name(namespace, "namespace")  # refused before anything is reserved
-        check_name(key, "key")
+        check_stored_key(key)  # a user key or a system key (the library's own records)
         self._mark()
         path = self._object(namespace, key, version, format_version, None)
         self._rows.reserve(

@@ -1,5 +1,9 @@
 """``ls``, ``show`` and ``verify``: the commands that read a store and change nothing.
 
+``ls`` lists users' keys; the library's own records (system keys, such as
+extension registrations) are left out of it, but ``verify`` checks them like
+every record and ``show`` shows one when asked by its key.
+
 They print what is stored for a person to read: names and decoded values
 come from storage, perhaps written by other tools, so each is escaped before
 it reaches the terminal, and a value this tool cannot decode is shown as
@@ -18,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from .._names import check_name, printable
+from .._names import check_stored_key, is_system_key, printable
 from .._pipeline import RecordPipeline
 from ..backends import Backend
 from ..errors import FormatError, IntegrityError, InvalidArgument, NotFound, PersistError
@@ -47,6 +51,8 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         rows = [["NAMESPACE", "KEY", "VERSIONS", "NEWEST", "KIND", "FORMAT", "SIZE", "SAVED (UTC)"]]
         for namespace in selected_namespaces(backend, args):
             for key in backend.keys(namespace, args.prefix):
+                if is_system_key(key):
+                    continue  # the library's own records: verify and show still read them
                 versions = backend.versions(namespace, key)
                 if not versions:
                     continue
@@ -162,7 +168,7 @@ def _not_found_here(backend: Backend, namespace: str, key: str, exc: NotFound) -
 
 def _verify_key(pipeline: RecordPipeline, key: str) -> tuple[int, list[str]]:
     problems: list[str] = []
-    versions = pipeline.backend.versions(pipeline.namespace, check_name(key, "key"))
+    versions = pipeline.backend.versions(pipeline.namespace, check_stored_key(key))
     for ref in versions:
         try:
             pipeline.inspect(key, ref.version)

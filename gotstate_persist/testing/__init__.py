@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from .._names import system_area_prefix, system_key
 from ..backends import open_backend
 from ..backends.base import Backend, KeyHead, Replacement, Usage, to_micros
 from ..codec import MAX_BLOB_BYTES
@@ -181,6 +182,29 @@ class BackendTests:
         backend.delete("other", "k")
         assert backend.keys(NS) == ["k"]
         assert NS in backend.namespaces()
+
+    def test_system_keys_are_stored_like_any_key_and_counted_as_records_only(
+        self, backend: Backend
+    ) -> None:
+        """The library's own records (system keys, starting with a control character).
+
+        A backend stores and lists them like any key (copy and verify need
+        them); its usage counts them as bytes and records but never as keys.
+        """
+        system = system_key("conformance", "registration")
+        _put(backend, "user", 1, b"12345")
+        _put(backend, system, 1, b"123")
+        _put(backend, system, 2, b"1234", expected_newest=1)
+        assert backend.head(NS, system) == KeyHead(2, 2, "test.kind")
+        assert backend.get(NS, system)[1] == b"1234"
+        assert [info.version for info in backend.versions(NS, system)] == [1, 2]
+        assert backend.keys(NS) == sorted(["user", system])
+        assert backend.keys(NS, system_area_prefix("conformance")) == [system]
+        assert backend.keys("other") == []
+        assert backend.usage(NS) == Usage(12, 3, 1)
+        assert backend.recount(NS) == Usage(12, 3, 1)
+        assert backend.delete(NS, system) == 2
+        assert backend.usage(NS) == Usage(5, 1, 1)
 
     @pytest.mark.parametrize("key", AWKWARD_KEYS)
     def test_awkward_keys_do_not_collide(self, backend: Backend, key: str) -> None:

@@ -48,7 +48,14 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import unquote, urlsplit
 
-from gotstate_persist.backends import Backend, Capabilities, KeyHead, Usage, VersionInfo
+from gotstate_persist.backends import (
+    Backend,
+    Capabilities,
+    KeyHead,
+    Usage,
+    VersionInfo,
+    is_system_key,
+)
 from gotstate_persist.errors import (
     BackendError,
     FormatError,
@@ -523,11 +530,13 @@ class DbmBackend(Backend):
     def usage(self, namespace: str) -> Usage:
         with self._lock:
             self._open_db()
-            states = [s for s in self._catalog.get(namespace, {}).values() if s.stored]
+            held = {k: s for k, s in self._catalog.get(namespace, {}).items() if s.stored}
+            states = held.values()
             return Usage(
                 bytes=sum(info.size for s in states for info, _name in s.stored.values()),
                 records=sum(len(s.stored) for s in states),
-                keys=len(states),
+                # the library's own records (system keys) are records, but no key
+                keys=sum(1 for key in held if not is_system_key(key)),
             )
 
     def close(self) -> None:
