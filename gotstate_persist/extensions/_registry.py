@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .._names import SYSTEM_KEY_PREFIX, system_key
+from .._names import system_area_prefix, system_key
 from .._pipeline import RecordPipeline
 from ..errors import (
     ExtensionCodeChanged,
@@ -131,11 +131,11 @@ class ExtensionRegistry:
 
     def list(self, *, include_unregistered: bool = False) -> list[Registration]:
         """The newest revision of every registered name, sorted by name."""
-        prefix = system_key(EXTENSION_AREA, "x")[:-1]
+        prefix = system_area_prefix(EXTENSION_AREA)
         backend = self._pipeline.backend
         found = []
         for key in backend.keys(self._pipeline.namespace, prefix):
-            if not key.startswith(SYSTEM_KEY_PREFIX):
+            if not key.startswith(prefix):
                 continue
             try:
                 info, record = self._pipeline.load(key)
