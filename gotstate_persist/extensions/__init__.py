@@ -15,6 +15,7 @@ from __future__ import annotations
 from ..formats.extension import ExtensionStats, ResourceLimits
 from ._active import ActiveExtension
 from ._bound import BoundMachine
+from ._contrib import FormatSpec
 from ._registration import Registration
 from ._registry import ExtensionRegistry
 from ._views import EventView, StateView, TransitionView
@@ -25,6 +26,7 @@ __all__ = [
     "EventView",
     "ExtensionRegistry",
     "ExtensionStats",
+    "FormatSpec",
     "Registration",
     "ResourceLimits",
     "StateView",

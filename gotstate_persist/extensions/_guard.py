@@ -167,6 +167,14 @@ class GuardedRunner:
                 cause="invalid_output",
             ) from None
 
+    def call_direct(self, method: str) -> object:
+        """Call a no-argument ``method`` and return its result as is (not via the wire form).
+
+        Only for what must be a host object (a persistence extension's
+        backend factories and formats); the caller checks the result.
+        """
+        return self._run(getattr(self._instance, method), self._limits.timeout_s, f"{method}()")
+
     def stop(self, timeout: float) -> str:
         """Call the extension's optional ``stop()`` under ``timeout``; return a note."""
         note = ""

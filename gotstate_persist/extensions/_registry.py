@@ -33,6 +33,7 @@ from ..errors import (
 from ..formats.extension import ExtensionStats, RegistrationRecord, ResourceLimits
 from ._active import ActiveExtension, Runner
 from ._bound import BoundMachine
+from ._contrib import contribute
 from ._guard import GuardedRunner
 from ._pin import Drift, check_unchanged, compare, pin
 from ._register import prepare_registration
@@ -69,6 +70,8 @@ class ExtensionRegistry:
         self._pipeline = pipeline
         self._lock = threading.Lock()
         self._active: dict[str, ActiveExtension] = {}
+        # backend schemes each persistence extension registered in this process
+        self._schemes: dict[str, set[str]] = {}
         self._max_limits: ResourceLimits | None = None
         self._worker_prefix: tuple[str, ...] = ()
         self.set_policy(max_limits=max_limits, worker_prefix=worker_prefix)
@@ -292,6 +295,14 @@ class ExtensionRegistry:
         runner = self._runner(current)
         try:
             runner.start()
+            if current.category == "persistence" and isinstance(runner, GuardedRunner):
+                contribute(
+                    name,
+                    runner.call_direct,
+                    current.interface,
+                    self._pipeline.formats,
+                    owned_schemes=self._schemes.setdefault(name, set()),
+                )
         except PersistError as exc:
             runner.kill()
             self._record_failure(name, f"could not start: {type(exc).__name__}: {exc}")
