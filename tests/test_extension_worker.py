@@ -594,3 +594,67 @@ def test_a_pool_refuses_a_call_beyond_its_slots(tmp_path: Path) -> None:
         assert results == ["one"]
     finally:
         pool.kill()
+
+
+def test_kill_during_a_slow_start_ends_the_start_at_once() -> None:
+    path = EXTENSIONS / "slow_import.py"
+    process = WorkerProcess(config_for("Slow", path=path, limits=ResourceLimits()))
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            process.start()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    time.sleep(0.2)
+    process.kill()
+    thread.join(HANG_S)  # start_timeout_s is 30 s: only the kill can end it sooner
+    assert not thread.is_alive()
+    assert [type(e) for e in errors] == [ExtensionUnavailable]
+
+
+HOST_SCRIPT = """
+import sys
+from tests.test_extension_worker import call, config_for
+from gotstate_persist.extensions._workerproc import WorkerProcess
+
+process = WorkerProcess(config_for("Hostile"))
+print(call(process, "pid"), call(process, "probe")["cwd"], flush=True)
+process.call("loop", [], timeout_s=1000)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+def test_a_worker_ends_and_removes_its_directory_when_its_host_is_killed() -> None:
+    root = Path(__file__).resolve().parent.parent
+    host = subprocess.Popen(
+        [sys.executable, "-c", HOST_SCRIPT],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert host.stdout is not None
+        pid_text, cwd_text = host.stdout.readline().split()
+        pid, cwd = int(pid_text), Path(cwd_text)
+        assert _running(pid)
+        assert cwd.is_dir()
+    finally:
+        host.kill()
+        host.wait()
+    deadline = time.monotonic() + HANG_S
+    while (_running(pid) or cwd.exists()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _running(pid)
+    assert not cwd.exists()

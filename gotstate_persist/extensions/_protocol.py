@@ -55,6 +55,7 @@ __all__ = [
     "MAX_PROBLEM_CHARS",
     "MAX_TEXT_CHARS",
     "OK",
+    "PRIVATE_DIR_PREFIX",
     "RAISED",
     "READY",
     "RECYCLE",
@@ -85,6 +86,9 @@ RESOURCE: Final = "resource"
 RECYCLE: Final = "recycle"
 BAD_REQUEST: Final = "bad_request"
 STOPPED: Final = "stopped"
+
+#: The name prefix of a worker's private working directory.
+PRIVATE_DIR_PREFIX: Final = "gotstate-ext-"
 
 #: The class attributes an inspection reports (when present).
 REPORTED_ATTRIBUTES: Final = ("name", "version", "category", "requires", "states")

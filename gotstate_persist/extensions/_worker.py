@@ -2,13 +2,14 @@
 
 Started by the host (``_workerspawn``) as::
 
-    python -I -m gotstate_persist.extensions._worker <protocol fd> <lifeline fd>
+    python -I -m gotstate_persist.extensions._worker <private dir> <protocol fd> <lifeline fd>
 
 with a scrubbed environment, a private working directory and stdin on
 ``/dev/null``. The protocol socket carries the frames of ``_protocol``; the
 lifeline is a pipe whose write end only the host holds, so when the host
-dies (even by SIGKILL) a watcher thread here sees end-of-file and exits,
-and an orphaned worker does not run on.
+dies (even by SIGKILL) a watcher thread here sees end-of-file, removes the
+private directory (which the host can no longer do) and exits: an orphaned
+worker does not run on.
 
 Order of a start, each step before the next: read the configuration,
 re-hash the pinned files (a difference is reported and nothing is imported),
@@ -36,6 +37,7 @@ import inspect
 import math
 import os
 import resource
+import shutil
 import signal
 import socket
 import sys
@@ -62,6 +64,7 @@ from ._protocol import (
     INSPECT,
     INVALID_OUTPUT,
     OK,
+    PRIVATE_DIR_PREFIX,
     RAISED,
     READY,
     RECYCLE,
@@ -91,11 +94,15 @@ _WATCHER_STACK: Final = 64 * 1024
 _HELLO: Final = msgspec.msgpack.Decoder(tuple[Literal["serve", "inspect"], WorkerConfig, int])
 
 
-def _watch_host(lifeline: int) -> None:
+def _watch_host(lifeline: int, directory: str) -> None:
+    """Exit, removing the private directory, as soon as the host is gone."""
+
     def watch() -> None:
         try:
             os.read(lifeline, 1)
         finally:
+            if os.path.basename(directory).startswith(PRIVATE_DIR_PREFIX):
+                shutil.rmtree(directory, ignore_errors=True)
             os._exit(0)
 
     previous = threading.stack_size(_WATCHER_STACK)
@@ -244,9 +251,9 @@ def _inspect(location: CodeLocation, verified: dict[str, bytes]) -> InterfaceRep
 
 
 def main(argv: list[str]) -> int:
-    """Run the worker on the fds named by the last two arguments; the exit status."""
-    sock_fd, lifeline = int(argv[-2]), int(argv[-1])
-    _watch_host(lifeline)
+    """Run the worker (arguments: private directory, protocol fd, lifeline fd); exit status."""
+    directory, sock_fd, lifeline = argv[-3], int(argv[-2]), int(argv[-1])
+    _watch_host(lifeline, directory)
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
     sys.dont_write_bytecode = True  # never write into the extension's directories
     sock = socket.socket(fileno=sock_fd)

@@ -248,37 +248,36 @@ class WorkerProcess:
         return self._spawn()
 
     def _spawn(self) -> WorkerChild:
+        child = WorkerChild(self._config.prefix, self._tail, self._name)
         with self._lock:
             self._spawns += 1
-        child = WorkerChild(self._config.prefix, self._tail, self._name)
+            closed = self._closed
+            if not closed:
+                self._child = child  # from now on stop() and kill() reach it
+        if closed:
+            self._discard(child)
+            raise self._unavailable()
         deadline = time.monotonic() + self._limits.start_timeout_s
         try:
             child.send(encode_frame([SERVE, self._config, self._cap]), deadline)
             reply, _ = child.receive(_CONTROL_FRAME_BYTES, deadline)
+        except FrameClosed:
+            raise self._died(child, "while starting") from None
         except FrameError as exc:
-            raise self._start_failure(child, exc, "while starting") from None
+            self._discard(child)
+            if self._closed:
+                raise self._unavailable() from None
+            if isinstance(exc, FrameTimeout):
+                raise ExtensionTimeout(
+                    f"extension {self._name!r}: its worker did not start within "
+                    f"start_timeout_s ({self._limits.start_timeout_s:g} s); it was killed: make "
+                    "importing and instantiating it faster, or raise start_timeout_s"
+                ) from None
+            raise malformed(self._name, "answer to its start") from None
         if not is_reply(reply, READY, 1):
             self._discard(child)
             raise start_refusal(self._config, reply)
-        with self._lock:
-            if not self._closed:
-                self._child = child
-                return child
-        self._discard(child)
-        raise self._unavailable()
-
-    def _start_failure(self, child: WorkerChild, exc: FrameError, during: str) -> ExtensionError:
-        if isinstance(exc, FrameTimeout):
-            self._discard(child)
-            return ExtensionTimeout(
-                f"extension {self._name!r}: its worker did not start within start_timeout_s "
-                f"({self._limits.start_timeout_s:g} s); it was killed: make importing and "
-                "instantiating it faster, or raise start_timeout_s"
-            )
-        if isinstance(exc, FrameClosed):
-            return self._died(child, during)
-        self._discard(child)
-        return malformed(self._name, "answer to its start")
+        return child
 
     def _discard(self, child: WorkerChild) -> None:
         """Kill and reap ``child``, keeping its peak RSS."""

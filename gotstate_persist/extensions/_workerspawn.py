@@ -7,7 +7,7 @@ temporary working directory, and the thread that drains its output into an
 death) belongs to ``_workerproc``; this module only does it, safely:
 
 * the command is ``[*prefix, sys.executable, "-I", "-m", WORKER_MODULE,
-  fd, fd]`` with a scrubbed environment (:data:`WORKER_ENV` only: no
+  directory, fd, fd]`` with a scrubbed environment (:data:`WORKER_ENV` only: no
   ``GOTSTATE_PERSIST_KEYS``, no database URL, no credential, not even
   ``PATH``), stdin on ``/dev/null``, stdout and stderr into one pipe, and only
   the two protocol fds inherited;
@@ -42,6 +42,7 @@ from typing import Any, Final
 
 from ..errors import ExtensionFailed
 from ._frames import decode_body, read_body, send_frame
+from ._protocol import PRIVATE_DIR_PREFIX
 
 __all__ = [
     "TAIL_BYTES",
@@ -152,13 +153,13 @@ class WorkerChild:
 
     def __init__(self, prefix: tuple[str, ...], tail: OutputTail, name: str) -> None:
         command = _resolve_prefix(prefix, name)
-        self.directory = tempfile.mkdtemp(prefix="gotstate-ext-")
+        self.directory = tempfile.mkdtemp(prefix=PRIVATE_DIR_PREFIX)
         host_end, child_end = socket.socketpair()
         lifeline_read, lifeline_write = os.pipe()
         pass_fds = (child_end.fileno(), lifeline_read)
         try:
             self._popen = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                [*command, *worker_command(), *map(str, pass_fds)],
+                [*command, *worker_command(), self.directory, *map(str, pass_fds)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
