@@ -658,3 +658,9 @@ def test_a_worker_ends_and_removes_its_directory_when_its_host_is_killed() -> No
         time.sleep(0.02)
     assert not _running(pid)
     assert not cwd.exists()
+
+
+def test_inspect_target_refuses_a_forged_report() -> None:
+    with pytest.raises(ExtensionFailed, match="malformed report") as caught:
+        inspect_target(config_for("X", path=EXTENSIONS / "forged_report.py"))
+    assert caught.value.cause == "invalid_output"

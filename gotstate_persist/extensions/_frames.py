@@ -17,6 +17,13 @@ ceiling of the stored formats, and a legitimate view nested
 ``MAX_VIEW_DEPTH`` (64) deep already takes 64 levels in its tagged form, to
 which the wire form and the frame add a few. :data:`FRAME_MAX_DEPTH` is that
 exact sum, checked by the same pre-scan (``_prescan.scan_msgpack``).
+
+What the bounds do not cap: decoding builds one Python object per msgpack
+item, so a body of N bytes of empty arrays becomes N empty lists, about 70
+bytes of host memory per byte read. A response can therefore cost the host,
+briefly, up to ~70 times ``max_output_bytes``: the same factor the stored
+formats accept for ``MAX_PAYLOAD_BYTES``. Keep ``max_output_bytes`` at what
+the extension needs.
 """
 
 from __future__ import annotations
