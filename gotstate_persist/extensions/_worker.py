@@ -42,7 +42,7 @@ import signal
 import socket
 import sys
 import threading
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NoReturn
 
 import msgspec
 
@@ -94,16 +94,21 @@ _WATCHER_STACK: Final = 64 * 1024
 _HELLO: Final = msgspec.msgpack.Decoder(tuple[Literal["serve", "inspect"], WorkerConfig, int])
 
 
+def _leave(directory: str) -> NoReturn:
+    """The host is gone: remove the private directory (it no longer can) and exit now."""
+    if os.path.basename(directory).startswith(PRIVATE_DIR_PREFIX):
+        shutil.rmtree(directory, ignore_errors=True)
+    os._exit(0)
+
+
 def _watch_host(lifeline: int, directory: str) -> None:
-    """Exit, removing the private directory, as soon as the host is gone."""
+    """Leave as soon as the host is gone, even while the extension is busy."""
 
     def watch() -> None:
         try:
             os.read(lifeline, 1)
         finally:
-            if os.path.basename(directory).startswith(PRIVATE_DIR_PREFIX):
-                shutil.rmtree(directory, ignore_errors=True)
-            os._exit(0)
+            _leave(directory)
 
     previous = threading.stack_size(_WATCHER_STACK)
     try:
@@ -208,10 +213,7 @@ def _run_stop(instance: object) -> str:
 
 def _serve(sock: socket.socket, instance: object, limits: ResourceLimits) -> int:
     while True:
-        try:
-            message = decode_body(read_body(sock, MAX_FRAME_BYTES, None))
-        except FrameClosed:  # the host closed the channel: nothing more to do
-            return 0
+        message = decode_body(read_body(sock, MAX_FRAME_BYTES, None))
         if message[0] == STOP:
             note = _run_stop(instance)
             _flush_output()
@@ -254,9 +256,17 @@ def main(argv: list[str]) -> int:
     """Run the worker (arguments: private directory, protocol fd, lifeline fd); exit status."""
     directory, sock_fd, lifeline = argv[-3], int(argv[-2]), int(argv[-1])
     _watch_host(lifeline, directory)
+    sock = socket.socket(fileno=sock_fd)
+    try:
+        return _run_worker(sock)
+    except FrameClosed:  # the host closed the channel: it is gone, or gave up on us
+        _flush_output()
+        _leave(directory)
+
+
+def _run_worker(sock: socket.socket) -> int:
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
     sys.dont_write_bytecode = True  # never write into the extension's directories
-    sock = socket.socket(fileno=sock_fd)
     mode, config, cpu_cap = _HELLO.decode(read_body(sock, MAX_FRAME_BYTES, None))
     changed, removed, verified = verify_pins(config.location.root, config.files)
     if changed or removed:
