@@ -166,6 +166,25 @@ def test_the_worker_is_isolated_with_private_cwd_closed_stdin_and_lowered_limits
     assert not cwd.exists()
 
 
+def test_a_sandbox_prefix_wraps_the_worker_command() -> None:
+    limits = ResourceLimits()
+    config = config_for("Hostile", limits=limits)
+    prefixed = WorkerProcess(
+        WorkerConfig(config.name, config.location, config.files, limits, ("nice", "-n", "5"))
+    )
+    try:
+        seen = call(prefixed, "probe")
+    finally:
+        prefixed.kill()
+    assert seen["niceness"] == min(os.nice(0) + 5, 19)
+    assert seen["isolated"] == 1
+    missing = WorkerConfig(
+        config.name, config.location, config.files, limits, ("gotstate-no-such-sandbox",)
+    )
+    with pytest.raises(ExtensionFailed, match="'gotstate-no-such-sandbox' is not on PATH"):
+        WorkerProcess(missing).start()
+
+
 def test_the_worker_environment_holds_no_host_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GOTSTATE_PERSIST_KEYS", "canary-keys-7f3a")
     monkeypatch.setenv("DATABASE_URL", "postgresql://canary:canary-pw-7f3a@db/prod")

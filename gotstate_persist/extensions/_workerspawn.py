@@ -15,6 +15,13 @@ death) belongs to ``_workerproc``; this module only does it, safely:
   that stayed in its group (``os.killpg``);
 * it is reaped with ``os.wait4``, which also gives its peak RSS.
 
+The scrub keeps secrets out of the worker's own environment, which is what
+"contained" promises; it cannot hide the host from a process of the same
+user: ``/proc/<host pid>/environ`` stays readable to the worker unless the
+operator's sandbox prefix hides the host's processes (for example
+``bwrap --unshare-pid --proc /proc``). Pass secrets to the host by file, not
+environment, where that matters.
+
 ``-I`` ignores ``PYTHONPATH``: when this very package is not what an
 isolated interpreter would import (tests run from a source tree with
 ``PYTHONPATH``; see :func:`isolated_python_finds_package` for how that is

@@ -145,6 +145,7 @@ class Hostile:
             "stdin_is_devnull": stat.S_ISCHR(stdin.st_mode) and stdin.st_rdev == null.st_rdev,
             "limits": {name: list(resource.getrlimit(which)) for name, which in _LIMITS.items()},
             "executable": sys.executable,
+            "niceness": os.nice(0),
             "orig_argv": list(sys.orig_argv),
         }
 
