@@ -26,7 +26,9 @@ kernel counts this limit in seconds), so a call gets at least ``cpu_s`` and
 less than ``cpu_s`` + 1 s of CPU before ``SIGXCPU`` ends the worker. The hard
 limit is the lifetime cap the host passed: the soft limit can never be
 raised past it, so when the next call's soft limit would reach it the worker
-answers ``recycle`` without running anything and the host restarts it.
+answers ``recycle`` without running anything and the host restarts it. (An
+extension can raise its own soft limit up to that cap during a call; the
+host's wall-clock deadline still ends it.)
 """
 
 from __future__ import annotations
@@ -162,6 +164,12 @@ def _type_name(exc: BaseException) -> str:
     return type(exc).__qualname__
 
 
+def _out_of_memory(limits: ResourceLimits) -> list[Any]:
+    if limits.memory_bytes is not None:
+        return [RESOURCE, "memory_bytes"]
+    return [RAISED, "MemoryError"]
+
+
 def _call(instance: object, method: str, args: list[object], limits: ResourceLimits) -> list[Any]:
     if limits.cpu_s is not None and not _arm_cpu(limits.cpu_s):
         return [RECYCLE]
@@ -169,14 +177,14 @@ def _call(instance: object, method: str, args: list[object], limits: ResourceLim
         views = [from_wire(arg) for arg in args]
     except WireError as exc:
         return [BAD_REQUEST, str(exc)]
+    except MemoryError:
+        return _out_of_memory(limits)
     try:
         return [OK, to_wire(_run(getattr(instance, method), *views))]
     except WireError as exc:
         return [INVALID_OUTPUT, str(exc)]
     except MemoryError:
-        if limits.memory_bytes is not None:
-            return [RESOURCE, "memory_bytes"]
-        return [RAISED, "MemoryError"]
+        return _out_of_memory(limits)
     except BaseException as exc:  # SystemExit, KeyboardInterrupt: the extension's, reported
         return [RAISED, _type_name(exc)]
 
@@ -186,7 +194,7 @@ def _reply_frame(reply: list[Any], limits: ResourceLimits) -> bytearray:
     try:
         frame = encode_frame(reply)
     except MemoryError:
-        return encode_frame([RESOURCE, "memory_bytes"])
+        return encode_frame(_out_of_memory(limits))
     except (msgspec.EncodeError, TypeError, ValueError, OverflowError) as exc:
         return encode_frame([INVALID_OUTPUT, f"it cannot be encoded ({type(exc).__name__})"])
     if body_size(frame) > limits.max_output_bytes:
