@@ -7,8 +7,8 @@ every decode is bounded. Start with :func:`open_store`.
 
 from __future__ import annotations
 
-from ._version import VERSION
 from ._migrate import MigrationFailure, MigrationReport
+from ._version import VERSION as __version__
 from .backends import register_backend
 from .backends.base import Usage
 from .codec import Limits
@@ -52,8 +52,6 @@ from .machine import fingerprint
 from .quota import Quota
 from .sealing import KeyRing
 from .store import SnapshotRef, Store, open_store
-
-__version__ = VERSION
 
 __all__ = [
     "ActiveExtension",

@@ -277,7 +277,10 @@ class Store:
             )
 
     def close(self) -> None:
-        """Stop this process's extensions and close the backend; the store cannot be used afterwards."""
+        """Stop this process's extensions and close the backend.
+
+        The store cannot be used afterwards.
+        """
         with self._services_lock:
             extensions, self._extensions = self._extensions, None
         try:

@@ -162,7 +162,7 @@ class ActiveExtension:
 
     def _encode_args(self, args: tuple[Any, ...]) -> list[object]:
         try:
-            wire = [to_wire(arg) for arg in args]
+            wire: list[object] = [to_wire(arg) for arg in args]
         except WireError as exc:
             raise InvalidArgument(
                 f"cannot pass this value to extension {self.name!r}: {exc}"
@@ -186,8 +186,9 @@ class ActiveExtension:
                 self._stats.reject("rate")
                 reset = limiter.get_window_stats(item, self.name)[0]
                 raise RateLimited(
-                    f"extension {self.name!r}: over rate_per_s={self._registration.limits.rate_per_s}"
-                    " in this process; retry later or raise the limit by registering again",
+                    f"extension {self.name!r}: over rate_per_s="
+                    f"{self._registration.limits.rate_per_s} in this process; retry later or "
+                    "raise the limit by registering again",
                     limit="rate_per_s",
                     retry_after=max(0.0, reset - time.time()),
                 )

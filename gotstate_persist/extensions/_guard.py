@@ -65,7 +65,7 @@ class _PoolThread(threading.Thread):
                 continue
             try:
                 job.result = job.fn()
-            except BaseException as exc:  # noqa: BLE001 - the guard's purpose: nothing escapes
+            except BaseException as exc:
                 job.error = exc
             finally:
                 job.done.set()
@@ -162,8 +162,8 @@ class GuardedRunner:
             return to_wire(result)
         except WireError as exc:
             raise ExtensionFailed(
-                f"extension {self._name!r} returned a value from {method}() that the host "
-                f"cannot accept ({exc}); return only the documented types",
+                f"extension {self._name!r} returned an invalid output from {method}() ({exc}); "
+                "nothing was applied. Return only the documented types",
                 cause="invalid_output",
             ) from None
 

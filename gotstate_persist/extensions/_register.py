@@ -25,9 +25,10 @@ from ..formats.extension import (
 )
 from ._categories import Requirements, interface_problems
 from ._pin import code_sha256, pin
+from ._protocol import WorkerConfig
 from ._registration import Registration
 from ._target import locate
-from ._workerproc import WorkerConfig, inspect_target
+from ._workerproc import inspect_target
 
 __all__ = ["DEFAULT_ISOLATION", "prepare_registration"]
 
@@ -121,7 +122,7 @@ def prepare_registration(
         )
     )
     found, problems = interface_problems(report, VERSION)
-    if found.category:
+    if found.category in DEFAULT_ISOLATION:
         default = DEFAULT_ISOLATION[found.category]
         if isolation is None:
             isolation = default

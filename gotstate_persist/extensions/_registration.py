@@ -51,10 +51,10 @@ class Registration(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         """The stored record of this registration with ``changes`` applied (no revision)."""
         fields = {f: getattr(self, f) for f in RegistrationRecord.__struct_fields__}
         fields.update(changes)
-        return RegistrationRecord(**fields)  # type: ignore[arg-type]
+        return RegistrationRecord(**fields)
 
 
 def registration_of(record: RegistrationRecord, revision: int) -> Registration:
     """The public view of ``record`` stored as ``revision``."""
     fields = {f: getattr(record, f) for f in RegistrationRecord.__struct_fields__}
-    return Registration(revision=revision, **fields)  # type: ignore[arg-type]
+    return Registration(revision=revision, **fields)

@@ -36,10 +36,10 @@ from ._bound import BoundMachine
 from ._contrib import contribute
 from ._guard import GuardedRunner
 from ._pin import Drift, check_unchanged, compare, pin
+from ._protocol import WorkerConfig
 from ._register import prepare_registration
 from ._registration import Registration, registration_of
 from ._workerpool import WorkerPool
-from ._workerproc import WorkerConfig
 
 __all__ = ["EXTENSION_AREA", "ExtensionRegistry"]
 
@@ -131,23 +131,6 @@ class ExtensionRegistry:
         if found is None:
             raise self._not_found(name)
         return found
-
-    def list(self, *, include_unregistered: bool = False) -> list[Registration]:
-        """The newest revision of every registered name, sorted by name."""
-        prefix = system_area_prefix(EXTENSION_AREA)
-        backend = self._pipeline.backend
-        found = []
-        for key in backend.keys(self._pipeline.namespace, prefix):
-            if not key.startswith(prefix):
-                continue
-            try:
-                info, record = self._pipeline.load(key)
-            except NotFound:  # unregistered and deleted between listing and reading
-                continue
-            registration = registration_of(_as_record(record), info.version)
-            if include_unregistered or registration.status != "unregistered":
-                found.append(registration)
-        return sorted(found, key=lambda r: r.name)
 
     def history(self, name: str) -> list[Registration]:
         """Every revision of ``name``, oldest first (one per change)."""
@@ -331,8 +314,7 @@ class ExtensionRegistry:
                     files=registration.files,
                     limits=registration.limits,
                     prefix=self.worker_prefix,
-                ),
-                registration.limits.max_concurrency,
+                )
             )
         return GuardedRunner(registration.name, registration.location, registration.limits)
 
@@ -353,7 +335,10 @@ class ExtensionRegistry:
         timeout: float = _DEFAULT_STOP_TIMEOUT,
         expected_version: int | None = None,
     ) -> Registration:
-        """Drain and stop ``name`` here within ``timeout`` (+1 s); persist ``inactive`` with stats."""
+        """Drain and stop ``name`` here within ``timeout`` (+1 s); persist ``inactive``.
+
+        The final stats of this process are persisted with the status.
+        """
         if type(timeout) not in (int, float) or not timeout >= 0:
             raise InvalidArgument("timeout must be a number of seconds >= 0")
         current = self.get(name)
@@ -413,6 +398,27 @@ class ExtensionRegistry:
             self._active.clear()
         for handle in handles:
             handle.close(0.0)
+
+    def list(self, *, include_unregistered: bool = False) -> list[Registration]:
+        """The newest revision of every registered name, sorted by name.
+
+        (Defined last in the class: the name ``list`` would otherwise shadow
+        the builtin in the annotations below it.)
+        """
+        prefix = system_area_prefix(EXTENSION_AREA)
+        backend = self._pipeline.backend
+        found = []
+        for key in backend.keys(self._pipeline.namespace, prefix):
+            if not key.startswith(prefix):
+                continue
+            try:
+                info, record = self._pipeline.load(key)
+            except NotFound:  # unregistered and deleted between listing and reading
+                continue
+            registration = registration_of(_as_record(record), info.version)
+            if include_unregistered or registration.status != "unregistered":
+                found.append(registration)
+        return sorted(found, key=lambda r: r.name)
 
 
 def _is_active(registration: Registration) -> bool:

@@ -24,11 +24,11 @@ from ..errors import InvalidArgument
 
 __all__ = [
     "CATEGORIES",
-    "Category",
     "EXTENSION_FORMAT_VERSION",
     "EXTENSION_KIND",
     "ISOLATIONS",
     "STATUSES",
+    "Category",
     "CodeLocation",
     "ExtensionStats",
     "Isolation",

@@ -19,6 +19,9 @@ class Guarded:
     version = "1.0.0"
     category = "event_processing"
 
+    def __init__(self) -> None:
+        RELEASE.clear()
+
     def process(self, event: EventView) -> Any:
         action = event.name
         if action == "raise":
