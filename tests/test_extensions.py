@@ -363,3 +363,12 @@ def test_concurrent_stale_registrations_have_one_winner(
     assert outcomes == ["conflict", "conflict", "conflict", "won"]
     with gp.open_store(sqlite_url, keyring=keyring) as store:
         assert [r.revision for r in store.extensions.history("throttle")] == [1, 2]
+
+
+def test_guarded_is_not_contained(
+    exts: gp.ExtensionRegistry, guarded: gp.ActiveExtension, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claims ladder, honestly: in-process code sees the host's environment."""
+    monkeypatch.setenv("GOTSTATE_PERSIST_CANARY", "visible-in-process")
+    (found,) = guarded.call("process", gp.EventView("env"))
+    assert "GOTSTATE_PERSIST_CANARY" in found.metadata["keys"]

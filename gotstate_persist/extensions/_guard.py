@@ -24,10 +24,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import ExtensionFailed, ExtensionTimeout
+from ..errors import ExtensionCodeChanged, ExtensionFailed, ExtensionTimeout
 from ..formats.extension import CodeLocation, ResourceLimits
-from ._loader import load_class
 from ._views import WireError, from_wire, to_wire
+from ._workerload import find_class, import_target, verify_pins
 
 __all__ = ["GuardedRunner"]
 
@@ -85,11 +85,13 @@ class GuardedRunner:
         location: CodeLocation,
         limits: ResourceLimits,
         *,
+        files: dict[str, str] | None = None,
         on_stuck: Callable[[], None] = lambda: None,
         factory: Callable[[], Any] | None = None,
     ) -> None:
         self._name = name
         self._location = location
+        self._files = files or {}
         self._limits = limits
         self.on_stuck = on_stuck
         self._factory = factory
@@ -119,8 +121,31 @@ class GuardedRunner:
         with self._lock:
             while len(self._threads) < self._limits.max_concurrency:
                 self._spawn()
-        factory = self._factory if self._factory is not None else load_class(self._location)
+        if self._factory is not None:
+            factory = self._factory
+        else:
+            # checked here, on the caller's thread: an error raised by the extension's
+            # own code (in the job) must never pass for one of ours
+            verified = self._verified()
+            location = self._location
+
+            def factory() -> Any:
+                return find_class(import_target(location, verified), location.attr)()
+
         self._instance = self._run(factory, self._limits.start_timeout_s, "starting")
+
+    def _verified(self) -> dict[str, bytes]:
+        """The pinned files' bytes, exactly as hashed (so those bytes are what runs)."""
+        changed, removed, verified = verify_pins(self._location.root, self._files)
+        if changed or removed:
+            raise ExtensionCodeChanged(
+                f"extension {self._name!r}: files differ from the pin (changed: "
+                f"{', '.join(changed) or 'none'}; removed: {', '.join(removed) or 'none'}); "
+                "register it again to accept the new code",
+                changed=tuple(changed),
+                removed=tuple(removed),
+            )
+        return verified
 
     def _run(self, fn: Callable[[], Any], timeout_s: float, doing: str) -> Any:
         job = _Job(fn)

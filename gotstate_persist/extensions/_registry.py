@@ -316,7 +316,12 @@ class ExtensionRegistry:
                     prefix=self.worker_prefix,
                 )
             )
-        return GuardedRunner(registration.name, registration.location, registration.limits)
+        return GuardedRunner(
+            registration.name,
+            registration.location,
+            registration.limits,
+            files=registration.files,
+        )
 
     def handle(self, name: str) -> ActiveExtension:
         """The active handle of ``name`` in this process (``ExtensionUnavailable`` if none)."""

@@ -1,9 +1,11 @@
 """Inside the worker: verify the pinned files, load the target, describe its class.
 
-This runs only in a worker process (``_worker``), never in the host: the
-host must not import extension code, so everything that touches it (the
-import, the attribute lookup, reading signatures and class attributes) is
-here, on the far side of the process boundary.
+This runs in a worker process (``_worker``): the host must not import
+extension code, so everything that touches it (the import, the attribute
+lookup, reading signatures and class attributes) is here, on the far side
+of the process boundary. The one exception is in-process isolation, where
+the host is by choice the extension's process: the guard loads through the
+same functions, so both modes run exactly the bytes that were verified.
 
 Verification re-hashes every pinned file before anything is imported and
 reports the changed and the removed ones (the host's pin check at activation
