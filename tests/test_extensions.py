@@ -372,3 +372,20 @@ def test_guarded_is_not_contained(
     monkeypatch.setenv("GOTSTATE_PERSIST_CANARY", "visible-in-process")
     (found,) = guarded.call("process", gp.EventView("env"))
     assert "GOTSTATE_PERSIST_CANARY" in found.metadata["keys"]
+
+
+def test_registrations_count_toward_records_and_bytes_only(
+    sqlite_url: str, keyring: gp.KeyRing
+) -> None:
+    quota = gp.Quota(max_keys=1, max_versions_per_key=1, max_records=3)
+    with gp.open_store(sqlite_url, keyring=keyring, quota=quota) as store:
+        exts = store.extensions
+        store.save_machine("only-key", _machine())
+        reg = exts.register(THROTTLE, limits=FAST)  # max_keys does not count it
+        exts.activate("throttle")  # nor max_versions_per_key: a second revision
+        assert len(exts.history("throttle")) == 2 and store.usage().records == 3
+        with pytest.raises(gp.QuotaExceeded) as caught:
+            exts.deactivate("throttle", timeout=5)
+        assert caught.value.limit == "max_records"
+        assert [r.revision for r in exts.history("throttle")] == [1, 2]
+        assert store.usage().records == 3 and reg.revision == 1
