@@ -37,11 +37,14 @@ from ..formats.extension import ExtensionStats
 from ._categories import OutputError, check_output
 from ._registration import Registration
 from ._stats import StatsCounter
-from ._views import WireError, from_wire, to_wire
+from ._views import WireError, copy_across, from_wire, to_wire
 
 __all__ = ["ActiveExtension", "Runner"]
 
 logger = logging.getLogger(__name__)
+
+# measures inputs; msgspec encodes the exact types (tuple, set, Decimal, ...) natively
+_SIZE_ENCODER = msgspec.msgpack.Encoder()
 
 
 class Runner(Protocol):
@@ -97,15 +100,16 @@ class ActiveExtension:
         self._on_circuit_open = on_circuit_open
         self._stats = StatsCounter()
         limits = registration.limits
-        self._slots = threading.BoundedSemaphore(limits.max_concurrency)
         self._lock = threading.Lock()
         self._waiting = 0
         self._in_flight = 0
-        self._idle = threading.Condition(self._lock)
+        # one condition for both: a slot was freed (queued calls) / all calls ended (close)
+        self._changed = threading.Condition(self._lock)
         self._consecutive_failures = 0
         self._closed_reason = ""
         self._open = True
         self._rate = _rate_limiter(limits.rate_per_s, limits.burst)
+        self._takes_values = bool(getattr(runner, "takes_values", False))
 
     def __repr__(self) -> str:
         state = "active" if self._open else "closed"
@@ -153,21 +157,27 @@ class ActiveExtension:
                 f"extension {self.name!r} has no method {method}(); it defines "
                 f"{', '.join(self._registration.interface) or 'none'}"
             )
-        wire = self._encode_args(args)
+        passed = self._encode_args(args)
         self._admit()
         try:
-            return self._run(method, wire)
+            return self._run(method, passed)
         finally:
             self._release()
 
     def _encode_args(self, args: tuple[Any, ...]) -> list[object]:
+        """The arguments as the runner takes them (copies or wire forms), size-checked.
+
+        The size is that of their msgpack encoding (in-process: of the copies
+        as msgspec encodes them; for a worker: of the request's wire forms).
+        """
+        convert = copy_across if self._takes_values else to_wire
         try:
-            wire: list[object] = [to_wire(arg) for arg in args]
-        except WireError as exc:
+            passed: list[object] = [convert(arg) for arg in args]
+            size = len(_SIZE_ENCODER.encode(passed))
+        except (WireError, TypeError, OverflowError) as exc:
             raise InvalidArgument(
                 f"cannot pass this value to extension {self.name!r}: {exc}"
             ) from None
-        size = len(msgspec.msgpack.encode(wire))
         if size > self._registration.limits.max_input_bytes:
             self._stats.reject("size")
             raise ExtensionResourceError(
@@ -175,7 +185,7 @@ class ActiveExtension:
                 f"max_input_bytes={self._registration.limits.max_input_bytes}; send less data",
                 resource="max_input_bytes",
             )
-        return wire
+        return passed
 
     def _admit(self) -> None:
         if not self._open:
@@ -193,45 +203,50 @@ class ActiveExtension:
                     retry_after=max(0.0, reset - time.time()),
                 )
         limits = self._registration.limits
-        if not self._slots.acquire(blocking=False):
-            with self._lock:
-                if self._waiting >= limits.max_queue:
-                    self._stats.reject("concurrency")
-                    raise ExtensionBusy(
-                        f"extension {self.name!r}: {limits.max_concurrency} calls running and "
-                        f"{self._waiting} waiting (max_queue={limits.max_queue}); retry later"
-                    )
-                self._waiting += 1
-            try:
-                got = self._slots.acquire(timeout=limits.timeout_s)
-            finally:
-                with self._lock:
-                    self._waiting -= 1
-            if not got:
-                self._stats.reject("concurrency")
-                raise ExtensionBusy(
-                    f"extension {self.name!r}: no free slot within timeout_s={limits.timeout_s:g}"
-                    "; retry later or raise max_concurrency"
-                )
         with self._lock:
             if not self._open:
-                self._slots.release()
                 raise self._unavailable()
-            self._in_flight += 1
+            if self._in_flight < limits.max_concurrency:
+                self._in_flight += 1
+                return
+            if self._waiting >= limits.max_queue:
+                self._stats.reject("concurrency")
+                raise ExtensionBusy(
+                    f"extension {self.name!r}: {limits.max_concurrency} calls running and "
+                    f"{self._waiting} waiting (max_queue={limits.max_queue}); retry later"
+                )
+            self._waiting += 1
+            try:
+                deadline = time.monotonic() + limits.timeout_s
+                while self._open and self._in_flight >= limits.max_concurrency:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        self._stats.reject("concurrency")
+                        raise ExtensionBusy(
+                            f"extension {self.name!r}: no free slot within timeout_s="
+                            f"{limits.timeout_s:g}; retry later or raise max_concurrency"
+                        )
+                    self._changed.wait(left)
+                if not self._open:
+                    raise self._unavailable()
+                self._in_flight += 1
+            finally:
+                self._waiting -= 1
 
     def _release(self) -> None:
         with self._lock:
             self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.notify_all()
-        self._slots.release()
+            if self._waiting or not self._in_flight:  # a queued call, or close() draining
+                self._changed.notify_all()
 
-    def _run(self, method: str, wire: list[object]) -> Any:
+    def _run(self, method: str, passed: list[object]) -> Any:
         started = time.perf_counter()
         try:
-            raw = self._runner.call(method, wire)
+            raw = self._runner.call(method, passed)
             value = check_output(
-                method, from_wire(raw), max_events=self._registration.limits.max_events
+                method,
+                copy_across(raw) if self._takes_values else from_wire(raw),
+                max_events=self._registration.limits.max_events,
             )
         except (WireError, OutputError) as exc:
             self._stats.reject("invalid_output")
@@ -308,7 +323,8 @@ class ActiveExtension:
             self._open = False
             self._closed_reason = self._closed_reason or "it was deactivated"
             while self._in_flight and (left := deadline - time.monotonic()) > 0:
-                self._idle.wait(left)
+                self._changed.wait(left)
+            self._changed.notify_all()  # queued calls give up: the handle is closed
             undrained = self._in_flight
         note = self._runner.stop(max(0.0, deadline - time.monotonic()))
         if undrained:
