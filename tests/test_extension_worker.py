@@ -683,3 +683,19 @@ def test_inspect_target_refuses_a_forged_report() -> None:
     with pytest.raises(ExtensionFailed, match="malformed report") as caught:
         inspect_target(config_for("X", path=EXTENSIONS / "forged_report.py"))
     assert caught.value.cause == "invalid_output"
+
+
+def test_the_peak_rss_is_the_workers_own_not_the_hosts() -> None:
+    """A big host must not show as a big worker (Linux carries ``ru_maxrss`` across exec)."""
+    ballast = b"x" * (400 * MIB)  # touched pages: the host's high-water mark is now high
+    process = WorkerProcess(config_for("Hostile"))
+    try:
+        call(process, "pid")
+        with pytest.raises(ExtensionFailed):
+            process.call("os_exit", [])  # reaped: its peak must still be its own
+        call(process, "pid")
+        rss = process.max_rss_bytes
+        assert rss is not None and rss < 200 * MIB
+    finally:
+        process.kill()
+    assert ballast[-1:] == b"x"

@@ -13,7 +13,10 @@ death) belongs to ``_workerproc``; this module only does it, safely:
   the two protocol fds inherited;
 * the worker leads a new session, so a kill reaches every process it started
   that stayed in its group (``os.killpg``);
-* it is reaped with ``os.wait4``, which also gives its peak RSS.
+* it is reaped with ``os.waitpid``; its peak RSS is the kernel's ``VmHWM``
+  of its own address space, sampled while it lives (``ru_maxrss`` from
+  ``wait4`` is no use: Linux carries the parent's high-water mark across
+  fork and exec into it, so a large host would show as a large worker).
 
 The scrub keeps secrets out of the worker's own environment, which is what
 "contained" promises; it cannot hide the host from a process of the same
@@ -215,14 +218,12 @@ class WorkerChild:
         with self._lock:
             if self.returncode is None:
                 try:
-                    pid, status, usage = os.wait4(self.pid, os.WNOHANG)
+                    pid, status = os.waitpid(self.pid, os.WNOHANG)
                 except ChildProcessError:  # reaped elsewhere: nothing more to learn
-                    pid, status, usage = self.pid, 0, None
+                    pid, status = self.pid, 0
                 if pid:
                     self.returncode = os.waitstatus_to_exitcode(status)
                     self._popen.returncode = self.returncode  # no "still running" warning
-                    if usage is not None:
-                        self.rss_bytes = usage.ru_maxrss * 1024
             return self.returncode
 
     def wait(self, timeout: float) -> int | None:
@@ -246,17 +247,18 @@ class WorkerChild:
                 os.killpg(self.pid, signum)
 
     def live_peak_rss(self) -> int | None:
-        """The running process's peak RSS (``VmHWM``), if it is alive and readable."""
-        if self.returncode is not None:
-            return None
-        try:
-            with open(f"/proc/{self.pid}/status", encoding="ascii", errors="replace") as status:
-                for line in status:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) * 1024
-        except (OSError, ValueError, IndexError):
-            pass
-        return None
+        """The process's peak RSS (``VmHWM``) as last seen alive; kept in ``rss_bytes``."""
+        if self.returncode is None:
+            try:
+                with open(f"/proc/{self.pid}/status", encoding="ascii", errors="replace") as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            peak = int(line.split()[1]) * 1024
+                            self.rss_bytes = max(self.rss_bytes or 0, peak)
+                            break
+            except (OSError, ValueError, IndexError):
+                pass
+        return self.rss_bytes
 
     def close(self, kill_wait: float) -> None:
         """Kill what is left of the worker's group, reap it, release everything (idempotent).
@@ -268,6 +270,7 @@ class WorkerChild:
             if self._closed:
                 return
             self._closed = True
+        self.live_peak_rss()  # the last look at its peak, while it is still there
         self.signal_group(signal.SIGKILL)
         if self.wait(kill_wait) is None:
             threading.Thread(
