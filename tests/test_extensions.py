@@ -389,3 +389,62 @@ def test_registrations_count_toward_records_and_bytes_only(
         assert caught.value.limit == "max_records"
         assert [r.revision for r in exts.history("throttle")] == [1, 2]
         assert store.usage().records == 3 and reg.revision == 1
+
+
+def test_queue_full_is_busy_not_a_failure(exts: gp.ExtensionRegistry) -> None:
+    import threading
+
+    exts.register(
+        GUARDED,
+        isolation="in-process",
+        limits=gp.ResourceLimits(timeout_s=5.0, max_concurrency=1, max_queue=0, max_failures=1),
+    )
+    handle = exts.activate("guarded")
+    stuck = threading.Thread(target=lambda: handle.call("process", gp.EventView("hang")))
+    stuck.start()
+    try:
+        deadline = time.monotonic() + 5
+        while handle.stats().calls == 0 and time.monotonic() < deadline:
+            with pytest.raises(gp.ExtensionBusy, match="max_queue=0"):
+                handle.call("process", gp.EventView("x"))
+            break
+        assert handle.stats().rejected["concurrency"] == 1
+        assert handle.stats().failures == 0 and handle.active
+    finally:
+        _release_guarded()
+        stuck.join(10)
+    assert handle.call("process", gp.EventView("x")) == [gp.EventView("x")]
+
+
+def test_persistence_extension_contributes_formats_and_backends(
+    exts: gp.ExtensionRegistry, store: gp.Store, keyring: gp.KeyRing
+) -> None:
+    reg = exts.register(f"{SAMPLES / 'persist.py'}:Notes")
+    assert reg.isolation == "in-process" and reg.interface == ("backends", "formats")
+    exts.activate("notes")
+    note_type = store.formats.type_for("sample.note", 1)
+    store.save("note-1", note_type(text="hello"))
+    assert store.load("note-1") == note_type(text="hello")
+    with gp.open_store("samplenotes://notes-test", keyring=keyring) as other:
+        other.save_machine("m", _machine())
+        assert other.keys() == ["m"]
+    exts.deactivate("notes")
+    exts.activate("notes")  # its own scheme is replaced, not refused
+    second = gp.Store(store.backend, keyring=keyring)  # another store in this process
+    second.extensions.activate("notes")  # same code: the same factory, not a conflict
+    assert second.formats.type_for("sample.note", 1) is note_type
+
+
+def test_invalid_contribution_fails_activation(exts: gp.ExtensionRegistry) -> None:
+    exts.register(f"{SAMPLES / 'persist.py'}:BadContribution")
+    with pytest.raises(gp.ExtensionFailed, match="backend scheme") as caught:
+        exts.activate("badcontrib")
+    assert caught.value.cause == "invalid_output"
+    assert exts.get("badcontrib").status == "failed"
+    with pytest.raises(gp.ExtensionUnavailable):
+        exts.handle("badcontrib")
+
+
+def test_persistence_extensions_cannot_run_in_a_worker(exts: gp.ExtensionRegistry) -> None:
+    with pytest.raises(gp.ExtensionInvalid, match="persistence extensions run in-process"):
+        exts.register(f"{SAMPLES / 'persist.py'}:Notes", isolation="worker")

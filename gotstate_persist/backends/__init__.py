@@ -72,7 +72,8 @@ def register_backend(scheme: str, factory: BackendFactory, *, clobber: bool = Fa
     """Make ``open_store`` use ``factory(url, **options)`` for URLs of ``scheme``.
 
     Refuses to replace an existing registration unless ``clobber=True``, so two
-    plugins cannot silently fight over one scheme.
+    plugins cannot silently fight over one scheme; registering the very same
+    factory again is a no-op.
     """
     if not isinstance(scheme, str) or not scheme.isascii() or not scheme.replace("+", "").isalnum():
         raise InvalidArgument(f"backend scheme must be ASCII letters/digits, got {scheme!r}")
@@ -80,6 +81,8 @@ def register_backend(scheme: str, factory: BackendFactory, *, clobber: bool = Fa
         raise InvalidArgument("backend factory must be callable as factory(url, **options)")
     scheme = scheme.lower()
     with _registry_lock:
+        if _registered.get(scheme) is factory:
+            return  # registering the same factory again replaces nothing
         if scheme in _registered and not clobber:
             raise InvalidArgument(
                 f"a backend for {scheme!r} is already registered; pass clobber=True to replace it"

@@ -22,12 +22,14 @@ from __future__ import annotations
 import _thread
 import logging
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import ExtensionCodeChanged, ExtensionFailed, ExtensionTimeout
 from ..formats.extension import CodeLocation, ResourceLimits
+from ._pin import code_sha256
 from ._workerload import find_class, import_target, verify_pins
 
 __all__ = ["GuardedRunner"]
@@ -81,6 +83,29 @@ class _PoolThread(threading.Thread):
                 job.error = exc
             finally:
                 job.finish()
+
+
+_STAMP = "__gotstate_persist_pin__"
+
+
+def _imported(location: CodeLocation, verified: dict[str, bytes], stamp: str) -> Any:
+    """The target's module, imported once per process per pinned code.
+
+    A file or package target lives under a private module name; activating
+    it again with the same pinned code reuses that module, as Python's own
+    imports would, so its classes stay the same objects (a record format or
+    backend factory it contributed is the same one). Different code is
+    imported afresh. A ``module`` target follows the import system: once per
+    process, new code takes effect in a new process.
+    """
+    if location.kind != "module":
+        loaded = sys.modules.get(location.module)
+        if loaded is not None and getattr(loaded, _STAMP, None) == stamp:
+            return loaded
+    module = import_target(location, verified)
+    if location.kind != "module":
+        setattr(module, _STAMP, stamp)
+    return module
 
 
 class GuardedRunner:
@@ -140,9 +165,10 @@ class GuardedRunner:
             # own code (in the job) must never pass for one of ours
             verified = self._verified()
             location = self._location
+            stamp = code_sha256(self._files)
 
             def factory() -> Any:
-                return find_class(import_target(location, verified), location.attr)()
+                return find_class(_imported(location, verified, stamp), location.attr)()
 
         self._instance = self._run(factory, self._limits.start_timeout_s, "starting")
 
