@@ -430,7 +430,7 @@ def test_persistence_extension_contributes_formats_and_backends(
         assert other.keys() == ["m"]
     exts.deactivate("notes")
     exts.activate("notes")  # its own scheme is replaced, not refused
-    second = gp.Store(store.backend, keyring=keyring)  # another store in this process
+    second = gp.Store(store.backend, keyring=keyring, namespace=store.namespace)
     second.extensions.activate("notes")  # same code: the same factory, not a conflict
     assert second.formats.type_for("sample.note", 1) is note_type
 
