@@ -448,3 +448,15 @@ def test_invalid_contribution_fails_activation(exts: gp.ExtensionRegistry) -> No
 def test_persistence_extensions_cannot_run_in_a_worker(exts: gp.ExtensionRegistry) -> None:
     with pytest.raises(gp.ExtensionInvalid, match="persistence extensions run in-process"):
         exts.register(f"{SAMPLES / 'persist.py'}:Notes", isolation="worker")
+
+
+def test_a_binding_follows_reactivation(exts: gp.ExtensionRegistry) -> None:
+    exts.register(GUARDED, isolation="in-process", limits=gp.ResourceLimits(max_failures=1))
+    exts.activate("guarded")
+    bound = exts.bind(_machine(), "guarded")
+    with pytest.raises(gp.ExtensionFailed):
+        bound.process_event(Event("raise"))  # the circuit opens
+    with pytest.raises(gp.ExtensionUnavailable):
+        bound.process_event(Event("next"))
+    exts.activate("guarded")
+    assert bound.process_event(Event("next"))  # the same binding uses the new handle

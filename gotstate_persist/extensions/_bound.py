@@ -19,6 +19,7 @@ behaves as if nothing were bound. Only the top machine's states are seen
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -81,25 +82,39 @@ class BoundMachine:
     snapshot. Call :meth:`unbind` (or use it as a context manager) to detach.
     """
 
-    def __init__(self, machine: Any, extensions: list[ActiveExtension], *, key: str = "") -> None:
+    def __init__(
+        self,
+        machine: Any,
+        extensions: list[ActiveExtension],
+        *,
+        key: str = "",
+        resolve: Callable[[str], ActiveExtension] | None = None,
+    ) -> None:
         _machine.machine_type(machine)
         self.machine = machine
         self.key = key
-        self._processors = [h for h in extensions if h.registration.category == "event_processing"]
-        self._behaviors = [h for h in extensions if h.registration.category == "state_behavior"]
-        self._guards = [h for h in self._behaviors if "allows" in h.registration.interface]
+        # names, not handles: an extension activated again (after its circuit
+        # opened, or an upgrade) is picked up by the next call through resolve
+        current = {h.name: h for h in extensions}
+        self._resolve = resolve if resolve is not None else current.__getitem__
+        self._processor_names = [
+            h.name for h in extensions if h.registration.category == "event_processing"
+        ]
+        behaviors = [h for h in extensions if h.registration.category == "state_behavior"]
+        self._behavior_names = [h.name for h in behaviors]
+        self._guard_names = [h.name for h in behaviors if "allows" in h.registration.interface]
         self._call = _Call()
         self._hook = _Recorder(self._call)
         self._installed: list[tuple[Any, _Allows]] = []
         _machine.add_hook(machine, self._hook)
-        if self._guards:
+        if self._guard_names:
             for transition in _machine.all_transitions(machine):
                 guard = _Allows(self, transition)
                 transition.guards.append(guard)
                 self._installed.append((transition, guard))
 
     def __repr__(self) -> str:
-        names = [h.name for h in (*self._processors, *self._behaviors)]
+        names = [*self._processor_names, *self._behavior_names]
         return f"<BoundMachine {type(self.machine).__name__} with {names}>"
 
     def process_event(self, event: Any) -> bool:
@@ -110,7 +125,7 @@ class BoundMachine:
         """
         view = self._view_of(event)
         events = [view]
-        for handle in self._processors:
+        for handle in map(self._resolve, self._processor_names):
             events = [out for current in events for out in handle.call("process", current)]
         handled = False
         for current in events:
@@ -149,7 +164,12 @@ class BoundMachine:
     def _behave(self, method: str, state: Any, view: EventView) -> PersistError | None:
         """Run every behavior's ``method`` for ``state``; apply each valid update."""
         first: PersistError | None = None
-        for handle in self._behaviors:
+        for name in self._behavior_names:
+            try:
+                handle = self._resolve(name)
+            except PersistError as exc:
+                first = first or exc
+                continue
             if method not in handle.registration.interface or not _applies(handle, state.name):
                 continue
             data = _machine.state_data_copy(self.machine, state)
@@ -168,7 +188,12 @@ class BoundMachine:
         if call.steps is None or call.event is None:
             return True  # not inside BoundMachine.process_event: the bare machine
         source = transition.source
-        for handle in self._guards:
+        for name in self._guard_names:
+            try:
+                handle = self._resolve(name)
+            except PersistError as exc:
+                call.guard_error = call.guard_error or exc
+                return False
             if not _applies(handle, source.name):
                 continue
             view = TransitionView(

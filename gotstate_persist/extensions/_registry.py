@@ -70,6 +70,8 @@ class ExtensionRegistry:
         self._pipeline = pipeline
         self._lock = threading.Lock()
         self._active: dict[str, ActiveExtension] = {}
+        # why each extension stopped here (a circuit's reason), for ExtensionUnavailable
+        self._stopped: dict[str, str] = {}
         # backend schemes each persistence extension registered in this process
         self._schemes: dict[str, set[str]] = {}
         self._max_limits: ResourceLimits | None = None
@@ -301,6 +303,7 @@ class ExtensionRegistry:
         with self._lock:
             previous = self._active.get(name)
             self._active[name] = handle
+            self._stopped.pop(name, None)
         if previous is not None:
             previous.close(0.0)
         return handle
@@ -328,8 +331,11 @@ class ExtensionRegistry:
         with self._lock:
             handle = self._active.get(name)
         if handle is None or not handle.active:
+            why = self._stopped.get(name, "")
             raise ExtensionUnavailable(
-                f"extension {name!r} is not active in this process; call exts.activate({name!r})"
+                f"extension {name!r} is not active in this process"
+                + (f" ({why})" if why else "")
+                + f"; call exts.activate({name!r})"
             )
         return handle
 
@@ -359,6 +365,8 @@ class ExtensionRegistry:
     def _stop_local(self, name: str, timeout: float) -> tuple[str, ExtensionStats | None]:
         with self._lock:
             handle = self._active.pop(name, None)
+            if handle is not None:
+                self._stopped[name] = "it was deactivated"
         if handle is None:
             return "", None
         note = handle.close(timeout)
@@ -368,6 +376,7 @@ class ExtensionRegistry:
         with self._lock:
             if self._active.get(handle.name) is handle:
                 del self._active[handle.name]
+                self._stopped[handle.name] = reason
         self._record_failure(handle.name, reason, stats=handle.stats())
 
     def _record_failure(
@@ -394,7 +403,7 @@ class ExtensionRegistry:
                     "event_processing and state_behavior extensions bind to machines"
                 )
             handles.append(handle)
-        return BoundMachine(machine, handles, key=key)
+        return BoundMachine(machine, handles, key=key, resolve=self.handle)
 
     def close(self) -> None:
         """Stop every extension this process runs, persisting nothing (statuses stay)."""
