@@ -75,7 +75,9 @@ from gotstate_persist.extensions._views import to_wire  # noqa: E402
 
 SAMPLE = BENCHMARKS / "ext_samples" / "echo.py"
 GUARDED, WORKER = "bench-echo-guarded", "bench-echo-worker"
-SIZES = (("1 KB", 1_000), ("100 KB", 100_000))
+# (label, wire bytes, values): "flat" metadata holds str/int/float only (most events),
+# "mixed" nests dicts of every exact type (list, tuple, Decimal, datetime, bytes)
+SIZES = (("1 KB flat", 1_000, "flat"), ("1 KB mixed", 1_000, "mixed"), ("100 KB", 100_000, "mixed"))
 GUARDED_OVER_DIRECT_US = 20.0  # target at 1 KB
 WORKER_ROUND_TRIP_US = 150.0  # target at 1 KB
 LS_MS = 50.0
@@ -133,8 +135,16 @@ def wire_size(view: gp.EventView) -> int:
     return len(msgspec.msgpack.encode(to_wire(view)))
 
 
-def payload(size: int) -> gp.EventView:
-    """An event whose metadata holds about ``size`` bytes (wire form) of mixed values."""
+def payload(size: int, values: str = "mixed") -> gp.EventView:
+    """An event whose metadata holds about ``size`` bytes (wire form) of ``values``."""
+    if values == "flat":
+        flat = {
+            f"field-{i:03d}": (f"value-{i:03d}-" + "x" * 8, i, i + 0.5)[i % 3] for i in range(60)
+        }
+        keep = dict(
+            list(flat.items())[: max(1, round(60 * size / wire_size(gp.EventView("s", 0, flat))))]
+        )
+        return gp.EventView("ship", 0, keep)
     empty = wire_size(gp.EventView("ship"))
     one = wire_size(gp.EventView("ship", 0, {"item-0": ITEM}))
     count = max(1, round((size - empty) / (one - empty)))
@@ -157,8 +167,8 @@ def bench_calls(exts: gp.ExtensionRegistry, rounds: int, scale: float) -> list[R
     guarded, worker = exts.activate(GUARDED), exts.activate(WORKER)
     direct = GuardedEcho()
     rows: list[Row] = []
-    for label, size in SIZES:
-        view = payload(size)
+    for label, size, values in SIZES:
+        view = payload(size, values)
         for handle in (guarded, worker):
             if handle.call("process", view) != [view]:  # the host's validated form
                 raise SystemExit(f"{handle.name} did not hand the event back unchanged")
@@ -233,7 +243,7 @@ def spawned(code: str) -> Callable[[], float]:
 
 def bench_cold_start(exts: gp.ExtensionRegistry, rounds: int) -> list[Row]:
     print("\n2. cold worker start: activate -> first call returns", flush=True)
-    view = payload(SIZES[0][1])
+    view = payload(SIZES[0][1], SIZES[0][2])
 
     def cold() -> float:
         exts.deactivate(WORKER, timeout=5.0)  # not timed
@@ -456,10 +466,10 @@ def profile(rows: Sequence[Row], label_of: dict[str, str]) -> None:
         if row.result == "MISS" and row.op is not None:
             hot_spots(f"{row.section}, {row.figure} ({row.measured})", row.op, max(row.repeat, 50))
     measured: dict[str, tuple[float, float]] = {}
-    for label, _size in SIZES:
+    for label, _size, _values in SIZES:
         per_call = [r.seconds * 1e6 for r in rows if r.section == label_of[label]]
         measured[label] = (per_call[1], per_call[2])  # (b) guarded, (c) worker
-    breakdown([(label, payload(size)) for label, size in SIZES], measured)
+    breakdown([(label, payload(size, values)) for label, size, values in SIZES], measured)
 
 
 def main() -> None:
@@ -493,7 +503,7 @@ def main() -> None:
             print(f"\n{took:.0f} s; load average {load:.2f}")
             table(rows)
             if args.profile:
-                profile(rows, {label: f"per call {label}" for label, _ in SIZES})
+                profile(rows, {label: f"per call {label}" for label, _, _ in SIZES})
 
 
 if __name__ == "__main__":

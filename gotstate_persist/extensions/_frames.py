@@ -48,6 +48,7 @@ __all__ = [
     "FrameTooLarge",
     "body_size",
     "decode_body",
+    "decode_trusted_body",
     "encode_frame",
     "read_body",
     "send_frame",
@@ -155,6 +156,19 @@ def read_body(sock: socket.socket, max_bytes: int, deadline: float | None) -> by
     if size > max_bytes:
         raise FrameTooLarge(size, max_bytes)
     return _read_exact(sock, size, deadline)
+
+
+def decode_trusted_body(body: bytearray | bytes) -> Any:
+    """Decode a body the host wrote (in the worker): no pre-scan, the host is trusted.
+
+    The worker reads only frames its host wrote, so proving their depth
+    first would only add the scan's cost to every call; malformed bytes are
+    still ``FrameMalformed``.
+    """
+    try:
+        return _DECODER.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
+        raise FrameMalformed(f"the frame is not valid msgpack ({type(exc).__name__})") from None
 
 
 def decode_body(body: bytearray | bytes) -> Any:

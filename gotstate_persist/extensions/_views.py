@@ -80,6 +80,10 @@ def _refuse_struct_names(kind: str, version: int) -> type[msgspec.Struct]:
 
 
 def _value(value: object) -> object:
+    # a dict of str keys and final scalars travels as a msgpack map, as it is:
+    # the tagged form is always a list or a scalar, so a map is unambiguous
+    if type(value) is dict and _plain_dict(value):
+        return value
     return encode_value(value, MAX_VIEW_DEPTH, _no_structs)
 
 
@@ -126,6 +130,10 @@ def _str(value: object, what: str) -> str:
 
 
 def _dict(value: object, what: str) -> dict[str, Any]:
+    if type(value) is dict:
+        if not _plain_dict(value):
+            raise WireError(f"{what} is not a plain map")
+        return value
     decoded = decode_value(value, _refuse_struct_names)
     if type(decoded) is not dict or any(type(k) is not str for k in decoded):
         raise WireError(f"{what} must be a dict with str keys")
@@ -148,6 +156,8 @@ def from_wire(obj: object) -> Any:
             raise WireError("malformed value")
         tag, rest = obj[0], obj[1:]
         if tag == "value" and len(rest) == 1:
+            if type(rest[0]) is dict:
+                return _dict(rest[0], "a value")
             return decode_value(rest[0], _refuse_struct_names)
         if tag == "event":
             return _event_from(obj)

@@ -53,7 +53,7 @@ from ._frames import (
     MAX_FRAME_BYTES,
     FrameClosed,
     body_size,
-    decode_body,
+    decode_trusted_body,
     encode_frame,
     read_body,
     send_frame,
@@ -221,7 +221,7 @@ def _run_stop(instance: object) -> str:
 
 def _serve(sock: socket.socket, instance: object, limits: ResourceLimits) -> int:
     while True:
-        message = decode_body(read_body(sock, MAX_FRAME_BYTES, None))
+        message = decode_trusted_body(read_body(sock, MAX_FRAME_BYTES, None))
         if message[0] == STOP:
             note = _run_stop(instance)
             _flush_output()
