@@ -39,6 +39,7 @@ from ._extoptions import (
     revision_option,
 )
 from ._extview import (
+    counted,
     doctor_lines,
     drift_lines,
     history_rows,
@@ -213,7 +214,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
     sys.stdout.write(
         f"registered {printable(reg.name)} {printable(reg.version)} ({reg.category}, "
         f"{reg.isolation}) as revision {reg.revision} in namespace {args.namespace!r}: "
-        f"{printable(reg.reason)}; {len(reg.files)} files pinned, code sha256 "
+        f"{printable(reg.reason)}; {counted(len(reg.files), 'file')} pinned, code sha256 "
         f"{reg.code_sha256}\n"
     )
     return EXIT_OK
@@ -231,8 +232,8 @@ def _cmd_activate(args: argparse.Namespace) -> int:
         runner = "worker" if handle.registration.isolation == "worker" else "guarded runner"
     sys.stdout.write(
         f"activated {printable(reg.name)} (revision {reg.revision}, status {reg.status}): its "
-        f"{runner} started. This command now exits and stops it; the persisted status stays "
-        "'active' until 'ext deactivate'\n"
+        f"{runner} started. This command now exits, which stops it; the persisted status "
+        "stays 'active' until 'ext deactivate'\n"
     )
     return EXIT_OK
 

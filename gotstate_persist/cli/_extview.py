@@ -25,6 +25,7 @@ from ._quota import human_size
 
 __all__ = [
     "REASON_CHARS",
+    "counted",
     "doctor_lines",
     "drift_lines",
     "history_rows",
@@ -53,6 +54,11 @@ def write_table(header: list[str], rows: list[list[str]], out: TextIO) -> None:
     for row in rows:
         table.add_row(*(Text(cell) for cell in row))
     Console(file=out, highlight=False, markup=False, emoji=False).print(table)
+
+
+def counted(count: int, noun: str) -> str:
+    """``1 file``, ``2 files``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _cut(text: str, chars: int) -> str:
@@ -139,7 +145,7 @@ def show_rows(namespace: str, reg: Registration, *, files: bool) -> list[list[st
         ["states", printable(", ".join(reg.states)) or "all"],
         ["interface", printable(", ".join(reg.interface))],
         ["code_sha256", reg.code_sha256],
-        ["files", f"{len(reg.files)} pinned under {printable(location.root)}"],
+        ["files", f"{counted(len(reg.files), 'file')} pinned under {printable(location.root)}"],
     ]
     if files:
         rows.extend([f"  {printable(path)}", digest] for path, digest in reg.files.items())
@@ -157,7 +163,7 @@ def drift_lines(namespace: str, reg: Registration | None, name: str, drift: Drif
     shown = f"{printable(namespace)}/{printable(name)}"
     if drift.clean:
         count = len(reg.files) if reg is not None else 0
-        return [f"ok       {shown} ({count} files)"]
+        return [f"ok       {shown} ({counted(count, 'file')})"]
     where = f" (files under {printable(reg.location.root)})" if reg is not None else ""
     lines = [f"CHANGED  {shown}{where}"]
     for label, paths in (
@@ -169,18 +175,20 @@ def drift_lines(namespace: str, reg: Registration | None, name: str, drift: Drif
     return lines
 
 
-def _limit_line(probe: LimitProbe) -> str:
+def _limit_lines(probe: LimitProbe) -> list[str]:
     if not probe.settable:
-        return f"  {probe.resource:14} {probe.note}"
+        return [f"  {probe.resource:14} {probe.note}"]
 
     def shown(value: int | None) -> str:
-        return "unlimited" if value is None else str(value)
+        if value is None:
+            return "unlimited"
+        return human_size(value) if probe.field.endswith("_bytes") else str(value)
 
-    field = f" ({probe.field})" if probe.field else ""
-    return (
-        f"  {probe.resource:14} soft {shown(probe.soft)}, hard {shown(probe.hard)}; default "
-        f"worker: {shown(probe.effective)}{field}: {probe.note}"
-    )
+    return [
+        f"  {probe.resource:14} {probe.field or '-':16} soft {shown(probe.soft)}, hard "
+        f"{shown(probe.hard)}; a worker with default limits gets {shown(probe.effective)}",
+        f"  {'':14} {'':16} {probe.note}",
+    ]
 
 
 def doctor_lines(report: DoctorReport) -> list[str]:
@@ -197,7 +205,7 @@ def doctor_lines(report: DoctorReport) -> list[str]:
         f"  worker start: {mode}",
         f"user:          uid {report.uid} (workers run as the same user)",
         "rlimits a worker lowers before importing an extension:",
-        *(_limit_line(probe) for probe in report.limits),
+        *(line for probe in report.limits for line in _limit_lines(probe)),
         f"cgroup v2:     {yes[report.cgroup.v2]}"
         + (f", own cgroup {printable(report.cgroup.path)}" if report.cgroup.path else "")
         + f", delegated: {yes[report.cgroup.delegated]}: {printable(report.cgroup.note)}",
