@@ -189,8 +189,10 @@ def test_lifecycle_commands(setup: Setup, capsys: pytest.CaptureFixture[str]) ->
 
     code, out, err = _run(capsys, *_ext(setup, "activate", "throttle"))
     assert code == 0, err
-    assert "activated throttle (revision 2, status active): its worker started" in out
-    assert "exits, which stops it" in out
+    assert out.startswith("activated throttle (revision 2): its worker started")
+    assert "exits, which stops it; the persisted status stays 'active'" in out
+    code, out, _ = _run(capsys, *_ext(setup, "activate", "throttle"))
+    assert code == 0 and "already 'active': nothing was written" in out
     code, out, _ = _run(capsys, *_ext(setup, "activate", "guarded"))
     assert code == 0 and "its guarded runner started" in out
     code, _, err = _run(capsys, *_ext(setup, "activate", "throttle", "--expected-version", "1"))

@@ -183,34 +183,37 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 # Changing registrations.
 
 
-def _cli_words(exc: PersistError) -> PersistError:
-    """``exc`` with the command-line spelling of the API's advice added."""
-    if isinstance(exc, VersionConflict) and exc.actual is not None:
-        return VersionConflict(
+@contextlib.contextmanager
+def _command_line_advice() -> Iterator[None]:
+    """Re-raise the API's advice (``expected_version=``) in the command's words (an option)."""
+    try:
+        yield
+    except VersionConflict as exc:
+        if exc.actual is None:
+            raise
+        raise VersionConflict(
             f"{exc} (on the command line: --expected-version {exc.actual})",
             expected=exc.expected,
             actual=exc.actual,
-        )
-    if isinstance(exc, ExtensionInvalid) and "allow_major=True" in str(exc):
-        return ExtensionInvalid(
+        ) from exc
+    except ExtensionInvalid as exc:
+        if not any("allow_major=True" in problem for problem in exc.problems):
+            raise
+        raise ExtensionInvalid(
             f"{exc} (on the command line: --allow-major)", problems=exc.problems
-        )
-    return exc
+        ) from exc
 
 
 def _cmd_register(args: argparse.Namespace) -> int:
     limits = limits_from(args)
-    with _registries(args) as (_backend, registry):
-        try:
-            reg = registry(args.namespace).register(
-                args.target,
-                limits=limits,
-                isolation=args.isolation,
-                expected_version=args.expected_version,
-                allow_major=args.allow_major,
-            )
-        except PersistError as exc:
-            raise _cli_words(exc) from None
+    with _registries(args) as (_backend, registry), _command_line_advice():
+        reg = registry(args.namespace).register(
+            args.target,
+            limits=limits,
+            isolation=args.isolation,
+            expected_version=args.expected_version,
+            allow_major=args.allow_major,
+        )
     sys.stdout.write(
         f"registered {printable(reg.name)} {printable(reg.version)} ({reg.category}, "
         f"{reg.isolation}) as revision {reg.revision} in namespace {args.namespace!r}: "
@@ -221,45 +224,39 @@ def _cmd_register(args: argparse.Namespace) -> int:
 
 
 def _cmd_activate(args: argparse.Namespace) -> int:
-    with _registries(args) as (_backend, registry):
-        try:
-            handle = registry(args.namespace).activate(
-                args.name, expected_version=args.expected_version
-            )
-        except PersistError as exc:
-            raise _cli_words(exc) from None
-        reg = registry(args.namespace).get(args.name)
-        runner = "worker" if handle.registration.isolation == "worker" else "guarded runner"
+    with _registries(args) as (_backend, registry), _command_line_advice():
+        exts = registry(args.namespace)
+        before = exts.get(args.name)
+        reg = exts.activate(args.name, expected_version=args.expected_version).registration
+    runner = "worker" if reg.isolation == "worker" else "guarded runner"
+    persisted = (
+        "the persisted status was already 'active': nothing was written"
+        if reg.revision == before.revision
+        else "the persisted status stays 'active' until 'ext deactivate'"
+    )
     sys.stdout.write(
-        f"activated {printable(reg.name)} (revision {reg.revision}, status {reg.status}): its "
-        f"{runner} started. This command now exits, which stops it; the persisted status "
-        "stays 'active' until 'ext deactivate'\n"
+        f"activated {printable(reg.name)} (revision {reg.revision}): its {runner} started. "
+        f"This command now exits, which stops it; {persisted}\n"
     )
     return EXIT_OK
 
 
 def _cmd_deactivate(args: argparse.Namespace) -> int:
-    with _registries(args) as (_backend, registry):
+    with _registries(args) as (_backend, registry), _command_line_advice():
         exts = registry(args.namespace)
         before = exts.get(args.name).revision
-        try:
-            reg = exts.deactivate(
-                args.name, timeout=args.timeout, expected_version=args.expected_version
-            )
-        except PersistError as exc:
-            raise _cli_words(exc) from None
+        reg = exts.deactivate(
+            args.name, timeout=args.timeout, expected_version=args.expected_version
+        )
     _write_change(reg, before)
     return EXIT_OK
 
 
 def _cmd_unregister(args: argparse.Namespace) -> int:
-    with _registries(args) as (_backend, registry):
+    with _registries(args) as (_backend, registry), _command_line_advice():
         exts = registry(args.namespace)
         before = exts.get(args.name).revision
-        try:
-            reg = exts.unregister(args.name, expected_version=args.expected_version)
-        except PersistError as exc:
-            raise _cli_words(exc) from None
+        reg = exts.unregister(args.name, expected_version=args.expected_version)
     _write_change(reg, before)
     return EXIT_OK
 

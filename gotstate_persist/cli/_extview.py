@@ -46,11 +46,17 @@ def write_table(header: list[str], rows: list[list[str]], out: TextIO) -> None:
         print_table([header, *rows], out)
         return
     # imported here: only a terminal needs it, and it costs start-up time
+    from rich import box
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(*header, highlight=False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, highlight=False)
+    for index, title in enumerate(header):
+        # only the last column (a reason, a value) wraps, and it folds long words (a
+        # digest, a path) rather than cutting them short
+        last = index == len(header) - 1
+        table.add_column(title, no_wrap=not last, overflow="fold" if last else "ellipsis")
     for row in rows:
         table.add_row(*(Text(cell) for cell in row))
     Console(file=out, highlight=False, markup=False, emoji=False).print(table)
