@@ -298,7 +298,7 @@ def test_verify_names_every_changed_added_and_removed_file(
     assert lines[-1] == "1 of 2 extensions match their pinned code, 1 changed"
 
     code, _, err = _run(capsys, *_ext(setup, "activate", "throttle"))
-    assert code == 1 and "ExtensionCodeChanged" in err
+    assert code == 1 and "ExtensionCodeChanged" in err and "--expected-version N" in err
     with _registry(setup) as store:
         reg = store.extensions.get("throttle")
     assert reg.status == "failed" and "code changed" in reg.reason

@@ -27,7 +27,13 @@ from collections.abc import Callable, Iterator
 from .._names import printable
 from .._pipeline import RecordPipeline
 from ..backends import Backend
-from ..errors import ExtensionInvalid, NotFound, PersistError, VersionConflict
+from ..errors import (
+    ExtensionCodeChanged,
+    ExtensionInvalid,
+    NotFound,
+    PersistError,
+    VersionConflict,
+)
 from ..extensions import ExtensionRegistry, Registration
 from ..extensions._doctor import diagnose
 from ..formats.extension import ISOLATIONS
@@ -185,7 +191,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _command_line_advice() -> Iterator[None]:
-    """Re-raise the API's advice (``expected_version=``) in the command's words (an option)."""
+    """Re-raise the API's advice (``expected_version=``...) with the command's options added."""
     try:
         yield
     except VersionConflict as exc:
@@ -195,6 +201,14 @@ def _command_line_advice() -> Iterator[None]:
             f"{exc} (on the command line: --expected-version {exc.actual})",
             expected=exc.expected,
             actual=exc.actual,
+        ) from exc
+    except ExtensionCodeChanged as exc:
+        raise ExtensionCodeChanged(
+            f"{exc} (on the command line: 'ext register URL TARGET --expected-version N' with "
+            "the revision 'ext history' shows)",
+            changed=exc.changed,
+            added=exc.added,
+            removed=exc.removed,
         ) from exc
     except ExtensionInvalid as exc:
         if not any("allow_major=True" in problem for problem in exc.problems):
