@@ -80,7 +80,10 @@ def test_register_then_ls_show_history(setup: Setup, capsys: pytest.CaptureFixtu
     limits = ["--max-input-bytes", "1MiB", "--rate-per-s", "50", "--burst", "5", "--cpu-s", "2"]
     code, out, err = _run(capsys, *_ext(setup, "register", THROTTLE, *FAST_OPTIONS, *limits))
     assert code == 0, err
-    assert "registered throttle 1.0.0 (event_processing, worker) as revision 1" in out
+    assert out.startswith(
+        "registered throttle 1.0.0 (event_processing, worker) as revision 1 in namespace "
+        "'orders'; 1 file pinned, code sha256 "
+    )
     with _registry(setup) as store:
         reg = store.extensions.get("throttle")
     assert reg.limits == gp.ResourceLimits(
@@ -144,7 +147,7 @@ def test_register_refusals_write_nothing(
     assert code == 2 and out == ""
     assert "MAJOR.MINOR.PATCH" in err and "process() must take 1 argument" in err
     for bad, said in (
-        (["--memory-bytes", "12XB"], "invalid size"),
+        (["--memory", "12XB"], "invalid size"),  # an unambiguous prefix of --memory-bytes
         (["--max-input-bytes", "none"], "always has a limit"),
         (["--timeout-s", "-1"], "positive number of seconds"),
         (["--max-events", "many"], "whole number"),
@@ -179,7 +182,10 @@ def test_register_refusals_write_nothing(
         *_ext(setup, "register", target, "--expected-version", "1", "--allow-major", *FAST_OPTIONS),
     )
     assert code == 0, err
-    assert "throttle 2.0.0" in out and "as revision 2" in out and "upgraded from 1.0.0" in out
+    assert (
+        "throttle 2.0.0" in out
+        and "as revision 2 in namespace 'orders' (upgraded from 1.0.0" in out
+    )
 
 
 def test_lifecycle_commands(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:

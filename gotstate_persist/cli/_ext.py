@@ -228,11 +228,11 @@ def _cmd_register(args: argparse.Namespace) -> int:
             expected_version=args.expected_version,
             allow_major=args.allow_major,
         )
+    upgrade = f" ({printable(reg.reason)})" if reg.reason != "registered" else ""
     sys.stdout.write(
         f"registered {printable(reg.name)} {printable(reg.version)} ({reg.category}, "
-        f"{reg.isolation}) as revision {reg.revision} in namespace {args.namespace!r}: "
-        f"{printable(reg.reason)}; {counted(len(reg.files), 'file')} pinned, code sha256 "
-        f"{reg.code_sha256}\n"
+        f"{reg.isolation}) as revision {reg.revision} in namespace {args.namespace!r}{upgrade}; "
+        f"{counted(len(reg.files), 'file')} pinned, code sha256 {reg.code_sha256}\n"
     )
     return EXIT_OK
 

@@ -12,6 +12,7 @@ a reason holding ``[bold]`` is printed as written.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import TextIO
 
 import msgspec
@@ -62,6 +63,13 @@ def write_table(header: list[str], rows: list[list[str]], out: TextIO) -> None:
     Console(file=out, highlight=False, markup=False, emoji=False).print(table)
 
 
+def _utc(moment: datetime) -> str:
+    """``moment`` in UTC as the tables show it (a naive time is taken as UTC already)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime(_TIME)
+
+
 def counted(count: int, noun: str) -> str:
     """``1 file``, ``2 files``."""
     return f"{count} {noun}{'' if count == 1 else 's'}"
@@ -81,7 +89,7 @@ def listing_row(namespace: str, reg: Registration) -> list[str]:
         reg.isolation,
         reg.status,
         str(reg.revision),
-        reg.changed_at.strftime(_TIME),
+        _utc(reg.changed_at),
         printable(_cut(reg.reason, REASON_CHARS)),
     ]
 
@@ -91,7 +99,7 @@ def history_rows(revisions: list[Registration]) -> list[list[str]]:
     return [
         [
             str(reg.revision),
-            reg.changed_at.strftime(_TIME),
+            _utc(reg.changed_at),
             reg.status,
             printable(reg.version),
             printable(reg.reason),
