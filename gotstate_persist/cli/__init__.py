@@ -1,4 +1,4 @@
-"""The ``gotstate-persist`` command: keys, listing, inspection, verification, copy, quotas.
+"""The ``gotstate-persist`` command: keys, records, copies, quotas, maintenance, extensions.
 
 Commands that open records read the exported keyring from ``--keys FILE`` or,
 by default, the environment variable ``GOTSTATE_PERSIST_KEYS`` (the one
@@ -13,8 +13,8 @@ Names and values read from a store are escaped before they reach a terminal.
 records, so they need ``--namespace`` or ``--all-namespaces``.
 
 Each command group lives in a module of its own that registers its commands
-(``_keys``, ``_inspect``, ``_copy``, ``_quota``, ``_maintain``); what they
-share is in ``_options`` (options and namespace scopes), ``_stores`` (opening
+(``_keys``, ``_inspect``, ``_copy``, ``_quota``, ``_maintain``, ``_ext``);
+what they share is in ``_options`` (options and namespace scopes), ``_stores`` (opening
 a store without creating one), ``_keyring`` and ``_output`` (escaping,
 errors, exit statuses). The console script ``gotstate-persist`` and
 ``python -m gotstate_persist.cli`` both run :func:`main`.

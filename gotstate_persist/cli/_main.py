@@ -11,6 +11,7 @@ import argparse
 from collections.abc import Callable, Sequence
 
 from ._copy import add_commands as add_copy_command
+from ._ext import add_commands as add_ext_commands
 from ._inspect import add_commands as add_inspect_commands
 from ._keys import add_commands as add_keys_commands
 from ._maintain import add_commands as add_maintain_commands
@@ -27,6 +28,7 @@ _COMMAND_GROUPS: tuple[Callable[[Subcommands], None], ...] = (
     add_copy_command,  # copy
     add_quota_commands,  # usage, quota
     add_maintain_commands,  # migrate, reseal, gc, db
+    add_ext_commands,  # ext ls|show|history|register|activate|deactivate|unregister|verify|doctor
 )
 
 

@@ -31,7 +31,7 @@ from ._options import (
 from ._output import EXIT_OK, print_table
 from ._stores import open_existing
 
-__all__ = ["LimitValue", "add_commands"]
+__all__ = ["LimitValue", "add_commands", "human_size", "size_option"]
 
 #: Quota fields that count bytes (their options also take units: 50MB, 64KiB).
 _BYTE_LIMITS = ("max_bytes", "max_blob_bytes")
@@ -72,7 +72,7 @@ def _checked_limit(value: int, text: str) -> int:
     return value
 
 
-def _size_option(text: str) -> LimitValue:
+def size_option(text: str) -> LimitValue:
     """A byte limit: ``none``, a whole number of bytes, or one with a unit (50MB, 1.5GiB)."""
     if text.strip().lower() == _NO_LIMIT:
         return _NO_LIMIT
@@ -101,7 +101,7 @@ def _count_option(text: str) -> LimitValue:
     return _checked_limit(int(text.strip()), text)
 
 
-def _human_size(size: int) -> str:
+def human_size(size: int) -> str:
     """``size`` bytes in binary units with one decimal (``1.2 KiB``); exact below 1 KiB."""
     if size < 1024:
         return f"{size} B"
@@ -165,7 +165,7 @@ def _cmd_usage(args: argparse.Namespace) -> int:
         names = selected_namespaces(backend, args)
         for namespace in names:
             used = _measure(backend, namespace, recount=args.recount)
-            row = [printable(namespace), str(used.bytes), _human_size(used.bytes)]
+            row = [printable(namespace), str(used.bytes), human_size(used.bytes)]
             row += [str(used.records), str(used.keys)]
             if args.recount:
                 row.append(_drift_text(used.drift))
@@ -293,7 +293,7 @@ def add_commands(commands: Subcommands) -> None:
             "--" + field.replace("_", "-"),
             dest=field,
             metavar="SIZE" if in_bytes else "N",
-            type=_size_option if in_bytes else _count_option,
+            type=size_option if in_bytes else _count_option,
             help=(
                 "bytes, or with a unit: 50MB, 64KiB; 'none' removes the limit"
                 if in_bytes
