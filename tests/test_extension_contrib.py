@@ -15,7 +15,7 @@ import pytest
 import gotstate_persist as gp
 from gotstate_persist.backends import known_schemes
 
-SOURCE = '''
+SOURCE = """
 from gotstate_persist.backends import open_backend
 
 
@@ -30,7 +30,7 @@ class Provider:
 
     def backends(self):
         return {{"{scheme}": open_it}}
-'''
+"""
 
 
 def _extension(tmp_path: Path, name: str, scheme: str) -> str:

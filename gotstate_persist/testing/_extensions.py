@@ -222,7 +222,9 @@ class ExtensionTests:
         matching = [view for view in sample_states if view.state in wanted]
         if matching:
             return matching
-        return [msgspec.structs.replace(view, state=state) for view in sample_states for state in wanted]
+        return [
+            msgspec.structs.replace(view, state=state) for view in sample_states for state in wanted
+        ]
 
     def _sample_calls(
         self, handle: ActiveExtension, samples: dict[str, list[Any]]
@@ -324,7 +326,9 @@ class ExtensionTests:
         )
         assert answer["name"] == extension_registration.name
         location = extension_registration.location
-        pinned = {str((Path(location.root) / rel).resolve()) for rel in extension_registration.files}
+        pinned = {
+            str((Path(location.root) / rel).resolve()) for rel in extension_registration.files
+        }
         imported = sorted(set(answer["new_files"]) & pinned)
         assert not imported, f"registering or listing imported the extension's code: {imported}"
         names = [location.module] if location.kind == "module" else []

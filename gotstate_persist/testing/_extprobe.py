@@ -87,7 +87,9 @@ def main() -> None:
             answer = _listing(store, registration)
             files = _loaded_files()
             answer["new_modules"] = sorted(set(sys.modules) - before)
-            answer["new_files"] = sorted(files[name] for name in answer["new_modules"] if name in files)
+            answer["new_files"] = sorted(
+                files[name] for name in answer["new_modules"] if name in files
+            )
         else:
             answer = _schemes(store, registration, request["url_template"])
     Path(request["out"]).write_text(json.dumps(answer))
