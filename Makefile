@@ -10,6 +10,7 @@ DEMO_KEYS := .gotstate/demo-keys.json
 .PHONY: install services demo test lint types pytest bench clean lock lock-upgrade test-lowest
 
 PLUGIN := examples/plugin_backend
+EXTENSIONS := examples/extensions
 
 # The test environment is installed from uv.lock, so every machine (CI included)
 # tests the same versions of everything. uv itself is pinned here and bootstrapped
@@ -23,8 +24,9 @@ UV_STAMP := $(UV_VENV)/.uv-$(UV_VERSION)
 export UV_PYTHON_DOWNLOADS := never
 EXTRAS := --extra test --extra dev --extra postgres --extra s3
 # the example third-party backend, discovered through its entry point (group `plugin`
-# in pyproject.toml installs examples/plugin_backend editable)
-GROUPS := --group plugin
+# in pyproject.toml installs examples/plugin_backend editable), and the example
+# extensions, registered by their entry-point names (group `examples`)
+GROUPS := --group plugin --group examples
 
 $(UV_STAMP):
 	$(PYTHON) -m venv $(UV_VENV)
@@ -33,7 +35,7 @@ $(UV_STAMP):
 
 # --locked: a pyproject.toml whose requirements the lock does not satisfy is an
 # error ("run `make lock`"), never a silent re-resolution.
-$(STAMP): pyproject.toml uv.lock $(PLUGIN)/pyproject.toml $(UV_STAMP)
+$(STAMP): pyproject.toml uv.lock $(PLUGIN)/pyproject.toml $(EXTENSIONS)/pyproject.toml $(UV_STAMP)
 	$(UV) sync --locked --python $(PYTHON) $(EXTRAS) $(GROUPS)
 	touch $(STAMP)
 
@@ -57,9 +59,10 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy --strict gotstate_persist
 	$(BIN)/mypy --strict $(PLUGIN)/src
+	$(BIN)/mypy --strict $(EXTENSIONS)/src
 
 pytest: $(STAMP)
-	$(BIN)/pytest tests $(PLUGIN)/tests
+	$(BIN)/pytest tests $(PLUGIN)/tests $(EXTENSIONS)/tests
 
 # Debian's PostgreSQL server (the tests start their own instance; S3 is moto, a pip package)
 services:
@@ -91,12 +94,13 @@ lock-upgrade: $(UV_STAMP)
 # LOWEST_TESTS narrows a rerun: `make test-lowest LOWEST_TESTS="-x tests/test_codec.py"`.
 LOWEST := .venv-lowest
 LOWEST_EXTRAS := test,postgres,s3
-LOWEST_TESTS ?= tests $(PLUGIN)/tests
+LOWEST_TESTS ?= tests $(PLUGIN)/tests $(EXTENSIONS)/tests
 test-lowest: $(UV_STAMP) services
 	$(UV) venv --quiet --clear --python $(PYTHON) $(LOWEST)
 	$(PYTHON) scripts/lowest_constraints.py pyproject.toml $(LOWEST_EXTRAS) > $(LOWEST)/floors.txt
 	$(UV) pip install --quiet --python $(LOWEST)/bin/python --resolution lowest-direct \
-		--constraint $(LOWEST)/floors.txt -e '.[$(LOWEST_EXTRAS)]' -e $(PLUGIN)
+		--constraint $(LOWEST)/floors.txt -e '.[$(LOWEST_EXTRAS)]' -e $(PLUGIN) \
+		-e $(EXTENSIONS)
 	$(LOWEST)/bin/python -m pytest $(LOWEST_TESTS)
 
 clean:

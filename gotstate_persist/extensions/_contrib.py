@@ -13,11 +13,18 @@ with a store's :class:`~gotstate_persist.FormatRegistry` cannot be taken back
 (records may already have been read with it), and a backend scheme stays
 registered until the process ends (deactivating only stops the extension's
 own calls).
+
+The backend registry is process-wide, so who contributed a scheme is
+recorded process-wide too: the same extension with the same pinned code may
+contribute its scheme again from any store of the process (a second
+namespace, a store closed and opened again), while another extension, or
+other code under the same name, is refused the scheme.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +39,9 @@ __all__ = ["FormatSpec", "contribute"]
 
 _SCHEME = re.compile(r"[a-z][a-z0-9+]{0,31}")
 _MAX_CONTRIBUTIONS = 64
+# scheme -> (extension name, code_sha256) of the activation that registered it in this process
+_scheme_owners: dict[str, tuple[str, str]] = {}
+_owners_lock = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +91,16 @@ def contribute(
     formats: FormatRegistry,
     *,
     owned_schemes: set[str],
+    code_sha256: str = "",
 ) -> None:
     """Ask the extension for its backends and formats, check them all, then register them.
 
     ``call(method)`` runs a method of the extension under its guard.
     ``owned_schemes`` holds the schemes this extension registered before in
-    this process (an activation after a deactivation replaces its own).
+    this process through the same registry (an activation after a
+    deactivation replaces its own, even with upgraded code); a scheme that
+    ``name`` with the same ``code_sha256`` registered through any registry
+    of the process is replaced too.
     """
     backends = _checked_backends(name, call("backends")) if "backends" in interface else {}
     specs = _checked_formats(name, call("formats")) if "formats" in interface else []
@@ -94,7 +108,11 @@ def contribute(
         for spec in specs:
             formats.register(spec.type, kind=spec.kind, version=spec.version, upcast=spec.upcast)
         for scheme, factory in backends.items():
-            register_backend(scheme, factory, clobber=scheme in owned_schemes)
+            owner = (name, code_sha256)
+            with _owners_lock:
+                ours = scheme in owned_schemes or _scheme_owners.get(scheme) == owner
+                register_backend(scheme, factory, clobber=ours)
+                _scheme_owners[scheme] = owner
             owned_schemes.add(scheme)
     except PersistError as exc:
         raise ExtensionFailed(

@@ -287,6 +287,7 @@ class ExtensionRegistry:
                     current.interface,
                     self._pipeline.formats,
                     owned_schemes=self._schemes.setdefault(name, set()),
+                    code_sha256=current.code_sha256,
                 )
         except PersistError as exc:
             runner.kill()

@@ -1,4 +1,4 @@
-"""Reusable conformance tests for backend authors (also a pytest plugin).
+"""Reusable conformance tests for backend and extension authors (also a pytest plugin).
 
 Subclass :class:`BackendTests` in your test suite and provide one fixture,
 ``backend``, that yields a fresh, empty instance of your backend::
@@ -13,6 +13,10 @@ If the backend declares ``capabilities.cross_process``, also provide
 ``backend_url``, returning ``(url, options)`` that open the *same* storage
 through :func:`~gotstate_persist.backends.open_backend`, so the suite can
 append to it from several processes at once.
+
+Extension authors subclass :class:`ExtensionTests` the same way, naming
+their extension in one fixture, ``extension_target`` (see its module,
+``_extensions``, and ``docs/writing-an-extension.md``).
 
 Every built-in backend runs this same suite unchanged. The tests talk to the
 backend only through the :class:`~gotstate_persist.backends.Backend` contract
@@ -45,8 +49,9 @@ from ..formats import FormatRegistry
 from ..quota import Quota, QuotaBackend
 from ..sealing import KeyRing
 from ..store import Store
+from ._extensions import ExtensionTests
 
-__all__ = ["BackendTests"]
+__all__ = ["BackendTests", "ExtensionTests"]
 
 NS = "conformance"
 _NOW = datetime(2026, 1, 1, 12, 30, 45, 123456, tzinfo=UTC)
