@@ -9,43 +9,22 @@ change must name as ``expected_version``.
 
 from __future__ import annotations
 
-from datetime import datetime
-
-import msgspec
-
 from ..formats.extension import (
-    Category,
-    CodeLocation,
-    ExtensionStats,
-    Isolation,
     RegistrationRecord,
-    ResourceLimits,
-    Status,
 )
 
 __all__ = ["Registration", "registration_of"]
 
 
-class Registration(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One revision of a registered extension (``revision`` is its store version)."""
+class Registration(RegistrationRecord, frozen=True, forbid_unknown_fields=True):
+    """One revision of a registered extension: the stored record and its ``revision``.
 
-    name: str
-    category: Category
-    version: str
-    target: str
-    isolation: Isolation
-    limits: ResourceLimits
-    code_sha256: str
-    files: dict[str, str]
-    interface: tuple[str, ...]
-    status: Status
-    reason: str
-    revision: int
-    changed_at: datetime
-    location: CodeLocation
-    requires: str = ""
-    states: tuple[str, ...] = ()
-    stats: ExtensionStats | None = None
+    ``revision`` is the store version holding it (what a change passes as
+    ``expected_version``). A subclass rather than a copy of the fields, so
+    the view can never drift from the stored format.
+    """
+
+    revision: int = 0
 
     def record(self, **changes: object) -> RegistrationRecord:
         """The stored record of this registration with ``changes`` applied (no revision)."""
