@@ -6,7 +6,7 @@ activating it runs the pinned code inside a boundary: a worker process
 (``in-process``: guarded, a deadline and captured exceptions, no memory or
 CPU limit). Every value an extension sees is a copy in a frozen view, and
 every value it returns is validated before anything is applied. See
-``docs/extensions.md`` for the claims each isolation supports, and
+the README's "Extensions" section for the claims each isolation supports, and
 ``docs/writing-an-extension.md`` for authors.
 """
 
