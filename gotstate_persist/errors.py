@@ -37,6 +37,7 @@ check failed helps only the attacker.
 from __future__ import annotations
 
 __all__ = [
+    "ConfigInvalid",
     "BackendError",
     "ExtensionBusy",
     "ExtensionCodeChanged",
@@ -166,6 +167,18 @@ class BackendError(PersistError):
 
 class InvalidArgument(PersistError, ValueError):
     """An argument is outside its allowed form (key, namespace, URL, keyring...)."""
+
+
+class ConfigInvalid(InvalidArgument):
+    """A configuration change refused by its schema, validators or security policy.
+
+    ``problems`` lists every one as ``"$.path: reason"``; no problem ever
+    quotes a value (they may be secrets). Nothing was written.
+    """
+
+    def __init__(self, message: str, *, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 class ExtensionError(PersistError):
