@@ -19,6 +19,7 @@ mapped here at the boundary where they happen and chained with
     │   └── SchemaTooNew        database schema newer than this code
     ├── BackendError            the storage failed or refused
     ├── InvalidArgument         (also a ValueError) bad key, namespace, URL, keyring...
+    │   └── ConfigInvalid       a configuration refused; every problem by path, no values
     └── ExtensionError          an extension could not be registered, activated or called
         ├── ExtensionInvalid        (also an InvalidArgument) every problem in ``problems``
         ├── ExtensionCodeChanged    (also an IntegrityError) files differ from the pin
