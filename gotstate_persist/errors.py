@@ -38,8 +38,8 @@ check failed helps only the attacker.
 from __future__ import annotations
 
 __all__ = [
-    "ConfigInvalid",
     "BackendError",
+    "ConfigInvalid",
     "ExtensionBusy",
     "ExtensionCodeChanged",
     "ExtensionError",

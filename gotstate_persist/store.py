@@ -31,6 +31,7 @@ from .quota import Quota, QuotaBackend
 from .sealing import KeyRing
 
 if TYPE_CHECKING:
+    from .config import ConfigStore
     from .extensions import ExtensionRegistry
 
 __all__ = ["SnapshotRef", "Store", "open_store"]
@@ -93,6 +94,7 @@ class Store:
         self._backend = adapter
         self._services_lock = threading.Lock()
         self._extensions: ExtensionRegistry | None = None
+        self._config: ConfigStore | None = None
         if quota is not None:
             self._adopt(quota)
 
@@ -128,6 +130,21 @@ class Store:
 
                 self._extensions = ExtensionRegistry(self._pipeline)
             return self._extensions
+
+    @property
+    def config(self) -> ConfigStore:
+        """Typed, validated, versioned configuration of this namespace (``define``, ``put``...).
+
+        Configurations are records of this namespace under reserved keys,
+        like extension registrations: invisible to :meth:`keys`, counted by
+        the namespace's quota.
+        """
+        with self._services_lock:
+            if self._config is None:
+                from .config import ConfigStore
+
+                self._config = ConfigStore(self._pipeline, extensions=lambda: self.extensions)
+            return self._config
 
     # Machines.
 

@@ -35,6 +35,14 @@ import msgspec
 from .._names import check_kind
 from ..errors import FormatError, InvalidArgument
 from . import machine as _snapshots
+from .config import (
+    COMMIT_FORMAT_VERSION,
+    COMMIT_KIND,
+    CONFIG_FORMAT_VERSION,
+    CONFIG_KIND,
+    ConfigCommit,
+    ConfigValue,
+)
 from .extension import EXTENSION_FORMAT_VERSION, EXTENSION_KIND, RegistrationRecord
 from .machine import MACHINE_KIND
 from .structure import StructureMigration, StructureMigrations
@@ -72,6 +80,9 @@ class FormatRegistry:
                 )
         # extension registrations are records of their namespace (extensions/)
         self._add(RegistrationRecord, EXTENSION_KIND, EXTENSION_FORMAT_VERSION)
+        # configuration values and their commit log are records too (config/)
+        self._add(ConfigValue, CONFIG_KIND, CONFIG_FORMAT_VERSION)
+        self._add(ConfigCommit, COMMIT_KIND, COMMIT_FORMAT_VERSION)
 
     def register(
         self,
