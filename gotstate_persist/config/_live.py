@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..errors import PersistError
-
-if TYPE_CHECKING:
-    from ._store import ConfigStore
 
 __all__ = ["LiveConfig"]
 
@@ -29,6 +26,23 @@ logger = logging.getLogger(__name__)
 
 #: How long ``close`` waits for the follower thread.
 _CLOSE_WAIT_S = 5.0
+
+
+class _Versioned(Protocol):
+    @property
+    def version(self) -> int: ...
+
+
+class _Source(Protocol):
+    """What a live value reads (``ConfigStore``; a protocol, so no import cycle)."""
+
+    def current(self, name: str) -> tuple[int, Any]: ...
+
+    def get(self, name: str, *, version: int | None = None) -> Any: ...
+
+    def watch(
+        self, name: str, *, since: int = 0, timeout: float | None = None, poll_s: float = ...
+    ) -> Iterator[_Versioned]: ...
 
 
 @dataclass(frozen=True)
@@ -47,7 +61,7 @@ class LiveConfig:
     decoded here, e.g. written by a newer schema).
     """
 
-    def __init__(self, config: ConfigStore, name: str, *, poll_s: float) -> None:
+    def __init__(self, config: _Source, name: str, *, poll_s: float) -> None:
         self._config = config
         self._name = name
         self._poll_s = poll_s
