@@ -65,7 +65,8 @@ class _Leaf:
 def _builtins(value: Any, secret_type: type | None) -> Any:
     def reveal(obj: Any) -> Any:
         if secret_type is not None and isinstance(obj, secret_type):
-            return obj.reveal()
+            secret: Any = obj  # the secret protocol: reveal() -> its plain value
+            return secret.reveal()
         raise NotImplementedError
 
     try:
@@ -91,12 +92,17 @@ class _Merge:
         self.leaves: dict[str, _Leaf] = {}
         self.default = Layer(source=DEFAULT_SOURCE, values={})
 
-    def _drop(self, path: str) -> _Leaf | None:
-        """Forget the leaves at and below ``path``; return the one at ``path``."""
+    def _drop(self, path: str) -> tuple[str, ...]:
+        """Forget the leaves at and below ``path``; return the sources that had set them.
+
+        A nested Struct replaced by one value overrode every source of its leaves.
+        """
         below = path + "."
-        for other in [other for other in self.leaves if other.startswith(below)]:
-            del self.leaves[other]
-        return self.leaves.pop(path, None)
+        sources: dict[str, None] = {}
+        for other in [other for other in self.leaves if other == path or other.startswith(below)]:
+            leaf = self.leaves.pop(other)
+            sources.update(dict.fromkeys((*leaf.overridden, leaf.source)))
+        return tuple(sources)
 
     def _struct_dict(
         self,
@@ -137,9 +143,7 @@ class _Merge:
                 inner = self._struct_dict(nested, target, name, here, layer is self.default)
                 self.apply(nested, value, inner, here, layer)
                 continue
-            previous = self._drop(here)
-            overridden = () if previous is None else (*previous.overridden, previous.source)
-            self.leaves[here] = _Leaf(layer.origin(here), overridden)
+            self.leaves[here] = _Leaf(layer.origin(here), self._drop(here))
             target[name] = value
 
     def fields(self, schema: type[msgspec.Struct], values: Any, path: str) -> list[ConfigField]:
