@@ -282,14 +282,17 @@ class ConfigStore:
         return list(found)
 
     def _run_extension_validator(self, extension: str, value: Any) -> list[str]:
-        if self._extensions is None:
-            return [f"$: validator extension {extension!r} is not available here"]
         try:
-            handle = self._extensions().handle(extension)
-            found = handle.call("validate", to_plain(value))
+            found = self.extension_call(extension, "validate", to_plain(value))
         except PersistError as exc:
             return [f"$: validator extension {extension!r} failed ({type(exc).__name__})"]
         return [str(problem) for problem in found]
+
+    def extension_call(self, extension: str, method: str, payload: Any) -> Any:
+        """Call an active ``configuration`` extension of this store, under its isolation."""
+        if self._extensions is None:
+            raise InvalidArgument(f"extension {extension!r} is not available to this store")
+        return self._extensions().handle(extension).call(method, payload)
 
 
 #: ``watch`` without a timeout waits this long per wait (and loops).
