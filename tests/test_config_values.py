@@ -12,6 +12,7 @@ import logging
 import pathlib
 import pickle
 import traceback
+import types
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -261,6 +262,10 @@ def test_valid_mapping_decodes_and_secrets_may_be_given_as_text() -> None:
     assert problems == []
     assert value == Payments("https://a", api_token=Secret(CANARY), db=Db("h"))
     assert check_candidate(Payments, _payments()) == (_payments(), [])
+    proxy = types.MappingProxyType({"endpoint": "https://a"})
+    assert check_candidate(Payments, proxy) == (Payments("https://a"), [])
+    with pytest.raises(InvalidArgument):
+        check_candidate(dict, {})  # type: ignore[type-var]
 
 
 def test_every_problem_is_listed_with_its_path_and_no_value() -> None:
@@ -565,3 +570,48 @@ def test_diff_shows_changed_secrets_redacted(caplog: pytest.LogCaptureFixture) -
     with caplog.at_level(logging.INFO):
         logging.getLogger("test.config.values").info("diff %s", changes)
     _assert_clean(repr(changes) + caplog.text + msgspec.json.encode(changes).decode())
+
+
+class Mimic(msgspec.Struct, frozen=True):
+    """A __post_init__ whose message looks like one of msgspec's own."""
+
+    value: int
+
+    def __post_init__(self) -> None:
+        if self.value == 13:
+            raise ValueError(f"Expected `int`, got `{CANARY}`")
+
+
+class Cat(msgspec.Struct, frozen=True, tag="cat"):
+    lives: int = 9
+
+
+class Dog(msgspec.Struct, frozen=True, tag="dog"):
+    good: bool = True
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+
+
+class Odd(msgspec.Struct, frozen=True):
+    pet: Cat | Dog
+    level: Level = Level.LOW
+    mimic: Mimic | None = None
+    mimics: tuple[Mimic, ...] = ()
+
+
+def test_user_messages_that_look_like_msgspec_ones_are_not_repeated() -> None:
+    _, problems = check_candidate(Odd, {"pet": {"type": "cat"}, "mimic": {"value": 13}})
+    assert problems == ["$.mimic: refused by the schema's __post_init__ check"]
+    _, problems = check_candidate(Odd, {"pet": {"type": "cat"}, "mimics": [{"value": 13}]})
+    assert problems == ["$.mimics[0]: invalid value"]  # a Struct this walk does not enter
+    _, problems = check_candidate(
+        Odd, {"pet": {"type": CANARY}, "level": CANARY_NUMBER, "mimics": [{"value": CANARY}]}
+    )
+    assert sorted(problems) == [
+        "$.level: not one of the allowed values",
+        "$.mimics[0].value: expected int, got str",
+        "$.pet.type: not one of the allowed values",
+    ]
+    _assert_clean(repr(problems))

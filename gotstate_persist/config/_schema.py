@@ -67,7 +67,7 @@ _REGEX: Final = re.compile(r"^Expected `str` matching regex .*$", re.DOTALL)
 _MISSING: Final = re.compile(r"^Object missing required field `([^`]*)`$")
 _UNKNOWN: Final = re.compile(r"^Object contains unknown field `([^`]*)`$")
 _SAFE_INVALID: Final = re.compile(r"^Invalid [A-Za-z0-9 ]*[A-Za-z]$")
-_ENUM: Final = re.compile(r"^Invalid enum value")
+_ENUM: Final = re.compile(r"^Invalid (enum )?value")  # enum, literal or tag: may quote it
 
 
 def _lower_first(text: str) -> str:
@@ -230,9 +230,10 @@ def check_candidate(
     or JSON. Unknown fields are always refused. Each problem is
     ``"$.path: reason"`` and no reason holds a value.
     """
+    if not (isinstance(schema, type) and issubclass(schema, msgspec.Struct)):
+        raise InvalidArgument("a configuration schema must be a msgspec.Struct subclass")
     info = mi.type_info(schema)
-    if not isinstance(info, mi.StructType):
-        raise InvalidArgument(f"{schema!r} is not a msgspec Struct: it cannot be a schema")
+    assert isinstance(info, mi.StructType)
     if isinstance(candidate, msgspec.Struct):
         try:
             candidate = _builtins_keeping_secrets(candidate)
@@ -240,6 +241,7 @@ def check_candidate(
             return None, [f"{ROOT}: holds a value of a type configurations cannot store"]
     if not isinstance(candidate, Mapping):
         return None, [f"{ROOT}: expected a {schema.__qualname__} or a mapping of its fields"]
+    candidate = dict(candidate)  # msgspec converts dicts, not every Mapping
     problems: list[str] = []
     if _check_struct(info, candidate, ROOT, problems):
         try:
