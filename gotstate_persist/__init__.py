@@ -7,13 +7,28 @@ every decode is bounded. Start with :func:`open_store`.
 
 from __future__ import annotations
 
+from . import rules as rules  # built-in validators: a module, not a name in __all__
 from ._migrate import MigrationFailure, MigrationReport
 from ._version import VERSION as __version__
 from .backends import register_backend
 from .backends.base import Usage
 from .codec import Limits
+from .config import (
+    ConfigChange,
+    ConfigField,
+    ConfigRef,
+    ConfigStore,
+    ConfigTransaction,
+    EnvProvider,
+    ExtensionProvider,
+    FileProvider,
+    LiveConfig,
+    Secret,
+    StoreProvider,
+)
 from .errors import (
     BackendError,
+    ConfigInvalid,
     ExtensionBusy,
     ExtensionCodeChanged,
     ExtensionError,
@@ -57,17 +72,26 @@ __all__ = [
     "ActiveExtension",
     "BackendError",
     "BoundMachine",
+    "ConfigChange",
+    "ConfigField",
+    "ConfigInvalid",
+    "ConfigRef",
+    "ConfigStore",
+    "ConfigTransaction",
+    "EnvProvider",
     "EventView",
     "ExtensionBusy",
     "ExtensionCodeChanged",
     "ExtensionError",
     "ExtensionFailed",
     "ExtensionInvalid",
+    "ExtensionProvider",
     "ExtensionRegistry",
     "ExtensionResourceError",
     "ExtensionStats",
     "ExtensionTimeout",
     "ExtensionUnavailable",
+    "FileProvider",
     "FormatError",
     "FormatRegistry",
     "FormatSpec",
@@ -75,6 +99,7 @@ __all__ = [
     "InvalidArgument",
     "KeyRing",
     "Limits",
+    "LiveConfig",
     "MachineSnapshot",
     "MigrationFailure",
     "MigrationReport",
@@ -88,9 +113,11 @@ __all__ = [
     "SchemaError",
     "SchemaOutdated",
     "SchemaTooNew",
+    "Secret",
     "SnapshotRef",
     "StateView",
     "Store",
+    "StoreProvider",
     "StructureMismatch",
     "TransitionView",
     "Usage",

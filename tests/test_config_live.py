@@ -150,6 +150,7 @@ def test_live_skips_a_version_this_process_cannot_read(store: gp.Store) -> None:
     cfg.define("pair", Pair)
     cfg.put("pair", Pair(1, 1), expected_version=0)
     with cfg.live("pair", poll_s=0.01) as live:
+
         class PairV2(msgspec.Struct, frozen=True):
             left: int
             right: int
@@ -159,6 +160,9 @@ def test_live_skips_a_version_this_process_cannot_read(store: gp.Store) -> None:
         writer.define("pair", Pair)
         writer.define("pair", PairV2, version=2, upcast=lambda old: dict(old, label=""))
         writer.put("pair", PairV2(2, 2, "new"), expected_version=1)
-        cfg.put("pair", Pair(3, 3), expected_version=2)
-        _wait_for(lambda: live.value == Pair(3, 3), "version 3")
-        assert live.skipped == 1
+        _wait_for(lambda: live.skipped == 1, "the newer version to be skipped")
+        assert (live.version, live.value) == (1, Pair(1, 1))
+        # and this older process may not overwrite it (a downgrade): refused, nothing written
+        with pytest.raises(gp.FormatError, match="newer"):
+            cfg.put("pair", Pair(3, 3), expected_version=2)
+        assert [ref.version for ref in cfg.history("pair")] == [1, 2]

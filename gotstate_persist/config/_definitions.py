@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -87,7 +87,7 @@ class Definition:
                 f"the upcasters of configuration {self.name!r} produced data its newest schema "
                 f"refuses ({'; '.join(problems)}); fix them. Nothing stored was changed"
             )
-        return value
+        return cast(msgspec.Struct, value)
 
 
 def _plain(value: msgspec.Struct) -> Any:

@@ -9,7 +9,7 @@ value passes before anyone gets it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -18,10 +18,28 @@ from ._providers import Provider, StoreProvider
 from ._resolve import REDACTED, ConfigField, merge
 from ._secret import Secret, scrub, secret_values, to_plain
 
-if TYPE_CHECKING:
-    from ._store import ConfigStore
-
 __all__ = ["resolve"]
+
+
+class _Definition(Protocol):
+    @property
+    def schema(self) -> type[msgspec.Struct]: ...
+
+
+class ConfigStore(Protocol):
+    """What resolving needs of ``ConfigStore`` (a protocol, so no import cycle)."""
+
+    def definition(self, name: str) -> _Definition: ...
+
+    def current(self, name: str) -> tuple[int, Any]: ...
+
+    def get(self, name: str, *, version: int | None = None) -> Any: ...
+
+    def extension_call(self, extension: str, method: str, payload: Any) -> Any: ...
+
+    def validated(
+        self, name: str, candidate: Any, previous: Any
+    ) -> tuple[msgspec.Struct | None, list[str]]: ...
 
 
 class _Context:
