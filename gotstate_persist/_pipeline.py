@@ -30,7 +30,7 @@ import functools
 import random
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -39,7 +39,14 @@ import msgspec
 
 from ._gcpause import GC_PAUSE_MIN_BYTES, gc_paused
 from ._names import check_name, check_stored_key, check_version
-from .backends.base import Backend, VersionInfo, kind_mismatch, not_at_expected, to_micros
+from .backends.base import (
+    Backend,
+    NewVersion,
+    VersionInfo,
+    kind_mismatch,
+    not_at_expected,
+    to_micros,
+)
 from .codec import DEFAULT_LIMITS, MAX_DEPTH, MSGPACK, Codec, Limits, codec_by_id
 from .errors import FormatError, IntegrityError, InvalidArgument, VersionConflict
 from .formats import MACHINE_KIND, FormatRegistry, MachineSnapshot
@@ -238,6 +245,38 @@ class RecordPipeline:
             f"could not append to key {key!r}: {MAX_APPEND_ATTEMPTS} concurrent writers won "
             "the race first; retry later"
         )
+
+    def put_versions(
+        self,
+        writes: Sequence[tuple[str, int, msgspec.Struct, int | None]],
+        *,
+        depth_checked: bool = False,
+    ) -> list[VersionInfo]:
+        """Create exact versions: ``(key, version, record, expected_newest)`` each.
+
+        One ``Backend.put_many``: all or none where the backend has
+        transactions, else one after another. ``VersionConflict`` when a
+        version exists or a key is not at ``expected_newest``.
+        ``depth_checked`` as for :meth:`encode`.
+        """
+        self.require_sealing()
+        created_at_us = to_micros(self.clock())
+        items = []
+        for key, version, record, expected_newest in writes:
+            check_stored_key(key)
+            encoded = self.encode(record, depth_checked=depth_checked)
+            items.append(
+                NewVersion(
+                    key=key,
+                    version=version,
+                    blob=self.seal(encoded.payload, key=key, version=version),
+                    kind=encoded.kind,
+                    format_version=encoded.format_version,
+                    created_at_us=created_at_us,
+                    expected_newest=expected_newest,
+                )
+            )
+        return self.backend.put_many(self.namespace, items)
 
     def _check_round_trip(self, payload: bytes, record: msgspec.Struct) -> None:
         """Refuse a record that load would refuse or return changed.

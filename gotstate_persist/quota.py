@@ -46,6 +46,7 @@ from ._quota_state import Ledger, state_of
 from .backends.base import (
     Backend,
     KeyHead,
+    NewVersion,
     ReadFailure,
     Replacement,
     Usage,
@@ -182,6 +183,19 @@ class QuotaBackend(Backend):
             self._state.forget(namespace)
             return self._inner.put(namespace, key, version, blob, **arguments)
         return self._guarded_put(namespace, key, version, blob, quota, arguments)
+
+    def put_many(self, namespace: str, items: Sequence[NewVersion]) -> list[VersionInfo]:
+        """As :meth:`Backend.put_many`: one transaction where the backend keeps exact quotas.
+
+        Each item counts as one write for the rate limit. Without exact
+        quotas the items go through :meth:`put` one by one (each checked).
+        """
+        if not self.capabilities.exact_quota:
+            return super().put_many(namespace, items)
+        quota = self.quota(namespace)
+        for _item in items:
+            self._rates.hit(quota, namespace, "write")
+        return self._inner.put_many(namespace, items)
 
     def _guarded_put(
         self,

@@ -18,6 +18,7 @@ requiring it is the schema's business.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -36,6 +37,8 @@ Validator: TypeAlias = Callable[[Any, Any], list[str]]
 _ROOT: Final = "$"
 _SEGMENT: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _MISSING: Final = object()
+#: Struct types whose field names are kept (introspection is slow, rules run on every put).
+_CACHED_STRUCTS: Final = 256
 
 
 def _parse_path(path: object) -> tuple[str, tuple[str, ...]]:
@@ -54,12 +57,20 @@ def _parse_path(path: object) -> tuple[str, tuple[str, ...]]:
     return f"{_ROOT}.{'.'.join(segments)}", segments
 
 
+@functools.lru_cache(maxsize=_CACHED_STRUCTS)
+def _attributes(cls: type[msgspec.Struct]) -> dict[str, str]:
+    """Attribute name by field name and encoded name, once per Struct type."""
+    found: dict[str, str] = {}
+    for field in msgspec.structs.fields(cls):
+        found[field.encode_name] = field.name
+        found[field.name] = field.name
+    return found
+
+
 def _child(value: Any, segment: str) -> Any:
     if isinstance(value, msgspec.Struct):
-        for field in msgspec.structs.fields(value):
-            if segment in (field.name, field.encode_name):
-                return getattr(value, field.name)
-        return _MISSING
+        attribute = _attributes(type(value)).get(segment)
+        return _MISSING if attribute is None else getattr(value, attribute)
     if isinstance(value, Mapping):
         return value.get(segment, _MISSING)
     return _MISSING

@@ -66,27 +66,38 @@ class Writes:
 
     def append(self, params: dict[str, Any], *, defer_prune: bool = False) -> list[int]:
         """The transactional append; returns the versions retention pruned."""
+        return self._connections.transaction(
+            lambda conn: self._append_in(conn, params, defer_prune=defer_prune)
+        )
+
+    def append_many(self, many: Sequence[dict[str, Any]]) -> None:
+        """Several appends in ONE transaction: all are stored or none (``put_many``)."""
+
+        def append_all(conn: Any) -> None:
+            for params in many:
+                self._append_in(conn, params, defer_prune=False)
+
+        self._connections.transaction(append_all)
+
+    def _append_in(self, conn: Any, params: dict[str, Any], *, defer_prune: bool) -> list[int]:
+        """One append inside the caller's transaction; the versions retention pruned."""
         namespace, key, expected_newest = params["ns"], params["key"], params["expected"]
         bump = self._sql["bump" if expected_newest is None else "bump_expected"]
-
-        def append(conn: Any) -> list[int]:
-            bumped = conn.execute(bump, params).fetchall()
-            if bumped:
-                key_versions = int(bumped[0][0])
+        bumped = conn.execute(bump, params).fetchall()
+        if bumped:
+            key_versions = int(bumped[0][0])
+        else:
+            head = conn.execute(self._sql.head, (namespace, key)).fetchone()
+            if head is None and not expected_newest:
+                conn.execute(self._sql["new_key"], params)  # a racing creator -> conflict
+                key_versions = 1
             else:
-                head = conn.execute(self._sql.head, (namespace, key)).fetchone()
-                if head is None and not expected_newest:
-                    conn.execute(self._sql["new_key"], params)  # a racing creator -> conflict
-                    key_versions = 1
-                else:
-                    self._explain_refusal(
-                        conn, namespace, key, params["version"], params["kind"], expected_newest
-                    )
-            pruned = self._usage.charge(conn, params, key_versions, defer_prune=defer_prune)
-            conn.execute(self._sql["insert"], params)
-            return pruned
-
-        return self._connections.transaction(append)
+                self._explain_refusal(
+                    conn, namespace, key, params["version"], params["kind"], expected_newest
+                )
+        pruned = self._usage.charge(conn, params, key_versions, defer_prune=defer_prune)
+        conn.execute(self._sql["insert"], params)
+        return pruned
 
     def append_in_one(self, params: dict[str, Any]) -> bool:
         """Append to an existing key in ONE autocommitted statement (PostgreSQL).

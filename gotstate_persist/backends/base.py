@@ -45,6 +45,7 @@ __all__ = [
     "Backend",
     "Capabilities",
     "KeyHead",
+    "NewVersion",
     "ReadFailure",
     "Replacement",
     "Usage",
@@ -171,6 +172,18 @@ class Usage(msgspec.Struct, frozen=True):
     records: int = 0
     keys: int = 0
     drift: Usage | None = None
+
+
+class NewVersion(msgspec.Struct, frozen=True):
+    """One version to create with :meth:`Backend.put_many` (the arguments of ``put``)."""
+
+    key: str
+    version: int
+    blob: bytes
+    kind: str
+    format_version: int
+    created_at_us: int
+    expected_newest: int | None = None
 
 
 class Replacement(msgspec.Struct, frozen=True):
@@ -326,6 +339,29 @@ class Backend(abc.ABC):
         return 0
 
     # Conveniences, written once in terms of the abstract surface.
+
+    def put_many(self, namespace: str, items: Sequence[NewVersion]) -> list[VersionInfo]:
+        """Create several versions, in order, as :meth:`put` would each.
+
+        A backend with ``capabilities.transactions`` creates them all in one
+        transaction (all or none: the SQL backend); by default they are put
+        one after another, so an error leaves the earlier ones stored.
+        Callers that need all-or-none everywhere must not rely on it (the
+        configuration log makes its first item the commit point).
+        """
+        return [
+            self.put(
+                namespace,
+                item.key,
+                item.version,
+                item.blob,
+                kind=item.kind,
+                format_version=item.format_version,
+                created_at_us=item.created_at_us,
+                expected_newest=item.expected_newest,
+            )
+            for item in items
+        ]
 
     def usage(self, namespace: str) -> Usage:
         """Count stored bytes, records and keys of ``namespace``.

@@ -56,6 +56,7 @@ from .base import (
     Backend,
     Capabilities,
     KeyHead,
+    NewVersion,
     ReadFailure,
     Replacement,
     Usage,
@@ -162,21 +163,24 @@ class SQLBackend(Backend):
         created_at_us: int,
         expected_newest: int | None = None,
     ) -> VersionInfo:
-        self._writes.put(
-            {
-                "ns": namespace,
-                "key": key,
-                "version": version,
-                "kind": kind,
-                "expected": expected_newest,
-                "format_version": format_version,
-                "size": len(blob),
-                "created_at_us": created_at_us,
-                "blob": blob,
-                "reserved_at_us": None,
-            }
-        )
+        item = NewVersion(key, version, blob, kind, format_version, created_at_us, expected_newest)
+        self._writes.put(_append_params(namespace, item))
         return VersionInfo(key, version, kind, format_version, len(blob), created_at_us)
+
+    def put_many(self, namespace: str, items: Sequence[NewVersion]) -> list[VersionInfo]:
+        """All of ``items`` in one transaction: every version is created, or none."""
+        self._writes.append_many([_append_params(namespace, item) for item in items])
+        return [
+            VersionInfo(
+                item.key,
+                item.version,
+                item.kind,
+                item.format_version,
+                len(item.blob),
+                item.created_at_us,
+            )
+            for item in items
+        ]
 
     def get(
         self, namespace: str, key: str, version: int | None = None
@@ -297,3 +301,19 @@ class SQLBackend(Backend):
     def catalog_rows(self) -> CatalogRows:
         """A catalog's side of this database, for ``backends.catalog`` (see ``_sql_catalog``)."""
         return self._catalog_rows
+
+
+def _append_params(namespace: str, item: NewVersion) -> dict[str, Any]:
+    """The bound parameters of one append (``_sql_writes.Writes``)."""
+    return {
+        "ns": namespace,
+        "key": item.key,
+        "version": item.version,
+        "kind": item.kind,
+        "expected": item.expected_newest,
+        "format_version": item.format_version,
+        "size": len(item.blob),
+        "created_at_us": item.created_at_us,
+        "blob": item.blob,
+        "reserved_at_us": None,
+    }

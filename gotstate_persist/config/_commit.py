@@ -41,6 +41,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+import msgspec
+
 from .._names import system_key
 from .._pipeline import RecordPipeline
 from ..backends.base import to_micros
@@ -162,6 +164,11 @@ class ConfigLog:
             )
         return self._stored(name, version)
 
+    def head_value(self, commit: ConfigCommit, name: str) -> ConfigValue | None:
+        """``name``'s value as of ``commit`` (one the caller read with :meth:`newest`)."""
+        head = commit.heads.get(name)
+        return None if head is None else self._head_value(name, head)
+
     def values(self, names: Iterable[str]) -> dict[str, ConfigValue]:
         """The newest committed version of each name, all from one commit."""
         _, commit = self.newest()
@@ -231,17 +238,22 @@ class ConfigLog:
     # Writing.
 
     def commit(
-        self, changes: Sequence[Change], *, max_versions: Callable[[], tuple[int | None, bool]]
+        self,
+        changes: Sequence[Change],
+        *,
+        max_versions: Callable[[], tuple[int | None, bool]],
+        seen: tuple[int, ConfigCommit] | None = None,
     ) -> list[ConfigValue]:
         """Commit ``changes`` atomically; the values written (CAS per configuration).
 
         ``max_versions()`` is the quota's ``(max_versions_per_key, prune)``:
         a commit that would keep more versions of a configuration than that
         is refused (``QuotaExceeded``) unless ``prune``, when the oldest go.
+        ``seen`` is the newest commit the caller just read (saves a read; a
+        stale one only costs a retry, since the log write is a CAS on it).
         """
-        pipeline = self._pipeline
         for attempt in range(MAX_COMMIT_ATTEMPTS):
-            number, commit = self.newest()
+            number, commit = seen if seen is not None and attempt == 0 else self.newest()
             heads = dict(commit.heads)
             for change in changes:
                 head = heads.get(change.name)
@@ -251,7 +263,7 @@ class ConfigLog:
             limit, prune = max_versions()
             if limit is not None and not prune:
                 self._check_retention(changes, limit)
-            changed_at = to_micros(pipeline.clock())
+            changed_at = to_micros(self._pipeline.clock())
             values = []
             for change in changes:
                 value = ConfigValue(
@@ -268,27 +280,51 @@ class ConfigLog:
             record = ConfigCommit(heads=heads, changes=values)
             on_step("validated")
             try:
-                info = pipeline.append(self._log_key, record, expected_version=number)
+                materialized = self._write(number, record)
             except VersionConflict:
                 delay = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt)
                 time.sleep(random.uniform(0, delay))  # noqa: S311 - jitter, not crypto
                 continue
-            if info.version != number + 1:
-                raise IntegrityError(
-                    "the configuration log skipped a version; the storage was altered outside "
-                    "gotstate-persist"
-                )
             with self._committed:
-                if info.version > self._newest[0]:
-                    self._newest = (info.version, record)
+                if number + 1 > self._newest[0]:
+                    self._newest = (number + 1, record)
+                for value in values:
+                    self._values[value.name] = value
                 self._committed.notify_all()
             on_step("committed")
-            self._after_commit(values, info.version, limit if prune else None)
+            self._after_commit(values, number + 1, limit if prune else None, materialized)
             return values
         raise VersionConflict(
             f"could not commit: {MAX_COMMIT_ATTEMPTS} concurrent commits won the race first; "
             "retry later"
         )
+
+    def _write(self, number: int, record: ConfigCommit) -> bool:
+        """Write commit ``number + 1``; whether its values were written with it.
+
+        Where the backend has transactions (SQL), the commit and its values'
+        keys are one transaction: one durable write, all or none. Elsewhere
+        the commit alone is the atomic step and the values follow it.
+        ``VersionConflict``: another commit won; nothing was written.
+        """
+        pipeline = self._pipeline
+        if pipeline.backend.capabilities.transactions:
+            writes: list[tuple[str, int, msgspec.Struct, int | None]] = [
+                (self._log_key, number + 1, record, number)
+            ]
+            writes += [(value_key(v.name), v.version, v, v.version - 1) for v in record.changes]
+            # built here from validated values, with exact types: nothing to re-check
+            pipeline.put_versions(writes, depth_checked=True)
+            for value in record.changes:
+                self._note_materialized(value.name, value.version)
+            return True
+        info = pipeline.append(self._log_key, record, expected_version=number)
+        if info.version != number + 1:
+            raise IntegrityError(
+                "the configuration log skipped a version; the storage was altered outside "
+                "gotstate-persist"
+            )
+        return False
 
     @staticmethod
     def _check_expected(change: Change, actual: int) -> None:
@@ -310,7 +346,9 @@ class ConfigLog:
                     requested=1,
                 )
 
-    def _after_commit(self, values: list[ConfigValue], number: int, prune: int | None) -> None:
+    def _after_commit(
+        self, values: list[ConfigValue], number: int, prune: int | None, materialized: bool
+    ) -> None:
         """Materialize what was committed, apply retention, prune the log (best effort).
 
         The commit already happened: a failure here is logged, not raised
@@ -319,7 +357,8 @@ class ConfigLog:
         """
         for value in values:
             try:
-                self._materialize(value)
+                if not materialized:
+                    self._materialize(value)
                 on_step(f"materialized {value.name}")
                 if prune is not None:
                     self._prune_versions(value.name, prune)

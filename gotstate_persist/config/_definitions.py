@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import msgspec
+import msgspec.inspect as mi
 
 from .._names import check_name
 from ..errors import FormatError, InvalidArgument
 from ._schema import check_candidate, check_definition
-from ._secret import decode_config, decode_untyped
+from ._secret import Secret, decode_config, decode_untyped
 
 __all__ = ["Definition", "Definitions", "Upcaster", "Validator"]
 
@@ -40,6 +41,8 @@ class Definition:
     schemas: dict[int, type[msgspec.Struct]] = field(default_factory=dict)
     upcasts: dict[int, Upcaster] = field(default_factory=dict)
     validators: tuple[Validator | str, ...] = ()
+    #: The newest schema's values can be shared between callers (see deeply_immutable).
+    shareable: bool = False
 
     @property
     def version(self) -> int:
@@ -88,6 +91,53 @@ class Definition:
                 f"refuses ({'; '.join(problems)}); fix them. Nothing stored was changed"
             )
         return cast(msgspec.Struct, value)
+
+
+_SCALARS = (
+    mi.BoolType,
+    mi.BytesType,
+    mi.DateTimeType,
+    mi.DateType,
+    mi.DecimalType,
+    mi.EnumType,
+    mi.FloatType,
+    mi.IntType,
+    mi.LiteralType,
+    mi.NoneType,
+    mi.StrType,
+    mi.TimeDeltaType,
+    mi.TimeType,
+    mi.UUIDType,
+)
+
+
+def deeply_immutable(info: mi.Type, seen: frozenset[type] = frozenset()) -> bool:
+    """Whether every value of this type is immutable all the way down.
+
+    Such a decoded value can be handed to every caller without a copy: a
+    frozen Struct of scalars, tuples, frozensets and ``Secret`` (a list or
+    dict anywhere could be changed by one caller under another).
+    """
+    if isinstance(info, _SCALARS):
+        return True
+    if isinstance(info, mi.CustomType):
+        return info.cls is Secret
+    if isinstance(info, mi.Metadata):
+        return deeply_immutable(info.type, seen)
+    if isinstance(info, mi.UnionType):
+        return all(deeply_immutable(t, seen) for t in info.types)
+    if isinstance(info, mi.VarTupleType | mi.FrozenSetType):
+        return deeply_immutable(info.item_type, seen)
+    if isinstance(info, mi.TupleType):
+        return all(deeply_immutable(t, seen) for t in info.item_types)
+    if isinstance(info, mi.StructType):
+        if info.cls in seen:
+            return True
+        config = info.cls.__struct_config__
+        return config.frozen and all(
+            deeply_immutable(field.type, seen | {info.cls}) for field in info.fields
+        )
+    return False
 
 
 def _plain(value: msgspec.Struct) -> Any:
@@ -139,6 +189,8 @@ class Definitions:
                     f"{existing.__qualname__}; define {schema.__qualname__} as a new version"
                 )
             definition.schemas[version] = schema
+            if version == definition.version:
+                definition.shareable = deeply_immutable(mi.type_info(schema))
             if upcast is not None:
                 definition.upcasts[version] = upcast
             if version == definition.version and (checked or not definition.validators):
@@ -147,8 +199,9 @@ class Definitions:
 
     def get(self, name: str) -> Definition:
         """The definition of ``name``; InvalidArgument naming ``define`` if there is none."""
-        definition = self._by_name.get(name)
+        definition = self._by_name.get(name)  # only checked names are ever stored
         if definition is None:
+            check_name(name, "configuration name")
             raise InvalidArgument(
                 f"configuration {name!r} is not defined in this process; call "
                 f"store.config.define({name!r}, Schema) first"

@@ -21,6 +21,7 @@ their own ``forbid_unknown_fields`` decides about unknown fields there.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections.abc import Iterator, Mapping
@@ -48,6 +49,9 @@ __all__ = [
 ]
 
 S = TypeVar("S", bound=msgspec.Struct)
+#: Schemas and annotations whose inspection is kept (introspection evaluates
+#: string annotations, far slower than a check).
+_CACHED_TYPES: Final = 1024
 
 #: Sealing algorithms that encrypt; the others (HMAC, Ed25519) only sign.
 ENCRYPTING_ALGORITHMS: Final = frozenset({AES_256_GCM.name, CHACHA20_POLY1305.name})
@@ -146,9 +150,21 @@ def _struct_info(annotation: Any) -> mi.StructType | None:
 
 def _info(annotation: Any) -> mi.Type | None:
     try:
-        return mi.type_info(annotation)
+        return _type_info(annotation)
     except (TypeError, ValueError):
         return None
+
+
+@functools.lru_cache(maxsize=_CACHED_TYPES)
+def _type_info(annotation: Any) -> mi.Type:
+    """``msgspec.inspect.type_info``, once per annotation: it evaluates string annotations."""
+    return mi.type_info(annotation)
+
+
+@functools.lru_cache(maxsize=_CACHED_TYPES)
+def _field_types(cls: type[msgspec.Struct]) -> dict[str, Any]:
+    """A Struct's field annotations by attribute name, resolved once."""
+    return {field.name: field.type for field in msgspec.structs.fields(cls)}
 
 
 def _nested(annotation: Any) -> tuple[str, Any] | None:
@@ -196,7 +212,7 @@ def _check_struct(
 ) -> bool:
     """Check the fields of one Struct given as a mapping; True when none had a problem."""
     before = len(problems)
-    annotations = {field.name: field.type for field in msgspec.structs.fields(info.cls)}
+    annotations = _field_types(info.cls)
     known = {field.encode_name for field in info.fields}
     if info.tag_field is not None:
         known.add(info.tag_field)
@@ -232,13 +248,19 @@ def check_candidate(
     """
     if not (isinstance(schema, type) and issubclass(schema, msgspec.Struct)):
         raise InvalidArgument("a configuration schema must be a msgspec.Struct subclass")
-    info = mi.type_info(schema)
+    info = _type_info(schema)
     assert isinstance(info, mi.StructType)
     if isinstance(candidate, msgspec.Struct):
         try:
             candidate = _builtins_keeping_secrets(candidate)
         except InvalidArgument:
             return None, [f"{ROOT}: holds a value of a type configurations cannot store"]
+        # an instance has no unknown fields: when the whole value converts, there is
+        # nothing for the field-by-field walk to find (it runs only to list problems)
+        try:
+            return _convert(candidate, schema), []
+        except (msgspec.ValidationError, TypeError, ValueError):
+            pass
     if not isinstance(candidate, Mapping):
         return None, [f"{ROOT}: expected a {schema.__qualname__} or a mapping of its fields"]
     candidate = dict(candidate)  # msgspec converts dicts, not every Mapping
@@ -320,8 +342,14 @@ def _contains_secret(info: mi.Type) -> bool:
 
 def policy_problems(schema: type[msgspec.Struct], *, keyring_encrypts: bool) -> list[str]:
     """Every way ``schema`` breaks the security policy of config.md, as ``"$.path: reason"``."""
+    return list(_policy_problems(schema, keyring_encrypts))
+
+
+@functools.lru_cache(maxsize=_CACHED_TYPES)
+def _policy_problems(schema: type[msgspec.Struct], keyring_encrypts: bool) -> tuple[str, ...]:
+    """Once per schema and keyring kind: a schema's policy problems never change."""
     fields: list[tuple[str, str, mi.Type]] = []
-    _walk(mi.type_info(schema), ROOT, set(), fields)
+    _walk(_type_info(schema), ROOT, set(), fields)
     problems = []
     for path, name, info in fields:
         encode_name = path.rsplit(".", 1)[-1]
@@ -339,7 +367,7 @@ def policy_problems(schema: type[msgspec.Struct], *, keyring_encrypts: bool) -> 
                     "chacha20-poly1305); this store's keyring only signs, so they would be "
                     "stored readable"
                 )
-    return problems
+    return tuple(problems)
 
 
 def keyring_encrypts(keyring: KeyRing | None) -> bool:

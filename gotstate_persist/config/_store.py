@@ -75,6 +75,8 @@ class ConfigStore:
         self._pipeline = pipeline
         self._log = ConfigLog(pipeline)
         self._definitions = Definitions()
+        # name -> (stored value, schema, decoded): for shareable schemas only
+        self._shared: dict[str, tuple[ConfigValue, type[msgspec.Struct], Any]] = {}
         self._extensions = extensions
 
     def __repr__(self) -> str:
@@ -157,23 +159,30 @@ class ConfigStore:
     def get(self, name: str, *, version: int | None = None) -> Any:
         """The newest (or the given) version of ``name`` as its newest schema."""
         definition = self._definition(name)
-        stored = self._log.value(name, version)
-        return definition.decode(stored.schema_version, stored.payload)
+        return self._decoded(definition, self._log.value(name, version))
+
+    def _decoded(self, definition: Definition, stored: ConfigValue) -> Any:
+        """``stored`` decoded; shared between calls when nothing in it can change."""
+        if not definition.shareable:
+            return definition.decode(stored.schema_version, stored.payload)
+        cached = self._shared.get(definition.name)
+        if cached is not None and cached[0] is stored and cached[1] is definition.schema:
+            return cached[2]
+        value = definition.decode(stored.schema_version, stored.payload)
+        self._shared[definition.name] = (stored, definition.schema, value)
+        return value
 
     def current(self, name: str) -> tuple[int, Any]:
         """The newest version of ``name`` and its value, read together."""
         definition = self._definition(name)
         stored = self._log.value(name)
-        return stored.version, definition.decode(stored.schema_version, stored.payload)
+        return stored.version, self._decoded(definition, stored)
 
     def get_many(self, names: Sequence[str]) -> dict[str, Any]:
         """The newest version of each name, from one commit: never half a transaction."""
         definitions = {name: self._definition(name) for name in names}
         stored = self._log.values(definitions)
-        return {
-            name: definitions[name].decode(value.schema_version, value.payload)
-            for name, value in stored.items()
-        }
+        return {name: self._decoded(definitions[name], value) for name, value in stored.items()}
 
     def history(self, name: str) -> list[ConfigRef]:
         """Every kept version of ``name``, oldest first ([] if it has none)."""
@@ -240,7 +249,6 @@ class ConfigStore:
         return self._definition(name)
 
     def _definition(self, name: str) -> Definition:
-        check_name(name, "configuration name")
         return self._definitions.get(name)
 
     def retention(self) -> tuple[int | None, bool]:
@@ -347,19 +355,21 @@ class ConfigTransaction:
         changes: list[Change] = []
         problems: list[str] = []
         secrets: list[str] = []
-        _, commit = log.newest()
+        seen = log.newest()
         for name, (candidate, expected, reason) in self._puts.items():
-            head = commit.heads.get(name)
-            actual = head.version if head is not None else 0
+            definition = config.definition(name)
+            stored = log.head_value(seen[1], name)
+            actual = stored.version if stored is not None else 0
             if actual != expected:  # the commit checks again; refuse before validating
                 raise stale_version(name, expected, actual)
-            previous = config.get(name) if actual else None
+            previous = (
+                None if stored is None else definition.decode(stored.schema_version, stored.payload)
+            )
             secrets.extend(secret_values(candidate))
             value, found = config.validated(name, candidate, previous)
             prefix = f"{name}: " if len(self._puts) > 1 else ""
             problems.extend(prefix + problem for problem in found)
             if value is not None and not found:
-                definition = config.definition(name)
                 changes.append(
                     Change(name, expected, definition.version, encode_config(value), reason)
                 )
@@ -369,5 +379,5 @@ class ConfigTransaction:
                 f"{len(shown)} problem(s); nothing was written:\n  " + "\n  ".join(shown),
                 problems=tuple(shown),
             )
-        written = log.commit(changes, max_versions=config.retention)
+        written = log.commit(changes, max_versions=config.retention, seen=seen)
         return [ref_of(value) for value in written]
