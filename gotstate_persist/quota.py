@@ -190,7 +190,7 @@ class QuotaBackend(Backend):
         Each item counts as one write for the rate limit. Without exact
         quotas the items go through :meth:`put` one by one (each checked).
         """
-        if not self.capabilities.exact_quota:
+        if not (self.capabilities.exact_quota and self.capabilities.atomic_put_many):
             return super().put_many(namespace, items)
         quota = self.quota(namespace)
         for _item in items:

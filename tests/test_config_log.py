@@ -134,7 +134,7 @@ def test_a_commit_whose_key_was_not_written_is_read_and_rolled_forward(
             log.commit([Change("a", 1, 1, b"a2")], max_versions=_no_quota)
         monkeypatch.undo()
         # SQL writes the commit and the key in one transaction; elsewhere the key lags
-        atomic = store.backend.capabilities.transactions
+        atomic = store.backend.capabilities.atomic_put_many
         assert store.backend.head("cfg", value_key("a")).last_version == (2 if atomic else 1)
         fresh = _log(store)
         assert fresh.value("a").payload == b"a2"  # read from the commit, and written back

@@ -320,3 +320,25 @@ def test_four_processes_racing_put_lose_no_update(
         assert [ref.version for ref in store.config.history("counter")] == list(
             range(1, 4 * rounds + 2)
         )
+
+
+def test_validators_quoting_secrets_are_scrubbed_for_mappings_and_previous(
+    store: gp.Store,
+) -> None:
+    cfg = store.config
+
+    def echoes(candidate: Payments, previous: Payments | None) -> list[str]:
+        problems = [f"$.api_token: {candidate.api_token.reveal()} is weak"]
+        if previous is not None:
+            problems.append(f"$.api_token: was {previous.api_token.reveal()}")
+        return problems
+
+    cfg.define("payments", Payments)
+    cfg.put(
+        "payments", Payments("https://p", api_token=gp.Secret(CANARY + "-old")), expected_version=0
+    )
+    cfg.define("payments", Payments, validators=[echoes])
+    with pytest.raises(gp.ConfigInvalid) as caught:
+        cfg.put("payments", {"endpoint": "https://p", "api_token": CANARY}, expected_version=1)
+    assert len(caught.value.problems) == 2
+    _no_canary(str(caught.value), "".join(traceback.format_exception(caught.value)))

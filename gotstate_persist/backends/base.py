@@ -106,12 +106,15 @@ class Capabilities:
     checked in the same transaction as each write (``put`` raises
     ``QuotaExceeded`` and applies retention itself), so limits hold across
     processes.
+    ``atomic_put_many``: :meth:`Backend.put_many` stores all its versions in
+    one transaction, or none.
     """
 
     transactions: bool = False
     list_is_consistent: bool = True
     cross_process: bool = True
     exact_quota: bool = False
+    atomic_put_many: bool = False
 
 
 class VersionInfo(msgspec.Struct, frozen=True):
@@ -343,7 +346,7 @@ class Backend(abc.ABC):
     def put_many(self, namespace: str, items: Sequence[NewVersion]) -> list[VersionInfo]:
         """Create several versions, in order, as :meth:`put` would each.
 
-        A backend with ``capabilities.transactions`` creates them all in one
+        A backend with ``capabilities.atomic_put_many`` creates them all in one
         transaction (all or none: the SQL backend); by default they are put
         one after another, so an error leaves the earlier ones stored.
         Callers that need all-or-none everywhere must not rely on it (the

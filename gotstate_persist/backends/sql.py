@@ -101,7 +101,11 @@ class SQLBackend(Backend):
     """
 
     capabilities = Capabilities(
-        transactions=True, list_is_consistent=True, cross_process=True, exact_quota=True
+        transactions=True,
+        list_is_consistent=True,
+        cross_process=True,
+        exact_quota=True,
+        atomic_put_many=True,
     )
 
     def __init__(

@@ -308,7 +308,7 @@ class ConfigLog:
         ``VersionConflict``: another commit won; nothing was written.
         """
         pipeline = self._pipeline
-        if pipeline.backend.capabilities.transactions:
+        if pipeline.backend.capabilities.atomic_put_many:
             writes: list[tuple[str, int, msgspec.Struct, int | None]] = [
                 (self._log_key, number + 1, record, number)
             ]

@@ -102,7 +102,12 @@ def resolve(
         previous = None
     value, problems = config.validated(name, merged.values, previous)
     if problems or value is None:
-        secrets = [*secret_values(merged.values), *_secret_texts(merged.values, merged.fields)]
+        secrets = [
+            *secret_values(merged.values),
+            *secret_values(value),
+            *secret_values(previous),
+            *_secret_texts(merged.values, merged.fields),
+        ]
         shown = [scrub(problem, secrets) for problem in problems]
         raise ConfigInvalid(
             f"configuration {name!r} resolved from {len(layers)} source(s) is refused "

@@ -367,6 +367,9 @@ class ConfigTransaction:
             )
             secrets.extend(secret_values(candidate))
             value, found = config.validated(name, candidate, previous)
+            # a validator may quote any secret it was shown: the decoded candidate's (a
+            # mapping's secrets are plain str until decoded) and the previous version's
+            secrets.extend(secret_values(value) + secret_values(previous))
             prefix = f"{name}: " if len(self._puts) > 1 else ""
             problems.extend(prefix + problem for problem in found)
             if value is not None and not found:

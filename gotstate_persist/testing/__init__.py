@@ -35,7 +35,7 @@ import pytest
 
 from .._names import system_area_prefix, system_key
 from ..backends import open_backend
-from ..backends.base import Backend, KeyHead, Replacement, Usage, to_micros
+from ..backends.base import Backend, KeyHead, NewVersion, Replacement, Usage, to_micros
 from ..codec import MAX_BLOB_BYTES
 from ..errors import (
     FormatError,
@@ -139,6 +139,34 @@ class BackendTests:
             _put(backend, "k", 2, b"b", expected_newest=0)
         _put(backend, "k", 2, b"b", expected_newest=1)
         assert [i.version for i in backend.versions(NS, "k")] == [1, 2]
+
+    def test_put_many_creates_versions_in_order(self, backend: Backend) -> None:
+        items = [
+            NewVersion("a", 1, b"a1", "test.kind", 1, _NOW_US, 0),
+            NewVersion("b", 1, b"b1", "test.kind", 1, _NOW_US),
+            NewVersion("a", 2, b"a2", "test.kind", 1, _NOW_US, 1),
+        ]
+        infos = backend.put_many(NS, items)
+        assert [(i.key, i.version, i.size) for i in infos] == [
+            ("a", 1, 2),
+            ("b", 1, 2),
+            ("a", 2, 2),
+        ]
+        assert backend.get(NS, "a")[1] == b"a2"
+        assert backend.get(NS, "b")[1] == b"b1"
+
+    def test_put_many_is_all_or_nothing_where_declared(self, backend: Backend) -> None:
+        _put(backend, "b", 1, b"b1")
+        items = [
+            NewVersion("a", 1, b"a1", "test.kind", 1, _NOW_US),
+            NewVersion("b", 2, b"b2", "test.kind", 1, _NOW_US, 0),  # stale: b is at 1
+        ]
+        with pytest.raises(VersionConflict):
+            backend.put_many(NS, items)
+        assert backend.get(NS, "b")[1] == b"b1"
+        # atomic: nothing was stored; otherwise the items before the refusal were
+        stored = [] if backend.capabilities.atomic_put_many else [1]
+        assert [i.version for i in backend.versions(NS, "a")] == stored
 
     def test_one_kind_per_key(self, backend: Backend) -> None:
         _put(backend, "k", 1, b"a", kind="one")
