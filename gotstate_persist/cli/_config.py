@@ -139,7 +139,7 @@ def _command_line_advice() -> Iterator[None]:
 
 def _refused(exc: ConfigInvalid) -> int:
     """Every problem of a refusal, one per line (none quotes a value); exit status 1."""
-    first = str(exc).splitlines()[0] if str(exc) else "refused"
+    first = str(exc).splitlines()[0].rstrip(":") if str(exc) else "refused"
     sys.stderr.write(f"gotstate-persist: ConfigInvalid: {printable(scrub(first))}\n")
     for problem in exc.problems:
         sys.stderr.write(f"  {printable(scrub(problem))}\n")
@@ -237,16 +237,16 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 
 def _cmd_set(args: argparse.Namespace) -> int:
     schema = load_schema(args.schema)
-    values = read_values(args.file, args.format, args.name, schema)
-    with _opened(args) as opened, _command_line_advice():
-        config = opened.config(args.namespace)
-        config.define(args.name, schema, version=args.schema_version)
-        try:
+    try:
+        values = read_values(args.file, args.format, args.name, schema)
+        with _opened(args) as opened, _command_line_advice():
+            config = opened.config(args.namespace)
+            config.define(args.name, schema, version=args.schema_version)
             ref = config.put(
                 args.name, values, expected_version=args.expected_version, reason=args.reason
             )
-        except ConfigInvalid as exc:
-            return _refused(exc)
+    except ConfigInvalid as exc:
+        return _refused(exc)
     _write(
         f"stored {printable(ref.name)} version {ref.version} in namespace "
         f"{printable(args.namespace)!r}"
