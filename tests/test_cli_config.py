@@ -574,3 +574,23 @@ def test_console_script_runs_get(setup: Setup, schemas: ModuleType) -> None:
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["api_token"] == "**********"
     assert CANARY not in result.stdout + result.stderr
+
+
+def test_ls_every_namespace_and_watch_only_new_versions_by_default(
+    setup: Setup, schemas: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, keys, keyring = setup
+    for namespace in ("billing", "orders"):
+        with gp.open_store(url, namespace=namespace, keyring=keyring) as store:
+            store.config.define("payments", schemas.Payments)
+            store.config.put("payments", {"endpoint": "https://a"}, expected_version=0)
+            store.config.put("payments", {"endpoint": "https://b"}, expected_version=1)
+    code, out, _ = _run(capsys, "ls", url, "--keys", str(keys))
+    assert code == 0 and [row[:3] for row in _rows(out)[1:]] == [
+        ["billing", "payments", "2"],
+        ["orders", "payments", "2"],
+    ]
+    code, out, _ = _run(capsys, *_cfg(setup, "watch", "payments"), "--timeout", "0")
+    assert (code, out) == (0, "")  # nothing new landed
+    code, out, _ = _run(capsys, *_cfg(setup, "watch", "payments"), "--since", "0", "--timeout", "0")
+    assert code == 0 and [row[0] for row in _rows(out)] == ["1", "2"]
