@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
+from ._config import add_commands as add_config_commands
 from ._copy import add_commands as add_copy_command
 from ._ext import add_commands as add_ext_commands
 from ._inspect import add_commands as add_inspect_commands
@@ -29,6 +30,7 @@ _COMMAND_GROUPS: tuple[Callable[[Subcommands], None], ...] = (
     add_quota_commands,  # usage, quota
     add_maintain_commands,  # migrate, reseal, gc, db
     add_ext_commands,  # ext ls|show|history|register|activate|deactivate|unregister|verify|doctor
+    add_config_commands,  # config ls|get|set|history|diff|rollback|explain|watch
 )
 
 

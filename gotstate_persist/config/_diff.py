@@ -11,6 +11,10 @@ everything else, lists included, is a leaf compared whole. A path present on
 one side only (a dict key added or removed, a dict replaced by a scalar, or
 the whole old version absent) is ``None`` on the other side. Paths use the
 fields' encoded names, as problems and TOML files do.
+
+Either side may also be schema-less builtins holding :class:`~._secret.Secret`
+objects (``_secret.decode_untyped`` of a stored payload): the command line has
+no schema, and diffs stored versions that way, with the same rules.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import msgspec
 
 from gotstate_persist.config._secret import to_plain
 
-__all__ = ["ConfigChange", "diff"]
+__all__ = ["Comparable", "ConfigChange", "diff"]
 
 _ROOT: Final = "$"
 
@@ -47,14 +51,22 @@ def _leaves(value: Any, path: str) -> Iterator[tuple[str, Any]]:
         yield path, value
 
 
-def _flatten(instance: msgspec.Struct | None, *, reveal: bool) -> dict[str, Any]:
+#: What :func:`diff` compares: a schema instance, or builtins as ``decode_untyped`` gives them.
+Comparable = msgspec.Struct | dict[str, Any]
+
+
+def _flatten(instance: Comparable | None, *, reveal: bool) -> dict[str, Any]:
     if instance is None:
         return {}
     return dict(_leaves(to_plain(instance, reveal=reveal), _ROOT))
 
 
-def diff(old: msgspec.Struct | None, new: msgspec.Struct) -> list[ConfigChange]:
-    """Every leaf that differs from ``old`` (None: nothing before) to ``new``, sorted by path."""
+def diff(old: Comparable | None, new: Comparable) -> list[ConfigChange]:
+    """Every leaf that differs from ``old`` (None: nothing before) to ``new``, sorted by path.
+
+    Both are instances of a schema, or both schema-less builtins with
+    ``Secret`` objects where the secrets are (as ``decode_untyped`` returns).
+    """
     old_clear, new_clear = _flatten(old, reveal=True), _flatten(new, reveal=True)
     old_shown, new_shown = _flatten(old, reveal=False), _flatten(new, reveal=False)
     return [
