@@ -1,4 +1,5 @@
-"""The ``gotstate-persist`` command: keys, records, copies, quotas, maintenance, extensions.
+"""The ``gotstate-persist`` command: keys, records, copies, quotas, maintenance, extensions,
+configuration.
 
 Commands that open records read the exported keyring from ``--keys FILE`` or,
 by default, the environment variable ``GOTSTATE_PERSIST_KEYS`` (the one
@@ -13,7 +14,8 @@ Names and values read from a store are escaped before they reach a terminal.
 records, so they need ``--namespace`` or ``--all-namespaces``.
 
 Each command group lives in a module of its own that registers its commands
-(``_keys``, ``_inspect``, ``_copy``, ``_quota``, ``_maintain``, ``_ext``);
+(``_keys``, ``_inspect``, ``_copy``, ``_quota``, ``_maintain``, ``_ext``,
+``_config`` with ``_configinput`` and ``_configview``);
 what they share is in ``_options`` (options and namespace scopes), ``_stores`` (opening
 a store without creating one), ``_keyring`` and ``_output`` (escaping,
 errors, exit statuses). The console script ``gotstate-persist`` and
