@@ -1,8 +1,9 @@
 """The stored registration format, version 1, is frozen: these bytes must decode forever.
 
-A change to ``RegistrationRecord``, ``ResourceLimits``, ``ExtensionStats`` or
+A change to ``RegistrationRecordV1``, ``ResourceLimits``, ``ExtensionStats`` or
 ``CodeLocation`` that alters these bytes is a new format version with an
-upcaster (``formats/extension.py``), never an edit of version 1.
+upcaster (``formats/extension.py``), never an edit of version 1. Version 2
+(settings and secret grants) is held by tests/test_golden_extension_v2.py.
 """
 
 from __future__ import annotations
@@ -15,17 +16,17 @@ import msgspec
 from gotstate_persist import FormatRegistry
 from gotstate_persist.codec import MSGPACK
 from gotstate_persist.formats.extension import (
-    EXTENSION_FORMAT_VERSION,
     EXTENSION_KIND,
     CodeLocation,
     ExtensionStats,
     RegistrationRecord,
+    RegistrationRecordV1,
     ResourceLimits,
 )
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden_extension_v1.msgpack"
 
-RECORD = RegistrationRecord(
+RECORD = RegistrationRecordV1(
     name="throttle",
     category="event_processing",
     version="1.2.3",
@@ -64,7 +65,7 @@ RECORD = RegistrationRecord(
 
 
 def _payload() -> bytes:
-    return MSGPACK.encode((EXTENSION_KIND, EXTENSION_FORMAT_VERSION, RECORD))
+    return MSGPACK.encode((EXTENSION_KIND, 1, RECORD))
 
 
 def test_version_1_bytes_are_frozen() -> None:
@@ -78,5 +79,18 @@ def test_version_1_decodes_through_the_registry() -> None:
     )
     assert (kind, version) == ("gotstate.extension", 1)
     record_type = FormatRegistry().type_for(kind, version)
-    assert record_type is RegistrationRecord
+    assert record_type is RegistrationRecordV1
     assert msgspec.msgpack.decode(body, type=record_type) == RECORD
+
+
+def test_version_1_reads_as_the_newest_version_without_settings() -> None:
+    _kind, _version, body = msgspec.msgpack.decode(
+        GOLDEN.read_bytes(), type=tuple[str, int, msgspec.Raw]
+    )
+    newest = FormatRegistry().decode_newest(
+        EXTENSION_KIND, 1, lambda t: msgspec.msgpack.decode(body, type=t)
+    )
+    assert type(newest) is RegistrationRecord
+    assert newest.secrets == () and newest.secret_fields == () and not newest.has_settings
+    fields = RegistrationRecordV1.__struct_fields__
+    assert {f: getattr(newest, f) for f in fields} == {f: getattr(RECORD, f) for f in fields}

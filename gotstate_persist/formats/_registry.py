@@ -43,7 +43,13 @@ from .config import (
     ConfigCommit,
     ConfigValue,
 )
-from .extension import EXTENSION_FORMAT_VERSION, EXTENSION_KIND, RegistrationRecord
+from .extension import (
+    EXTENSION_FORMAT_VERSION,
+    EXTENSION_KIND,
+    RegistrationRecord,
+    RegistrationRecordV1,
+    upcast_registration_v1,
+)
 from .machine import MACHINE_KIND
 from .structure import StructureMigration, StructureMigrations
 
@@ -79,7 +85,11 @@ class FormatRegistry:
                     snapshot_format.upcast
                 )
         # extension registrations are records of their namespace (extensions/)
+        self._add(RegistrationRecordV1, EXTENSION_KIND, 1)
         self._add(RegistrationRecord, EXTENSION_KIND, EXTENSION_FORMAT_VERSION)
+        self._upcasts.setdefault(EXTENSION_KIND, {})[EXTENSION_FORMAT_VERSION] = (
+            upcast_registration_v1
+        )
         # configuration values and their commit log are records too (config/)
         self._add(ConfigValue, CONFIG_KIND, CONFIG_FORMAT_VERSION)
         self._add(ConfigCommit, COMMIT_KIND, COMMIT_FORMAT_VERSION)

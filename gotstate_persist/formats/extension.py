@@ -33,13 +33,16 @@ __all__ = [
     "ExtensionStats",
     "Isolation",
     "RegistrationRecord",
+    "RegistrationRecordV1",
     "ResourceLimits",
     "Status",
     "limit_problems",
+    "upcast_registration_v1",
 ]
 
 EXTENSION_KIND = "gotstate.extension"
-EXTENSION_FORMAT_VERSION = 1
+#: The newest format version of a registration (version 1 had no settings fields).
+EXTENSION_FORMAT_VERSION = 2
 
 Category = Literal["event_processing", "state_behavior", "persistence", "configuration"]
 Isolation = Literal["worker", "in-process"]
@@ -166,8 +169,8 @@ class CodeLocation(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     target: str
 
 
-class RegistrationRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Version 1 of the stored registration (the store version is its revision)."""
+class RegistrationRecordV1(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Version 1 of the stored registration (the store version is its revision). Frozen."""
 
     name: str
     category: Category
@@ -185,3 +188,31 @@ class RegistrationRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     requires: str = ""
     states: tuple[str, ...] = ()
     stats: ExtensionStats | None = None
+
+
+class RegistrationRecord(RegistrationRecordV1, frozen=True, forbid_unknown_fields=True):
+    """Version 2 of the stored registration: version 1 plus the extension's settings.
+
+    ``has_settings`` says the class declares a ``Settings`` Struct;
+    ``settings_fields`` names its fields and ``secret_fields`` those typed
+    ``gp.Secret`` (both as a throwaway worker inspected them at registration,
+    so the host never imports the class to know them). ``secrets`` names the
+    secret fields this registration was granted: the only ones the extension
+    receives in clear.
+    """
+
+    has_settings: bool = False
+    settings_fields: tuple[str, ...] = ()
+    secret_fields: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = ()
+
+
+def upcast_registration_v1(data: dict[str, object]) -> dict[str, object]:
+    """Version 1 data as version 2: a registration from before settings has none."""
+    return {
+        **data,
+        "has_settings": False,
+        "settings_fields": [],
+        "secret_fields": [],
+        "secrets": [],
+    }
