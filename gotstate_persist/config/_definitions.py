@@ -6,6 +6,15 @@ nothing). A definition owns what turns stored payloads into values of the
 newest schema: its format versions and the upcasters between them, with the
 same rules as record formats (an upcaster turns the previous version's plain
 data into this version's; secrets stay ``Secret`` objects on the way).
+
+One family of names is the library's own: ``extension/<name>`` holds the
+settings of extension ``<name>`` (``store.extensions.configure``). The host
+cannot import an extension's ``Settings`` class, so these are stored as an
+:class:`ExtensionSettings` (the fields as a mapping, secret fields as
+``Secret`` objects, so they are sealed and redacted like any other secret);
+every process knows that definition, and ``define``/``put`` of such a name
+are refused. :class:`ConfigRef` lives here, below both the store and the
+extension registry that write configurations.
 """
 
 from __future__ import annotations
@@ -13,17 +22,31 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from datetime import datetime, timedelta
+from typing import Any, Final, cast
 
 import msgspec
 import msgspec.inspect as mi
 
 from .._names import check_name
+from ..backends.base import EPOCH
 from ..errors import FormatError, InvalidArgument
+from ..formats.config import ConfigValue
 from ._schema import check_candidate, check_definition
 from ._secret import Secret, decode_config, decode_untyped
 
-__all__ = ["Definition", "Definitions", "Upcaster", "Validator"]
+__all__ = [
+    "EXTENSION_SETTINGS_PREFIX",
+    "ConfigRef",
+    "Definition",
+    "Definitions",
+    "ExtensionSettings",
+    "Upcaster",
+    "Validator",
+    "extension_settings_name",
+    "is_reserved",
+    "ref_of",
+]
 
 #: A plain validator: ``(candidate, previous) -> problems`` ("$.path: reason" each).
 Validator = Callable[[Any, Any], Sequence[str]]
@@ -31,6 +54,44 @@ Validator = Callable[[Any, Any], Sequence[str]]
 Upcaster = Callable[[Any], Any]
 #: Format versions of a definition run from 1 to this.
 MAX_SCHEMA_VERSION = 2**31 - 1
+#: Configuration names starting with this hold extensions' settings.
+EXTENSION_SETTINGS_PREFIX: Final = "extension/"
+
+
+class ConfigRef(msgspec.Struct, frozen=True):
+    """One committed version of a configuration."""
+
+    name: str
+    version: int
+    changed_at: datetime
+    reason: str = ""
+
+
+def ref_of(value: ConfigValue) -> ConfigRef:
+    """The public reference of a stored value."""
+    changed_at = EPOCH + timedelta(microseconds=value.changed_at_us)
+    return ConfigRef(value.name, value.version, changed_at, value.reason)
+
+
+class ExtensionSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An extension's settings as stored: its ``Settings`` fields by name.
+
+    Validated against the extension's own ``Settings`` in a throwaway worker
+    before it is stored; the fields its ``Settings`` types ``gp.Secret`` are
+    ``Secret`` objects here.
+    """
+
+    values: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+def extension_settings_name(extension: str) -> str:
+    """The configuration name holding extension ``extension``'s settings."""
+    return EXTENSION_SETTINGS_PREFIX + extension
+
+
+def is_reserved(name: str) -> bool:
+    """Whether ``name`` is one of the library's own configurations (an extension's settings)."""
+    return name.startswith(EXTENSION_SETTINGS_PREFIX)
 
 
 @dataclass
@@ -163,6 +224,11 @@ class Definitions:
     ) -> Definition:
         """Add ``schema`` as format ``version`` of ``name`` (idempotent)."""
         check_name(name, "configuration name")
+        if is_reserved(name):
+            raise InvalidArgument(
+                f"configuration names starting with {EXTENSION_SETTINGS_PREFIX!r} hold "
+                "extensions' settings (store.extensions.configure); choose another name"
+            )
         check_definition(schema)
         if type(version) is not int or not 1 <= version <= MAX_SCHEMA_VERSION:
             raise InvalidArgument(
@@ -200,6 +266,9 @@ class Definitions:
     def get(self, name: str) -> Definition:
         """The definition of ``name``; InvalidArgument naming ``define`` if there is none."""
         definition = self._by_name.get(name)  # only checked names are ever stored
+        if definition is None and is_reserved(name):
+            check_name(name, "configuration name")
+            return Definition(name, schemas={1: ExtensionSettings})
         if definition is None:
             check_name(name, "configuration name")
             raise InvalidArgument(

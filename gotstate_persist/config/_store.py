@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -21,11 +20,18 @@ import msgspec
 
 from .._names import check_name
 from .._pipeline import RecordPipeline
-from ..backends.base import EPOCH
 from ..errors import ConfigInvalid, InvalidArgument, PersistError
 from ..formats.config import ConfigValue
 from ._commit import Change, ConfigLog, quota_retention, stale_version
-from ._definitions import Definition, Definitions, Upcaster, Validator
+from ._definitions import (
+    ConfigRef,
+    Definition,
+    Definitions,
+    Upcaster,
+    Validator,
+    is_reserved,
+    ref_of,
+)
 from ._diff import ConfigChange, diff
 from ._schema import check_candidate, keyring_encrypts, policy_problems
 from ._secret import encode_config, scrub, secret_values, to_plain
@@ -34,27 +40,12 @@ if TYPE_CHECKING:
     from ..extensions import ExtensionRegistry
     from ._live import LiveConfig
 
-__all__ = ["ConfigRef", "ConfigStore", "ConfigTransaction"]
+__all__ = ["ConfigRef", "ConfigStore", "ConfigTransaction", "ref_of"]
 
 logger = logging.getLogger(__name__)
 
 #: How often a watcher polls the log for other processes' commits.
 DEFAULT_POLL_S = 0.05
-
-
-class ConfigRef(msgspec.Struct, frozen=True):
-    """One committed version of a configuration."""
-
-    name: str
-    version: int
-    changed_at: datetime
-    reason: str = ""
-
-
-def ref_of(value: ConfigValue) -> ConfigRef:
-    """The public reference of a stored value."""
-    changed_at = EPOCH + timedelta(microseconds=value.changed_at_us)
-    return ConfigRef(value.name, value.version, changed_at, value.reason)
 
 
 class ConfigStore:
@@ -327,6 +318,11 @@ class ConfigTransaction:
         if self._done:
             raise InvalidArgument("this transaction has ended; start another one")
         check_name(name, "configuration name")
+        if is_reserved(name):
+            raise InvalidArgument(
+                f"configuration {name!r} holds an extension's settings: change it with "
+                "store.extensions.configure(extension_name, settings, expected_version=...)"
+            )
         if type(expected_version) is not int or expected_version < 0:
             raise InvalidArgument("expected_version must be an int >= 0 (0: the first version)")
         if not isinstance(reason, str):

@@ -30,7 +30,7 @@ from typing import Any
 from ..errors import ExtensionCodeChanged, ExtensionFailed, ExtensionTimeout
 from ..formats.extension import CodeLocation, ResourceLimits
 from ._pin import code_sha256
-from ._workerload import find_class, import_target, verify_pins
+from ._workerload import configure_instance, find_class, import_target, verify_pins
 
 __all__ = ["GuardedRunner"]
 
@@ -125,8 +125,11 @@ class GuardedRunner:
         files: dict[str, str] | None = None,
         on_stuck: Callable[[], None] = lambda: None,
         factory: Callable[[], Any] | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> None:
         self._name = name
+        # its own settings, granted secrets in clear: handed to configure() at start
+        self._settings = settings
         self._location = location
         self._files = files or {}
         self._limits = limits
@@ -154,7 +157,11 @@ class GuardedRunner:
         thread.start()
 
     def start(self) -> None:
-        """Import the extension and instantiate its class, bounded by ``start_timeout_s``."""
+        """Import, instantiate and configure the extension, bounded by ``start_timeout_s``.
+
+        Its settings (if any) are handed to ``configure()`` on the pool's
+        thread, then dropped here: a restart is a new activation.
+        """
         with self._lock:
             while len(self._threads) < self._limits.max_concurrency:
                 self._spawn()
@@ -166,9 +173,13 @@ class GuardedRunner:
             verified = self._verified()
             location = self._location
             stamp = code_sha256(self._files)
+            settings, self._settings = self._settings, None
 
             def factory() -> Any:
-                return find_class(_imported(location, verified, stamp), location.attr)()
+                cls = find_class(_imported(location, verified, stamp), location.attr)
+                instance = cls()
+                configure_instance(cls, instance, settings)
+                return instance
 
         self._instance = self._run(factory, self._limits.start_timeout_s, "starting")
 

@@ -8,7 +8,9 @@ Every message is one msgpack array whose first item is a tag:
 
 host -> worker::
 
-    [mode, WorkerConfig, cpu_lifetime_s]     first frame; mode "serve" or "inspect"
+    [mode, WorkerConfig, cpu_lifetime_s]     first frame; mode "serve", "inspect" or
+                                              "check_settings" (validate config.settings
+                                              against the class's Settings: a report)
     ["call", method, [wire arg, ...]]         args in the wire form of ``_views``
     ["stop"]                                  call the extension's stop(), then exit
 
@@ -18,7 +20,8 @@ worker -> host::
     ["ready"]                                 serve mode: instantiated, waiting for calls
     ["code_changed", [changed], [removed]]    a pinned file differs; nothing was imported
     ["failed", stage, type name]              import/lookup/instantiation raised (stage:
-                                              "import", "attribute", "instantiate")
+                                              "import", "attribute", "instantiate",
+                                              "configure")
     ["ok", wire value]                        the call's result
     ["raised", type name]                     the call raised (any BaseException)
     ["invalid_output", reason]                the result cannot cross (WireError)
@@ -34,7 +37,7 @@ length constraints that a typed conversion enforces.
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -43,6 +46,7 @@ from ..formats.extension import CodeLocation, ResourceLimits
 __all__ = [
     "BAD_REQUEST",
     "CALL",
+    "CHECK_SETTINGS",
     "CODE_CHANGED",
     "FAILED",
     "INSPECT",
@@ -63,16 +67,19 @@ __all__ = [
     "REPORTED_ATTRIBUTES",
     "RESOURCE",
     "SERVE",
+    "SETTINGS_ATTRIBUTE",
     "STOP",
     "STOPPED",
     "AttributeInfo",
     "InterfaceReport",
     "MethodInfo",
+    "SettingsInfo",
     "WorkerConfig",
 ]
 
 SERVE: Final = "serve"
 INSPECT: Final = "inspect"
+CHECK_SETTINGS: Final = "check_settings"
 CALL: Final = "call"
 STOP: Final = "stop"
 REPORT: Final = "report"
@@ -92,6 +99,9 @@ PRIVATE_DIR_PREFIX: Final = "gotstate-ext-"
 
 #: The class attributes an inspection reports (when present).
 REPORTED_ATTRIBUTES: Final = ("name", "version", "category", "requires", "states")
+
+#: The class attribute naming an extension's settings Struct (optional).
+SETTINGS_ATTRIBUTE: Final = "Settings"
 
 #: Bounds on an InterfaceReport. The worker truncates to them; the host refuses
 #: a report over them (only a worker that was tampered with sends one).
@@ -129,6 +139,20 @@ class WorkerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     files: dict[str, str]
     limits: ResourceLimits
     prefix: tuple[str, ...] = ()
+    #: The extension's own settings (serve: what it is configured with, granted secrets
+    #: in clear; check_settings: the candidate). Never shown by ``repr``.
+    settings: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        shown = "None" if self.settings is None else "<redacted>"
+        return f"WorkerConfig(name={self.name!r}, settings={shown})"
+
+
+class SettingsInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The extension's ``Settings`` Struct: its field names and the ``gp.Secret``-typed ones."""
+
+    fields: _Items = ()
+    secret_fields: _Items = ()
 
 
 class AttributeInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -177,3 +201,5 @@ class InterfaceReport(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     methods: Annotated[dict[_Name, MethodInfo], msgspec.Meta(max_length=MAX_METHODS)] = (
         msgspec.field(default_factory=dict)
     )
+    #: The class's ``Settings`` Struct, when it declares one.
+    settings: SettingsInfo | None = None

@@ -4,8 +4,9 @@ The steps of the contract, in order: locate the target without importing
 it, pin its code (sha256 of every file, recomputed from disk), let a
 throwaway worker import it and report the class, then check everything
 (declarations, category interface, isolation, limits against the policy,
-upgrade rules) and report every problem in one ``ExtensionInvalid``. The
-result is a record ready for one store write; nothing is written here.
+upgrade rules, secret grants against the class's ``Settings``) and report
+every problem in one ``ExtensionInvalid``. The result is a record ready for
+one store write; nothing is written here.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ..formats.extension import (
 )
 from ._categories import Requirements, interface_problems
 from ._pin import code_sha256, pin
-from ._protocol import WorkerConfig
+from ._protocol import SettingsInfo, WorkerConfig
 from ._registration import Registration
 from ._target import locate
 from ._workerproc import inspect_target
@@ -98,6 +99,7 @@ def prepare_registration(
     existing: Callable[[str], Registration | None],
     allow_major: bool,
     now: datetime,
+    secrets: Sequence[str] = (),
 ) -> RegistrationRecord:
     """Check ``target`` completely and return the record to store (status ``registered``).
 
@@ -110,6 +112,11 @@ def prepare_registration(
         raise ExtensionInvalid("limits must be a gotstate_persist.ResourceLimits")
     if isolation is not None and isolation not in ISOLATIONS:
         raise ExtensionInvalid(f"isolation must be one of {', '.join(ISOLATIONS)} (or None)")
+    if isinstance(secrets, str) or not all(isinstance(s, str) and s for s in secrets):
+        raise ExtensionInvalid(
+            "secrets must be a list of names of the extension's Settings fields typed "
+            "gp.Secret, such as ('api_token',)"
+        )
     location = locate(target)
     files = pin(location)
     report = inspect_target(
@@ -122,6 +129,8 @@ def prepare_registration(
         )
     )
     found, problems = interface_problems(report, VERSION)
+    granted = tuple(dict.fromkeys(secrets))
+    problems.extend(_grant_problems(report.settings, granted))
     if found.category in DEFAULT_ISOLATION:
         default = DEFAULT_ISOLATION[found.category]
         if isolation is None:
@@ -160,4 +169,24 @@ def prepare_registration(
         location=location,
         requires=found.requires,
         states=found.states,
+        has_settings=report.settings is not None,
+        settings_fields=report.settings.fields if report.settings is not None else (),
+        secret_fields=report.settings.secret_fields if report.settings is not None else (),
+        secrets=granted,
     )
+
+
+def _grant_problems(settings: SettingsInfo | None, granted: tuple[str, ...]) -> list[str]:
+    """Each granted name must be a Settings field typed gp.Secret."""
+    if not granted:
+        return []
+    if settings is None:
+        return [
+            f"secrets={list(granted)!r} are granted, but the class declares no Settings "
+            "(a msgspec Struct with gp.Secret fields)"
+        ]
+    return [
+        f"secret {name!r} is granted, but it is not a field of Settings typed gp.Secret"
+        for name in granted
+        if name not in settings.secret_fields
+    ]

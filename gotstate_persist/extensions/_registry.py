@@ -22,6 +22,8 @@ from typing import Any
 
 from .._names import system_area_prefix, system_key
 from .._pipeline import RecordPipeline
+from ..config._commit import ConfigLog
+from ..config._definitions import ConfigRef
 from ..errors import (
     ExtensionCodeChanged,
     ExtensionUnavailable,
@@ -39,6 +41,7 @@ from ._pin import Drift, check_unchanged, compare, pin
 from ._protocol import WorkerConfig
 from ._register import prepare_registration
 from ._registration import Registration, registration_of
+from ._settings import activation_settings, store_settings
 from ._workerpool import WorkerPool
 
 __all__ = ["EXTENSION_AREA", "ExtensionRegistry"]
@@ -68,6 +71,8 @@ class ExtensionRegistry:
         worker_prefix: Sequence[str] = (),
     ) -> None:
         self._pipeline = pipeline
+        # extensions' settings are configurations (``extension/<name>``) of this namespace
+        self._settings_log = ConfigLog(pipeline)
         self._lock = threading.Lock()
         self._active: dict[str, ActiveExtension] = {}
         # why each extension stopped here (a circuit's reason), for ExtensionUnavailable
@@ -160,6 +165,7 @@ class ExtensionRegistry:
         isolation: str | None = None,
         expected_version: int = 0,
         allow_major: bool = False,
+        secrets: Sequence[str] = (),
     ) -> Registration:
         """Register the extension class ``target`` names (revision 1 for a new name).
 
@@ -168,7 +174,9 @@ class ExtensionRegistry:
         ``gotstate_persist.extensions``. The class is checked in a throwaway
         worker process, never imported here. Re-registering a name (an
         upgrade, or after ``unregister``) passes its current revision as
-        ``expected_version``.
+        ``expected_version``. ``secrets`` names the fields of the class's
+        ``Settings`` typed ``gp.Secret`` that the extension receives in clear
+        (every other secret field reaches it as ``""``).
         """
         record = prepare_registration(
             target,
@@ -179,8 +187,30 @@ class ExtensionRegistry:
             existing=self._find,
             allow_major=allow_major,
             now=self._pipeline.clock(),
+            secrets=secrets,
         )
         return self._append(record, expected_version)
+
+    def configure(
+        self, name: str, settings: object, *, expected_version: int, reason: str = ""
+    ) -> ConfigRef:
+        """Store ``name``'s own settings (configuration ``extension/<name>``), validated.
+
+        ``settings`` is a mapping of the class's ``Settings`` fields (or an
+        instance of it), checked against ``Settings`` in a throwaway worker;
+        ``ConfigInvalid`` lists every problem and nothing is written.
+        ``expected_version`` is the settings' current version (0: none yet).
+        The extension receives them at its next activation.
+        """
+        return store_settings(
+            self._pipeline,
+            self._settings_log,
+            self.get(name),
+            settings,
+            expected_version=expected_version,
+            prefix=self.worker_prefix,
+            reason=reason,
+        )
 
     def _append(self, record: RegistrationRecord, expected_version: int) -> Registration:
         try:
@@ -310,6 +340,7 @@ class ExtensionRegistry:
         return handle
 
     def _runner(self, registration: Registration) -> Runner:
+        settings = activation_settings(self._settings_log, registration)
         if registration.isolation == "worker":
             return WorkerPool(
                 WorkerConfig(
@@ -318,6 +349,7 @@ class ExtensionRegistry:
                     files=registration.files,
                     limits=registration.limits,
                     prefix=self.worker_prefix,
+                    settings=settings,
                 )
             )
         return GuardedRunner(
@@ -325,6 +357,7 @@ class ExtensionRegistry:
             registration.location,
             registration.limits,
             files=registration.files,
+            settings=settings,
         )
 
     def handle(self, name: str) -> ActiveExtension:

@@ -61,6 +61,7 @@ from ._frames import (
 from ._protocol import (
     BAD_REQUEST,
     CALL,
+    CHECK_SETTINGS,
     CODE_CHANGED,
     FAILED,
     INSPECT,
@@ -80,6 +81,8 @@ from ._protocol import (
 from ._views import WireError, from_wire, to_wire
 from ._workerload import (
     LoadProblem,
+    check_settings,
+    configure_instance,
     describe,
     find_class,
     import_problem,
@@ -93,7 +96,9 @@ __all__ = ["main"]
 #: of the address space that RLIMIT_AS grants the extension.
 _WATCHER_STACK: Final = 64 * 1024
 
-_HELLO: Final = msgspec.msgpack.Decoder(tuple[Literal["serve", "inspect"], WorkerConfig, int])
+_HELLO: Final = msgspec.msgpack.Decoder(
+    tuple[Literal["serve", "inspect", "check_settings"], WorkerConfig, int]
+)
 
 
 def _leave(directory: str) -> NoReturn:
@@ -260,6 +265,21 @@ def _inspect(location: CodeLocation, verified: dict[str, bytes]) -> InterfaceRep
     return describe(cls)
 
 
+def _check(
+    location: CodeLocation, verified: dict[str, bytes], candidate: dict[str, Any] | None
+) -> InterfaceReport:
+    """The report of a settings check: its problems are the candidate's (none: it fits)."""
+    try:
+        module = import_target(location, verified)
+    except BaseException as exc:
+        return InterfaceReport(problems=(import_problem(exc),))
+    try:
+        cls = find_class(module, location.attr)
+    except LoadProblem as problem:
+        return InterfaceReport(problems=(str(problem),))
+    return InterfaceReport(problems=tuple(check_settings(cls, candidate or {})))
+
+
 def main(argv: list[str]) -> int:
     """Run the worker (arguments: private directory, protocol fd, lifeline fd); exit status."""
     directory, sock_fd, lifeline = argv[-3], int(argv[-2]), int(argv[-1])
@@ -288,6 +308,9 @@ def _run_worker(sock: socket.socket) -> int:
     if mode == INSPECT:
         _send(sock, [REPORT, _inspect(config.location, verified)])
         return 0
+    if mode == CHECK_SETTINGS:
+        _send(sock, [REPORT, _check(config.location, verified, config.settings)])
+        return 0
     loaded = _load(config.location, verified, config.limits.memory_bytes is not None)
     if isinstance(loaded, list):
         _send(sock, loaded)
@@ -302,6 +325,11 @@ def _run_worker(sock: socket.socket) -> int:
         return 0
     except BaseException as exc:
         _send(sock, [FAILED, "instantiate", _type_name(exc)])
+        return 0
+    try:
+        configure_instance(loaded, instance, config.settings)
+    except BaseException as exc:  # its own settings refused or configure() raised
+        _send(sock, [FAILED, "configure", _type_name(exc)])
         return 0
     _flush_output()
     _send(sock, [READY])

@@ -24,8 +24,13 @@ import inspect
 import os
 import sys
 import types
-from typing import Final
+from typing import Any, Final
 
+import msgspec
+import msgspec.inspect as mi
+
+from ..config._schema import check_candidate
+from ..config._secret import Secret
 from ..formats.extension import CodeLocation
 from ._protocol import (
     MAX_ITEMS,
@@ -36,12 +41,24 @@ from ._protocol import (
     MAX_PROBLEMS,
     MAX_TEXT_CHARS,
     REPORTED_ATTRIBUTES,
+    SETTINGS_ATTRIBUTE,
     AttributeInfo,
     InterfaceReport,
     MethodInfo,
+    SettingsInfo,
 )
 
-__all__ = ["LoadProblem", "describe", "find_class", "import_target", "verify_pins"]
+__all__ = [
+    "LoadProblem",
+    "SettingsRefused",
+    "check_settings",
+    "configure_instance",
+    "describe",
+    "find_class",
+    "import_target",
+    "settings_class",
+    "verify_pins",
+]
 
 _READ_CHUNK: Final = 1 << 20
 _SEQUENCES: Final = (set, frozenset, list, tuple)
@@ -49,6 +66,10 @@ _SEQUENCES: Final = (set, frozenset, list, tuple)
 
 class LoadProblem(Exception):
     """The module loaded but its attribute is missing or not a class (text for the report)."""
+
+
+class SettingsRefused(Exception):
+    """The stored settings no longer fit the class's ``Settings`` (reported by type only)."""
 
 
 def _sha256(path: str) -> tuple[str, bytes]:
@@ -229,9 +250,81 @@ def describe(cls: type) -> InterfaceReport:
             continue
         attributes[name] = _attribute(value)
     methods = _methods(cls, problems)
+    settings = None
+    try:
+        schema = settings_class(cls)
+    except Exception as exc:
+        problems.append(f"reading attribute '{SETTINGS_ATTRIBUTE}' raised {_type_name(exc)}")
+    else:
+        if schema is not None:
+            settings = _describe_settings(schema, problems)
     return InterfaceReport(
         problems=tuple(p[:MAX_PROBLEM_CHARS] for p in problems[:MAX_PROBLEMS]),
         class_name=cls.__qualname__[:MAX_NAME_CHARS],
         attributes=attributes,
         methods=methods,
+        settings=settings,
     )
+
+
+# Settings: an extension class may declare ``Settings`` (a msgspec Struct) and
+# ``configure(self, settings)``; these run in the worker (or the guard's thread).
+
+
+def settings_class(cls: type) -> type[msgspec.Struct] | None:
+    """The class's ``Settings`` Struct, None when it declares none; TypeError if not a Struct."""
+    schema = inspect.getattr_static(cls, SETTINGS_ATTRIBUTE, None)
+    if schema is None:
+        return None
+    if not (isinstance(schema, type) and issubclass(schema, msgspec.Struct)):
+        raise TypeError(f"{SETTINGS_ATTRIBUTE} must be a msgspec.Struct subclass")
+    return schema
+
+
+def _is_secret(info: mi.Type) -> bool:
+    while isinstance(info, mi.Metadata):
+        info = info.type
+    return isinstance(info, mi.CustomType) and info.cls is Secret
+
+
+def _describe_settings(schema: type[msgspec.Struct], problems: list[str]) -> SettingsInfo | None:
+    try:
+        info = mi.type_info(schema)
+    except Exception as exc:
+        problems.append(f"{SETTINGS_ATTRIBUTE} cannot be inspected ({_type_name(exc)})")
+        return None
+    assert isinstance(info, mi.StructType)
+    names = [f.encode_name[:MAX_NAME_CHARS] for f in info.fields]
+    secrets = [f.encode_name[:MAX_NAME_CHARS] for f in info.fields if _is_secret(f.type)]
+    if len(names) > MAX_ITEMS:
+        problems.append(f"{SETTINGS_ATTRIBUTE} has more than {MAX_ITEMS} fields")
+    return SettingsInfo(fields=tuple(names[:MAX_ITEMS]), secret_fields=tuple(secrets[:MAX_ITEMS]))
+
+
+def check_settings(cls: type, candidate: dict[str, Any]) -> list[str]:
+    """Every problem of ``candidate`` as the class's Settings ("$.path: reason", no values)."""
+    try:
+        schema = settings_class(cls)
+    except Exception:
+        return [f"$: the extension's {SETTINGS_ATTRIBUTE} is not a msgspec.Struct subclass"]
+    if schema is None:
+        return [f"$: the extension declares no {SETTINGS_ATTRIBUTE}; it takes no settings"]
+    try:
+        _value, problems = check_candidate(schema, candidate)
+    except Exception as exc:  # the extension's own __post_init__ or hooks
+        return [f"$: checking the settings raised {_type_name(exc)}"]
+    return [p[:MAX_PROBLEM_CHARS] for p in problems[:MAX_PROBLEMS]]
+
+
+def configure_instance(cls: type, instance: object, values: dict[str, Any] | None) -> None:
+    """Hand ``values`` as the class's Settings to ``instance.configure`` (when both exist)."""
+    if values is None:
+        return
+    schema = settings_class(cls)
+    configure = getattr(instance, "configure", None)
+    if schema is None or not callable(configure):
+        return
+    settings, problems = check_candidate(schema, values)
+    if settings is None or problems:
+        raise SettingsRefused(f"{len(problems)} problem(s)")
+    configure(settings)

@@ -375,7 +375,7 @@ class WorkerProcess:
 
 
 def inspect_target(
-    config: WorkerConfig, *, cpu_lifetime_s: int = DEFAULT_CPU_LIFETIME_S
+    config: WorkerConfig, *, cpu_lifetime_s: int = DEFAULT_CPU_LIFETIME_S, mode: str = INSPECT
 ) -> InterfaceReport:
     """Import the target in a throwaway worker and describe its class, without instantiating it.
 
@@ -383,13 +383,15 @@ def inspect_target(
     ``problems`` of the report. A changed pinned file raises
     ExtensionCodeChanged, an import that does not finish within
     ``start_timeout_s`` ExtensionTimeout, a worker that dies ExtensionFailed.
+    With ``mode=CHECK_SETTINGS`` the report's problems are those of
+    ``config.settings`` as the class's ``Settings`` instead.
     """
     _check_cap(config, cpu_lifetime_s)
     child = WorkerChild(config.prefix, OutputTail(), config.name)
     deadline = time.monotonic() + config.limits.start_timeout_s
     try:
         try:
-            child.send(encode_frame([INSPECT, config, cpu_lifetime_s]), deadline)
+            child.send(encode_frame([mode, config, cpu_lifetime_s]), deadline)
             reply, _ = child.receive(_REPORT_FRAME_BYTES, deadline)
         except FrameTimeout:
             raise ExtensionTimeout(

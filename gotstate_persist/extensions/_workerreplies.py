@@ -40,6 +40,7 @@ _RESTARTS: Final = "it restarts on the next call"
 _STAGES: Final = {
     "import": "importing its code raised",
     "instantiate": "instantiating its class raised",
+    "configure": "configuring it with its settings (configure()) raised",
     "limits": "its worker could not lower its resource limits:",
 }
 
