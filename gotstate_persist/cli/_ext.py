@@ -62,7 +62,7 @@ from ._options import (
     selected_namespaces,
     store_command,
 )
-from ._output import EXIT_FAILED, EXIT_OK, terminal_safe_json
+from ._output import EXIT_FAILED, EXIT_OK, terminal_safe_json, with_option_advice
 from ._stores import open_existing
 
 __all__ = ["add_commands"]
@@ -195,13 +195,10 @@ def _command_line_advice() -> Iterator[None]:
     try:
         yield
     except VersionConflict as exc:
-        if exc.actual is None:
+        advised = with_option_advice(exc)
+        if advised is exc:
             raise
-        raise VersionConflict(
-            f"{exc} (on the command line: --expected-version {exc.actual})",
-            expected=exc.expected,
-            actual=exc.actual,
-        ) from exc
+        raise advised from exc
     except ExtensionCodeChanged as exc:
         raise ExtensionCodeChanged(
             f"{exc} (on the command line: 'ext register URL TARGET --expected-version N' with "

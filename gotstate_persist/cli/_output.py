@@ -18,7 +18,7 @@ from typing import NoReturn, TextIO
 
 from .._names import printable
 from .._redact import scrub
-from ..errors import InvalidArgument, PersistError
+from ..errors import InvalidArgument, PersistError, VersionConflict
 
 __all__ = [
     "EXIT_FAILED",
@@ -30,6 +30,7 @@ __all__ = [
     "print_table",
     "run_command",
     "terminal_safe_json",
+    "with_option_advice",
 ]
 
 EXIT_OK = 0
@@ -112,3 +113,14 @@ def _reader_went_away() -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
     return EXIT_FAILED
+
+
+def with_option_advice(exc: VersionConflict) -> VersionConflict:
+    """A stale ``expected_version`` with the command-line option that fixes it added."""
+    if exc.actual is None:
+        return exc
+    return VersionConflict(
+        f"{exc} (on the command line: --expected-version {exc.actual})",
+        expected=exc.expected,
+        actual=exc.actual,
+    )
