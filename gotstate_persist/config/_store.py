@@ -208,8 +208,9 @@ class ConfigStore:
             for value in self._log.after(name, last):
                 last = value.version
                 yield ref_of(value)
-            if not self._log.wait(number, _FOREVER if timeout is None else timeout, poll_s):
-                return
+            waited = _FOREVER if timeout is None else timeout
+            if not self._log.wait(number, waited, poll_s) and timeout is not None:
+                return  # without a timeout, a quiet hour just means another wait
 
     def live(self, name: str, *, poll_s: float = DEFAULT_POLL_S) -> LiveConfig:
         """A :class:`LiveConfig` following ``name``: ``.value`` is always whole and valid."""
@@ -294,7 +295,7 @@ class ConfigStore:
         return self._extensions().handle(extension).call(method, payload)
 
 
-#: ``watch`` without a timeout waits this long per wait (and loops).
+#: ``watch`` without a timeout waits this long per wait, then waits again.
 _FOREVER = 3600.0
 
 
