@@ -294,13 +294,16 @@ class Store:
             )
 
     def close(self) -> None:
-        """Stop this process's extensions and close the backend.
+        """Stop this process's live configurations and extensions, close the backend.
 
         The store cannot be used afterwards.
         """
         with self._services_lock:
             extensions, self._extensions = self._extensions, None
+            config = self._config
         try:
+            if config is not None:
+                config.close()  # live values stop polling before the backend goes
             if extensions is not None:
                 extensions.close()
         finally:

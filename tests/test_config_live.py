@@ -166,3 +166,14 @@ def test_live_skips_a_version_this_process_cannot_read(store: gp.Store) -> None:
         with pytest.raises(gp.FormatError, match="newer"):
             cfg.put("pair", Pair(3, 3), expected_version=2)
         assert [ref.version for ref in cfg.history("pair")] == [1, 2]
+
+
+def test_closing_the_store_stops_its_live_values(tmp_path: Path, keyring: gp.KeyRing) -> None:
+    with gp.open_store(f"sqlite:///{tmp_path / 'l.db'}", keyring=keyring) as store:
+        store.config.define("pair", Pair)
+        store.config.put("pair", Pair(1, 1), expected_version=0)
+        live = store.config.live("pair", poll_s=0.01)
+        follower = next(t for t in threading.enumerate() if t.name == "gotstate-live-pair")
+    follower.join(EVENTUALLY_S)
+    assert not follower.is_alive()
+    assert live.value == Pair(1, 1)  # the last value stays readable

@@ -12,6 +12,7 @@ provenance in ``_providers``/``_resolve``; live values and watches in
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,7 @@ class ConfigStore:
         self._pipeline = pipeline
         self._log = ConfigLog(pipeline)
         self._definitions = Definitions()
+        self._live: weakref.WeakSet[LiveConfig] = weakref.WeakSet()
         # name -> (stored value, schema, decoded): for shareable schemas only
         self._shared: dict[str, tuple[ConfigValue, type[msgspec.Struct], Any]] = {}
         self._extensions = extensions
@@ -216,7 +218,14 @@ class ConfigStore:
         """A :class:`LiveConfig` following ``name``: ``.value`` is always whole and valid."""
         from ._live import LiveConfig
 
-        return LiveConfig(self, name, poll_s=poll_s)
+        live = LiveConfig(self, name, poll_s=poll_s)
+        self._live.add(live)
+        return live
+
+    def close(self) -> None:
+        """Stop every live value this store started (``Store.close`` calls it)."""
+        for live in list(self._live):
+            live.close()
 
     # Resolving.
 
