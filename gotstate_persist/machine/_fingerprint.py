@@ -7,8 +7,13 @@ composite-ness, initial states, transition edges with priorities, the
 submachines' fingerprints) hashed with SHA-256. Its bytes must never change; a
 test pins them (tests/test_golden_objects.py).
 
-The digest is expensive, so it is derived once per structure together with
-the rest of a :class:`Shape` and cached per machine, keyed weakly.
+The state-tree digest (``fingerprint(machine, part="states")``) covers only
+what a snapshot's state depends on (state names, parents, composite-ness,
+initial states, submachines' state trees; not the machine type, not
+transitions), so a deploy that changes only transitions still restores.
+
+The digests are expensive, so they are derived once per structure together
+with the rest of a :class:`Shape` and cached per machine, keyed weakly.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import weakref
-from typing import Any
+from typing import Any, Literal
 
 from gotstate.core.state_machine import StateMachine
 from gotstate.core.states import CompositeState
@@ -34,7 +39,10 @@ from ._gotstate import (
     submachines,
 )
 
-__all__ = ["Shape", "fingerprint", "shape"]
+__all__ = ["PART_STATES", "Shape", "fingerprint", "shape"]
+
+#: ``fingerprint(machine, part=PART_STATES)`` digests the state tree alone.
+PART_STATES = "states"
 
 
 class Shape:
@@ -45,10 +53,19 @@ class Shape:
     through its API; the expensive canonical digest is recomputed only then.
     """
 
-    __slots__ = ("by_name", "fingerprint", "signature", "structure", "structure_blob", "summary")
+    __slots__ = (
+        "by_name",
+        "fingerprint",
+        "signature",
+        "states_fingerprint",
+        "structure",
+        "structure_blob",
+        "summary",
+    )
 
     by_name: dict[str, Any]
     fingerprint: str
+    states_fingerprint: str
     signature: tuple[object, ...]
     structure: Structure
     structure_blob: bytes
@@ -89,7 +106,8 @@ class Shape:
             key=lambda pair: (pair[0] is not None, pair[0] or ""),
         )
         transitions = sorted((t.source.name, t.target.name, t.get_priority()) for t in edges)
-        subs = {name: shape(sub).fingerprint for name, sub in submachines(machine).items()}
+        sub_shapes = {name: shape(sub) for name, sub in submachines(machine).items()}
+        subs = {name: sub.fingerprint for name, sub in sub_shapes.items()}
         self.summary = {
             "type": machine_type(machine),
             "states": sorted(
@@ -101,10 +119,20 @@ class Shape:
             "transitions": transitions,
             "submachines": subs,
         }
-        canonical = json.dumps(
-            self.summary, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        self.fingerprint = _digest(self.summary)
+        self.states_fingerprint = _digest(
+            {
+                "states": self.summary["states"],
+                "initial": initial,
+                "submachines": {name: sub.states_fingerprint for name, sub in sub_shapes.items()},
+            }
         )
-        self.fingerprint = "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _digest(summary: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of ``summary`` (the stored recipe: never change it)."""
+    canonical = json.dumps(summary, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 # Derived data only, keyed weakly by machine: never keeps a machine alive and
@@ -122,13 +150,21 @@ def shape(machine: Any) -> Shape:
     return found
 
 
-def fingerprint(machine: StateMachine) -> str:
+def fingerprint(machine: StateMachine, part: Literal["states"] | None = None) -> str:
     """A stable digest of a machine's structure (not its current state).
 
     Covers state names, parents, composite-ness, initial states, transition
     edges and priorities, the machine type and submachines. Two machines built
-    by the same code have the same fingerprint; a snapshot restores only into
-    a machine with the snapshot's fingerprint.
+    by the same code have the same fingerprint. With ``part="states"`` it
+    digests the state tree alone (state names, parents, composite-ness,
+    initial states, submachines' state trees): what a snapshot must match to
+    restore, so it does not change when only transitions do.
     """
+    if part is not None and part != PART_STATES:
+        raise InvalidArgument(
+            f"part must be None (the whole structure) or {PART_STATES!r} (the state tree "
+            f"alone), got {part!r}"
+        )
     with locked(machine):
-        return shape(machine).fingerprint
+        derived = shape(machine)
+        return derived.states_fingerprint if part == PART_STATES else derived.fingerprint
