@@ -4,8 +4,9 @@ Apply works in two phases: *plan* validates and decodes everything (structure,
 names, state data) without touching the machine, then *commit* swaps the
 prepared values in with plain assignments that cannot fail. So a restore
 either happens completely or leaves the machine exactly as it was, and it
-never runs entry or exit actions or hooks. A snapshot of a differently built
-machine goes through the registered structure migrations
+never runs entry or exit actions or hooks. A snapshot whose machine differs
+only in its transitions restores as is (:mod:`._tree`); one of a differently
+built state tree goes through the registered structure migrations
 (:mod:`gotstate_persist.formats.structure`) first, in memory, as part of the
 plan.
 """
@@ -27,6 +28,7 @@ from ._fingerprint import shape
 from ._gotstate import all_submachines, locked, write_state
 from ._mismatch import mismatch
 from ._structure_migration import migrate_snapshot
+from ._tree import transitions_only
 
 __all__ = ["apply"]
 
@@ -42,16 +44,20 @@ def apply(
 ) -> None:
     """Put ``machine`` into the snapshot's state, or raise and change nothing.
 
-    A snapshot whose structure fingerprint differs from the machine's is
-    mapped through ``migrations`` (if a registered chain leads to this
-    machine) before anything is planned; otherwise ``StructureMismatch``.
+    A snapshot whose structure fingerprint differs from the machine's
+    restores as is when only transitions differ (the state trees match);
+    otherwise it is mapped through ``migrations`` (if a registered chain
+    leads to this machine) before anything is planned; otherwise
+    ``StructureMismatch``.
     ``snapshot`` may be of any version of the format (a subclass of
     :class:`MachineSnapshot`): only the fields of version 1 are applied.
     """
     with locked(machine), gc_paused(len(snapshot.data) > GC_PAUSE_MIN_STATES):
         live = {tuple(path): sub for path, sub in all_submachines(machine)}
         if snapshot.fingerprint != shape(machine).fingerprint:
-            snapshot = migrate_snapshot(machine, snapshot, migrations, live)
+            snapshot = transitions_only(machine, snapshot, live) or migrate_snapshot(
+                machine, snapshot, migrations, live
+            )
         stored = {tuple(sub.path): sub for sub in snapshot.submachines}
         commits: list[_Commit] = []
         # the top machine first: its fingerprint covers the submachines' structure

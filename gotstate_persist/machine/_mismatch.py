@@ -9,9 +9,10 @@ structure migration both report through here, in the same words.
 from __future__ import annotations
 
 from ..errors import StructureMismatch
-from ..formats.machine import MachineSnapshot, Structure, SubmachineSnapshot, decode_structure
+from ..formats.machine import MachineSnapshot, SubmachineSnapshot, decode_structure
 from ..formats.structure import Chain, Migrated, chain_text
 from ._fingerprint import Shape
+from ._tree import relations
 
 __all__ = ["migration_mismatch", "mismatch"]
 
@@ -26,15 +27,6 @@ def mismatch(
     advice: str | None = None,
 ) -> StructureMismatch:
     """The snapshot's structure differs from the machine's (``path``: which submachine)."""
-
-    def relations(structure: Structure) -> dict[str, tuple[str | None, bool]]:
-        names = structure.names
-        return {
-            name: (names[parent] if 0 <= parent < len(names) else None, composite)
-            for name, parent, composite in zip(
-                names, structure.parents, structure.composite, strict=False
-            )
-        }
 
     stored = relations(decode_structure(snapshot))
     live = relations(shape.structure)
