@@ -8,9 +8,11 @@ library sees only :class:`~gotstate_persist.formats.MachineSnapshot`.
 :func:`capture` takes a consistent snapshot under the machine's locks.
 :func:`apply` restores one in two phases, plan then commit, so a restore
 either happens completely or leaves the machine exactly as it was, and it
-never runs entry or exit actions or hooks; a snapshot of a differently built
-machine goes through the registered structure migrations first, in memory.
-:func:`fingerprint` is the structure digest a snapshot must match.
+never runs entry or exit actions or hooks. A snapshot whose machine changed
+only its transitions restores as is (the state tree matches); one of a
+differently built state tree goes through the registered structure
+migrations first, in memory. :func:`fingerprint` is the structure digest
+(``part="states"``: the state tree's alone).
 """
 
 from __future__ import annotations
