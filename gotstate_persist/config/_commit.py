@@ -292,7 +292,7 @@ class ConfigLog:
                     self._values[value.name] = value
                 self._committed.notify_all()
             on_step("committed")
-            self._after_commit(values, number + 1, limit if prune else None, materialized)
+            self._after_commit(record, number + 1, limit if prune else None, materialized)
             return values
         raise VersionConflict(
             f"could not commit: {MAX_COMMIT_ATTEMPTS} concurrent commits won the race first; "
@@ -347,7 +347,7 @@ class ConfigLog:
                 )
 
     def _after_commit(
-        self, values: list[ConfigValue], number: int, prune: int | None, materialized: bool
+        self, record: ConfigCommit, number: int, prune: int | None, materialized: bool
     ) -> None:
         """Materialize what was committed, apply retention, prune the log (best effort).
 
@@ -355,7 +355,7 @@ class ConfigLog:
         (the value is readable from the commit, and the next writer or
         reader of that configuration materializes it again).
         """
-        for value in values:
+        for value in record.changes:
             try:
                 if not materialized:
                     self._materialize(value)
@@ -372,7 +372,7 @@ class ConfigLog:
                 )
         if number % PRUNE_EVERY == 0:
             try:
-                self._prune_log(number)
+                self._prune_log(number, record)
             except PersistError as exc:
                 logger.warning("could not prune the configuration log (%s)", type(exc).__name__)
 
@@ -460,11 +460,8 @@ class ConfigLog:
         if extra:
             backend.delete(namespace, value_key(name), extra)
 
-    def _prune_log(self, number: int) -> None:
-        """Delete the commits before ``number`` that no configuration's head refers to."""
-        _, record = self._pipeline.load(self._log_key, number)
-        if not isinstance(record, ConfigCommit):
-            return
+    def _prune_log(self, number: int, record: ConfigCommit) -> None:
+        """Delete the commits before ``number`` (``record``) that no head refers to."""
         referenced = {head.commit for head in record.heads.values()}
         backend, namespace = self._pipeline.backend, self._pipeline.namespace
         stale = [
