@@ -31,6 +31,7 @@ __all__ = [
     "SUB_DATA_NESTING",
     "TOP_DATA_NESTING",
     "MachineSnapshot",
+    "MachineSnapshotV2",
     "SnapshotFormat",
     "Structure",
     "SubmachineSnapshot",
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 MACHINE_KIND = "gotstate.machine"
-MACHINE_FORMAT_VERSION = 1
+MACHINE_FORMAT_VERSION = 2
 
 #: Containers around the top machine's state data in a stored payload:
 #: payload tuple, snapshot, data map, tagged data dict.
@@ -116,6 +117,25 @@ class MachineSnapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     submachines: list[SubmachineSnapshot] = []
 
 
+class MachineSnapshotV2(MachineSnapshot, frozen=True, forbid_unknown_fields=True):
+    """Version 2: a snapshot also says how much of its key's journal it covers.
+
+    ``journal_seq`` is the sequence number of the newest journal entry whose
+    event the snapshot already contains (0: none). Recovery replays only the
+    entries after it, so a snapshot written after a journal append never
+    makes an event count twice.
+    """
+
+    journal_seq: int = 0
+
+
+def _v1_to_v2(data: Any) -> Any:
+    """A version 1 snapshot predates the journal: it covers no entry."""
+    if not isinstance(data, dict):
+        raise FormatError("a version 1 machine snapshot must be a map")
+    return {**data, "journal_seq": 0}
+
+
 class SnapshotFormat(NamedTuple):
     """One stored version of the snapshot format, registered in every FormatRegistry.
 
@@ -130,11 +150,11 @@ class SnapshotFormat(NamedTuple):
 
 #: Every snapshot format version this code reads, oldest first; the last one
 #: is what ``save_machine`` writes and the only one restored without the
-#: general (upcasting) path. A v2 is added here, as a MachineSnapshot
-#: subclass with an upcaster from v1 (tests/test_snapshot_versions.py shows
-#: one); the released entries never change.
+#: general (upcasting) path. A new version is added here, as a subclass of
+#: the newest with an upcaster from it; the released entries never change.
 SNAPSHOT_FORMATS: tuple[SnapshotFormat, ...] = (
-    SnapshotFormat(MACHINE_FORMAT_VERSION, MachineSnapshot),
+    SnapshotFormat(1, MachineSnapshot),
+    SnapshotFormat(2, MachineSnapshotV2, _v1_to_v2),
 )
 
 
