@@ -44,6 +44,7 @@ from .errors import (
     PersistError,
     QuotaExceeded,
     RateLimited,
+    ReplayDiverged,
     SchemaError,
     SchemaOutdated,
     SchemaTooNew,
@@ -65,11 +66,13 @@ from .extensions import (
 from .formats import FormatRegistry, MachineSnapshot
 from .machine import fingerprint
 from .quota import Quota
+from .runtime import Attached, Head, JournalEntry
 from .sealing import KeyRing
 from .store import SnapshotRef, Store, open_store
 
 __all__ = [
     "ActiveExtension",
+    "Attached",
     "BackendError",
     "BoundMachine",
     "ConfigChange",
@@ -95,8 +98,10 @@ __all__ = [
     "FormatError",
     "FormatRegistry",
     "FormatSpec",
+    "Head",
     "IntegrityError",
     "InvalidArgument",
+    "JournalEntry",
     "KeyRing",
     "Limits",
     "LiveConfig",
@@ -109,6 +114,7 @@ __all__ = [
     "QuotaExceeded",
     "RateLimited",
     "Registration",
+    "ReplayDiverged",
     "ResourceLimits",
     "SchemaError",
     "SchemaOutdated",

@@ -55,6 +55,7 @@ __all__ = [
     "PersistError",
     "QuotaExceeded",
     "RateLimited",
+    "ReplayDiverged",
     "SchemaError",
     "SchemaOutdated",
     "SchemaTooNew",
@@ -94,6 +95,19 @@ class StructureMismatch(PersistError):
         self.snapshot_fingerprint = snapshot_fingerprint
         self.machine_fingerprint = machine_fingerprint
         self.differences = differences
+
+
+class ReplayDiverged(PersistError):
+    """Replaying a key's journal did not take the machine where it went when written.
+
+    The machine's transitions, guards or actions changed since (or the
+    journal was written by another machine); the machine is left as it was
+    before the recovery. ``seq`` is the first entry that replayed differently.
+    """
+
+    def __init__(self, message: str, *, seq: int = 0) -> None:
+        super().__init__(message)
+        self.seq = seq
 
 
 class VersionConflict(PersistError):

@@ -20,14 +20,16 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from . import machine as _machine
+from . import runtime as _runtime
 from ._migrate import DEFAULT_BATCH_SIZE, MigrationReport, Progress, migrate, reseal
 from ._names import DEFAULT_NAMESPACE, check_name, check_version, is_system_key
 from ._pipeline import KEYRING_NEEDED, RecordPipeline, utc_now
 from .backends import Backend, Usage, VersionInfo, open_backend
 from .codec import DEFAULT_LIMITS, Codec, Limits, codec_by_name
-from .errors import InvalidArgument
+from .errors import InvalidArgument, NotFound
 from .formats import FormatRegistry
 from .quota import Quota, QuotaBackend
+from .runtime import Attached, Head, JournalEntry
 from .sealing import KeyRing
 
 if TYPE_CHECKING:
@@ -165,12 +167,29 @@ class Store:
         info = pipeline.append(key, snapshot, expected_version=expected_version, depth_checked=True)
         return self._ref(info)
 
-    def restore_machine(self, key: str, machine: Any, *, version: int | None = None) -> SnapshotRef:
-        """Put ``machine`` into the state saved under ``key`` (newest or ``version``).
+    def restore_machine(
+        self,
+        key: str,
+        machine: Any,
+        *,
+        version: int | None = None,
+        at: datetime | None = None,
+    ) -> SnapshotRef:
+        """Put ``machine`` into the state saved under ``key`` (newest, ``version`` or ``at``).
 
-        Entry and exit actions do not run. On any error the machine is unchanged.
+        ``at`` (an aware datetime): the newest snapshot not after that moment,
+        plus the key's journal up to it. Entry and exit actions of the
+        restore itself do not run (a replayed journal entry runs its
+        transition's). On any error the machine is unchanged.
         """
         check_name(key, "key")
+        if at is not None:
+            if version is not None:
+                raise InvalidArgument("pass version= or at=, not both")
+            moment = _runtime.check_moment(at)
+            recovered = _runtime.recover(self._pipeline, key, machine, at=moment)
+            assert recovered.snapshot is not None  # recover(at=) requires one
+            return self._ref(recovered.snapshot)
         info, record = self._pipeline.load_snapshot(key, version)
         ref = self._ref(info)  # before apply: nothing may fail once the machine changed
         _machine.apply(
@@ -180,6 +199,80 @@ class Store:
             migrations=self.formats.structure_migrations,
         )
         return ref
+
+    # Machines that persist themselves (runtime/).
+
+    def attach(
+        self,
+        machine: Any,
+        key: str,
+        *,
+        snapshot_every: int = 1,
+        journal: bool = False,
+        extensions: tuple[str, ...] = (),
+    ) -> Attached:
+        """Persist ``machine`` under ``key`` after every accepted event; writes nothing now.
+
+        The machine must already hold ``key``'s newest state (restore, recover
+        or :meth:`open_machine` first). ``journal``: append each accepted event
+        to the key's journal (the commit), with a snapshot every
+        ``snapshot_every`` events. ``extensions``: active extensions to bind.
+        """
+        check_name(key, "key")
+        return _runtime.attach(
+            self._pipeline,
+            machine,
+            key,
+            snapshot_every=snapshot_every,
+            journal=journal,
+            extensions=extensions,
+            bind=self._bind,
+        )
+
+    def open_machine(
+        self,
+        key: str,
+        build: Callable[[], Any],
+        *,
+        snapshot_every: int = 1,
+        journal: bool = False,
+        extensions: tuple[str, ...] = (),
+    ) -> Attached:
+        """Restore-or-start: recover ``key`` into ``build()`` if it exists, else start it.
+
+        Then attach, with the options of :meth:`attach`.
+        """
+        check_name(key, "key")
+        return _runtime.open_machine(
+            self._pipeline,
+            key,
+            build,
+            snapshot_every=snapshot_every,
+            journal=journal,
+            extensions=extensions,
+            bind=self._bind,
+        )
+
+    def recover(self, key: str, machine: Any) -> Head:
+        """The newest snapshot of ``key`` plus a replay of the journal after it.
+
+        Replay runs the machine's guards and actions again. With no snapshot
+        yet, ``machine`` (never started) is started and the whole journal
+        replayed. On any error the machine is left as it was given.
+        """
+        check_name(key, "key")
+        recovered = _runtime.recover(self._pipeline, key, machine)
+        snapshot = recovered.snapshot
+        return Head(0 if snapshot is None else snapshot.version, recovered.journal_seq)
+
+    def journal(self, key: str, *, since: int = 0) -> list[JournalEntry]:
+        """The journal entries of ``key`` after sequence ``since``, oldest first ([] if none)."""
+        check_name(key, "key")
+        check_version(since, allow_zero=True)
+        return _runtime.read_journal(self._pipeline, key, since=since)
+
+    def _bind(self, machine: Any, *names: str) -> Any:
+        return self.extensions.bind(machine, *names)
 
     # Records.
 
@@ -203,7 +296,7 @@ class Store:
         return [self._ref(info) for info in self._backend.versions(self.namespace, key)]
 
     def keys(self, prefix: str = "") -> list[str]:
-        """Keys with at least one stored version, sorted, optionally by prefix.
+        """Keys with a snapshot or journal entries, sorted, optionally by prefix.
 
         System keys (the library's own records, such as extension
         registrations) are not listed: no user key can name them.
@@ -212,17 +305,29 @@ class Store:
             check_name(prefix, "key prefix")
         elif not isinstance(prefix, str):
             raise InvalidArgument("prefix must be a str")
-        return [key for key in self._backend.keys(self.namespace, prefix) if not is_system_key(key)]
+        backend, namespace = self._backend, self.namespace
+        found = {key for key in backend.keys(namespace, prefix) if not is_system_key(key)}
+        journals = _runtime.journal_prefix()
+        found.update(key[len(journals) :] for key in backend.keys(namespace, journals + prefix))
+        return sorted(found)
 
     def delete(self, key: str, *, version: int | None = None) -> int:
-        """Delete every version of ``key`` (or one); return how many were deleted.
+        """Delete every version of ``key`` and its journal (or one snapshot version).
 
-        Version numbers are never reused: the next save continues after the
-        highest version the key ever had.
+        Returns how many versions and journal entries were deleted. Version
+        and sequence numbers are never reused: the next save continues after
+        the highest the key ever had.
         """
         check_name(key, "key")
-        versions = None if version is None else [check_version(version)]
-        return self._backend.delete(self.namespace, key, versions)
+        if version is not None:
+            return self._backend.delete(self.namespace, key, [check_version(version)])
+        deleted = 0
+        for stored in (key, _runtime.journal_key_or_none(key)):
+            if stored is not None and self._backend.head(self.namespace, stored).newest:
+                deleted += self._backend.delete(self.namespace, stored)
+        if not deleted:
+            raise NotFound(f"key {key!r} has no stored version")
+        return deleted
 
     def usage(self, *, recount: bool = False) -> Usage:
         """Stored bytes, records and keys of this namespace.

@@ -24,9 +24,9 @@ from types import TracebackType
 from typing import Any
 
 from .. import machine as _machine
-from ..errors import InvalidArgument, PersistError
+from ..errors import PersistError
 from ._active import ActiveExtension
-from ._views import EventView, StateView, TransitionView
+from ._views import EventView, StateView, TransitionView, gotstate_event, view_of
 
 __all__ = ["BoundMachine"]
 
@@ -123,28 +123,32 @@ class BoundMachine:
         Returns whether the machine handled at least one event (False when
         the processors dropped it). Errors: see the module docstring.
         """
-        view = self._view_of(event)
-        events = [view]
-        for handle in map(self._resolve, self._processor_names):
-            events = [out for current in events for out in handle.call("process", current)]
         handled = False
-        for current in events:
-            handled = self._feed(current) or handled
+        for current in self.events_for(event):
+            accepted, error = self.feed(current)
+            if error is not None:
+                raise error
+            handled = accepted or handled
         return handled
 
-    def _view_of(self, event: Any) -> EventView:
-        name = getattr(event, "name", None)
-        priority = getattr(event, "priority", 0)
-        metadata = getattr(event, "metadata", {})
-        if type(name) is not str or type(priority) is not int or type(metadata) is not dict:
-            raise InvalidArgument("process_event takes a gotstate Event")
-        return EventView(name, priority, dict(metadata))
+    def events_for(self, event: Any) -> list[EventView]:
+        """The events the processors make of ``event``, not yet given to the machine.
 
-    def _feed(self, view: EventView) -> bool:
-        from gotstate.core.events import Event
+        A processor failing raises here, with the machine untouched.
+        """
+        events = [view_of(event)]
+        for handle in map(self._resolve, self._processor_names):
+            events = [out for current in events for out in handle.call("process", current)]
+        return events
 
-        event = Event(view.name, priority=view.priority)
-        event.metadata.update(view.metadata)
+    def feed(self, view: EventView) -> tuple[bool, PersistError | None]:
+        """Give one processed event to the machine, then run the behaviors.
+
+        Returns whether the machine handled it, and the first behavior or
+        guard failure (the transition, if taken, stays taken): an attachment
+        commits before it raises that error.
+        """
+        event = gotstate_event(view)
         call = self._call
         call.steps, call.event, call.guard_error = [], view, None
         try:
@@ -157,9 +161,7 @@ class BoundMachine:
         for method, state in steps:
             error = self._behave(method, state, view)
             first_error = first_error or error
-        if first_error is not None:
-            raise first_error
-        return handled
+        return handled, first_error
 
     def _behave(self, method: str, state: Any, view: EventView) -> PersistError | None:
         """Run every behavior's ``method`` for ``state``; apply each valid update."""

@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from ..errors import InvalidArgument
 from ..formats._values import UnsupportedValue, decode_value, encode_value
 
 __all__ = [
@@ -32,7 +33,9 @@ __all__ = [
     "WireError",
     "copy_across",
     "from_wire",
+    "gotstate_event",
     "to_wire",
+    "view_of",
 ]
 
 #: Nesting allowed in values passed to and from extensions (as for state data).
@@ -63,6 +66,25 @@ class TransitionView(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     target: str
     event: EventView
     data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+def view_of(event: Any) -> EventView:
+    """The view of a gotstate ``Event`` (its name, priority and a copy of its metadata)."""
+    name = getattr(event, "name", None)
+    priority = getattr(event, "priority", 0)
+    metadata = getattr(event, "metadata", {})
+    if type(name) is not str or type(priority) is not int or type(metadata) is not dict:
+        raise InvalidArgument("process_event takes a gotstate Event")
+    return EventView(name, priority, dict(metadata))
+
+
+def gotstate_event(view: EventView) -> Any:
+    """A new gotstate ``Event`` carrying what ``view`` says (its metadata copied)."""
+    from gotstate.core.events import Event
+
+    event = Event(view.name, priority=view.priority)
+    event.metadata.update(view.metadata)
+    return event
 
 
 class WireError(Exception):

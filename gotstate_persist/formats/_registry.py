@@ -50,6 +50,7 @@ from .extension import (
     RegistrationRecordV1,
     upcast_registration_v1,
 )
+from .journal import JOURNAL_FORMAT_VERSION, JOURNAL_KIND, JournalRecord
 from .machine import MACHINE_KIND
 from .structure import StructureMigration, StructureMigrations
 
@@ -93,6 +94,8 @@ class FormatRegistry:
         # configuration values and their commit log are records too (config/)
         self._add(ConfigValue, CONFIG_KIND, CONFIG_FORMAT_VERSION)
         self._add(ConfigCommit, COMMIT_KIND, COMMIT_FORMAT_VERSION)
+        # an attached machine's journal entries (runtime/)
+        self._add(JournalRecord, JOURNAL_KIND, JOURNAL_FORMAT_VERSION)
 
     def register(
         self,

@@ -27,6 +27,7 @@ from ._gotstate import LOCK_TIMEOUT as LOCK_TIMEOUT
 from ._gotstate import (
     add_hook,
     all_transitions,
+    is_started,
     machine_type,
     remove_hook,
     set_state_items,
@@ -40,6 +41,7 @@ __all__ = [
     "apply",
     "capture",
     "fingerprint",
+    "is_started",
     "machine_type",
     "remove_hook",
     "set_state_items",
