@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
@@ -30,7 +30,19 @@ from ._journal import JournalEntry, read_journal
 if TYPE_CHECKING:
     from .._pipeline import RecordPipeline
 
-__all__ = ["Feed", "Recovered", "active_name", "bare_feed", "check_moment", "recover"]
+__all__ = [
+    "Feed",
+    "Recovered",
+    "RecoveryPlan",
+    "active_name",
+    "apply_snapshot",
+    "bare_feed",
+    "capture_for_undo",
+    "check_moment",
+    "check_replayed",
+    "plan_recovery",
+    "recover",
+]
 
 #: Gives one journaled event to the machine; returns whether it was accepted.
 Feed = Callable[[EventView], bool]
@@ -78,20 +90,23 @@ def _snapshot_at(pipeline: RecordPipeline, key: str, at: datetime | None) -> Ver
     return versions[-1] if versions else None
 
 
-def recover(
-    pipeline: RecordPipeline,
-    key: str,
-    machine: Any,
-    *,
-    at: datetime | None = None,
-    feed: Feed | None = None,
-) -> Recovered:
-    """Bring ``machine`` to ``key``'s newest state (or the state in force at ``at``).
+class RecoveryPlan(NamedTuple):
+    """What a recovery will apply, read and checked before the machine is touched."""
 
-    ``feed`` replays one entry (default: the bare machine; an attachment with
-    extensions passes its binding, whose processors are bypassed).
-    """
-    formats = pipeline.formats
+    info: VersionInfo | None
+    snapshot: MachineSnapshot | None
+    entries: list[JournalEntry]
+    covered: int
+
+    def result(self) -> Recovered:
+        last = self.entries[-1].seq if self.entries else self.covered
+        return Recovered(snapshot=self.info, journal_seq=last, replayed=len(self.entries))
+
+
+def plan_recovery(
+    pipeline: RecordPipeline, key: str, machine: Any, at: datetime | None
+) -> RecoveryPlan:
+    """Read the snapshot and the entries to replay; refuse what cannot be recovered."""
     info = _snapshot_at(pipeline, key, at)
     if info is None and at is not None:
         raise NotFound(
@@ -105,12 +120,11 @@ def recover(
         covered = int(getattr(snapshot, "journal_seq", 0))
     entries = read_journal(pipeline, key, since=covered, until=at)
     if snapshot is None:
-        when = "" if at is None else " at that moment"
         if not entries:
-            raise NotFound(f"key {key!r} has no snapshot or journal entry{when}")
+            raise NotFound(f"key {key!r} has no snapshot or journal entry")
         if entries[0].seq != 1:
             raise NotFound(
-                f"key {key!r} has no snapshot{when} and its journal starts at sequence "
+                f"key {key!r} has no snapshot and its journal starts at sequence "
                 f"{entries[0].seq}: the events before it are gone; restore a version instead"
             )
         if _machine.is_started(machine):
@@ -118,43 +132,69 @@ def recover(
                 f"key {key!r} has no snapshot yet: recover into a machine that was never "
                 "started, so its journal replays from the start"
             )
-    before = _machine.capture(
+    return RecoveryPlan(info, snapshot, entries, covered)
+
+
+def capture_for_undo(pipeline: RecordPipeline, machine: Any) -> MachineSnapshot:
+    """The machine as given, to put back if the recovery fails."""
+    return _machine.capture(
         machine,
-        struct_kind=formats.kind_of,
+        struct_kind=pipeline.formats.kind_of,
         max_depth=pipeline.limits.max_depth,
         snapshot_type=pipeline.snapshot_type(),
     )
+
+
+def apply_snapshot(pipeline: RecordPipeline, machine: Any, snapshot: MachineSnapshot) -> None:
+    """Apply a snapshot (all or nothing), with this store's formats and migrations."""
+    formats = pipeline.formats
+    _machine.apply(
+        machine, snapshot, struct_type=formats.type_for, migrations=formats.structure_migrations
+    )
+
+
+def recover(
+    pipeline: RecordPipeline,
+    key: str,
+    machine: Any,
+    *,
+    at: datetime | None = None,
+    feed: Feed | None = None,
+) -> Recovered:
+    """Bring ``machine`` to ``key``'s newest state (or the state in force at ``at``).
+
+    ``feed`` replays one entry (default: the bare machine; an attachment with
+    extensions passes its binding, whose processors are bypassed).
+    """
+    plan = plan_recovery(pipeline, key, machine, at)
+    before = capture_for_undo(pipeline, machine)
     try:
-        if snapshot is not None:
-            _machine.apply(
-                machine,
-                snapshot,
-                struct_type=formats.type_for,
-                migrations=formats.structure_migrations,
-            )
+        if plan.snapshot is not None:
+            apply_snapshot(pipeline, machine, plan.snapshot)
         else:
             machine.start()
-        replay(machine, entries, feed if feed is not None else bare_feed(machine))
+        replay(machine, plan.entries, feed if feed is not None else bare_feed(machine))
     except BaseException:
-        _machine.apply(
-            machine, before, struct_type=formats.type_for, migrations=formats.structure_migrations
-        )
+        apply_snapshot(pipeline, machine, before)
         raise
-    last = entries[-1].seq if entries else covered
-    return Recovered(snapshot=info, journal_seq=last, replayed=len(entries))
+    return plan.result()
 
 
 def replay(machine: Any, entries: list[JournalEntry], feed: Feed) -> None:
     """Feed each entry; ``ReplayDiverged`` at the first that goes elsewhere than it did."""
     for entry in entries:
-        accepted = feed(entry.event)
-        reached = active_name(machine)
-        if not accepted or reached != entry.target:
-            went = "was refused" if not accepted else f"reached {reached!r}"
-            raise ReplayDiverged(
-                f"journal entry {entry.seq} ({entry.event.name!r}: {entry.source!r} -> "
-                f"{entry.target!r}) {went} on replay: the machine's transitions, guards or "
-                "actions changed since it was written; recover with the machine version "
-                "that wrote it, or restore a snapshot version instead",
-                seq=entry.seq,
-            )
+        check_replayed(entry, feed(entry.event), active_name(machine))
+
+
+def check_replayed(entry: JournalEntry, accepted: bool, reached: str | None) -> None:
+    """``ReplayDiverged`` unless the replayed entry was accepted and reached its target."""
+    if accepted and reached == entry.target:
+        return
+    went = "was refused" if not accepted else f"reached {reached!r}"
+    raise ReplayDiverged(
+        f"journal entry {entry.seq} ({entry.event.name!r}: {entry.source!r} -> "
+        f"{entry.target!r}) {went} on replay: the machine's transitions, guards or "
+        "actions changed since it was written; recover with the machine version "
+        "that wrote it, or restore a snapshot version instead",
+        seq=entry.seq,
+    )
