@@ -31,6 +31,7 @@ from gotstate_persist.backends._objectnames import (
     version_name,
 )
 from gotstate_persist.cli import main as cli
+from gotstate_persist.formats import machine as snapshot_formats
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 sys.path.insert(0, str(FIXTURES))
@@ -87,8 +88,14 @@ def test_golden_object_store_stays_readable(layout: Path, kind: str, tmp_path: P
 def test_the_code_still_writes_the_golden_names(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The generator, run today into a temporary place, writes the same object names."""
+    """The generator, run today into a temporary place, writes the same object names.
+
+    Object names carry each record's format version; the golden stores hold
+    version 1 machine snapshots, so the generator writes those (newer
+    snapshot formats are pinned by their own golden fixtures).
+    """
     monkeypatch.setattr(golden_objects, "TARGET", tmp_path / "layout")
+    monkeypatch.setattr(snapshot_formats, "SNAPSHOT_FORMATS", snapshot_formats.SNAPSHOT_FORMATS[:1])
     golden_objects.main()
     golden = FIXTURES / "golden_objects" / f"layout-{golden_objects.LAYOUT}"
     assert _tree(tmp_path / "layout" / kind) == _tree(golden / kind)
