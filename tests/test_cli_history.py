@@ -24,6 +24,7 @@ import msgspec
 import pytest
 from gotstate.core.events import Event
 from gotstate.core.state_machine import StateMachine
+from machines import build_composite_machine
 from order_workflow import build_order_machine, set_data
 
 import gotstate_persist as gp
@@ -455,6 +456,49 @@ def test_diff_compares_values_exactly(
         ["state_data.idle.t", "changed"],
     ]
     assert cells(out)[2][2:] == ['{"tuple": [1, 2]}', "[1, 2]"]
+
+
+def test_diff_of_submachines_and_of_data_this_tool_cannot_decode(
+    sqlite_url: str, keyring: gp.KeyRing, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = tmp_path / "keys.json"
+    keys.write_text(keyring.export(), encoding="utf-8")
+    formats = gp.FormatRegistry()
+    formats.register(Invoice, kind="invoice", version=1)
+    with gp.Store(open_backend(sqlite_url), keyring=keyring, formats=formats) as store:
+        machine = build_composite_machine()
+        machine.start()
+        set_data(machine, "idle", "invoice", Invoice(total=1))
+        store.save_machine("composite", machine)
+        for name in ("go", "next", "next"):
+            assert machine.process_event(Event(name))
+        review = next(iter(machine._submachines.values()))
+        set_data(review, "draft", "reviewer", "ann")
+        set_data(machine, "idle", "invoice", Invoice(total=2))
+        store.save_machine("composite", machine)
+        store.save_machine("composite", machine)
+    capsys.readouterr()
+    assert main(["diff", sqlite_url, "composite", "1", "2", "--keys", str(keys), "--json"]) == 0
+    changes = {item["path"]: item for item in json.loads(capsys.readouterr().out)}
+    assert changes["current_state"]["new"] == "draft"
+    assert changes["history.work"] == {
+        "path": "history.work",
+        "change": "added",
+        "old": None,
+        "new": "step-b",
+    }
+    assert changes["submachines.review.state_data.draft.reviewer"] == {
+        "path": "submachines.review.state_data.draft.reviewer",
+        "change": "added",
+        "old": None,
+        "new": "ann",
+    }
+    # the CLI does not know the application's Struct: the state's data as a whole, as show says
+    undecodable = changes["state_data.idle"]
+    assert undecodable["change"] == "changed"
+    assert undecodable["old"].startswith("<cannot decode: stored record has kind 'invoice'")
+    assert main(["diff", sqlite_url, "composite", "2", "3", "--keys", str(keys)]) == 0
+    assert capsys.readouterr().out == "(no changes from version 2 to 3)\n"
 
 
 def test_diff_of_missing_versions_and_other_records(

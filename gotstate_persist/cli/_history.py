@@ -104,7 +104,6 @@ def _whole_number(minimum: int, what: str) -> Callable[[str], int]:
             )
         return int(text)
 
-    parse.__name__ = what.replace(" ", "_")  # argparse names the type in some messages
     return parse
 
 

@@ -240,6 +240,11 @@ def _shown_data(value: Any) -> Any:
     return value.shown() if isinstance(value, CannotDecode) else plain(value)
 
 
+def _by_key(value: Any) -> bool:
+    """Whether a state's data can be compared key by key (decoded, or absent on that side)."""
+    return value is None or isinstance(value, dict)
+
+
 def _data_changes(
     old: MachineSnapshot | SubmachineSnapshot,
     new: MachineSnapshot | SubmachineSnapshot,
@@ -252,8 +257,7 @@ def _data_changes(
     for state in [*old_data, *(s for s in new_data if s not in old_data)]:
         before, after = old_data.get(state), new_data.get(state)
         where = f"{path}.{state}"
-        readable = not isinstance(before, CannotDecode) and not isinstance(after, CannotDecode)
-        if readable and isinstance(before or {}, dict) and isinstance(after or {}, dict):
+        if _by_key(before) and _by_key(after):
             _compare(where, before or {}, after or {}, out)
         elif after is None:
             out.append(Change(where, "removed", _shown_data(before), None))
