@@ -9,7 +9,9 @@ come from storage, perhaps written by other tools, so each is escaped before
 it reaches the terminal, and a value this tool cannot decode is shown as
 such rather than failing the whole record. ``verify`` also counts the
 records each key id seals, the count ``keys retire`` relies on, so that
-count is taken here for both.
+count is taken here for both. ``show``'s document is built by ``_recordview``,
+which ``show --at`` (``_history``, with the other commands that look back)
+prints too.
 """
 
 from __future__ import annotations
@@ -18,20 +20,13 @@ import argparse
 import json
 import sys
 from collections import Counter
-from typing import Any
-
-import msgspec
 
 from .._names import check_stored_key, is_system_key, printable
 from .._pipeline import RecordPipeline
 from ..backends import Backend
 from ..errors import FormatError, IntegrityError, InvalidArgument, NotFound, PersistError
-from ..formats import MachineSnapshot, SubmachineSnapshot
-from ..formats._registry import FormatRegistry
-from ..formats._values import UnsupportedValue, decode_value
-from ..formats.machine import decode_structure
 from ..sealing import KeyRing, format_key_id, read_header
-from ..store import snapshot_ref
+from ._history import moment_option, show_at
 from ._keyring import load_keyring
 from ._options import (
     NAMED_NAMESPACES,
@@ -41,6 +36,7 @@ from ._options import (
     store_command,
 )
 from ._output import EXIT_FAILED, EXIT_OK, print_table, terminal_safe_json
+from ._recordview import record_document
 from ._stores import open_existing
 
 __all__ = ["add_commands", "count_key_ids"]
@@ -78,46 +74,9 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _plain(value: Any) -> Any:
-    """Make a decoded value printable as JSON without losing what it was."""
-    if isinstance(value, dict):
-        return {str(k) if isinstance(k, str) else repr(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        items = [_plain(v) for v in value]
-        return items if isinstance(value, list) else {type(value).__name__: items}
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, msgspec.Struct):
-        return {type(value).__name__: _plain(msgspec.structs.asdict(value))}
-    return repr(value)
-
-
-def _snapshot_view(
-    snapshot: MachineSnapshot | SubmachineSnapshot, formats: FormatRegistry
-) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    for name, tagged in snapshot.data.items():
-        try:
-            data[name] = _plain(decode_value(tagged, formats.type_for))
-        except (UnsupportedValue, PersistError) as exc:
-            data[name] = f"<cannot decode: {exc}>"
-    view: dict[str, Any] = {
-        "machine": snapshot.machine_type,
-        "started": snapshot.started,
-        "current_state": snapshot.current,
-        "history": snapshot.history,
-        "state_data": data,
-        "states": len(decode_structure(snapshot).names),
-        "fingerprint": snapshot.fingerprint,
-    }
-    if isinstance(snapshot, MachineSnapshot):
-        view["submachines"] = {
-            "/".join(sub.path): _snapshot_view(sub, formats) for sub in snapshot.submachines
-        }
-    return view
-
-
 def _cmd_show(args: argparse.Namespace) -> int:
+    if args.at is not None:
+        return show_at(args)
     keys = load_keyring(args.keys)
     with open_existing(args.url, args.catalog) as backend:
         pipeline = RecordPipeline(backend, keyring=keys, namespace=args.namespace)
@@ -125,27 +84,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
             inspection = pipeline.inspect(args.key, args.version)
         except NotFound as exc:
             raise _not_found_here(backend, args.namespace, args.key, exc) from None
-        ref = snapshot_ref(inspection.info, pipeline.namespace)
-        record, typed = inspection.record, inspection.typed
-        header = read_header(backend.get(pipeline.namespace, args.key, ref.version)[1])
-    meta = {
-        "namespace": ref.namespace,
-        "key": ref.key,
-        "version": ref.version,
-        "kind": ref.kind,
-        "format_version": ref.format_version,
-        "size": ref.size,
-        "saved": ref.created_at.isoformat(),
-        "sealed_with": f"{header.algorithm} key {format_key_id(header.key_id)}",
-    }
-    if isinstance(record, MachineSnapshot):
-        body: Any = _snapshot_view(record, pipeline.formats)
-    elif typed:
-        body = _plain(msgspec.to_builtins(record))
-    else:
-        meta["note"] = "kind not registered in this tool: fields shown untyped"
-        body = _plain(record)
-    shown = json.dumps({**meta, "record": body}, indent=2, ensure_ascii=False)
+        document = record_document(pipeline, inspection)
+    shown = json.dumps(document, indent=2, ensure_ascii=False)
     sys.stdout.write(terminal_safe_json(shown) + "\n")
     return EXIT_OK
 
@@ -258,7 +198,15 @@ def add_commands(commands: Subcommands) -> None:
         commands, "show", "decode and print one record", needs_keys=True, scope="one"
     )
     show.add_argument("key")
-    show.add_argument("--version", type=int, help="version to show (default: newest)")
+    which = show.add_mutually_exclusive_group()
+    which.add_argument("--version", type=int, help="version to show (default: newest)")
+    which.add_argument(
+        "--at",
+        type=moment_option,
+        metavar="TIME",
+        help="the version in force at TIME (ISO 8601 with an offset, e.g. "
+        "2025-06-01T10:00:00Z) and the journal entries after it up to TIME",
+    )
     show.set_defaults(func=_cmd_show)
 
     verify = store_command(commands, "verify", "authenticate every stored record", needs_keys=True)

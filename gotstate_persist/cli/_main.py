@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from ._config import add_commands as add_config_commands
 from ._copy import add_commands as add_copy_command
 from ._ext import add_commands as add_ext_commands
+from ._history import add_commands as add_history_commands
 from ._inspect import add_commands as add_inspect_commands
 from ._keys import add_commands as add_keys_commands
 from ._maintain import add_commands as add_maintain_commands
@@ -26,6 +27,7 @@ __all__ = ["main"]
 _COMMAND_GROUPS: tuple[Callable[[Subcommands], None], ...] = (
     add_keys_commands,  # keys
     add_inspect_commands,  # ls, show, verify
+    add_history_commands,  # log, journal, diff (show --at is show's)
     add_copy_command,  # copy
     add_quota_commands,  # usage, quota
     add_maintain_commands,  # migrate, reseal, gc, db

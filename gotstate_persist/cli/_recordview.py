@@ -1,0 +1,114 @@
+"""How a decoded record reads on the command line: ``show``'s document, shared.
+
+``show`` prints one record, ``show --at`` the record in force at a moment
+and ``diff`` the changes between two machine snapshots; all three turn a
+stored value into builtins here, so a value reads the same in each and a
+value this tool cannot decode is shown as such (never failing the whole
+record) in each. Values are user data: they are printed as decoded, and
+escaped only when the document is written (``terminal_safe_json``), as
+every value read from a store is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from .._pipeline import Inspection, RecordPipeline
+from ..errors import PersistError
+from ..formats import MachineSnapshot, SubmachineSnapshot
+from ..formats._registry import FormatRegistry
+from ..formats._values import UnsupportedValue, decode_value
+from ..formats.machine import decode_structure
+from ..sealing import format_key_id, read_header
+from ..store import snapshot_ref
+
+__all__ = ["CannotDecode", "plain", "record_document", "snapshot_view", "state_data"]
+
+
+class CannotDecode(msgspec.Struct, frozen=True):
+    """A state's data this tool could not decode (a Struct kind it does not know, ...)."""
+
+    reason: str
+
+    def shown(self) -> str:
+        """How ``show`` prints it."""
+        return f"<cannot decode: {self.reason}>"
+
+
+def plain(value: Any) -> Any:
+    """Make a decoded value printable as JSON without losing what it was."""
+    if isinstance(value, dict):
+        return {str(k) if isinstance(k, str) else repr(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [plain(v) for v in value]
+        return items if isinstance(value, list) else {type(value).__name__: items}
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, msgspec.Struct):
+        return {type(value).__name__: plain(msgspec.structs.asdict(value))}
+    return repr(value)
+
+
+def state_data(
+    snapshot: MachineSnapshot | SubmachineSnapshot, formats: FormatRegistry
+) -> dict[str, Any]:
+    """Each state's data decoded, or :class:`CannotDecode` for a state this tool cannot read."""
+    data: dict[str, Any] = {}
+    for name, tagged in snapshot.data.items():
+        try:
+            data[name] = decode_value(tagged, formats.type_for)
+        except (UnsupportedValue, PersistError) as exc:
+            data[name] = CannotDecode(str(exc))
+    return data
+
+
+def snapshot_view(
+    snapshot: MachineSnapshot | SubmachineSnapshot, formats: FormatRegistry
+) -> dict[str, Any]:
+    """A machine snapshot (and its submachines) as ``show`` prints it."""
+    data = {
+        name: value.shown() if isinstance(value, CannotDecode) else plain(value)
+        for name, value in state_data(snapshot, formats).items()
+    }
+    view: dict[str, Any] = {
+        "machine": snapshot.machine_type,
+        "started": snapshot.started,
+        "current_state": snapshot.current,
+        "history": snapshot.history,
+        "state_data": data,
+        "states": len(decode_structure(snapshot).names),
+        "fingerprint": snapshot.fingerprint,
+    }
+    if isinstance(snapshot, MachineSnapshot):
+        view["submachines"] = {
+            "/".join(sub.path): snapshot_view(sub, formats) for sub in snapshot.submachines
+        }
+    return view
+
+
+def record_document(pipeline: RecordPipeline, inspection: Inspection) -> dict[str, Any]:
+    """``show``'s document of one record (``pipeline.inspect``'s): where and how it is
+    stored, and the record decoded."""
+    ref = snapshot_ref(inspection.info, pipeline.namespace)
+    record, typed = inspection.record, inspection.typed
+    header = read_header(pipeline.backend.get(pipeline.namespace, ref.key, ref.version)[1])
+    meta: dict[str, Any] = {
+        "namespace": ref.namespace,
+        "key": ref.key,
+        "version": ref.version,
+        "kind": ref.kind,
+        "format_version": ref.format_version,
+        "size": ref.size,
+        "saved": ref.created_at.isoformat(),
+        "sealed_with": f"{header.algorithm} key {format_key_id(header.key_id)}",
+    }
+    if isinstance(record, MachineSnapshot):
+        body: Any = snapshot_view(record, pipeline.formats)
+    elif typed:
+        body = plain(msgspec.to_builtins(record))
+    else:
+        meta["note"] = "kind not registered in this tool: fields shown untyped"
+        body = plain(record)
+    return {**meta, "record": body}
