@@ -9,6 +9,7 @@ attribute of ours after the checkpoint closed.
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -321,6 +322,24 @@ def test_an_instance_attribute_already_on_the_graph_is_put_back() -> None:
         point.rollback()
     assert graph.get_state_data is own_getter
     watch.assert_restored()
+
+
+def test_a_checkpoint_dropped_without_close_is_closed_when_collected(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    machine = build_composite_machine()
+    machine.start()
+    watch = Watch(machine)
+    point = adapter.checkpoint(machine)
+    assert machine.process_event(Event("go"))
+    changed = snap(machine)
+    del point
+    gc.collect()
+    assert "dropped without close()" in caplog.text
+    watch.assert_untouched_graphs()
+    assert snap(machine) == changed  # closed, not rolled back
+    with adapter.checkpoint(machine):  # and the machine takes a new one
+        pass
 
 
 def test_a_second_checkpoint_on_the_machine_or_a_submachine_is_refused() -> None:

@@ -389,13 +389,13 @@ def tap_data(machine: Any, touch: Callable[[Any], None]) -> None:
         setattr(graph, name, _Tap(touch, getattr(graph, name), own.get(name, _ABSENT)))
 
 
-def untap_data(machine: Any) -> None:
-    """Remove the taps of :func:`tap_data`; the graph's attributes are as before."""
+def untap_data(machine: Any, touch: Callable[[Any], None]) -> None:
+    """Remove the taps :func:`tap_data` installed with ``touch``; the graph is as before."""
     graph = machine._graph
     own = vars(graph)
     for name in DATA_ACCESSORS:
         tap = own.get(name)
-        if not isinstance(tap, _Tap):
+        if not isinstance(tap, _Tap) or tap.touch != touch:
             continue
         if tap.previous is _ABSENT:
             del own[name]

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from types import TracebackType
 from typing import Any
 
@@ -115,8 +116,9 @@ class Checkpoint:
     """A machine's state at :func:`checkpoint`, to put back with :meth:`rollback`.
 
     Use it as a context manager: leaving the block closes it (it never rolls
-    back by itself). Always close a checkpoint: until then every data access
-    of the machine is tapped.
+    back by itself). Close every checkpoint: until then every data access of
+    the machine is tapped (one dropped unclosed is closed when collected, with
+    a warning).
     """
 
     def __init__(self, machine: StateMachine) -> None:
@@ -133,6 +135,9 @@ class Checkpoint:
             self._parts = [_Part(found, self._guard) for found in machines]
             for part in self._parts:
                 tap_data(part.machine, part.touch)
+        # a checkpoint dropped without close() must not leave its taps behind
+        self._release = weakref.finalize(self, _release, self._parts)
+        self._release.atexit = False
 
     @property
     def closed(self) -> bool:
@@ -187,9 +192,7 @@ class Checkpoint:
         self._closed = True
         for part in self._parts:
             part.closed = True
-            untap_data(part.machine)
-            part.saved.clear()
-            part.failed.clear()
+        self._release()
 
     def __enter__(self) -> Checkpoint:
         return self
@@ -201,6 +204,17 @@ class Checkpoint:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _release(parts: list[_Part]) -> None:
+    """Untap and forget; also run (without the guard) when a checkpoint is collected."""
+    if not all(part.closed for part in parts):
+        logger.warning("a machine checkpoint was dropped without close(); closing it now")
+    for part in parts:
+        part.closed = True
+        untap_data(part.machine, part.touch)
+        part.saved.clear()
+        part.failed.clear()
 
 
 def checkpoint(machine: StateMachine) -> Checkpoint:
