@@ -136,8 +136,8 @@ class Checkpoint:
             for part in self._parts:
                 tap_data(part.machine, part.touch)
         # a checkpoint dropped without close() must not leave its taps behind
-        self._release = weakref.finalize(self, _release, self._parts)
-        self._release.atexit = False
+        self._finalizer = weakref.finalize(self, _release, self._parts)
+        self._finalizer.atexit = False
 
     @property
     def closed(self) -> bool:
@@ -192,7 +192,7 @@ class Checkpoint:
         self._closed = True
         for part in self._parts:
             part.closed = True
-        self._release()
+        self._finalizer()
 
     def __enter__(self) -> Checkpoint:
         return self
