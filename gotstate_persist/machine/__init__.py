@@ -12,7 +12,9 @@ never runs entry or exit actions or hooks. A snapshot whose machine changed
 only its transitions restores as is (the state tree matches); one of a
 differently built state tree goes through the registered structure
 migrations first, in memory. :func:`fingerprint` is the structure digest
-(``part="states"``: the state tree's alone).
+(``part="states"``: the state tree's alone). :func:`checkpoint` remembers a
+machine's state cheaply (data is copied on first access) so that
+:meth:`Checkpoint.rollback` can put it back, in memory, after a failed commit.
 """
 
 from __future__ import annotations
@@ -34,12 +36,15 @@ from ._gotstate import (
     state_by_name,
     state_data_copy,
 )
+from ._undo import Checkpoint, checkpoint
 
 __all__ = [
+    "Checkpoint",
     "add_hook",
     "all_transitions",
     "apply",
     "capture",
+    "checkpoint",
     "fingerprint",
     "is_started",
     "machine_type",
