@@ -37,7 +37,6 @@ from ..backends.base import to_micros
 from ..errors import InvalidArgument, PersistError, VersionConflict
 from ..extensions._views import EventView, gotstate_event, view_of
 from ..formats.journal import JournalRecord
-from ._checkpoint import checkpoint
 from ._journal import journal_key, tagged_mapping
 from ._recover import Feed, active_name, bare_feed, recover
 
@@ -142,7 +141,7 @@ class Attached:
     def _one(self, view: EventView, metadata: object, meta: object) -> bool:
         machine = self._machine
         source = active_name(machine)
-        undo = checkpoint(machine)
+        undo = _machine.checkpoint(machine)
         try:
             try:
                 handled, error = self._feed(view)
