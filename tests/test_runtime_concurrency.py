@@ -10,6 +10,7 @@ by SIGKILL at any moment, leaves a key that recovers to its journal.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -31,6 +32,7 @@ from _runtime_helpers import (
     ring,
     ring_after,
     run_worker,
+    runtime_warnings,
     snapshot_seqs,
     sqlite_place,
     state_name,
@@ -309,3 +311,33 @@ def test_sigkill_at_any_moment_leaves_a_recoverable_key(
             assert state_name(fresh) == entries[-1].target
             assert captured(fresh) == captured(ring_after(len(entries)))
             _check_snapshots_on_boundaries(store, KEY, entries)
+
+
+def test_a_periodic_snapshot_that_loses_its_race_is_written_after_the_next_event(
+    tmp_path: Path, keyring: gp.KeyRing, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="gotstate_persist.runtime")
+    with open_place(sqlite_place(tmp_path), keyring) as store:
+        store.save_machine(KEY, ring())
+        writer_machine = ring()
+        writer = store.attach(writer_machine, KEY, journal=True, snapshot_every=2)
+        other = store.attach(ring(), KEY, journal=True, snapshot_every=2)
+        assert writer.process_event(Event("next"))  # entry 1, no snapshot due
+        with pytest.raises(gp.VersionConflict):
+            other.process_event(Event("next"))
+        assert other.recover() == gp.Head(1, 1)
+        assert other.snapshot() == gp.Head(2, 1)  # a snapshot the writer does not know of
+        assert writer.process_event(Event("next"))  # entry 2; its snapshot loses the race
+        [warning] = runtime_warnings(caplog)
+        assert "after journal entry 2" in warning.getMessage()
+        assert snapshot_seqs(store, KEY) == [0, 1]
+        assert writer.process_event(Event("next"))  # entry 3; the retry lands
+        assert snapshot_seqs(store, KEY) == [0, 1, 3]
+        assert writer.head == gp.Head(3, 3)
+        assert len(runtime_warnings(caplog)) == 1
+        entries = store.journal(KEY)
+        check_journal_chain(entries)
+        _check_snapshots_on_boundaries(store, KEY, entries)
+        fresh = ring(start=False)
+        assert store.recover(KEY, fresh) == gp.Head(3, 3)
+        assert captured(fresh) == captured(writer_machine) == captured(ring_after(3))

@@ -9,6 +9,7 @@ per-key versions, and retention never touches them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -484,3 +485,57 @@ def test_reseal_covers_journal_entries(tmp_path: Path, keyring: gp.KeyRing) -> N
         assert store.recover(KEY, fresh) == gp.Head(2, 5)
         assert captured(fresh) == captured(machine)
         assert attached.process_event(Event("next"))  # the attachment writes on
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "BUG: a fanned-out event is committed one processed event at a time "
+        "(runtime/_attached.py process_event loops _one): when the k-th append fails "
+        "(QuotaExceeded here, VersionConflict with another writer) the earlier ones stay "
+        "committed and the raised error says 'nothing was written'; the caller cannot "
+        "tell, and retrying the event after recover() applies its first part twice"
+    ),
+)
+def test_a_fanned_out_event_commits_all_or_nothing(tmp_path: Path, keyring: gp.KeyRing) -> None:
+    with _with_extensions(tmp_path, keyring, "renamer") as store:
+        machine = ring()
+        attached = store.attach(
+            machine, KEY, journal=True, snapshot_every=10, extensions=("renamer",)
+        )
+        assert attached.process_event(Event("next"))
+        store.set_quota(gp.Quota(max_records=store.usage().records + 1))  # room for one entry
+        before = captured(machine)
+        with pytest.raises(gp.QuotaExceeded):
+            attached.process_event(Event("go"))  # two "next" events
+        assert [e.seq for e in store.journal(KEY)] == [1]
+        assert captured(machine) == before
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "BUG (silent divergence): entries written through bound state behaviors are "
+        "replayed by store.recover / restore_machine(at=) through the bare machine, so the "
+        "behaviors' state-data updates are lost and the recovered machine differs from "
+        "the one that wrote the journal, without ReplayDiverged (runtime/_recover.py "
+        "bare_feed; only a target state is checked). Record the data changes in the "
+        "entry, or refuse replay without the extensions that wrote it"
+    ),
+)
+def test_recover_without_the_behaviors_never_diverges_silently(
+    tmp_path: Path, keyring: gp.KeyRing
+) -> None:
+    with _with_extensions(tmp_path, keyring, "audit") as store:
+        machine = ring()
+        attached = store.attach(
+            machine, KEY, journal=True, snapshot_every=10, extensions=("audit",)
+        )
+        for _ in range(3):  # snapshot after 1; entries 2 and 3 replay
+            assert attached.process_event(Event("next"))
+        bare = ring(start=False)
+        with contextlib.suppress(gp.PersistError):  # refusing is a correct answer too
+            store.recover(KEY, bare)
+            assert captured(bare) == captured(machine)
+            return
+        assert captured(bare) == captured(ring(start=False))
