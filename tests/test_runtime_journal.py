@@ -189,6 +189,15 @@ def test_keys_list_journal_only_keys(place: Place, keyring: gp.KeyRing) -> None:
         assert store.keys(prefix="x") == []
         # the journal's system key itself is never listed
         assert not [k for k in store.keys() if k.startswith("\x1f")]
+        # keys of every allowed form keep their own journals, listed by prefix
+        odd = ["a/b", "../x", "ab", "Ünï", "ünï", "a%2Fb"]
+        for key in odd:
+            _journal_only(store, key, events=1)
+        assert store.keys() == sorted(["both", "j-only", "s-only", *odd])
+        assert store.keys(prefix="a/") == ["a/b"]
+        assert store.keys(prefix="a") == ["a%2Fb", "a/b", "ab"]
+        assert [e.target for e in store.journal("a/b")] == ["s-0-0"]
+        assert store.journal("a") == []
 
 
 def test_delete_removes_snapshots_and_journal_and_never_reuses_numbers(
