@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -341,3 +342,33 @@ def test_a_periodic_snapshot_that_loses_its_race_is_written_after_the_next_event
         fresh = ring(start=False)
         assert store.recover(KEY, fresh) == gp.Head(3, 3)
         assert captured(fresh) == captured(writer_machine) == captured(ring_after(3))
+
+
+def test_threads_sharing_one_attachment_commit_one_event_at_a_time(
+    tmp_path: Path, keyring: gp.KeyRing
+) -> None:
+    threads_count, per_thread = 4, 10
+    with open_place(sqlite_place(tmp_path), keyring) as store:
+        machine = ring()
+        attached = store.attach(machine, KEY, journal=True, snapshot_every=3)
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                for _ in range(per_thread):
+                    assert attached.process_event(Event("next"))
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work) for _ in range(threads_count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(SUBPROCESS_TIMEOUT_S)
+        assert errors == []
+        total = threads_count * per_thread
+        entries = store.journal(KEY)
+        assert len(entries) == total
+        check_journal_chain(entries)
+        _check_snapshots_on_boundaries(store, KEY, entries)
+        assert captured(machine) == captured(ring_after(total))
