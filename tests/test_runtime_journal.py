@@ -30,7 +30,6 @@ from _runtime_helpers import (
     check_journal_chain,
     in_process_extension,
     journal_key,
-    on,
     open_place,
     order,
     place,
@@ -150,7 +149,7 @@ def test_journal_refuses_a_bad_since(tmp_path: Path, keyring: gp.KeyRing, since:
             store.journal("\x1fgotstate/journal/x")
 
 
-@on("sqlite", "s3")
+@SQLITE
 def test_entries_are_sealed_records_of_their_own_kind(place: Place, keyring: gp.KeyRing) -> None:
     with open_place(place, keyring) as store:
         with store.attach(order(), KEY, journal=True) as attached:
