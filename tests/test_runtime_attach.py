@@ -680,15 +680,6 @@ def test_a_secret_in_state_data_is_refused_without_leaking(
 # Registered Structs in state data take the store's formats.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: runtime/_checkpoint.py captures the machine with a module-level "
-        "FormatRegistry(), not the store's formats, so an attached machine whose state "
-        "data holds a registered Struct cannot process any event (FormatError 'not a "
-        "registered record format')"
-    ),
-)
 def test_registered_structs_in_state_data(tmp_path: Path, keyring: gp.KeyRing) -> None:
     import msgspec
 
