@@ -14,13 +14,13 @@ pre-scan (see ``Codec.decode(bounded_type=True)``); a test holds the two to
 the same verdict.
 
 Version 2 also records the initial states and the transitions, which the
-``structure`` fields leave out (:class:`StateTree`, states by
-index, so no name is stored twice), so a refused restore can name every
-difference. The tree is one opaque byte string in the snapshot, decoded only
-when a mismatch needs explaining, by :func:`decode_tree` through the bounded
-codec (size and depth checked first), strictly (its own schema, flat and four
-levels deep, then every length and index checked against the structure).
-Whether a restore may ignore a fingerprint difference is decided from
+``structure`` fields leave out (:class:`StateTree`, states by index, so no
+name is stored twice), so a refused restore can name every difference. The
+tree is one opaque byte string in the snapshot, decoded only when a mismatch
+needs explaining, by :func:`decode_tree`: through the bounded codec (size and
+depth checked first), then strictly (its own schema, flat and four levels
+deep, then every length and index checked against the structure). Whether a
+restore may ignore a fingerprint difference is decided from
 ``states_fingerprint`` (the digest of the state tree) alone, so restores
 never pay for reading the tree.
 """

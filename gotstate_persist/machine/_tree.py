@@ -163,9 +163,9 @@ def _log_once(stored: str, current: str) -> None:
 def tree_differences(stored: list[TreeView], live: list[TreeView]) -> list[TreeDifference]:
     """Every difference between a recorded tree and the machine's, in a fixed order.
 
-    The machine restored into first, then the submachines both have, by
-    path; a submachine only one side has is one difference of the machine
-    holding it (its own submachines are not listed again).
+    The machine restored into first, with the submachines only one side has
+    (named once by their path: those inside them are not named again), then
+    the submachines both have, by path.
     """
     stored_by = {view.path: view for view in stored}
     live_by = {view.path: view for view in live}
