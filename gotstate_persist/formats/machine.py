@@ -12,6 +12,17 @@ decode (in C) refuses anything deeper the moment it reaches it. A load of a
 machine snapshot at the default limit therefore needs no separate Python
 pre-scan (see ``Codec.decode(bounded_type=True)``); a test holds the two to
 the same verdict.
+
+Version 2 also records the initial states and the transitions, which the
+``structure`` fields leave out (:class:`StateTree`, states by index, so no
+name is stored twice), so a refused restore can name every difference. The
+tree is one opaque byte string in the snapshot, decoded only when a mismatch
+needs explaining, by :func:`decode_tree`: through the bounded codec (size and
+depth checked first), then strictly (its own schema, flat and four levels
+deep, then every length and index checked against the structure). Whether a
+restore may ignore a fingerprint difference is decided from
+``states_fingerprint`` (the digest of the state tree) alone, so restores
+never pay for reading the tree.
 """
 
 from __future__ import annotations
@@ -32,11 +43,17 @@ __all__ = [
     "TOP_DATA_NESTING",
     "MachineSnapshot",
     "MachineSnapshotV2",
+    "MachineTree",
     "SnapshotFormat",
+    "StateTree",
     "Structure",
     "SubmachineSnapshot",
+    "TreeView",
     "decode_structure",
+    "decode_tree",
     "encode_structure",
+    "encode_tree",
+    "tree_view",
 ]
 
 MACHINE_KIND = "gotstate.machine"
@@ -48,6 +65,8 @@ TOP_DATA_NESTING = 4
 #: ... and around a submachine's: payload tuple, snapshot, submachines list,
 #: submachine snapshot, data map, tagged data dict.
 SUB_DATA_NESTING = 6
+
+_TREE_MALFORMED = "machine snapshot state tree is malformed: "
 
 
 def _bounded_value(levels: int) -> Any:
@@ -117,23 +136,82 @@ class MachineSnapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     submachines: list[SubmachineSnapshot] = []
 
 
+class MachineTree(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    """What one machine's :class:`Structure` leaves out: initial states and transitions.
+
+    Every state is its index in the names of the structure stored beside it
+    (the snapshot's or its submachine's), so no name is stored twice.
+    ``initial[i]`` is the index of state ``i``'s initial state (-1: none; only
+    composites have one), ``root_initial`` the machine's own. Transitions are
+    sorted by source: state ``i`` is the source of the next ``out_degree[i]``
+    of them, transition ``j`` goes to ``targets[j]`` with ``priorities[j]``.
+    gotstate transitions carry no event name (guards, which are code, decide
+    which events they take), so source, target and priority are what tells
+    them apart, as in the fingerprint. Guards and actions are never recorded.
+    """
+
+    initial: list[int]
+    root_initial: int
+    out_degree: list[int]
+    targets: list[int]
+    priorities: list[int]
+
+
+class StateTree(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    """The machine saved, then each of its (nested) submachines in snapshot order.
+
+    ``machines[k]`` (k >= 1) belongs to ``submachines[k - 1]``. A flat list,
+    not a recursion: the schema bounds its own depth.
+    """
+
+    machines: list[MachineTree]
+
+
+class TreeView(NamedTuple):
+    """One machine of a state tree, read: a :class:`MachineTree` with its structure.
+
+    Not stored; what :func:`decode_tree` returns and a recorded tree is
+    compared as. ``sources[j]`` is transition ``j``'s source (expanded from
+    ``out_degree``); ``path`` is () for the machine saved.
+    """
+
+    path: tuple[str, ...]
+    names: list[str]
+    parents: list[int]
+    composite: list[bool]
+    initial: list[int]
+    root_initial: int
+    sources: list[int]
+    targets: list[int]
+    priorities: list[int]
+
+
 class MachineSnapshotV2(MachineSnapshot, frozen=True, forbid_unknown_fields=True):
-    """Version 2: a snapshot also says how much of its key's journal it covers.
+    """Version 2: a snapshot says how much of its key's journal it covers, and its tree.
 
     ``journal_seq`` is the sequence number of the newest journal entry whose
     event the snapshot already contains (0: none). Recovery replays only the
     entries after it, so a snapshot written after a journal append never
     makes an event count twice.
+
+    ``states_fingerprint`` is ``fingerprint(machine, part="states")`` of the
+    machine saved: a restore into a machine with a different structure
+    fingerprint but this state-tree digest needs no structure migration.
+    ``tree`` is a :class:`StateTree` encoded as msgpack bytes (read with
+    :func:`decode_tree`), there to name every difference when a restore is
+    refused. Both are empty ("not recorded") in snapshots upcast from version 1.
     """
 
     journal_seq: int = 0
+    states_fingerprint: str = ""
+    tree: bytes = b""
 
 
 def _v1_to_v2(data: Any) -> Any:
-    """A version 1 snapshot predates the journal: it covers no entry."""
+    """A version 1 snapshot predates the journal and records no state tree."""
     if not isinstance(data, dict):
         raise FormatError("a version 1 machine snapshot must be a map")
-    return {**data, "journal_seq": 0}
+    return {**data, "journal_seq": 0, "states_fingerprint": "", "tree": b""}
 
 
 class SnapshotFormat(NamedTuple):
@@ -170,3 +248,63 @@ def decode_structure(snapshot: MachineSnapshot | SubmachineSnapshot) -> Structur
     if len(structure.parents) != size or len(structure.composite) != size:
         raise FormatError("machine snapshot structure is malformed: its lists differ in length")
     return structure
+
+
+def encode_tree(machines: list[MachineTree]) -> bytes:
+    """The byte form stored in :attr:`MachineSnapshotV2.tree` (machines in snapshot order)."""
+    return MSGPACK.encode(StateTree(machines=machines))
+
+
+def decode_tree(snapshot: MachineSnapshot | SubmachineSnapshot) -> list[TreeView] | None:
+    """Read a snapshot's recorded state tree, machine saved first: None if it records none.
+
+    Bounded (the codec checks size and depth before decoding) and strict:
+    ``FormatError`` if the bytes do not decode as a :class:`StateTree`, if it
+    records another number of machines than the snapshot holds, if a list
+    has the wrong length or an index points outside its machine's states.
+    """
+    if not isinstance(snapshot, MachineSnapshotV2) or not snapshot.tree:
+        return None
+    tree = MSGPACK.decode(snapshot.tree, StateTree)
+    owners: list[tuple[tuple[str, ...], MachineSnapshot | SubmachineSnapshot]] = [
+        ((), snapshot),
+        *((tuple(sub.path), sub) for sub in snapshot.submachines),
+    ]
+    if len(tree.machines) != len(owners):
+        raise FormatError(
+            f"{_TREE_MALFORMED}it records {len(tree.machines)} machines, the snapshot holds "
+            f"{len(owners)}"
+        )
+    return [
+        tree_view(path, decode_structure(owner), machine)
+        for (path, owner), machine in zip(owners, tree.machines, strict=True)
+    ]
+
+
+def tree_view(path: tuple[str, ...], structure: Structure, machine: MachineTree) -> TreeView:
+    """``machine`` read with the ``structure`` stored beside it; ``FormatError`` if at odds."""
+    size = len(structure.names)
+    degrees = machine.out_degree
+    if not (
+        len(machine.initial) == len(degrees) == size
+        and len(machine.targets) == len(machine.priorities)
+    ):
+        raise FormatError(_TREE_MALFORMED + "its lists do not match the machine's states")
+    if any(degree < 0 for degree in degrees) or sum(degrees) != len(machine.targets):
+        raise FormatError(_TREE_MALFORMED + "its transition counts do not add up")
+    for index in (*machine.initial, machine.root_initial):
+        if not -1 <= index < size:
+            raise FormatError(_TREE_MALFORMED + "an initial state is out of range")
+    if any(not 0 <= index < size for index in machine.targets):
+        raise FormatError(_TREE_MALFORMED + "a transition's target is out of range")
+    return TreeView(
+        path=path,
+        names=structure.names,
+        parents=structure.parents,
+        composite=structure.composite,
+        initial=machine.initial,
+        root_initial=machine.root_initial,
+        sources=[source for source, degree in enumerate(degrees) for _ in range(degree)],
+        targets=machine.targets,
+        priorities=machine.priorities,
+    )

@@ -9,10 +9,16 @@ library sees only :class:`~gotstate_persist.formats.MachineSnapshot`.
 :func:`apply` restores one in two phases, plan then commit, so a restore
 either happens completely or leaves the machine exactly as it was, and it
 never runs entry or exit actions or hooks. A snapshot whose machine changed
-only its transitions restores as is (the state tree matches); one of a
-differently built state tree goes through the registered structure
-migrations first, in memory. :func:`fingerprint` is the structure digest
-(``part="states"``: the state tree's alone). :func:`checkpoint` remembers a
+only its transitions restores as is (the state tree matches: names, parents,
+composite-ness, and for snapshots of format version 2, which record the
+state-tree digest, initial states and submachines too); one of a differently
+built state tree goes through the registered structure migrations first, in
+memory. A refused restore raises ``StructureMismatch`` naming what differs:
+for a version 2 snapshot, which records its state tree and transitions, every
+state, parent, composite-ness, initial state, submachine and transition.
+:func:`fingerprint` is the structure digest (``part="states"``: the state
+tree's alone).
+:func:`checkpoint` remembers a
 machine's state cheaply (data is copied on first access) so that
 :meth:`Checkpoint.rollback` can put it back, in memory, after a failed commit.
 """

@@ -5,6 +5,11 @@ the machine's transition and graph locks are held, each state's data copied
 under its data lock), and its state data fits the depth limit (each state's
 data gets the budget that is left after the snapshot's own containers, so the
 codec need not scan the payload again).
+
+A snapshot of format version 2 or later also records the machine's state
+tree: its digest (``states_fingerprint``) and the encoded tree, both cached
+with the machine's :class:`~._fingerprint.Shape`, so capturing an unchanged
+machine again only copies bytes it already has.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from ..formats.machine import (
     SUB_DATA_NESTING,
     TOP_DATA_NESTING,
     MachineSnapshot,
+    MachineSnapshotV2,
     SubmachineSnapshot,
 )
 from ._fingerprint import shape
@@ -52,10 +58,15 @@ def capture(
 
     ``snapshot_type`` builds the root snapshot, so a later version of the
     format (a subclass of :class:`MachineSnapshot` whose added fields have
-    defaults) is captured by the same code.
+    defaults) is captured by the same code; from version 2 on
+    (:class:`MachineSnapshotV2` and its subclasses) it records the state tree.
     """
     with locked(machine), gc_paused(_is_large(machine)):
         top = _fields(machine, struct_kind, max_depth - TOP_DATA_NESTING)
+        if issubclass(snapshot_type, MachineSnapshotV2):
+            derived = shape(machine)  # cached by _fields
+            top["states_fingerprint"] = derived.states_fingerprint
+            top["tree"] = derived.tree_blob()
         subs = [
             SubmachineSnapshot(path=path, **_fields(sub, struct_kind, max_depth - SUB_DATA_NESTING))
             for path, sub in all_submachines(machine)

@@ -13,7 +13,10 @@ initial states, submachines' state trees; not the machine type, not
 transitions), so a deploy that changes only transitions still restores.
 
 The digests are expensive, so they are derived once per structure together
-with the rest of a :class:`Shape` and cached per machine, keyed weakly.
+with the rest of a :class:`Shape` and cached per machine, keyed weakly. The
+state tree a version 2 snapshot records (``formats.machine.StateTree``) is
+derived from the same Shape on first use and cached with it, encoded, so a
+capture of an unchanged machine copies bytes it already has.
 """
 
 from __future__ import annotations
@@ -27,7 +30,14 @@ from gotstate.core.state_machine import StateMachine
 from gotstate.core.states import CompositeState
 
 from ..errors import InvalidArgument
-from ..formats.machine import Structure, encode_structure
+from ..formats.machine import (
+    MachineTree,
+    Structure,
+    TreeView,
+    encode_structure,
+    encode_tree,
+    tree_view,
+)
 from ._gotstate import (
     all_transitions,
     initial_states,
@@ -44,6 +54,12 @@ __all__ = ["PART_STATES", "Shape", "fingerprint", "shape"]
 #: ``fingerprint(machine, part=PART_STATES)`` digests the state tree alone.
 PART_STATES = "states"
 
+#: A recorded tree stores priorities as msgpack integers; Python's are
+#: unbounded, so one beyond 64 bits is recorded at the nearest bound (the
+#: tree only explains mismatches; the fingerprint keeps the exact value).
+_PRIORITY_MIN = -(2**63)
+_PRIORITY_MAX = 2**63 - 1
+
 
 class Shape:
     """What the adapter derives from a machine's structure, computed once.
@@ -54,12 +70,15 @@ class Shape:
     """
 
     __slots__ = (
+        "_tree",
+        "_tree_blob",
         "by_name",
         "fingerprint",
         "signature",
         "states_fingerprint",
         "structure",
         "structure_blob",
+        "sub_shapes",
         "summary",
     )
 
@@ -69,7 +88,10 @@ class Shape:
     signature: tuple[object, ...]
     structure: Structure
     structure_blob: bytes
+    sub_shapes: dict[str, Shape]
     summary: dict[str, Any]
+    _tree: list[TreeView] | None
+    _tree_blob: bytes | None
 
     def __init__(self, machine: Any, signature: tuple[object, ...]) -> None:
         parents = parent_map(machine)
@@ -107,6 +129,9 @@ class Shape:
         )
         transitions = sorted((t.source.name, t.target.name, t.get_priority()) for t in edges)
         sub_shapes = {name: shape(sub) for name, sub in submachines(machine).items()}
+        self.sub_shapes = sub_shapes
+        self._tree = None
+        self._tree_blob = None
         subs = {name: sub.fingerprint for name, sub in sub_shapes.items()}
         self.summary = {
             "type": machine_type(machine),
@@ -127,6 +152,60 @@ class Shape:
                 "submachines": {name: sub.states_fingerprint for name, sub in sub_shapes.items()},
             }
         )
+
+    def tree(self) -> list[TreeView]:
+        """The state tree and transitions of this machine, then its submachines' (cached)."""
+        found = self._tree
+        if found is None:  # two threads may both build it: the same value either way
+            found = [
+                tree_view(path, structure, record)
+                for path, structure, record in self.tree_records(())
+            ]
+            self._tree = found
+        return found
+
+    def tree_blob(self) -> bytes:
+        """The tree as a version 2 snapshot stores it (cached)."""
+        found = self._tree_blob
+        if found is None:
+            found = encode_tree([record for _, _, record in self.tree_records(())])
+            self._tree_blob = found
+        return found
+
+    def tree_records(
+        self, path: tuple[str, ...]
+    ) -> list[tuple[tuple[str, ...], Structure, MachineTree]]:
+        """This machine's tree at ``path``, then its submachines' (``all_submachines`` order)."""
+        names = self.structure.names
+        index = {name: i for i, name in enumerate(names)}
+        initial = [-1] * len(names)
+        root_initial = -1
+        for composite, state in self.summary["initial"]:
+            target = index.get(state, -1)
+            if composite is None:
+                root_initial = target
+            elif composite in index:
+                initial[index[composite]] = target
+        # by source; each source's in the summary's (sorted) order
+        leaving: list[list[tuple[int, int]]] = [[] for _ in names]
+        for source, target, priority in self.summary["transitions"]:
+            source_at, target_at = index.get(source), index.get(target)
+            if source_at is not None and target_at is not None:  # gotstate ensures they are
+                leaving[source_at].append((target_at, priority))
+        priorities = [priority for edges in leaving for _, priority in edges]
+        if priorities and not _PRIORITY_MIN <= min(priorities) <= max(priorities) <= _PRIORITY_MAX:
+            priorities = [min(max(p, _PRIORITY_MIN), _PRIORITY_MAX) for p in priorities]
+        record = MachineTree(
+            initial=initial,
+            root_initial=root_initial,
+            out_degree=[len(edges) for edges in leaving],
+            targets=[target for edges in leaving for target, _ in edges],
+            priorities=priorities,
+        )
+        found = [(path, self.structure, record)]
+        for name in sorted(self.sub_shapes):
+            found.extend(self.sub_shapes[name].tree_records((*path, name)))
+        return found
 
 
 def _digest(summary: dict[str, Any]) -> str:
