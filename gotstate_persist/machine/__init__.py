@@ -8,7 +8,9 @@ library sees only :class:`~gotstate_persist.formats.MachineSnapshot`.
 :func:`capture` takes a consistent snapshot under the machine's locks.
 :func:`apply` restores one in two phases, plan then commit, so a restore
 either happens completely or leaves the machine exactly as it was, and it
-never runs entry or exit actions or hooks. A snapshot whose machine changed
+never runs entry or exit actions or hooks; registered Structs in state data
+come back as the newest version of their kind (``structs=formats.decode_struct``
+upcasts older ones). A snapshot whose machine changed
 only its transitions restores as is (the state tree matches); one of a
 differently built state tree goes through the registered structure
 migrations first, in memory. :func:`fingerprint` is the structure digest
@@ -17,6 +19,7 @@ migrations first, in memory. :func:`fingerprint` is the structure digest
 
 from __future__ import annotations
 
+from ..formats._values import StructDecoder as StructDecoder
 from ..formats._values import StructKind as StructKind
 from ..formats._values import StructType as StructType
 from ._apply import apply
