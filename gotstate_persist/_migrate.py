@@ -274,7 +274,7 @@ def _migrate_embedding(
     try:
         sealed = upcast_embedded(run.pipeline, info, blob, kind, walk)
     except PersistError as exc:
-        reason = f"it may embed {kind!r} records and could not be rewritten: {exc}"
+        reason = f"looked into for embedded {kind!r} Structs, it could not be rewritten: {exc}"
         run.failed.append(MigrationFailure(info.key, info.version, reason))
         return
     if sealed is not None:

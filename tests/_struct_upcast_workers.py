@@ -110,7 +110,7 @@ def machine_with_orders(key: str, orders: dict[int, msgspec.Struct] | None = Non
     in a tuple inside a dict in ``step-a``; 3 in the submachine's
     ``approved``. ``orders`` overrides the value of a slot (any version).
     """
-    chosen = {slot: order_v1(key, slot) for slot in range(4)}
+    chosen: dict[int, msgspec.Struct] = {slot: order_v1(key, slot) for slot in range(4)}
     chosen.update(orders or {})
     machine = build()
     machine.start()

@@ -53,7 +53,7 @@ from machines import observe
 
 import gotstate_persist as gp
 from gotstate_persist._pipeline import RecordPipeline
-from gotstate_persist.formats import MACHINE_KIND
+from gotstate_persist.formats import MACHINE_KIND, MachineSnapshot, SubmachineSnapshot
 from gotstate_persist.formats import machine as snapshot_formats
 from gotstate_persist.formats._values import TAG_STRUCT
 
@@ -109,7 +109,8 @@ def _embedded(store: gp.Store, key: str, version: int | None = None) -> Counter[
     )
     _info, snapshot = pipeline.load_snapshot(key, version)
     found: Counter[tuple[str, int]] = Counter()
-    for part in [snapshot, *snapshot.submachines]:
+    parts: list[MachineSnapshot | SubmachineSnapshot] = [snapshot, *snapshot.submachines]
+    for part in parts:
         for tagged in part.data.values():
             found.update(_struct_nodes(tagged))
     return found
@@ -252,9 +253,10 @@ def test_a_gap_in_the_chain_refuses_the_restore_naming_the_step(sqlite_place: Pl
 NEXT_SNAPSHOT = snapshot_formats.SNAPSHOT_FORMATS[-1].version + 1
 
 
-class SnapshotNext(  # type: ignore[misc, name-defined]
-    snapshot_formats.SNAPSHOT_FORMATS[-1].record_type, frozen=True, forbid_unknown_fields=True
-):
+_NEWEST = snapshot_formats.SNAPSHOT_FORMATS[-1].record_type
+
+
+class SnapshotNext(_NEWEST, frozen=True, forbid_unknown_fields=True):  # type: ignore[misc, valid-type, call-arg]
     """A test-only next snapshot format, as a release adding one would register it."""
 
     origin: str = "captured"
