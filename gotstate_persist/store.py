@@ -195,7 +195,7 @@ class Store:
         _machine.apply(
             machine,
             record,
-            struct_type=self.formats.type_for,
+            structs=self.formats.decode_struct,
             migrations=self.formats.structure_migrations,
         )
         return ref

@@ -20,6 +20,11 @@ Schema-evolution rules for a registered kind (the contract users rely on):
   registered, but no ``upcast=`` into version 2, say) is a ``FormatError``
   naming the missing step, never the old Struct: ``load`` and ``migrate``
   agree on what can be read.
+* A registered Struct stored inside state data (any tagged value of
+  :mod:`._values`) keeps the version it was written with and follows the
+  same rules: a restore reads it as the newest version
+  (:meth:`FormatRegistry.decode_struct`), with the same errors as a load, and
+  ``migrate(kind)`` also rewrites the snapshots that embed an older version.
 """
 
 from __future__ import annotations
@@ -33,8 +38,10 @@ from typing import Any, cast
 import msgspec
 
 from .._names import check_kind
+from ..codec import MSGPACK
 from ..errors import FormatError, InvalidArgument
 from . import machine as _snapshots
+from ._values import UnsupportedValue, encode_struct
 from .config import (
     COMMIT_FORMAT_VERSION,
     COMMIT_KIND,
@@ -252,6 +259,42 @@ class FormatRegistry:
                 data = msgspec.to_builtins(record)
         assert record is not None  # the newest version is always registered
         return record
+
+    def decode_struct(self, kind: str, version: int, encoded: bytes) -> msgspec.Struct:
+        """A Struct embedded in state data, from its msgpack, as the newest version of ``kind``.
+
+        The :data:`~gotstate_persist.formats._values.StructDecoder` a restore
+        uses: a Struct stored as the newest version is decoded directly; an
+        older one is upcast exactly as :meth:`decode_newest` upcasts a
+        top-level record (same checks, same ``FormatError`` messages), see
+        :meth:`upcast_struct`.
+        """
+        versions = self._types.get(kind)
+        if versions and version == max(versions):
+            return MSGPACK.decode(encoded, versions[version])
+        return self.upcast_struct(kind, version, encoded)[0]
+
+    def upcast_struct(
+        self, kind: str, version: int, encoded: bytes
+    ) -> tuple[msgspec.Struct, bytes]:
+        """An embedded Struct stored as an older ``version``, as the newest one, and its msgpack.
+
+        Upcast as :meth:`decode_newest` does (``FormatError`` for a version
+        newer than this code knows, a gap in the chain, a failing upcaster
+        or output a schema refuses). The result must also be storable exactly
+        as state data (the check a save runs), so a restored value can be
+        saved again and ``migrate`` can store what a restore would return.
+        """
+        record = self.decode_newest(kind, version, lambda tp: MSGPACK.decode(encoded, tp))
+        newest = max(self._types[kind])
+        try:
+            return record, encode_struct(record)
+        except UnsupportedValue as exc:
+            raise FormatError(
+                f"the upcasters of {kind!r} from version {version} to {newest} returned a "
+                f"value that cannot be stored again ({exc}); fix the upcaster. The stored "
+                "record was not changed."
+            ) from None
 
     def _upcasts_below(self, kind: str) -> set[int]:
         """Stored versions from which upcasters reach the newest registered version."""

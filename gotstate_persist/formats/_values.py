@@ -16,7 +16,14 @@ never renumber them; add new ones at the end.
 Bytes travel as base64 text, ``[TAG_BYTES, "AAH+/w=="]``. Registered msgspec
 Structs travel as ``[TAG_STRUCT, kind, version, base64 of their msgpack]``
 and are rebuilt only through the registry: a stored name never chooses a
-class that the application did not register.
+class that the application did not register. The tag keeps the format
+version a Struct was written with; how it comes back is the caller's
+:data:`StructDecoder`: ``FormatRegistry.decode_struct`` upcasts an older
+version through its kind's chain to the newest registered one, exactly as a
+top-level record is upcast on load (:func:`decode_tagged`), while
+:func:`decode_value` decodes each Struct as the type registered for its
+stored version. :func:`rewrite_structs` is the walk ``migrate`` uses to
+rewrite embedded Structs in place, without decoding the rest.
 """
 
 from __future__ import annotations
@@ -34,7 +41,17 @@ import msgspec
 from ..codec import MSGPACK
 from ..errors import FormatError
 
-__all__ = ["UnsupportedValue", "comes_back_exactly", "decode_value", "encode_value"]
+__all__ = [
+    "StructDecoder",
+    "StructRewrite",
+    "UnsupportedValue",
+    "comes_back_exactly",
+    "decode_tagged",
+    "decode_value",
+    "encode_value",
+    "rewrite_structs",
+    "typed_structs",
+]
 
 TAG_LIST = 0
 TAG_TUPLE = 1
@@ -55,7 +72,15 @@ INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
 StructKind = Callable[[msgspec.Struct], tuple[str, int]]
+#: The Struct type registered for a stored ``(kind, version)``.
 StructType = Callable[[str, int], type[msgspec.Struct]]
+#: Rebuilds one embedded Struct from its kind, the format version it was
+#: written with and its msgpack bytes (``FormatRegistry.decode_struct``
+#: returns the newest version, upcast); raises ``FormatError``.
+StructDecoder = Callable[[str, int, bytes], msgspec.Struct]
+#: ``rewrite(version, encoded)`` of one embedded Struct of the kind being
+#: rewritten: None keeps it, ``(new_version, new_encoded)`` replaces it.
+StructRewrite = Callable[[int, bytes], tuple[int, bytes] | None]
 
 
 class UnsupportedValue(Exception):
@@ -222,10 +247,31 @@ def encode_struct(value: msgspec.Struct) -> bytes:
     return encoded
 
 
+def typed_structs(struct_type: StructType) -> StructDecoder:
+    """A decoder that rebuilds each Struct as the type registered for its stored version."""
+
+    def decode(kind: str, version: int, encoded: bytes) -> msgspec.Struct:
+        # its own bounded, strict, typed decode: the class comes from the registry
+        return MSGPACK.decode(encoded, struct_type(kind, version))
+
+    return decode
+
+
 def decode_value(value: object, struct_type: StructType) -> Any:
+    """Rebuild a value from its tagged form, each Struct as its stored version's type.
+
+    For tools that show stored data as it is; a restore upcasts instead
+    (:func:`decode_tagged` with ``FormatRegistry.decode_struct``).
+    """
+    return decode_tagged(value, typed_structs(struct_type))
+
+
+def decode_tagged(value: object, structs: StructDecoder) -> Any:
     """Rebuild a value from its tagged form; raise UnsupportedValue if malformed.
 
-    Depth is already bounded by the codec's pre-scan, so recursion here is safe.
+    Each embedded Struct is rebuilt by ``structs`` (whose ``FormatError``
+    propagates). Depth is already bounded by the codec's pre-scan, so
+    recursion here is safe.
     """
     t = type(value)
     if t is str or t is int or t is bool or t is float or value is None:
@@ -241,7 +287,7 @@ def decode_value(value: object, struct_type: StructType) -> Any:
             # inline the check for final scalars: far cheaper than a call each
             final = _FINAL
             decoded = [
-                item if type(item) in final else decode_value(item, struct_type) for item in items
+                item if type(item) in final else decode_tagged(item, structs) for item in items
             ]
             if tag == TAG_LIST:
                 return decoded
@@ -254,9 +300,56 @@ def decode_value(value: object, struct_type: StructType) -> Any:
             if tag == TAG_DICT and not len(decoded) % 2:
                 it = iter(decoded)
                 return dict(zip(it, it, strict=True))
-        return _decode_scalar(tag, items, struct_type)
+        return _decode_scalar(tag, items, structs)
     except TypeError as exc:  # unhashable dict key or set member in hostile data
         raise UnsupportedValue(f"malformed state data: {exc}") from None
+
+
+def rewrite_structs(value: object, kind: str, rewrite: StructRewrite) -> object:
+    """The tagged ``value`` with each embedded Struct of ``kind`` passed through ``rewrite``.
+
+    Only the Structs' nodes change (a new version, new bytes); everything
+    else, other kinds' Structs included, stays as stored. Returns ``value``
+    itself when nothing changed, so the caller can tell by identity. Raises
+    UnsupportedValue if the tagged form is malformed; ``rewrite``'s errors
+    propagate.
+    """
+    if type(value) in _FINAL:
+        return value
+    if type(value) is not list or not value:
+        raise UnsupportedValue(f"malformed state data: unexpected {type(value).__name__}")
+    tag = value[0]
+    if type(tag) is not int or tag < 0:
+        raise UnsupportedValue("malformed state data: missing tag")
+    items: list[object] = value[1:]
+    if tag <= TAG_DICT:
+        out: list[object] = [tag]
+        changed = False
+        for item in items:
+            new = item if type(item) in _FINAL else rewrite_structs(item, kind, rewrite)
+            changed = changed or new is not item
+            out.append(new)
+        return out if changed else value
+    if tag != TAG_STRUCT or not items or items[0] != kind:
+        return value
+    try:
+        _kind, version, encoded = _struct_parts(items)
+    except ValueError:
+        raise UnsupportedValue("malformed state data: bad struct") from None
+    replaced = rewrite(version, encoded)
+    if replaced is None:
+        return value
+    new_version, new_encoded = replaced
+    return [TAG_STRUCT, kind, new_version, base64.b64encode(new_encoded).decode("ascii")]
+
+
+def _struct_parts(items: list[object]) -> tuple[str, int, bytes]:
+    """Kind, stored version and msgpack bytes of a struct node's items."""
+    if len(items) != 3 or type(items[0]) is not str or type(items[1]) is not int:
+        raise UnsupportedValue("malformed state data: bad struct")
+    if type(items[2]) is not str:
+        raise UnsupportedValue("malformed state data: bad struct")
+    return items[0], items[1], base64.b64decode(items[2], validate=True)
 
 
 def _one(items: list[object], expected: type) -> Any:
@@ -265,7 +358,7 @@ def _one(items: list[object], expected: type) -> Any:
     return items[0]
 
 
-def _decode_scalar(tag: object, items: list[object], struct_type: StructType) -> object:
+def _decode_scalar(tag: object, items: list[object], structs: StructDecoder) -> object:
     try:
         if tag == TAG_BYTES:
             return base64.b64decode(_one(items, str), validate=True)
@@ -290,13 +383,7 @@ def _decode_scalar(tag: object, items: list[object], struct_type: StructType) ->
         if tag == TAG_DECIMAL:
             return Decimal(_one(items, str))
         if tag == TAG_STRUCT:
-            if len(items) != 3 or type(items[0]) is not str or type(items[1]) is not int:
-                raise UnsupportedValue("malformed state data: bad struct")
-            if type(items[2]) is not str:
-                raise UnsupportedValue("malformed state data: bad struct")
-            encoded = base64.b64decode(items[2], validate=True)
-            # its own bounded, strict, typed decode: the class comes from the registry
-            return MSGPACK.decode(encoded, struct_type(items[0], items[1]))
+            return structs(*_struct_parts(items))
     except (ValueError, OverflowError, InvalidOperation, msgspec.ValidationError) as exc:
         raise UnsupportedValue(f"malformed state data: {type(exc).__name__}") from None
     raise UnsupportedValue(f"malformed state data: unknown tag {tag!r}")

@@ -8,7 +8,9 @@ library sees only :class:`~gotstate_persist.formats.MachineSnapshot`.
 :func:`capture` takes a consistent snapshot under the machine's locks.
 :func:`apply` restores one in two phases, plan then commit, so a restore
 either happens completely or leaves the machine exactly as it was, and it
-never runs entry or exit actions or hooks. A snapshot whose machine changed
+never runs entry or exit actions or hooks; registered Structs in state data
+come back as the newest version of their kind (``structs=formats.decode_struct``
+upcasts older ones). A snapshot whose machine changed
 only its transitions restores as is (the state tree matches: names, parents,
 composite-ness, and for snapshots of format version 2, which record the
 state-tree digest, initial states and submachines too); one of a differently
@@ -25,6 +27,7 @@ machine's state cheaply (data is copied on first access) so that
 
 from __future__ import annotations
 
+from ..formats._values import StructDecoder as StructDecoder
 from ..formats._values import StructKind as StructKind
 from ..formats._values import StructType as StructType
 from ._apply import apply

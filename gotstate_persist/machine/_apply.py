@@ -8,7 +8,10 @@ never runs entry or exit actions or hooks. A snapshot whose machine differs
 only in its transitions restores as is (:mod:`._tree`); one of a differently
 built state tree goes through the registered structure migrations
 (:mod:`gotstate_persist.formats.structure`) first, in memory, as part of the
-plan.
+plan. Registered Structs in state data are rebuilt by the caller's
+``structs`` decoder (``FormatRegistry.decode_struct``: an older format
+version is upcast to the newest, as a top-level record is on load), also
+during the plan.
 """
 
 from __future__ import annotations
@@ -19,8 +22,14 @@ from typing import Any
 from gotstate.core.state_machine import StateMachine
 
 from .._gcpause import gc_paused
-from ..errors import FormatError
-from ..formats._values import StructType, UnsupportedValue, decode_value
+from ..errors import FormatError, InvalidArgument
+from ..formats._values import (
+    StructDecoder,
+    StructType,
+    UnsupportedValue,
+    decode_tagged,
+    typed_structs,
+)
 from ..formats.machine import MachineSnapshot, SubmachineSnapshot
 from ..formats.structure import StructureMigrations
 from ._capture import GC_PAUSE_MIN_STATES
@@ -39,7 +48,8 @@ def apply(
     machine: StateMachine,
     snapshot: MachineSnapshot,
     *,
-    struct_type: StructType,
+    structs: StructDecoder | None = None,
+    struct_type: StructType | None = None,
     migrations: StructureMigrations | None = None,
 ) -> None:
     """Put ``machine`` into the snapshot's state, or raise and change nothing.
@@ -51,7 +61,16 @@ def apply(
     ``StructureMismatch``.
     ``snapshot`` may be of any version of the format (a subclass of
     :class:`MachineSnapshot`): only the fields of version 1 are applied.
+
+    ``structs`` rebuilds the registered Structs in state data: pass
+    ``formats.decode_struct``, which upcasts older versions. ``struct_type``
+    (``formats.type_for``, the older seam) decodes each as its stored
+    version's type instead, without upcasting; give exactly one of them.
     """
+    if (structs is None) == (struct_type is None):
+        raise InvalidArgument("apply takes exactly one of structs= and struct_type=")
+    decoder = typed_structs(struct_type) if struct_type is not None else structs
+    assert decoder is not None
     with locked(machine), gc_paused(len(snapshot.data) > GC_PAUSE_MIN_STATES):
         live = {tuple(path): sub for path, sub in all_submachines(machine)}
         if snapshot.fingerprint != shape(machine).fingerprint:
@@ -61,11 +80,11 @@ def apply(
         stored = {tuple(sub.path): sub for sub in snapshot.submachines}
         commits: list[_Commit] = []
         # the top machine first: its fingerprint covers the submachines' structure
-        _plan(machine, snapshot, struct_type, commits, path="")
+        _plan(machine, snapshot, decoder, commits, path="")
         if set(live) != set(stored) or len(stored) != len(snapshot.submachines):
             raise FormatError("the snapshot's submachines do not match the machine's")
         for key, sub_snapshot in stored.items():
-            _plan(live[key], sub_snapshot, struct_type, commits, path="/".join(key))
+            _plan(live[key], sub_snapshot, decoder, commits, path="/".join(key))
         for commit in commits:
             commit()
 
@@ -73,7 +92,7 @@ def apply(
 def _plan(
     machine: Any,
     snapshot: MachineSnapshot | SubmachineSnapshot,
-    struct_type: StructType,
+    structs: StructDecoder,
     commits: list[_Commit],
     path: str,
 ) -> None:
@@ -99,8 +118,10 @@ def _plan(
     for name, tagged in snapshot.data.items():
         lookup(name)
         try:
-            value = decode_value(tagged, struct_type)
-        except UnsupportedValue as exc:
+            value = decode_tagged(tagged, structs)
+        except (UnsupportedValue, FormatError) as exc:
+            # a Struct newer than this code, or one whose upcast failed: the
+            # message names its kind and versions, never its data
             raise FormatError(f"state {name!r}{where}: {exc}") from None
         if type(value) is not dict:
             raise FormatError(f"state {name!r}{where}: state data is not a dict")

@@ -23,7 +23,7 @@ import msgspec
 from .._names import MAX_NAME_BYTES, check_name, system_area_prefix, system_key
 from ..errors import FormatError, InvalidArgument
 from ..extensions._views import EventView
-from ..formats._values import UnsupportedValue, decode_value, encode_value
+from ..formats._values import StructDecoder, UnsupportedValue, decode_tagged, encode_value
 from ..formats.journal import JOURNAL_KIND, JournalRecord
 
 if TYPE_CHECKING:
@@ -100,9 +100,9 @@ def tagged_mapping(
         raise InvalidArgument(f"{what} is nested too deeply to be journaled") from None
 
 
-def _mapping(tagged: object, what: str, struct_type: Callable[[str, int], Any]) -> dict[str, Any]:
+def _mapping(tagged: object, what: str, structs: StructDecoder) -> dict[str, Any]:
     try:
-        value = decode_value(tagged, struct_type)
+        value = decode_tagged(tagged, structs)
     except UnsupportedValue as exc:
         raise FormatError(f"journal entry {what}: {exc}") from None
     if type(value) is not dict:
@@ -110,19 +110,15 @@ def _mapping(tagged: object, what: str, struct_type: Callable[[str, int], Any]) 
     return value
 
 
-def entry_from_record(
-    seq: int, record: JournalRecord, struct_type: Callable[[str, int], Any]
-) -> JournalEntry:
+def entry_from_record(seq: int, record: JournalRecord, structs: StructDecoder) -> JournalEntry:
     """The public form of a stored entry (tagged values decoded)."""
-    event = EventView(
-        record.event, record.priority, _mapping(record.metadata, "metadata", struct_type)
-    )
+    event = EventView(record.event, record.priority, _mapping(record.metadata, "metadata", structs))
     return JournalEntry(
         seq=seq,
         event=event,
         source=record.source,
         target=record.target,
-        meta=_mapping(record.meta, "meta", struct_type),
+        meta=_mapping(record.meta, "meta", structs),
         at=_EPOCH + timedelta(microseconds=record.at_us),
         snapshot_version=record.snapshot_version,
     )
@@ -140,7 +136,7 @@ def read_journal(
     jkey = journal_key_or_none(key)
     if jkey is None:
         return []
-    struct_type = pipeline.formats.type_for
+    structs = pipeline.formats.decode_struct
     found: list[JournalEntry] = []
     for info in pipeline.backend.versions(pipeline.namespace, jkey):
         if info.version <= since:
@@ -151,7 +147,7 @@ def read_journal(
                 f"the journal of key {key!r} holds a {_info.kind!r} record at sequence "
                 f"{info.version}, not a {JOURNAL_KIND!r} entry; run `gotstate-persist verify`"
             )
-        entry = entry_from_record(info.version, record, struct_type)
+        entry = entry_from_record(info.version, record, structs)
         if until is not None and entry.at > until:
             break
         found.append(entry)

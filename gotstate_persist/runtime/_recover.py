@@ -149,7 +149,7 @@ def apply_snapshot(pipeline: RecordPipeline, machine: Any, snapshot: MachineSnap
     """Apply a snapshot (all or nothing), with this store's formats and migrations."""
     formats = pipeline.formats
     _machine.apply(
-        machine, snapshot, struct_type=formats.type_for, migrations=formats.structure_migrations
+        machine, snapshot, structs=formats.decode_struct, migrations=formats.structure_migrations
     )
 
 
