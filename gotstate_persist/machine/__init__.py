@@ -13,6 +13,11 @@ only its transitions restores as is (the state tree matches); one of a
 differently built state tree goes through the registered structure
 migrations first, in memory. :func:`fingerprint` is the structure digest
 (``part="states"``: the state tree's alone).
+
+An ``AsyncStateMachine`` runs its transitions under its own asyncio lock:
+capture and apply refuse one whose lock is held (a transition is half-way)
+unless the caller took that lock in the event loop and says so with
+:func:`holding_async_locks` (``gotstate_persist.AsyncStore`` does).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from ._gotstate import LOCK_TIMEOUT as LOCK_TIMEOUT
 from ._gotstate import (
     add_hook,
     all_transitions,
+    async_locks,
+    holding_async_locks,
     machine_type,
     remove_hook,
     set_state_items,
@@ -38,8 +45,10 @@ __all__ = [
     "add_hook",
     "all_transitions",
     "apply",
+    "async_locks",
     "capture",
     "fingerprint",
+    "holding_async_locks",
     "machine_type",
     "remove_hook",
     "set_state_items",
