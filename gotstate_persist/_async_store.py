@@ -3,9 +3,9 @@
 Why it exists: an asyncio service that calls :class:`~gotstate_persist.Store`
 directly stalls its event loop for every backend round trip and for every
 capture under a machine's locks. :class:`AsyncStore` wraps one ``Store`` and
-runs each call in a bounded thread pool it owns (``loop.run_in_executor`` on
-that pool, the caller's context variables copied in), so the loop only hands
-work over and takes results back.
+runs each call in a bounded thread pool it owns (what ``loop.run_in_executor``
+on that pool does, with the caller's context variables copied in), so the
+loop only hands work over and takes results back.
 
 Why a bounded thread pool and not native async drivers: SQLite, the default
 backend, has no async driver, and one code path (the sync ``Store``, run in a
@@ -15,35 +15,25 @@ pool is bounded (``max_workers``, default 4): a burst of concurrent calls
 queues in the pool instead of opening a connection each; SQLite takes one
 writer at a time anyway and PostgreSQL's connection pool stays small.
 
-What it owns besides the pool (its size, its threads, named
-``gotstate-persist-async-…``, started as calls arrive and joined on close):
-
-* the asyncio half of an async machine's lock: ``save_machine`` and
-  ``restore_machine`` take a gotstate ``AsyncStateMachine``'s own asyncio lock
-  (and its submachines'), in the loop, and hold it while a pool thread
-  captures or applies, so a snapshot never sees a transition half-way;
-* cancellation: writes are shielded. A cancelled write that has not started
-  in the pool never runs; one that has started finishes first, then
-  ``CancelledError`` is raised, so memory and storage agree (the store holds
-  exactly the new version, or nothing). Reads are simply cancelled (the
-  thread finishes its read; the result is dropped).
+How a call runs (the pool, its threads, the cancellation rule, the async
+machine locks) is :mod:`._async_pool`'s; this module is the public surface:
+one short twin per ``Store`` method (a new ``Store`` method gets its twin as
+one ``self._pool.run``/``commit``/``commit_holding`` call), and opening and
+closing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextvars
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Generator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import msgspec
 
-from . import machine as _machine
+from ._async_pool import CLOSED, DEFAULT_MAX_WORKERS, CallPool
 from ._migrate import DEFAULT_BATCH_SIZE, MigrationReport, Progress
 from ._names import DEFAULT_NAMESPACE
 from .backends import Backend, Usage
@@ -58,28 +48,16 @@ if TYPE_CHECKING:
     from .config import ConfigStore
     from .extensions import ExtensionRegistry
 
-__all__ = ["DEFAULT_MAX_WORKERS", "MAX_WORKERS_LIMIT", "AsyncStore", "open_async_store"]
+__all__ = ["AsyncStore", "open_async_store"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 P = ParamSpec("P")
 
-#: Threads an AsyncStore runs its calls on unless told otherwise.
-DEFAULT_MAX_WORKERS = 4
-#: The most threads one AsyncStore may run (more only adds lock contention).
-MAX_WORKERS_LIMIT = 64
-#: Every pool thread's name starts with this (then the store's id and a number).
-THREAD_NAME_PREFIX = "gotstate-persist-async"
-
 _NOT_OPEN = (
     "this AsyncStore is not open yet: use `async with gp.open_async_store(...) as astore` "
     "or `astore = await gp.open_async_store(...)`"
-)
-_CLOSED = "this AsyncStore is closed; open a new one"
-_LOCK_BUSY = (
-    f"the async machine's lock was busy for {_machine.LOCK_TIMEOUT:.0f}s; do not save or "
-    "restore a machine from inside its own actions or hooks"
 )
 
 
@@ -97,8 +75,14 @@ class AsyncStore:
     ``AsyncStateMachine``/``AsyncCompositeStateMachine``; for an async machine
     they wait (up to ``LOCK_TIMEOUT`` seconds) for its own asyncio lock, so
     a snapshot never sees a transition half-way. Writes are shielded from
-    cancellation (module docstring). Callbacks such as ``migrate``'s
+    cancellation (:mod:`._async_pool`). Callbacks such as ``migrate``'s
     ``progress`` run in a pool thread.
+
+    The sync ``Store`` given an async machine saves or restores it while it
+    is idle and refuses it (``InvalidArgument``) while its asyncio lock is
+    held, never waiting: that check is exact on the thread running the
+    machine's event loop. From any other thread, run ``astore.save_machine``
+    on the machine's loop (``asyncio.run_coroutine_threadsafe``) instead.
 
     ``namespace``, ``backend``, ``formats``, ``extensions`` and ``config``
     are the wrapped store's sync objects, exposed as they are: reading them
@@ -110,25 +94,19 @@ class AsyncStore:
     def __init__(
         self, store: Store | Callable[[], Store], *, max_workers: int = DEFAULT_MAX_WORKERS
     ) -> None:
-        if type(max_workers) is not int or not 1 <= max_workers <= MAX_WORKERS_LIMIT:
-            raise InvalidArgument(f"max_workers must be an int in 1..{MAX_WORKERS_LIMIT}")
+        self._pool = CallPool(max_workers)  # checks max_workers
         if isinstance(store, Store):
             self._store: Store | None = store
             self._opener: Callable[[], Store] | None = None
         elif callable(store):
             self._store, self._opener = None, store
         else:
+            self._pool.shutdown()
             raise InvalidArgument(
                 "store must be a gotstate_persist.Store or a function that opens one"
             )
-        self._max_workers = max_workers
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers, thread_name_prefix=f"{THREAD_NAME_PREFIX}-{id(self):x}"
-        )
         self._lifecycle = asyncio.Lock()  # opening and closing, one at a time
         self._closed = False
-        # submitted and not finished (done callbacks run in pool threads: set ops are atomic)
-        self._running: set[concurrent.futures.Future[Any]] = set()
 
     def __repr__(self) -> str:
         # never the opener: its arguments hold credentials
@@ -138,17 +116,17 @@ class AsyncStore:
             inner = "not open"
         else:
             inner = repr(self._store)
-        return f"AsyncStore({inner}, max_workers={self._max_workers})"
+        return f"AsyncStore({inner}, max_workers={self._pool.max_workers})"
 
     @property
     def max_workers(self) -> int:
         """The most threads this store runs calls on at once."""
-        return self._max_workers
+        return self._pool.max_workers
 
     @property
     def pending(self) -> int:
         """Calls handed to the pool and not finished yet (running or queued)."""
-        return len(self._running)
+        return self._pool.pending
 
     # Opening and closing.
 
@@ -170,23 +148,23 @@ class AsyncStore:
     async def _open(self) -> AsyncStore:
         async with self._lifecycle:
             if self._closed:
-                raise InvalidArgument(_CLOSED)
+                raise InvalidArgument(CLOSED)
             if self._store is None:
                 assert self._opener is not None
                 try:
                     self._store = await self._open_in_pool(self._opener)
                 except BaseException:  # failed or cancelled: nothing stays open, no thread left
                     self._closed = True
-                    self._pool.shutdown(wait=True)  # its one job has ended: this only joins
+                    self._pool.shutdown()  # its one job has ended
                     raise
         return self
 
     async def _open_in_pool(self, opener: Callable[[], Store]) -> Store:
-        future = self._spawn(opener)
-        if await self._settle(future, skippable=True):
+        future = self._pool.spawn(opener)
+        if await self._pool.settle(future, skippable=True):
             if future.exception() is None:  # undo: close what the cancelled open opened
-                closing = self._spawn(future.result().close)
-                await self._settle(closing, skippable=False)
+                closing = self._pool.spawn(future.result().close)
+                await self._pool.settle(closing, skippable=False)
                 if closing.exception() is not None:
                     logger.warning(
                         "closing a store whose opening was cancelled failed: %s",
@@ -204,15 +182,16 @@ class AsyncStore:
         async with self._lifecycle:
             if self._closed:
                 return
-            self._closed = True  # no new calls from here on
-            cancelled = await self._drain()
+            self._closed = True
+            self._pool.refuse_new()
+            cancelled = await self._pool.drain()
             store, self._store = self._store, None
             error: BaseException | None = None
             if store is not None:
-                future = self._spawn(store.close, closing=True)
-                cancelled |= await self._settle(future, skippable=False)
+                future = self._pool.spawn(store.close, closing=True)
+                cancelled |= await self._pool.settle(future, skippable=False)
                 error = future.exception()
-            self._pool.shutdown(wait=True)  # every thread is idle now: this only joins them
+            self._pool.shutdown()
             if cancelled:
                 raise asyncio.CancelledError
             if error is not None:
@@ -256,7 +235,7 @@ class AsyncStore:
     ) -> SnapshotRef:
         """Awaitable :meth:`Store.save_machine`; an async machine's lock is held meanwhile."""
         store = self._require()
-        return await self._with_machine(
+        return await self._pool.commit_holding(
             machine, lambda: store.save_machine(key, machine, expected_version=expected_version)
         )
 
@@ -265,7 +244,7 @@ class AsyncStore:
     ) -> SnapshotRef:
         """Awaitable :meth:`Store.restore_machine`; an async machine's lock is held meanwhile."""
         store = self._require()
-        return await self._with_machine(
+        return await self._pool.commit_holding(
             machine, lambda: store.restore_machine(key, machine, version=version)
         )
 
@@ -276,31 +255,31 @@ class AsyncStore:
     ) -> SnapshotRef:
         """Awaitable :meth:`Store.save`."""
         store = self._require()
-        return await self._commit(
+        return await self._pool.commit(
             lambda: store.save(key, record, expected_version=expected_version)
         )
 
     async def load(self, key: str, *, version: int | None = None) -> Any:
         """Awaitable :meth:`Store.load`."""
         store = self._require()
-        return await self._run(lambda: store.load(key, version=version))
+        return await self._pool.run(lambda: store.load(key, version=version))
 
     # Listing and deleting.
 
     async def versions(self, key: str) -> list[SnapshotRef]:
         """Awaitable :meth:`Store.versions`."""
         store = self._require()
-        return await self._run(lambda: store.versions(key))
+        return await self._pool.run(lambda: store.versions(key))
 
     async def keys(self, prefix: str = "") -> list[str]:
         """Awaitable :meth:`Store.keys`."""
         store = self._require()
-        return await self._run(lambda: store.keys(prefix))
+        return await self._pool.run(lambda: store.keys(prefix))
 
     async def delete(self, key: str, *, version: int | None = None) -> int:
         """Awaitable :meth:`Store.delete`."""
         store = self._require()
-        return await self._commit(lambda: store.delete(key, version=version))
+        return await self._pool.commit(lambda: store.delete(key, version=version))
 
     async def usage(self, *, recount: bool = False) -> Usage:
         """Awaitable :meth:`Store.usage` (with ``recount``, shielded: it repairs counters)."""
@@ -309,7 +288,7 @@ class AsyncStore:
         def call() -> Usage:
             return store.usage(recount=recount)
 
-        return await (self._commit(call) if recount else self._run(call))
+        return await (self._pool.commit(call) if recount else self._pool.run(call))
 
     # Rewriting stored records in place.
 
@@ -323,7 +302,7 @@ class AsyncStore:
     ) -> MigrationReport:
         """Awaitable :meth:`Store.migrate`; a cancelled run finishes first (it is a write)."""
         store = self._require()
-        return await self._commit(
+        return await self._pool.commit(
             lambda: store.migrate(kind, batch_size=batch_size, dry_run=dry_run, progress=progress)
         )
 
@@ -332,17 +311,19 @@ class AsyncStore:
     ) -> MigrationReport:
         """Awaitable :meth:`Store.reseal`; a cancelled run finishes first (it is a write)."""
         store = self._require()
-        return await self._commit(lambda: store.reseal(batch_size=batch_size, progress=progress))
+        return await self._pool.commit(
+            lambda: store.reseal(batch_size=batch_size, progress=progress)
+        )
 
     async def quota(self) -> Quota | None:
         """Awaitable twin of the :attr:`Store.quota` property (a method here)."""
         store = self._require()
-        return await self._run(lambda: store.quota)
+        return await self._pool.run(lambda: store.quota)
 
     async def set_quota(self, quota: Quota | None) -> None:
         """Awaitable :meth:`Store.set_quota`."""
         store = self._require()
-        await self._commit(lambda: store.set_quota(quota))
+        await self._pool.commit(lambda: store.set_quota(quota))
 
     async def to_thread(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` in this store's pool, shielded like a write.
@@ -351,93 +332,14 @@ class AsyncStore:
         ``await astore.to_thread(astore.extensions.activate, "throttle")``.
         """
         self._require()
-        return await self._commit(functools.partial(fn, *args, **kwargs))
-
-    # The machinery every twin is one line of.
+        return await self._pool.commit(functools.partial(fn, *args, **kwargs))
 
     def _require(self) -> Store:
         if self._closed:
-            raise InvalidArgument(_CLOSED)
+            raise InvalidArgument(CLOSED)
         if self._store is None:
             raise InvalidArgument(_NOT_OPEN)
         return self._store
-
-    def _spawn(
-        self, call: Callable[[], T], *, closing: bool = False
-    ) -> concurrent.futures.Future[T]:
-        if self._closed and not closing:  # e.g. closed while a call waited for a machine lock
-            raise InvalidArgument(_CLOSED)
-        future = self._pool.submit(contextvars.copy_context().run, call)
-        self._running.add(future)
-        future.add_done_callback(self._running.discard)
-        return future
-
-    async def _run(self, call: Callable[[], T]) -> T:
-        """A read: cancelling the caller drops the result (and skips it if not started)."""
-        return await asyncio.wrap_future(self._spawn(call))
-
-    async def _commit(self, call: Callable[[], T]) -> T:
-        """A write: once started it finishes before a cancellation is raised."""
-        future = self._spawn(call)
-        if await self._settle(future, skippable=True):
-            raise asyncio.CancelledError
-        return future.result()
-
-    async def _with_machine(self, machine: Any, call: Callable[[], T]) -> T:
-        """``call`` as a write, holding the async machine's locks (taken here, in the loop)."""
-        locks = _machine.async_locks(machine)
-        async with _holding(locks):
-            return await self._commit(functools.partial(_as_holder, locks, call))
-
-    async def _settle(self, future: concurrent.futures.Future[Any], *, skippable: bool) -> bool:
-        """Wait for ``future`` whatever happens to the caller; True if it was cancelled meanwhile.
-
-        With ``skippable``, a cancellation that arrives before the work has
-        started cancels the work instead and is raised at once.
-        """
-        waiter = asyncio.wrap_future(future)
-        cancelled = False
-        while True:
-            try:
-                await asyncio.wait((waiter,))  # cancelling this wait leaves waiter alone
-            except asyncio.CancelledError:
-                if skippable and future.cancel():
-                    raise
-                cancelled = True
-                continue
-            if not waiter.cancelled():
-                waiter.exception()  # retrieved: the caller reads the concurrent future
-            return cancelled
-
-    async def _drain(self) -> bool:
-        """Wait for every call in flight; True if the caller was cancelled meanwhile."""
-        cancelled = False
-        for future in list(self._running):
-            cancelled |= await self._settle(future, skippable=False)
-        return cancelled
-
-
-def _as_holder(locks: Sequence[asyncio.Lock], call: Callable[[], T]) -> T:
-    with _machine.holding_async_locks(locks):
-        return call()
-
-
-@asynccontextmanager
-async def _holding(locks: Sequence[asyncio.Lock]) -> AsyncIterator[None]:
-    """Take ``locks`` in order (each within LOCK_TIMEOUT), release them in reverse."""
-    taken: list[asyncio.Lock] = []
-    try:
-        for lock in locks:
-            try:
-                async with asyncio.timeout(_machine.LOCK_TIMEOUT):
-                    await lock.acquire()
-            except TimeoutError:
-                raise InvalidArgument(_LOCK_BUSY) from None
-            taken.append(lock)
-        yield
-    finally:
-        for lock in reversed(taken):
-            lock.release()
 
 
 def open_async_store(

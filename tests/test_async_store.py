@@ -18,11 +18,12 @@ from typing import Any, TypeVar
 
 import msgspec
 import pytest
+from _sqlite_lock import WriteLock
 from machines import observe
 from order_workflow import build_order_machine, set_data
 
 import gotstate_persist as gp
-from gotstate_persist._async_store import THREAD_NAME_PREFIX
+from gotstate_persist._async_pool import THREAD_NAME_PREFIX
 
 T = TypeVar("T")
 SYNC_NS, ASYNC_NS = "ns-sync", "ns-async"
@@ -361,50 +362,50 @@ def test_the_event_loop_keeps_running_while_every_worker_waits(
 ) -> None:
     """50 saves queue behind a SQLite write lock another connection holds.
 
-    The lock is released only after the loop has ticked TICKS times, so a
-    store that blocked the loop would never see it released (and time out).
+    The loop itself releases the lock once it has ticked 50 times; a store
+    that blocked the loop would stall it until the safety net (a timer
+    thread) releases the lock instead, a gap of SAFETY_NET_S.
     """
-    import sqlite3
-
     ticks_before_release = 50
     tick_s = 0.01
+    safety_net_s = 10.0
 
     async def scenario() -> None:
         async with gp.open_async_store(sqlite_url, keyring=keyring) as astore:
             await astore.save_machine("warm-up", build_order_machine())
-            holder = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
-            holder.execute("BEGIN IMMEDIATE")
             loop = asyncio.get_running_loop()
             gaps: list[float] = []
             done_at_release: list[int] = []
+            saves: list[asyncio.Task[gp.SnapshotRef]] = []
+            with WriteLock(sqlite_url) as held:
+                held.release_later(safety_net_s)
 
-            async def ticker() -> None:
-                last = loop.time()
-                while True:
-                    await asyncio.sleep(tick_s)
-                    now = loop.time()
-                    gaps.append(now - last)
-                    last = now
-                    if len(gaps) == ticks_before_release:
-                        done_at_release.append(sum(t.done() for t in saves))
-                        holder.execute("ROLLBACK")
+                async def ticker() -> None:
+                    last = loop.time()
+                    while True:
+                        await asyncio.sleep(tick_s)
+                        now = loop.time()
+                        gaps.append(now - last)
+                        last = now
+                        if len(gaps) == ticks_before_release:
+                            done_at_release.append(sum(t.done() for t in saves))
+                            held.release()
 
-            async def one(i: int) -> gp.SnapshotRef:
-                machine = build_order_machine()
-                machine.start()
-                set_data(machine, "idle", "blob", "x" * 1024)
-                return await astore.save_machine(f"k-{i}", machine)
+                async def one(i: int) -> gp.SnapshotRef:
+                    machine = build_order_machine()
+                    machine.start()
+                    set_data(machine, "idle", "blob", "x" * 1024)
+                    return await astore.save_machine(f"k-{i}", machine)
 
-            saves = [asyncio.create_task(one(i)) for i in range(50)]
-            ticking = asyncio.create_task(ticker())
-            refs = await asyncio.gather(*saves)
-            ticking.cancel()
-            holder.close()
+                ticking = asyncio.create_task(ticker())
+                saves.extend(asyncio.create_task(one(i)) for i in range(50))
+                refs = await asyncio.gather(*saves)
+                ticking.cancel()
             assert [r.version for r in refs] == [1] * 50
             assert done_at_release == [0]  # every save was still waiting on the lock
             assert len(gaps) >= ticks_before_release
-            # a tick is 10 ms; 0.5 s allows for a loaded shared machine, and is
-            # far below what one blocked save (waiting on the lock) would cost
+            # a tick is 10 ms; 0.5 s allows for a loaded shared machine and is
+            # far below the safety net's 10 s that a blocked loop would show
             assert max(gaps) < 0.5
 
     run(scenario())
