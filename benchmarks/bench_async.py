@@ -21,8 +21,10 @@ from running (what other requests of an asyncio service would wait).
 
 * SQLite: one database file in a temporary directory (WAL, synchronous=FULL,
   the backend's default).
-* PostgreSQL: only if ``GOTSTATE_PERSIST_BENCH_POSTGRES_URL`` names a
-  database the benchmark may write to (it uses fresh namespaces there).
+* PostgreSQL: the database ``GOTSTATE_PERSIST_BENCH_POSTGRES_URL`` names
+  (fresh namespaces in it), else a throw-away server started like
+  bench_quota's (``tests/_postgres.py``, loopback, ``fsync=off``), not
+  pinned to CPUs; ``--only sqlite`` skips it.
 """
 
 from __future__ import annotations
@@ -43,7 +45,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from bench_backends import postgres_database  # noqa: E402
 from order_workflow import build_order_machine, set_data  # noqa: E402
 
 import gotstate_persist as gp  # noqa: E402
@@ -173,18 +178,29 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 15, quick 5)")
     parser.add_argument("--saves", type=int, default=None, help="saves per writer per round")
     parser.add_argument("--quick", action="store_true", help="fewer rounds and saves")
+    parser.add_argument(
+        "--only", default="sqlite,postgresql", help="comma-separated subset of sqlite,postgresql"
+    )
     args = parser.parse_args()
+    chosen = {name.strip() for name in args.only.split(",") if name.strip()}
+    if chosen - {"sqlite", "postgresql"}:
+        parser.error(f"unknown backend(s) in --only {args.only!r}")
     rounds = args.rounds or (5 if args.quick else 15)
     saves = args.saves or (2 if args.quick else 4)
     keys = gp.KeyRing.generate()
-    with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        bench("SQLite (file; WAL, synchronous=FULL)", url, keys, rounds, saves)
-    postgres = os.environ.get(POSTGRES_VARIABLE)
-    if postgres:
-        bench("PostgreSQL", postgres, keys, rounds, saves)
-    else:
-        print(f"\nPostgreSQL: skipped (set {POSTGRES_VARIABLE} to a database URL)")
+    if "sqlite" in chosen:
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+            bench("SQLite (file; WAL, synchronous=FULL)", url, keys, rounds, saves)
+    if "postgresql" not in chosen:
+        return
+    given = os.environ.get(POSTGRES_VARIABLE)
+    if given:
+        bench(f"PostgreSQL ({POSTGRES_VARIABLE})", given, keys, rounds, saves)
+        return
+    with postgres_database("async") as found:
+        if found is not None:
+            bench(f"PostgreSQL ({found.describe()}, fsync=off)", found.url, keys, rounds, saves)
 
 
 if __name__ == "__main__":
