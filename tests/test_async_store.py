@@ -435,3 +435,25 @@ def test_reprs_hold_no_secrets(
             assert "not open" in texts[0] and "closed" in texts[-1]
 
     run(scenario())
+
+
+def test_to_thread_runs_blocking_calls_in_the_pool_with_the_callers_context(
+    sqlite_url: str, keyring: gp.KeyRing
+) -> None:
+    import contextvars
+
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+
+    async def scenario() -> None:
+        async with gp.open_async_store(sqlite_url, keyring=keyring, formats=formats()) as astore:
+            await astore.save("o", Order("o", 1))
+            request_id.set("r-17")
+            seen = await astore.to_thread(
+                lambda: (request_id.get(), threading.current_thread().name)
+            )
+            assert seen[0] == "r-17" and seen[1].startswith(THREAD_NAME_PREFIX)
+            usage = await astore.to_thread(astore.backend.usage, astore.namespace)
+            assert usage == await astore.usage()
+            assert usage.records == 1
+
+    run(scenario())
