@@ -23,6 +23,11 @@ tree's alone).
 :func:`checkpoint` remembers a
 machine's state cheaply (data is copied on first access) so that
 :meth:`Checkpoint.rollback` can put it back, in memory, after a failed commit.
+
+An ``AsyncStateMachine`` runs its transitions under its own asyncio lock:
+capture and apply refuse one whose lock is held (a transition is half-way)
+unless the caller took that lock in the event loop and says so with
+:func:`holding_async_locks` (``gotstate_persist.AsyncStore`` does).
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from ._gotstate import LOCK_TIMEOUT as LOCK_TIMEOUT
 from ._gotstate import (
     add_hook,
     all_transitions,
+    async_locks,
+    holding_async_locks,
     is_started,
     machine_type,
     remove_hook,
@@ -52,9 +59,11 @@ __all__ = [
     "add_hook",
     "all_transitions",
     "apply",
+    "async_locks",
     "capture",
     "checkpoint",
     "fingerprint",
+    "holding_async_locks",
     "is_started",
     "machine_type",
     "remove_hook",

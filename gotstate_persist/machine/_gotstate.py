@@ -5,35 +5,40 @@ machine's whole state, or to put it back without running entry and exit
 actions, so the adapter reaches into its internals: ``_graph`` (``_nodes``,
 ``_parent_map``, ``_initial_states``, ``_transitions``, ``_state_data``,
 ``_data_locks``, ``_history``, ``_current_state``, ``_graph_lock``),
-``_started``, ``_transition_lock`` and ``_submachines``; for a checkpoint it
-shadows the graph's ``get_state_data``/``set_state_data`` with instance
-attributes. Every such access is
-here, so a gotstate upgrade is checked against this module alone; capture,
-apply and the fingerprint work with gotstate's state objects, names and plain
-dicts, and everything outside the machine package sees only
+``_started``, ``_transition_lock``, ``_submachines`` and an async machine's
+``_async_lock``; for a checkpoint it shadows the graph's
+``get_state_data``/``set_state_data`` with instance attributes. Every such access is here, so a gotstate upgrade is checked
+against this module alone; capture, apply and the fingerprint work with
+gotstate's state objects, names and plain dicts, and everything outside the
+machine package sees only
 :class:`~gotstate_persist.formats.MachineSnapshot`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from itertools import islice
 from typing import Any, NamedTuple
 
 from gotstate.core.state_machine import CompositeStateMachine, StateMachine
+from gotstate.runtime.async_support import AsyncStateMachine
 
 from ..errors import InvalidArgument
 
 __all__ = [
+    "ASYNC_BUSY",
     "DATA_ACCESSORS",
     "LOCK_TIMEOUT",
     "ControlState",
     "add_hook",
     "all_submachines",
     "all_transitions",
+    "async_lock",
+    "async_locks",
     "control_state",
     "current_state",
     "data_items",
@@ -42,6 +47,7 @@ __all__ = [
     "drop_new_data",
     "has_submachines",
     "history_names",
+    "holding_async_locks",
     "initial_states",
     "is_started",
     "is_tapped",
@@ -50,6 +56,7 @@ __all__ = [
     "parent_map",
     "put_control",
     "put_data",
+    "refuse_mid_transition",
     "remove_hook",
     "set_state_items",
     "signature",
@@ -109,6 +116,7 @@ def locked(machine: Any) -> Iterator[None]:
                 raise InvalidArgument("a machine cannot contain itself as a submachine")
             seen.add(id(current))
             machine_type(current)
+            refuse_mid_transition(current)
             lock: threading.Lock = current._transition_lock
             if not lock.acquire(timeout=LOCK_TIMEOUT):
                 raise InvalidArgument(
@@ -457,3 +465,92 @@ def drop_new_data(machine: Any, control: ControlState) -> None:
         for state in list(islice(table, count, None)):
             if state not in nodes:
                 del table[state]
+
+
+# Async machines (gotstate.runtime.async_support).
+#
+# An AsyncStateMachine never takes ``_transition_lock``: it runs start, stop
+# and every transition under its own ``asyncio.Lock`` (``_async_lock``),
+# awaiting actions half-way. Capture and apply must therefore hold that lock
+# too. It can only be taken in the event loop, so gotstate_persist.AsyncStore
+# takes it there and declares it, for the pool thread doing the work, with
+# :func:`holding_async_locks`; a sync caller meeting it held is refused.
+
+#: Why a machine whose asyncio lock is held cannot be saved or restored now.
+ASYNC_BUSY = (
+    "the async machine is in the middle of a transition (or starting or stopping): its "
+    "asyncio lock is held. Save or restore it with gotstate_persist.AsyncStore "
+    "(`await astore.save_machine(...)`), which waits for the transition to finish, and "
+    "never from inside the machine's own actions or hooks"
+)
+
+_holding = threading.local()
+
+
+def async_lock(machine: object) -> asyncio.Lock | None:
+    """The asyncio lock an ``AsyncStateMachine`` runs its transitions under; None otherwise."""
+    if isinstance(machine, AsyncStateMachine):
+        lock = getattr(machine, "_async_lock", None)
+        if isinstance(lock, asyncio.Lock):
+            return lock
+    return None
+
+
+def async_locks(machine: object) -> list[asyncio.Lock]:
+    """The asyncio locks of a machine and its submachines, outermost first.
+
+    The order to take them in (the same as :func:`locked`'s). Empty for a
+    sync machine or anything that is not a machine: the caller's sync path
+    then says what is wrong with it.
+    """
+    found: list[asyncio.Lock] = []
+    seen: set[int] = set()
+    pending: list[Any] = [machine]
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            break  # a machine containing itself: locked() says so
+        seen.add(id(current))
+        lock = async_lock(current)
+        if lock is not None:
+            found.append(lock)
+        subs = submachines(current)
+        pending.extend(subs[name] for name in sorted(subs))
+    return found
+
+
+def _held() -> set[int]:
+    held: set[int] | None = getattr(_holding, "locks", None)
+    if held is None:
+        held = set()
+        _holding.locks = held
+    return held
+
+
+@contextmanager
+def holding_async_locks(locks: Sequence[asyncio.Lock]) -> Iterator[None]:
+    """Declare, for this thread, that the calling task holds ``locks``.
+
+    The task took them in the event loop and keeps them until this thread's
+    work is done, so :func:`locked` may go ahead although they are held.
+    """
+    held = _held()
+    added = [id(lock) for lock in locks if id(lock) not in held]
+    held.update(added)
+    try:
+        yield
+    finally:
+        held.difference_update(added)
+
+
+def refuse_mid_transition(machine: object) -> None:
+    """``InvalidArgument`` if the async machine's lock is held by someone else.
+
+    A sync capture or apply never waits for it (an asyncio lock cannot be
+    waited for outside its event loop). On the thread running the machine's
+    event loop this check is exact: no task can start a transition while
+    sync code runs there.
+    """
+    lock = async_lock(machine)
+    if lock is not None and lock.locked() and id(lock) not in _held():
+        raise InvalidArgument(ASYNC_BUSY)
