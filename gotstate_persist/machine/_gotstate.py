@@ -7,10 +7,10 @@ actions, so the adapter reaches into its internals: ``_graph`` (``_nodes``,
 ``_data_locks``, ``_history``, ``_current_state``, ``_graph_lock``),
 ``_started``, ``_transition_lock``, ``_submachines`` and an async machine's
 ``_async_lock``; for a checkpoint it shadows the graph's
-``get_state_data``/``set_state_data`` with instance attributes. Every such access is here, so a gotstate upgrade is checked
-against this module alone; capture, apply and the fingerprint work with
-gotstate's state objects, names and plain dicts, and everything outside the
-machine package sees only
+``get_state_data``/``set_state_data`` with instance attributes. Every such
+access is here, so a gotstate upgrade is checked against this module alone;
+capture, apply and the fingerprint work with gotstate's state objects, names
+and plain dicts, and everything outside the machine package sees only
 :class:`~gotstate_persist.formats.MachineSnapshot`.
 """
 
