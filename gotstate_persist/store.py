@@ -163,6 +163,11 @@ class Store:
             max_depth=pipeline.limits.max_depth,
             snapshot_type=pipeline.snapshot_type(),
         )
+        covered = _runtime.read_head(pipeline, key).journal_seq
+        if covered:
+            # the key is journaled: this snapshot supersedes the entries so far,
+            # so recover must replay only those appended after it
+            snapshot = msgspec.structs.replace(snapshot, journal_seq=covered)
         # capture() built the snapshot under the depth limit itself
         info = pipeline.append(key, snapshot, expected_version=expected_version, depth_checked=True)
         return self._ref(info)
@@ -271,8 +276,8 @@ class Store:
         check_version(since, allow_zero=True)
         return _runtime.read_journal(self._pipeline, key, since=since)
 
-    def _bind(self, machine: Any, *names: str) -> Any:
-        return self.extensions.bind(machine, *names)
+    def _bind(self, machine: Any, *names: str, key: str = "") -> Any:
+        return self.extensions.bind(machine, *names, key=key)
 
     # Records.
 

@@ -219,14 +219,6 @@ def test_a_key_too_long_for_a_journal(tmp_path: Path, keyring: gp.KeyRing) -> No
         assert store.keys() == [longest]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: runtime/_attached.py read_head() always derives the journal's system key "
-        "(journal_key raises for keys over 237 bytes), so attach/open_machine with "
-        "journal=False refuse every key of 238..255 bytes, which save_machine accepts"
-    ),
-)
 def test_a_key_too_long_for_a_journal_attaches_without_one(
     tmp_path: Path, keyring: gp.KeyRing
 ) -> None:
@@ -789,15 +781,6 @@ def test_an_interruption_inside_the_write_undoes_the_event(
         assert attached.head == (gp.Head(1, 1) if journal else gp.Head(1, 0))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: runtime/_attached.py _one builds the JournalRecord (pipeline.clock(), "
-        "active_name) after the machine moved but outside _commit's protection: an "
-        "interruption (KeyboardInterrupt, a failing clock) there leaves the machine moved "
-        "with nothing written and no rollback; memory and storage disagree"
-    ),
-)
 def test_an_interruption_before_the_append_undoes_the_event(
     tmp_path: Path, keyring: gp.KeyRing
 ) -> None:
@@ -813,15 +796,6 @@ def test_an_interruption_before_the_append_undoes_the_event(
         assert state_name(machine) == "idle"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: Attached starts with _since_snapshot=0 on a key that has a snapshot, even "
-        "when journal entries after that snapshot exist (a writer crashed): detach() then "
-        "writes nothing, although runtime_api.md says it flushes a snapshot covering "
-        "journaled events not yet in one (runtime/_attached.py __init__/detach)"
-    ),
-)
 def test_detach_covers_the_entries_a_crashed_writer_left(
     tmp_path: Path, keyring: gp.KeyRing
 ) -> None:

@@ -133,16 +133,6 @@ def test_the_loser_of_a_race_is_undone_and_retries(place: Place, keyring: gp.Key
         ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a snapshot-mode attachment (journal=False) that recovered on a key another "
-        "attachment journals writes snapshots without appending to the journal, and the "
-        "journaled attachment's commit CASes the journal head only: its next event "
-        "commits over the other's newer snapshot (a lost write) and the key no longer "
-        "recovers (ReplayDiverged). runtime/_attached.py _commit / Attached.recover"
-    ),
-)
 def test_a_snapshot_mode_writer_on_a_journaled_key_never_loses_a_write(
     tmp_path: Path, keyring: gp.KeyRing
 ) -> None:
@@ -167,16 +157,6 @@ def test_a_snapshot_mode_writer_on_a_journaled_key_never_loses_a_write(
         assert state_name(fresh) == "cancelled"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: open_machine reads the head again AFTER recovering (runtime/__init__.py "
-        "open_machine -> Attached.__init__ -> read_head), so an entry appended by another "
-        "writer in between is in the head but not in the machine: its next commit "
-        "succeeds from a stale state and interleaves the journal (entry n+1 does not "
-        "start where entry n ended; recover then raises ReplayDiverged)"
-    ),
-)
 def test_open_machine_racing_a_writer_never_interleaves_the_journal(
     tmp_path: Path, keyring: gp.KeyRing
 ) -> None:

@@ -322,15 +322,6 @@ def test_max_records_counts_journal_entries(tmp_path: Path, keyring: gp.KeyRing)
         assert captured(machine) == captured(ring_after(3))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (contract gap, for the lead to decide): a key's journal is a system key, so "
-        "a journal-only key never counts toward max_keys: with max_keys=1 a second key's "
-        "first journaled event commits (only its snapshot is refused), and any number "
-        "of keys can be created that way although store.keys() lists them all"
-    ),
-)
 def test_max_keys_binds_journaled_keys(tmp_path: Path, keyring: gp.KeyRing) -> None:
     where = sqlite_place(tmp_path)
     with open_place(where, keyring, quota=gp.Quota(max_keys=1)) as store:
@@ -457,14 +448,6 @@ def test_detach_unbinds_what_it_bound_only(tmp_path: Path, keyring: gp.KeyRing) 
     store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: Store._bind (store.py) binds extensions=() without key=, so a behavior "
-        "of an attached machine sees StateView.machine_key == '' instead of the key it "
-        "is attached to (exts.bind(machine, ..., key=) exists for exactly this)"
-    ),
-)
 def test_behaviors_of_an_attached_machine_see_its_key(tmp_path: Path, keyring: gp.KeyRing) -> None:
     from gotstate_persist.machine import state_data_copy
 
@@ -495,16 +478,6 @@ def test_reseal_covers_journal_entries(tmp_path: Path, keyring: gp.KeyRing) -> N
         assert attached.process_event(Event("next"))  # the attachment writes on
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a fanned-out event is committed one processed event at a time "
-        "(runtime/_attached.py process_event loops _one): when the k-th append fails "
-        "(QuotaExceeded here, VersionConflict with another writer) the earlier ones stay "
-        "committed and the raised error says 'nothing was written'; the caller cannot "
-        "tell, and retrying the event after recover() applies its first part twice"
-    ),
-)
 def test_a_fanned_out_event_commits_all_or_nothing(tmp_path: Path, keyring: gp.KeyRing) -> None:
     with _with_extensions(tmp_path, keyring, "renamer") as store:
         machine = ring()
@@ -520,17 +493,6 @@ def test_a_fanned_out_event_commits_all_or_nothing(tmp_path: Path, keyring: gp.K
         assert captured(machine) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (silent divergence): entries written through bound state behaviors are "
-        "replayed by store.recover / restore_machine(at=) through the bare machine, so the "
-        "behaviors' state-data updates are lost and the recovered machine differs from "
-        "the one that wrote the journal, without ReplayDiverged (runtime/_recover.py "
-        "bare_feed; only a target state is checked). Record the data changes in the "
-        "entry, or refuse replay without the extensions that wrote it"
-    ),
-)
 def test_recover_without_the_behaviors_never_diverges_silently(
     tmp_path: Path, keyring: gp.KeyRing
 ) -> None:
@@ -547,3 +509,29 @@ def test_recover_without_the_behaviors_never_diverges_silently(
             assert captured(bare) == captured(machine)
             return
         assert captured(bare) == captured(ring(start=False))
+
+
+def test_a_fan_out_cut_short_on_files_keeps_exactly_what_landed(
+    tmp_path: Path, keyring: gp.KeyRing
+) -> None:
+    """Object stores have no transactions: the entries that landed stay, and so does memory."""
+    root = tmp_path / "objects"
+    store = open_place(Place("file", f"file://{root}"), keyring)
+    in_process_extension(store, tmp_path, *_EXTENSIONS["renamer"])
+    with store:
+        machine = ring()
+        attached = store.attach(
+            machine, KEY, journal=True, snapshot_every=10, extensions=("renamer",)
+        )
+        assert attached.process_event(Event("next"))
+        store.set_quota(gp.Quota(max_records=store.usage().records + 1))  # room for one entry
+        with pytest.raises(gp.QuotaExceeded, match="first 1 of the 2 events"):
+            attached.process_event(Event("go"))  # two "next" events; the second is refused
+        assert [e.seq for e in store.journal(KEY)] == [1, 2]
+        assert captured(machine) == captured(ring_after(2))  # memory holds what storage holds
+        assert attached.head == gp.Head(1, 2)
+        store.set_quota(None)
+        assert attached.process_event(Event("next"))  # and the attachment writes on
+        fresh = ring(start=False)
+        store.recover(KEY, fresh)
+        assert captured(fresh) == captured(machine) == captured(ring_after(3))

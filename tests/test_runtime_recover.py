@@ -527,16 +527,6 @@ def test_open_machine_lets_a_failing_build_through(tmp_path: Path, keyring: gp.K
 # What else can happen to a journaled key.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: store.save_machine on a journaled key writes a snapshot with journal_seq=0 "
-        "(store.py save_machine; runtime recover trusts it), so recover/open_machine "
-        "replay the whole journal over that newest snapshot and raise ReplayDiverged: "
-        "one plain save makes the key unrecoverable. Either refuse the save or record "
-        "the journal head in it"
-    ),
-)
 def test_save_machine_on_a_journaled_key_keeps_it_recoverable(
     tmp_path: Path, keyring: gp.KeyRing
 ) -> None:
@@ -549,16 +539,6 @@ def test_save_machine_on_a_journaled_key_keeps_it_recoverable(
         assert captured(fresh) == captured(machine)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: recover replays over a gap in the journal (runtime/_recover.py recover / "
-        "_journal.py read_journal check neither that the first entry after the snapshot "
-        "is journal_seq+1 nor that sequences are consecutive): with entry 2 of "
-        "start/checkout/cancel deleted, the replay 'succeeds' into a different history "
-        "(checkout's history is cart instead of payment) without any error"
-    ),
-)
 def test_a_missing_entry_is_never_replayed_over(tmp_path: Path, keyring: gp.KeyRing) -> None:
     with open_place(sqlite_place(tmp_path), keyring) as store:
         machine = order()

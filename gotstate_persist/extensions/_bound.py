@@ -113,6 +113,11 @@ class BoundMachine:
                 transition.guards.append(guard)
                 self._installed.append((transition, guard))
 
+    @property
+    def behavior_names(self) -> tuple[str, ...]:
+        """The bound state behaviors, in the order they run (a journal records them)."""
+        return tuple(self._behavior_names)
+
     def __repr__(self) -> str:
         names = [*self._processor_names, *self._behavior_names]
         return f"<BoundMachine {type(self.machine).__name__} with {names}>"

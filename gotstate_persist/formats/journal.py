@@ -32,6 +32,8 @@ class JournalRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ``source``/``target`` name the innermost active state before and after
     the event (None when the machine had none). ``snapshot_version`` is the
     newest snapshot of the key when the entry was appended (0: none yet).
+    ``behaviors`` names the state behaviors bound when the event ran: their
+    data changes are not in the entry, so a replay must run the same ones.
     """
 
     event: str
@@ -42,3 +44,4 @@ class JournalRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     meta: Any
     at_us: int
     snapshot_version: int
+    behaviors: tuple[str, ...] = ()

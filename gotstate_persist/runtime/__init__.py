@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from .. import machine as _machine
 from ..errors import InvalidArgument
-from ._attached import Attached, Head, read_head
+from ._attached import Attached
+from ._head import Head, read_head
 from ._journal import (
     JournalEntry,
     journal_key,
@@ -94,7 +95,7 @@ def attach(
     _check_key(pipeline, key, bare, journal=journal)
     owns = False
     if names:
-        bound, owns = bind(bare, *names), True
+        bound, owns = bind(bare, *names, key=key), True
     return _attached(pipeline, key, bare, bound, owns, snapshot_every, journal)
 
 
@@ -121,6 +122,7 @@ def _attached(
     owns: bool,
     snapshot_every: int,
     journal: bool,
+    recovered: Recovered | None = None,
 ) -> Attached:
     return Attached(
         pipeline,
@@ -130,6 +132,8 @@ def _attached(
         journal=journal,
         bound=bound,
         owns_binding=owns,
+        head=None if recovered is None else recovered.head(),
+        unsnapped=None if recovered is None else recovered.replayed,
     )
 
 
@@ -151,16 +155,28 @@ def open_machine(
     bare, bound = _unwrap(built)
     owns = False
     if names and bound is None:
-        bound, owns = bind(bare, *names), True
+        bound, owns = bind(bare, *names, key=key), True
     try:
         head = read_head(pipeline, key)
+        recovered: Recovered | None = None
         if head.snapshot_version or head.journal_seq:
+            if not journal and head.journal_seq:
+                raise InvalidArgument(
+                    f"key {key!r} keeps a journal: open it with journal=True, or delete the "
+                    "key first"
+                )
             feed = None if bound is None else (lambda view: bound.feed(view)[0])
-            recover(pipeline, key, bare, feed=feed)
+            behaviors = () if bound is None else bound.behavior_names
+            recovered = recover(pipeline, key, bare, feed=feed, behaviors=behaviors)
         elif not _machine.is_started(bare):
             bare.start()
-        _check_key(pipeline, key, bare, journal=journal)
-        return _attached(pipeline, key, bare, bound, owns, snapshot_every, journal)
+        if recovered is None:
+            _check_key(pipeline, key, bare, journal=journal)
+        elif journal:
+            journal_key(key)
+        # the head recovery reached, not one read again now: an entry another
+        # writer appended since is not in the machine (the next commit conflicts)
+        return _attached(pipeline, key, bare, bound, owns, snapshot_every, journal, recovered)
     except BaseException:
         if owns and bound is not None:
             bound.unbind()

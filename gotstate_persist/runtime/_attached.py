@@ -28,21 +28,24 @@ from __future__ import annotations
 import logging
 import threading
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
 from .. import machine as _machine
+from .._quota_rules import quota_exceeded
 from ..backends.base import to_micros
 from ..errors import InvalidArgument, PersistError, VersionConflict
 from ..extensions._views import EventView, gotstate_event, view_of
 from ..formats.journal import JournalRecord
-from ._journal import journal_key, tagged_mapping
+from ._head import Head, read_head
+from ._journal import journal_key, journal_key_or_none, tagged_mapping
 from ._recover import Feed, active_name, bare_feed, recover
 
 if TYPE_CHECKING:
     from .._pipeline import RecordPipeline
     from ..extensions import BoundMachine
+    from ..machine import Checkpoint
 
 __all__ = ["Attached", "Head"]
 
@@ -51,11 +54,20 @@ logger = logging.getLogger("gotstate_persist.runtime")
 _DETACHED = "this attachment is detached; attach the machine again (store.attach)"
 
 
-class Head(msgspec.Struct, frozen=True):
-    """Where a key stands: newest snapshot version and newest journal sequence (0: none)."""
+class Prepared(NamedTuple):
+    """One ``process_event`` call, checked and tagged before the machine moves."""
 
-    snapshot_version: int
-    journal_seq: int
+    events: list[tuple[EventView, object]]  # each fed event and its tagged metadata
+    meta: object  # the caller's meta, tagged
+
+
+class Step(NamedTuple):
+    """One event the machine accepted, and where it took the machine."""
+
+    view: EventView
+    metadata: object
+    source: str | None
+    target: str | None
 
 
 class Attached:
@@ -74,7 +86,13 @@ class Attached:
         journal: bool,
         bound: BoundMachine | None,
         owns_binding: bool,
+        head: Head | None = None,
+        unsnapped: int | None = None,
     ) -> None:
+        """``head``: the key's head the machine is at (read now if not given);
+        ``unsnapped``: how many journal entries after the newest snapshot the
+        machine holds (unknown: the next commit writes a snapshot too).
+        """
         self._pipeline = pipeline
         self._key = key
         self._machine = machine
@@ -84,11 +102,23 @@ class Attached:
         self._owns_binding = owns_binding
         self._lock = threading.RLock()
         self._detached = False
-        self._head = read_head(pipeline, key)
-        # a key without a snapshot gets one after its first event, so it
-        # can always be recovered in place (see recover())
-        self._since_snapshot = snapshot_every - 1 if self._head.snapshot_version == 0 else 0
+        self._written = 0  # entries of the commit in progress that landed
+        self._head = read_head(pipeline, key) if head is None else head
+        self._since_snapshot = 0
         self._pending = False
+        self._restart(unsnapped)
+
+    def _restart(self, unsnapped: int | None) -> None:
+        """Count the entries no snapshot covers yet, after attaching or recovering."""
+        head = self._head
+        if head.snapshot_version == 0:
+            # a key without a snapshot gets one after its first event, so it
+            # can always be recovered in place (see recover())
+            self._since_snapshot, self._pending = self._every - 1, False
+        elif unsnapped is None:
+            self._since_snapshot, self._pending = 0, head.journal_seq > 0
+        else:
+            self._since_snapshot, self._pending = unsnapped, False
 
     def __repr__(self) -> str:
         return f"<Attached {self._key!r} at {self._head.snapshot_version}/{self._head.journal_seq}>"
@@ -109,119 +139,240 @@ class Attached:
         return self._head
 
     # Events.
+    #
+    # process_event is three phases, so the asyncio twin can await the middle
+    # one in the event loop and run the last in its pool: _prepare (check and
+    # tag what will be journaled, before the machine is touched), _step (feed
+    # one processed event to the machine) and _finish (commit, or put the
+    # machine back). The caller holds the attachment's lock throughout and
+    # takes the checkpoint between _prepare and the first _step.
 
     def process_event(self, event: Any, *, meta: dict[str, Any] | None = None) -> bool:
         """Process ``event``, then persist it; True if the machine accepted it.
 
         On a failed commit the machine is back where it was and the error
         (``VersionConflict``, ``QuotaExceeded``, ``BackendError``...) is
-        raised. A bound behavior failing on enter or exit raises
+        raised. An event the processors fan out into several is committed
+        all or nothing. A bound behavior failing on enter or exit raises
         ``ExtensionFailed`` after the transition was committed.
         """
         with self._lock:
-            if self._detached:
-                raise InvalidArgument(_DETACHED)
-            limits = self._pipeline.limits
-            kind_of = self._pipeline.formats.kind_of
-            tagged_meta = tagged_mapping(
-                {} if meta is None else meta, "meta", limits.max_depth, kind_of
-            )
-            views = self._bound.events_for(event) if self._bound is not None else [view_of(event)]
-            tagged = [
-                tagged_mapping(view.metadata, "event metadata", limits.max_depth, kind_of)
-                if self._journal_key is not None
-                else None
-                for view in views
-            ]
-            handled = False
-            for view, metadata in zip(views, tagged, strict=True):
-                handled = self._one(view, metadata, tagged_meta) or handled
-            return handled
-
-    def _one(self, view: EventView, metadata: object, meta: object) -> bool:
-        machine = self._machine
-        source = active_name(machine)
-        undo = _machine.checkpoint(machine)
-        try:
+            prepared = self._prepare(event, meta)
+            undo = _machine.checkpoint(self._machine)
             try:
-                handled, error = self._feed(view)
-            except BaseException:
-                undo.rollback()
-                raise
-            if not handled:
+                steps: list[Step] = []
+                error: PersistError | None = None
+                try:
+                    for view, metadata in prepared.events:
+                        source = active_name(self._machine)
+                        error = self._step(view, metadata, source, self._feed(view), steps)
+                        if error is not None:
+                            break
+                except BaseException:
+                    undo.rollback()
+                    raise
+                return self._finish(prepared, steps, undo, error)
+            finally:
                 undo.close()
-                if error is not None:
-                    raise error
-                return False
-            record = None
-            if self._journal_key is not None:
-                record = JournalRecord(
-                    event=view.name,
-                    priority=view.priority,
-                    metadata=metadata,
-                    source=source,
-                    target=active_name(machine),
-                    meta=meta,
-                    at_us=to_micros(self._pipeline.clock()),
-                    snapshot_version=self._head.snapshot_version,
+
+    def _prepare(self, event: Any, meta: dict[str, Any] | None) -> Prepared:
+        """The events to feed (after the processors) and their tagged forms; nothing moves yet."""
+        if self._detached:
+            raise InvalidArgument(_DETACHED)
+        limits = self._pipeline.limits
+        kind_of = self._pipeline.formats.kind_of
+        given = {} if meta is None else meta
+        tagged_meta = tagged_mapping(given, "meta", limits.max_depth, kind_of)
+        views = self._bound.events_for(event) if self._bound is not None else [view_of(event)]
+        journaled = self._journal_key is not None
+        return Prepared(
+            [
+                (
+                    view,
+                    tagged_mapping(view.metadata, "event metadata", limits.max_depth, kind_of)
+                    if journaled
+                    else None,
                 )
-            self._commit(record, undo)
-        finally:
-            undo.close()
-        if error is not None:
-            raise error
-        return True
+                for view in views
+            ],
+            tagged_meta,
+        )
+
+    def _step(
+        self,
+        view: EventView,
+        metadata: object,
+        source: str | None,
+        fed: tuple[bool, PersistError | None],
+        steps: list[Step],
+    ) -> PersistError | None:
+        """Record one fed event if the machine took it (``fed``: what feeding it returned)."""
+        handled, error = fed
+        if handled:
+            steps.append(Step(view, metadata, source, active_name(self._machine)))
+        return error
 
     def _feed(self, view: EventView) -> tuple[bool, PersistError | None]:
         if self._bound is not None:
             return self._bound.feed(view)
         return bool(self._machine.process_event(gotstate_event(view))), None
 
-    def _commit(self, record: JournalRecord | None, undo: Any) -> None:
-        """Persist the processed event, or put the machine back and raise."""
+    def _finish(
+        self,
+        prepared: Prepared,
+        steps: list[Step],
+        undo: Checkpoint,
+        error: PersistError | None,
+    ) -> bool:
+        """Commit the accepted events, or put the machine back and raise (see the module)."""
+        if not steps:
+            undo.close()
+            if error is not None:
+                raise error
+            return False
         before = self._head
+        written = self._written = 0
         try:
-            if record is not None:
-                assert self._journal_key is not None
-                info = self._pipeline.append(
-                    self._journal_key, record, expected_version=before.journal_seq
-                )
-                self._head = Head(before.snapshot_version, info.version)
+            if self._journal_key is not None:
+                records = self._records(prepared, steps, before)
+                written = self._append(records, before)
             else:
+                self._check_unjournaled()
                 self._head = Head(self._write_snapshot(before), before.journal_seq)
         except VersionConflict:
-            undo.rollback()
+            written = max(written, self._written)
+            self._undo(undo, steps, written)
             raise VersionConflict(
                 f"key {self._key!r} was written by another writer since this attachment "
                 f"last wrote it (at snapshot {before.snapshot_version}, journal "
-                f"{before.journal_seq}); the event was undone: call attached.recover() and "
-                "process it again"
+                f"{before.journal_seq}); {self._undone(steps, written)}: call "
+                "attached.recover() and process it again"
             ) from None
-        except PersistError:
-            undo.rollback()
+        except PersistError as exc:
+            written = max(written, self._written)
+            self._undo(undo, steps, written)
+            if written:
+                # that write wrote nothing, but earlier entries of the fan-out did
+                exc.args = (f"{exc} [{self._undone(steps, written)}]",)
             raise
         except BaseException:
-            if not self._landed(before):
-                undo.rollback()
+            written = self._landed(before, len(steps), written)
+            if written < len(steps):
+                self._undo(undo, steps, written)
             raise
-        if record is not None:
-            self._since_snapshot += 1
+        if self._journal_key is not None:
+            self._since_snapshot += len(steps)
             if self._pending or self._since_snapshot >= self._every:
                 self._periodic_snapshot()
+        if error is not None:
+            raise error
+        return True
 
-    def _landed(self, before: Head) -> bool:
-        """After an interruption: did our write reach storage? (Then memory keeps it.)"""
+    def _records(self, prepared: Prepared, steps: list[Step], head: Head) -> list[JournalRecord]:
+        at_us = to_micros(self._pipeline.clock())
+        behaviors = self._behaviors()
+        return [
+            JournalRecord(
+                event=step.view.name,
+                priority=step.view.priority,
+                metadata=step.metadata,
+                source=step.source,
+                target=step.target,
+                meta=prepared.meta,
+                at_us=at_us,
+                snapshot_version=head.snapshot_version,
+                behaviors=behaviors,
+            )
+            for step in steps
+        ]
+
+    def _behaviors(self) -> tuple[str, ...]:
+        return () if self._bound is None else self._bound.behavior_names
+
+    def _append(self, records: list[JournalRecord], before: Head) -> int:
+        """Append the entries (all or none where the backend has transactions); how many landed.
+
+        Elsewhere each is its own compare-and-set on the one before, so a
+        failure part-way is known exactly: ``self._written`` counts those that
+        landed, and the error propagates for the caller to undo the rest.
+        """
+        assert self._journal_key is not None
+        pipeline, jkey, seq = self._pipeline, self._journal_key, before.journal_seq
+        if seq == 0 and before.snapshot_version == 0:
+            self._check_room_for_key()
+        if len(records) > 1 and pipeline.backend.capabilities.atomic_put_many:
+            writes = [
+                (jkey, seq + i + 1, record, seq if i == 0 else seq + i)
+                for i, record in enumerate(records)
+            ]
+            infos = pipeline.put_versions(writes)
+            self._head = Head(before.snapshot_version, infos[-1].version)
+            return len(records)
+        for done, record in enumerate(records):
+            self._written = done
+            info = pipeline.append(jkey, record, expected_version=seq + done)
+            self._head = Head(before.snapshot_version, info.version)
+        self._written = len(records)
+        return len(records)
+
+    def _undo(self, undo: Checkpoint, steps: list[Step], written: int) -> None:
+        """Put the machine back; then replay the entries that did land (part of a fan-out)."""
+        written = max(written, self._written)
+        undo.rollback()
+        if written:
+            feed = self._replay_feed()
+            for step in steps[:written]:
+                feed(step.view)
+        self._written = 0
+
+    def _undone(self, steps: list[Step], written: int) -> str:
+        written = max(written, self._written)
+        if not written:
+            return "the event was undone" if len(steps) == 1 else "its events were undone"
+        return (
+            f"the first {written} of the {len(steps)} events it fanned out into were committed "
+            "and the machine keeps them; the rest were undone"
+        )
+
+    def _check_unjournaled(self) -> None:
+        """The journal part of this snapshot-only attachment's head (0) must still hold.
+
+        Another attachment journaling the key moved the head: a snapshot
+        written now would lose its entries, so this is a ``VersionConflict``
+        (and :meth:`recover` then says to attach with ``journal=True``).
+        """
+        if (
+            journal_key_or_none(self._key) is not None
+            and read_head(self._pipeline, self._key).journal_seq
+        ):
+            raise VersionConflict(f"key {self._key!r} is journaled by another attachment")
+
+    def _check_room_for_key(self) -> None:
+        """``max_keys`` for a key whose first write is a journal entry (a system key)."""
+        backend, namespace = self._pipeline.backend, self._pipeline.namespace
+        quota = backend.load_quota(namespace)
+        if quota is None or quota.max_keys is None:
+            return
+        used = backend.usage(namespace).keys
+        if used + 1 > quota.max_keys:
+            raise quota_exceeded("max_keys", quota.max_keys, used, 1, namespace=namespace)
+
+    def _landed(self, before: Head, wanted: int, written: int) -> int:
+        """After an interruption: how many of our entries (or our snapshot) reached storage."""
+        written = max(written, self._written)
         try:
             now = read_head(self._pipeline, self._key, journal=self._journal_key is not None)
-        except BaseException:  # cannot tell: undo; the next commit's CAS will say
-            return False
+        except BaseException:  # cannot tell: keep what we know; the next CAS will say
+            return written
         if self._journal_key is not None:
-            landed = now.journal_seq > before.journal_seq
-        else:
-            landed = now.snapshot_version > before.snapshot_version
-        if landed:
+            landed = min(wanted, max(written, now.journal_seq - before.journal_seq))
+            self._head = Head(before.snapshot_version, before.journal_seq + landed)
+            self._written = landed
+            return landed
+        if now.snapshot_version > before.snapshot_version:
             self._head = now
-        return landed
+            return wanted
+        return 0
 
     def _write_snapshot(self, head: Head) -> int:
         pipeline = self._pipeline
@@ -284,17 +435,27 @@ class Attached:
             if self._detached:
                 raise InvalidArgument(_DETACHED)
             head = read_head(self._pipeline, self._key)
+            if self._journal_key is None and head.journal_seq:
+                raise InvalidArgument(
+                    f"key {self._key!r} keeps a journal now: this snapshot-only attachment "
+                    "cannot follow it; attach again with journal=True (store.open_machine)"
+                )
             if head.snapshot_version == 0 and head.journal_seq:
                 raise InvalidArgument(
                     f"key {self._key!r} has journal entries but no snapshot yet, so this "
                     "machine cannot be brought to its head in place; open it again with "
                     "store.open_machine(key, build)"
                 )
-            recover(self._pipeline, self._key, self._machine, feed=self._replay_feed())
-            self._head = head
-            self._since_snapshot = 0
-            self._pending = False
-            return head
+            recovered = recover(
+                self._pipeline,
+                self._key,
+                self._machine,
+                feed=self._replay_feed(),
+                behaviors=self._behaviors(),
+            )
+            self._head = recovered.head()
+            self._restart(recovered.replayed)
+            return self._head
 
     def _replay_feed(self) -> Feed:
         bound = self._bound
@@ -330,11 +491,3 @@ class Attached:
         tb: TracebackType | None,
     ) -> None:
         self.detach()
-
-
-def read_head(pipeline: RecordPipeline, key: str, *, journal: bool = True) -> Head:
-    """The key's head as stored now (the journal part is 0 when not asked for)."""
-    backend, namespace = pipeline.backend, pipeline.namespace
-    snapshot = backend.head(namespace, key).newest
-    seq = backend.head(namespace, journal_key(key)).newest if journal else 0
-    return Head(snapshot, seq)

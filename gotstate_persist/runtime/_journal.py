@@ -52,7 +52,8 @@ class JournalEntry(msgspec.Struct, frozen=True):
     ``seq`` never repeats for a key; ``source``/``target`` name the innermost
     active state before and after the event; ``meta`` is what the caller
     passed to ``process_event(meta=...)``; ``snapshot_version`` is the newest
-    snapshot of the key when the event was committed.
+    snapshot of the key when the event was committed; ``behaviors`` the state
+    behaviors (extensions) bound when it ran, which a replay must run too.
     """
 
     seq: int
@@ -62,6 +63,7 @@ class JournalEntry(msgspec.Struct, frozen=True):
     meta: dict[str, Any]
     at: datetime
     snapshot_version: int
+    behaviors: tuple[str, ...] = ()
 
 
 def journal_prefix() -> str:
@@ -121,6 +123,7 @@ def entry_from_record(seq: int, record: JournalRecord, structs: StructDecoder) -
         meta=_mapping(record.meta, "meta", structs),
         at=_EPOCH + timedelta(microseconds=record.at_us),
         snapshot_version=record.snapshot_version,
+        behaviors=record.behaviors,
     )
 
 

@@ -25,6 +25,7 @@ from ..backends import VersionInfo
 from ..errors import InvalidArgument, NotFound, ReplayDiverged
 from ..extensions._views import EventView, gotstate_event
 from ..formats.machine import MachineSnapshot
+from ._head import Head
 from ._journal import JournalEntry, read_journal
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ __all__ = [
     "apply_snapshot",
     "bare_feed",
     "capture_for_undo",
+    "check_behaviors",
     "check_moment",
     "check_replayed",
     "plan_recovery",
@@ -54,6 +56,10 @@ class Recovered(msgspec.Struct, frozen=True):
     snapshot: VersionInfo | None
     journal_seq: int
     replayed: int
+
+    def head(self) -> Head:
+        """The key's head the machine is at now."""
+        return Head(0 if self.snapshot is None else self.snapshot.version, self.journal_seq)
 
 
 def active_name(machine: Any) -> str | None:
@@ -132,7 +138,23 @@ def plan_recovery(
                 f"key {key!r} has no snapshot yet: recover into a machine that was never "
                 "started, so its journal replays from the start"
             )
+    _check_consecutive(key, covered, entries)
     return RecoveryPlan(info, snapshot, entries, covered)
+
+
+def _check_consecutive(key: str, covered: int, entries: list[JournalEntry]) -> None:
+    """Refuse a journal with a hole after the snapshot: replaying over it is another history."""
+    expected = covered + 1
+    for entry in entries:
+        if entry.seq != expected:
+            raise ReplayDiverged(
+                f"the journal of key {key!r} misses entries {expected}..{entry.seq - 1} "
+                f"after the snapshot covering entry {covered}: replaying over the gap would "
+                "give another history; restore a snapshot version instead, and run "
+                "`gotstate-persist verify`",
+                seq=expected,
+            )
+        expected += 1
 
 
 def capture_for_undo(pipeline: RecordPipeline, machine: Any) -> MachineSnapshot:
@@ -160,11 +182,14 @@ def recover(
     *,
     at: datetime | None = None,
     feed: Feed | None = None,
+    behaviors: tuple[str, ...] = (),
 ) -> Recovered:
     """Bring ``machine`` to ``key``'s newest state (or the state in force at ``at``).
 
     ``feed`` replays one entry (default: the bare machine; an attachment with
-    extensions passes its binding, whose processors are bypassed).
+    extensions passes its binding, whose processors are bypassed) and
+    ``behaviors`` names the state behaviors it runs: an entry written with
+    other behaviors bound is refused, since their data changes are not in it.
     """
     plan = plan_recovery(pipeline, key, machine, at)
     before = capture_for_undo(pipeline, machine)
@@ -173,17 +198,34 @@ def recover(
             apply_snapshot(pipeline, machine, plan.snapshot)
         else:
             machine.start()
-        replay(machine, plan.entries, feed if feed is not None else bare_feed(machine))
+        replay(machine, plan.entries, feed if feed is not None else bare_feed(machine), behaviors)
     except BaseException:
         apply_snapshot(pipeline, machine, before)
         raise
     return plan.result()
 
 
-def replay(machine: Any, entries: list[JournalEntry], feed: Feed) -> None:
+def replay(
+    machine: Any, entries: list[JournalEntry], feed: Feed, behaviors: tuple[str, ...] = ()
+) -> None:
     """Feed each entry; ``ReplayDiverged`` at the first that goes elsewhere than it did."""
     for entry in entries:
+        check_behaviors(entry, behaviors)
         check_replayed(entry, feed(entry.event), active_name(machine))
+
+
+def check_behaviors(entry: JournalEntry, behaviors: tuple[str, ...]) -> None:
+    """``ReplayDiverged`` unless the replay runs the state behaviors the entry ran with."""
+    if tuple(entry.behaviors) == tuple(behaviors):
+        return
+    ran = ", ".join(entry.behaviors) or "none"
+    raise ReplayDiverged(
+        f"journal entry {entry.seq} ({entry.event.name!r}) ran with the state behaviors "
+        f"[{ran}] bound, and their data changes are not in the journal; recover it with "
+        f"the same extensions (store.open_machine(key, build, extensions=...)), or "
+        "restore a snapshot version instead",
+        seq=entry.seq,
+    )
 
 
 def check_replayed(entry: JournalEntry, accepted: bool, reached: str | None) -> None:

@@ -1,0 +1,31 @@
+"""A key's head: the newest snapshot version and journal sequence, read in one place."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from ._journal import journal_key_or_none
+
+if TYPE_CHECKING:
+    from .._pipeline import RecordPipeline
+
+__all__ = ["Head", "read_head"]
+
+
+class Head(msgspec.Struct, frozen=True):
+    """Where a key stands: newest snapshot version and newest journal sequence (0: none)."""
+
+    snapshot_version: int
+    journal_seq: int
+
+
+def read_head(pipeline: RecordPipeline, key: str, *, journal: bool = True) -> Head:
+    """The key's head as stored now (the journal part is 0 when not asked for, or when
+    the key is too long to have a journal)."""
+    backend, namespace = pipeline.backend, pipeline.namespace
+    snapshot = backend.head(namespace, key).newest
+    jkey = journal_key_or_none(key) if journal else None
+    seq = backend.head(namespace, jkey).newest if jkey is not None else 0
+    return Head(snapshot, seq)
