@@ -73,10 +73,18 @@ def apply(
     assert decoder is not None
     with locked(machine), gc_paused(len(snapshot.data) > GC_PAUSE_MIN_STATES):
         live = {tuple(path): sub for path, sub in all_submachines(machine)}
-        if snapshot.fingerprint != shape(machine).fingerprint:
-            snapshot = transitions_only(machine, snapshot, live) or migrate_snapshot(
-                machine, snapshot, migrations, live
+        derived = shape(machine)
+        if snapshot.fingerprint != derived.fingerprint:
+            # a migration registered from this very structure says how its
+            # states map (two siblings swapping names leave the tree equal):
+            # it wins over restoring "as is" because only transitions differ
+            registered = (
+                migrations is not None
+                and snapshot.machine_type == derived.summary["type"]
+                and bool(migrations.plan(snapshot.fingerprint, derived.fingerprint))
             )
+            as_is = None if registered else transitions_only(machine, snapshot, live)
+            snapshot = as_is or migrate_snapshot(machine, snapshot, migrations, live)
         stored = {tuple(sub.path): sub for sub in snapshot.submachines}
         commits: list[_Commit] = []
         # the top machine first: its fingerprint covers the submachines' structure
