@@ -22,7 +22,7 @@ import msgspec
 from . import machine as _machine
 from . import runtime as _runtime
 from ._migrate import DEFAULT_BATCH_SIZE, MigrationReport, Progress, migrate, reseal
-from ._names import DEFAULT_NAMESPACE, check_name, check_version, is_system_key
+from ._names import DEFAULT_NAMESPACE, check_name, check_version
 from ._pipeline import KEYRING_NEEDED, RecordPipeline, utc_now
 from .backends import Backend, Usage, VersionInfo, open_backend
 from .codec import DEFAULT_LIMITS, Codec, Limits, codec_by_name
@@ -310,11 +310,7 @@ class Store:
             check_name(prefix, "key prefix")
         elif not isinstance(prefix, str):
             raise InvalidArgument("prefix must be a str")
-        backend, namespace = self._backend, self.namespace
-        found = {key for key in backend.keys(namespace, prefix) if not is_system_key(key)}
-        journals = _runtime.journal_prefix()
-        found.update(key[len(journals) :] for key in backend.keys(namespace, journals + prefix))
-        return sorted(found)
+        return _runtime.user_keys(self._backend, self.namespace, prefix)
 
     def delete(self, key: str, *, version: int | None = None) -> int:
         """Delete every version of ``key`` and its journal (or one snapshot version).

@@ -637,3 +637,37 @@ def test_on_s3(
 ) -> None:
     url, options = s3_endpoint
     _round_trip(populate(url, keyring, tmp_path / "keys.json", **options), capsys)
+
+
+def test_ls_lists_a_key_that_has_only_journal_entries(
+    history: History, keyring: gp.KeyRing, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with _open(history.url, keyring, {}) as store:
+        store.backend.delete(NAMESPACE, KEY)  # its snapshots: the journal stays
+        assert store.keys() == [KEY]
+    capsys.readouterr()
+    assert main(["ls", history.url, "--namespace", NAMESPACE]) == EXIT_OK
+    out = capsys.readouterr().out
+    [row] = [row for row in cells(out)[1:] if row[1] == KEY]
+    assert row[2:5] == ["0", "-", "gotstate.journal"]
+
+
+class Parcel(msgspec.Struct, frozen=True):
+    weight: int
+
+
+def test_journal_shows_an_entry_whose_struct_this_tool_cannot_rebuild(
+    history: History, keyring: gp.KeyRing, capsys: pytest.CaptureFixture[str]
+) -> None:
+    formats = gp.FormatRegistry()
+    formats.register(Parcel, kind="test.parcel", version=1)
+    with gp.Store(
+        open_backend(history.url), keyring=keyring, namespace=NAMESPACE, formats=formats
+    ) as store:
+        attached = store.open_machine("parcel-1", build_order_machine, journal=True)
+        assert attached.process_event(Event("start"), meta={"parcel": Parcel(3), "actor": "api"})
+    code, out, _ = history.run(capsys, "journal", "parcel-1", "--json")
+    assert code == EXIT_OK  # the CLI has no --formats here: the Struct is named, not read
+    [entry] = json.loads(out)
+    assert "test.parcel" in json.dumps(entry)
+    assert "api" in json.dumps(entry)

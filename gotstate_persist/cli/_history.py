@@ -28,12 +28,14 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from .._names import check_name, printable
 from .._pipeline import RecordPipeline
 from ..backends import Backend
-from ..errors import InvalidArgument, NotFound
+from ..errors import InvalidArgument, NotFound, PersistError
 from ..formats import MachineSnapshot
-from ..runtime import journal_key_or_none, read_head, read_journal
+from ..runtime import JournalEntry, journal_key_or_none, read_head, read_journal
 from ..sealing import KeyRing
 from ..store import SnapshotRef, snapshot_ref
 from ._configview import json_text
@@ -160,13 +162,33 @@ def _write(text: str) -> None:
     sys.stdout.write(text + "\n")
 
 
+class Unregistered(msgspec.Struct, frozen=True):
+    """Shown in place of an embedded Struct this tool cannot rebuild (the rest still shows)."""
+
+    kind: str
+    version: int
+
+
+def _entries(pipeline: RecordPipeline, key: str, **window: Any) -> list[JournalEntry]:
+    """The key's journal, each embedded Struct rebuilt if this tool can, else named."""
+    decode = pipeline.formats.decode_struct
+
+    def structs(kind: str, version: int, encoded: bytes) -> msgspec.Struct:
+        try:
+            return decode(kind, version, encoded)
+        except PersistError:
+            return Unregistered(printable(kind), version)
+
+    return read_journal(pipeline, key, structs=structs, **window)
+
+
 # The commands.
 
 
 def _cmd_log(args: argparse.Namespace) -> int:
     with _reading(args) as (pipeline, keys):
         snapshots = _snapshots(pipeline, args.key)
-        entries = read_journal(pipeline, args.key)
+        entries = _entries(pipeline, args.key)
         if not snapshots and not entries:
             raise _no_such_key(pipeline, keys, args.key)
     items = log_items(snapshots, entries)
@@ -179,7 +201,7 @@ def _cmd_log(args: argparse.Namespace) -> int:
 
 def _cmd_journal(args: argparse.Namespace) -> int:
     with _reading(args) as (pipeline, keys):
-        entries = read_journal(pipeline, args.key, since=args.since)
+        entries = _entries(pipeline, args.key, since=args.since)
         if not entries and not _has_history(pipeline.backend, keys, pipeline.namespace, args.key):
             raise _no_such_key(pipeline, keys, args.key)
     if args.json:
@@ -251,7 +273,7 @@ def show_at(args: argparse.Namespace) -> int:
         document = record_document(pipeline, inspection)
         covered: Any = getattr(inspection.record, "journal_seq", 0)
         since = covered if type(covered) is int else 0  # a record of another kind: 0
-        entries = read_journal(pipeline, args.key, since=since, until=moment)
+        entries = _entries(pipeline, args.key, since=since, until=moment)
     document["at"] = moment_text(moment)
     document["journal"] = [entry_json(entry) for entry in entries]
     _write(json_text(document))

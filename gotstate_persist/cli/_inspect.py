@@ -21,10 +21,11 @@ import json
 import sys
 from collections import Counter
 
-from .._names import check_stored_key, is_system_key, printable
+from .._names import check_stored_key, printable
 from .._pipeline import RecordPipeline
 from ..backends import Backend
 from ..errors import FormatError, IntegrityError, InvalidArgument, NotFound, PersistError
+from ..runtime import journal_key_or_none, user_keys
 from ..sealing import KeyRing, format_key_id, read_header
 from ._history import moment_option, show_at
 from ._keyring import load_keyring
@@ -46,19 +47,21 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     with open_existing(args.url, args.catalog) as backend:
         rows = [["NAMESPACE", "KEY", "VERSIONS", "NEWEST", "KIND", "FORMAT", "SIZE", "SAVED (UTC)"]]
         for namespace in selected_namespaces(backend, args):
-            for key in backend.keys(namespace, args.prefix):
-                if is_system_key(key):
-                    continue  # the library's own records: verify and show still read them
+            # the library's own records are not listed (verify and show still read
+            # them), but a key with only journal entries is a key: its newest entry
+            for key in user_keys(backend, namespace, args.prefix):
                 versions = backend.versions(namespace, key)
-                if not versions:
+                jkey = journal_key_or_none(key)
+                newest_of = versions or (backend.versions(namespace, jkey) if jkey else [])
+                if not newest_of:
                     continue
-                newest = versions[-1]
+                newest = newest_of[-1]
                 rows.append(
                     [  # names come from storage, maybe written by other tools: escaped
                         printable(namespace),
                         printable(key),
                         str(len(versions)),
-                        str(newest.version),
+                        str(newest.version) if versions else "-",
                         printable(str(newest.kind)),
                         str(newest.format_version),
                         str(newest.size),

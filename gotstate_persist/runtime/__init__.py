@@ -23,6 +23,7 @@ from ._journal import (
     journal_key_or_none,
     journal_prefix,
     read_journal,
+    user_keys,
 )
 from ._recover import Recovered, check_moment, recover
 
@@ -44,6 +45,7 @@ __all__ = [
     "read_head",
     "read_journal",
     "recover",
+    "user_keys",
 ]
 
 #: Binds a machine to named active extensions (``store.extensions.bind``).

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .._names import MAX_NAME_BYTES, check_name, system_area_prefix, system_key
+from .._names import MAX_NAME_BYTES, check_name, is_system_key, system_area_prefix, system_key
 from ..errors import FormatError, InvalidArgument
 from ..extensions._views import EventView
 from ..formats._values import StructDecoder, UnsupportedValue, decode_tagged, encode_value
@@ -28,6 +28,7 @@ from ..formats.journal import JOURNAL_KIND, JournalRecord
 
 if TYPE_CHECKING:
     from .._pipeline import RecordPipeline
+    from ..backends.base import Backend
 
 __all__ = [
     "JOURNAL_AREA",
@@ -38,6 +39,7 @@ __all__ = [
     "journal_prefix",
     "read_journal",
     "tagged_mapping",
+    "user_keys",
 ]
 
 #: The system-key area holding journals.
@@ -64,6 +66,18 @@ class JournalEntry(msgspec.Struct, frozen=True):
     at: datetime
     snapshot_version: int
     behaviors: tuple[str, ...] = ()
+
+
+def user_keys(backend: Backend, namespace: str, prefix: str = "") -> list[str]:
+    """The user keys of ``namespace`` with a snapshot or journal entries, sorted.
+
+    A key exists when it has either (runtime.md), so a key whose snapshot
+    write failed after its first journal entry is listed too.
+    """
+    found = {key for key in backend.keys(namespace, prefix) if not is_system_key(key)}
+    journals = journal_prefix()
+    found.update(key[len(journals) :] for key in backend.keys(namespace, journals + prefix))
+    return sorted(found)
 
 
 def journal_prefix() -> str:
@@ -128,18 +142,25 @@ def entry_from_record(seq: int, record: JournalRecord, structs: StructDecoder) -
 
 
 def read_journal(
-    pipeline: RecordPipeline, key: str, *, since: int = 0, until: datetime | None = None
+    pipeline: RecordPipeline,
+    key: str,
+    *,
+    since: int = 0,
+    until: datetime | None = None,
+    structs: StructDecoder | None = None,
 ) -> list[JournalEntry]:
     """Entries of ``key`` with ``seq > since`` (and ``at <= until``), oldest first.
 
     Each entry is fetched, authenticated and decoded like any record; a
     damaged one raises (``IntegrityError``/``FormatError``) rather than
-    being skipped, since a gap would replay a different history.
+    being skipped, since a gap would replay a different history. ``structs``
+    rebuilds embedded Structs (default: the store's formats, upcasting).
     """
     jkey = journal_key_or_none(key)
     if jkey is None:
         return []
-    structs = pipeline.formats.decode_struct
+    if structs is None:
+        structs = pipeline.formats.decode_struct
     found: list[JournalEntry] = []
     for info in pipeline.backend.versions(pipeline.namespace, jkey):
         if info.version <= since:
