@@ -23,7 +23,7 @@ from collections import Counter
 
 from .._names import check_stored_key, printable
 from .._pipeline import RecordPipeline
-from ..backends import Backend
+from ..backends import Backend, VersionInfo
 from ..errors import FormatError, IntegrityError, InvalidArgument, NotFound, PersistError
 from ..runtime import journal_key_or_none, user_keys
 from ..sealing import KeyRing, format_key_id, read_header
@@ -43,6 +43,15 @@ from ._stores import open_existing
 __all__ = ["add_commands", "count_key_ids"]
 
 
+def _journal_versions(backend: Backend, namespace: str, key: str) -> list[VersionInfo]:
+    """The journal entries of a key listed without snapshots (none for a name no key may have)."""
+    try:
+        jkey = journal_key_or_none(key)
+    except InvalidArgument:  # a name written by another tool
+        return []
+    return backend.versions(namespace, jkey) if jkey is not None else []
+
+
 def _cmd_ls(args: argparse.Namespace) -> int:
     with open_existing(args.url, args.catalog) as backend:
         rows = [["NAMESPACE", "KEY", "VERSIONS", "NEWEST", "KIND", "FORMAT", "SIZE", "SAVED (UTC)"]]
@@ -51,8 +60,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
             # them), but a key with only journal entries is a key: its newest entry
             for key in user_keys(backend, namespace, args.prefix):
                 versions = backend.versions(namespace, key)
-                jkey = journal_key_or_none(key)
-                newest_of = versions or (backend.versions(namespace, jkey) if jkey else [])
+                newest_of = versions or _journal_versions(backend, namespace, key)
                 if not newest_of:
                     continue
                 newest = newest_of[-1]

@@ -6,9 +6,10 @@ actions, so the adapter reaches into its internals: ``_graph`` (``_nodes``,
 ``_parent_map``, ``_initial_states``, ``_transitions``, ``_state_data``,
 ``_data_locks``, ``_history``, ``_current_state``, ``_graph_lock``),
 ``_started``, ``_transition_lock``, ``_submachines`` and an async machine's
-``_async_lock``; for a checkpoint it shadows the graph's
-``get_state_data``/``set_state_data`` with instance attributes. Every such
-access is here, so a gotstate upgrade is checked against this module alone;
+``_async_lock``. Every such access is here or, for checkpoints (which shadow
+the graph's ``get_state_data``/``set_state_data`` with instance attributes),
+in :mod:`._gotstate_undo`, so a gotstate upgrade is checked against these two
+modules alone;
 capture, apply and the fingerprint work with gotstate's state objects, names
 and plain dicts, and everything outside the machine package sees only
 :class:`~gotstate_persist.formats.MachineSnapshot`.
@@ -17,12 +18,10 @@ and plain dicts, and everything outside the machine package sees only
 from __future__ import annotations
 
 import asyncio
-import copy
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from itertools import islice
-from typing import Any, NamedTuple
+from typing import Any
 
 from gotstate.core.state_machine import CompositeStateMachine, StateMachine
 from gotstate.runtime.async_support import AsyncStateMachine
@@ -33,29 +32,23 @@ __all__ = [
     "ASYNC_BUSY",
     "DATA_ACCESSORS",
     "LOCK_TIMEOUT",
-    "ControlState",
+    "DataTap",
     "add_hook",
     "all_submachines",
     "all_transitions",
     "async_lock",
     "async_locks",
-    "control_state",
     "current_state",
     "data_items",
     "data_state_count",
-    "deep_copy_data",
-    "drop_new_data",
     "has_submachines",
     "history_names",
     "holding_async_locks",
     "initial_states",
     "is_started",
-    "is_tapped",
     "locked",
     "machine_type",
     "parent_map",
-    "put_control",
-    "put_data",
     "refuse_mid_transition",
     "remove_hook",
     "set_state_items",
@@ -64,8 +57,7 @@ __all__ = [
     "state_data_copy",
     "states",
     "submachines",
-    "tap_data",
-    "untap_data",
+    "touch_data",
     "write_state",
 ]
 
@@ -303,7 +295,7 @@ def state_by_name(machine: Any, name: str) -> Any:
 def state_data_copy(machine: Any, state: Any) -> dict[Any, Any]:
     """A shallow copy of one state's data, taken under its data lock."""
     graph = machine._graph
-    _touch(graph, state)  # the copy is shallow: its caller may change nested values
+    touch_data(graph, state)  # the copy is shallow: its caller may change nested values
     data = graph._state_data.get(state)
     if not data:
         return {}
@@ -322,25 +314,14 @@ def set_state_items(machine: Any, state: Any, items: dict[str, Any]) -> None:
         graph.set_state_data(state, key, value)
 
 
-# Checkpoints (machine/_undo.py): the control state, and a tap on the data accessors.
+# The checkpoint's tap (machine/_gotstate_undo.py installs it): the data
+# accessors above tell it first.
 
 #: The graph methods that hand out (the live dict) or change a state's data.
 DATA_ACCESSORS = ("get_state_data", "set_state_data")
-_ABSENT = object()
 
 
-class ControlState(NamedTuple):
-    """What a checkpoint records up front: cheap, no state data."""
-
-    current: Any
-    history: dict[Any, Any]
-    started: bool
-    data_count: int  # gotstate only ever adds to ``_state_data``: the new ones come last
-    lock_count: int
-    node_count: int
-
-
-class _Tap:
+class DataTap:
     """An instance attribute shadowing a graph's data accessor: ``touch(state)``, then it."""
 
     __slots__ = ("original", "previous", "touch")
@@ -358,113 +339,11 @@ class _Tap:
         return self.original(*args, **kwargs)
 
 
-def _touch(graph: Any, state: Any) -> None:
+def touch_data(graph: Any, state: Any) -> None:
+    """Tell an open checkpoint a state's data is about to be handed out or changed."""
     tap = vars(graph).get(DATA_ACCESSORS[0])
-    if isinstance(tap, _Tap):
+    if isinstance(tap, DataTap):
         tap.touch(state)
-
-
-def control_state(machine: Any) -> ControlState:
-    """The machine's own current state, history, started flag and data counts."""
-    graph = machine._graph
-    store = graph._history
-    with store._lock:
-        history = dict(store._history)
-    return ControlState(
-        current=graph._current_state,
-        history=history,
-        started=bool(machine._started),
-        data_count=len(graph._state_data),
-        lock_count=len(graph._data_locks),
-        node_count=len(graph._nodes),
-    )
-
-
-def is_tapped(machine: Any) -> bool:
-    """Whether the machine's graph data accessors are tapped (a checkpoint is open)."""
-    return any(isinstance(vars(machine._graph).get(name), _Tap) for name in DATA_ACCESSORS)
-
-
-def tap_data(machine: Any, touch: Callable[[Any], None]) -> None:
-    """Shadow the graph's data accessors so each call first runs ``touch(state)``.
-
-    gotstate calls them through the instance (``graph.get_state_data(...)``),
-    so instance attributes take effect for every caller, gotstate included.
-    """
-    graph = machine._graph
-    own = vars(graph)
-    for name in DATA_ACCESSORS:
-        setattr(graph, name, _Tap(touch, getattr(graph, name), own.get(name, _ABSENT)))
-
-
-def untap_data(machine: Any, touch: Callable[[Any], None]) -> None:
-    """Remove the taps :func:`tap_data` installed with ``touch``; the graph is as before."""
-    graph = machine._graph
-    own = vars(graph)
-    for name in DATA_ACCESSORS:
-        tap = own.get(name)
-        if not isinstance(tap, _Tap) or tap.touch != touch:
-            continue
-        if tap.previous is _ABSENT:
-            del own[name]
-        else:
-            own[name] = tap.previous
-
-
-def deep_copy_data(machine: Any, state: Any) -> tuple[dict[Any, Any] | None, dict[Any, Any]]:
-    """The state's live data dict (``None`` if none) and a deep copy taken under its lock."""
-    graph = machine._graph
-    live: dict[Any, Any] | None = graph._state_data.get(state)
-    if live is None:
-        return None, {}
-    lock = graph._data_locks.get(state)
-    if lock is None:
-        return live, copy.deepcopy(live)
-    with lock:
-        return live, copy.deepcopy(live)
-
-
-def put_control(machine: Any, control: ControlState) -> None:
-    """Put back current state, history and started flag (callers hold :func:`locked`)."""
-    graph = machine._graph
-    graph._current_state = control.current
-    store = graph._history
-    with store._lock:
-        store._history.clear()
-        store._history.update(control.history)
-    machine._started = control.started
-
-
-def put_data(machine: Any, state: Any, live: dict[Any, Any], saved: dict[Any, Any]) -> None:
-    """Put ``saved`` into the state's own dict object ``live``, under its data lock."""
-    graph = machine._graph
-    lock = graph._data_locks.get(state)
-    if lock is not None:
-        lock.acquire()
-    try:
-        live.clear()
-        live.update(saved)
-    finally:
-        if lock is not None:
-            lock.release()
-    graph._state_data[state] = live
-
-
-def drop_new_data(machine: Any, control: ControlState) -> None:
-    """Remove data dicts (and their locks) created after ``control`` was read.
-
-    Those of states that joined the graph since (a structure change, which a
-    checkpoint does not undo) stay, so every state of the graph keeps its dict.
-    """
-    graph = machine._graph
-    nodes = graph._nodes
-    for table, count in (
-        (graph._state_data, control.data_count),
-        (graph._data_locks, control.lock_count),
-    ):
-        for state in list(islice(table, count, None)):
-            if state not in nodes:
-                del table[state]
 
 
 # Async machines (gotstate.runtime.async_support).

@@ -63,13 +63,12 @@ from typing import Any
 from gotstate.core.state_machine import StateMachine
 
 from ..errors import FormatError, InvalidArgument
-from ._gotstate import (
-    all_submachines,
+from ._gotstate import all_submachines, locked
+from ._gotstate_undo import (
     control_state,
     deep_copy_data,
     drop_new_data,
     is_tapped,
-    locked,
     put_control,
     put_data,
     tap_data,
