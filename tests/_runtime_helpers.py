@@ -346,3 +346,87 @@ class Dropper:
     def process(self, event):
         return None if event.name == "next" else event
 '''
+
+
+# A machine whose actions change state data from the event (so a replay must too).
+
+TALLY_EVENTS = ("next", "back", "stay", "noop")
+
+
+def tally(*, start: bool = True) -> StateMachine:
+    """Three states in a ring; every transition adds the event's ``amount`` to its target's data.
+
+    "next" and "back" move around the ring, "stay" loops on the current
+    state, "noop" is never accepted. The data each action writes depends on
+    the event's metadata, so a recovered machine equals the original only if
+    the journal carried the metadata and the replay ran the actions.
+    """
+    states = [State(name) for name in ("a", "b", "c")]
+    machine = StateMachine(initial_state=states[0])
+    for state in states[1:]:
+        machine.add_state(state)
+
+    def bump(target: State) -> Callable[[Event], None]:
+        def action(event: Event) -> None:
+            amount = getattr(event, "metadata", {}).get("amount", 1)
+            graph = machine._graph
+            data = graph.get_state_data(target)
+            graph.set_state_data(target, "total", data.get("total", 0) + amount)
+            graph.set_state_data(target, "last", (event.name, amount))
+
+        return action
+
+    def guard(name: str) -> Callable[[Event], bool]:
+        return lambda event: event.name == name
+
+    for i, state in enumerate(states):
+        for name, target in (
+            ("next", states[(i + 1) % 3]),
+            ("back", states[(i - 1) % 3]),
+            ("stay", state),
+        ):
+            machine.add_transition(
+                Transition(state, target, guards=[guard(name)], actions=[bump(target)])
+            )
+    if start:
+        machine.start()
+    return machine
+
+
+def tally_event(name: str, amount: int) -> Event:
+    event = Event(name)
+    event.metadata["amount"] = amount
+    return event
+
+
+def kill_between_append_and_snapshot(url: str, key: str) -> None:
+    """Worker: journal three events with snapshot_every=2 and die inside the snapshot write.
+
+    The store's clock kills the process at the first reading after the third
+    journal entry is stored: that reading is the periodic snapshot's time,
+    taken before its write.
+    """
+    backend_store = _child_store(url)
+    jkey = journal_key(key)
+    armed = False
+
+    def clock() -> Any:
+        from datetime import UTC, datetime
+
+        if armed and backend_store.backend.head(NAMESPACE, jkey).newest >= 3:
+            print("killed", flush=True)
+            os.kill(os.getpid(), 9)
+        return datetime.now(UTC)
+
+    store = gp.Store(
+        backend_store.backend,
+        keyring=gp.KeyRing.from_env(KEYS_VARIABLE),
+        namespace=NAMESPACE,
+        clock=clock,
+    )
+    attached = store.open_machine(key, lambda: tally(start=False), journal=True, snapshot_every=2)
+    for amount in (1, 2):
+        assert attached.process_event(tally_event("next", amount))
+    armed = True
+    assert attached.process_event(tally_event("stay", 3))
+    print("not killed", flush=True)
