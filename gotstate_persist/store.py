@@ -163,11 +163,13 @@ class Store:
             max_depth=pipeline.limits.max_depth,
             snapshot_type=pipeline.snapshot_type(),
         )
-        covered = _runtime.read_head(pipeline, key).journal_seq
-        if covered:
-            # the key is journaled: this snapshot supersedes the entries so far,
-            # so recover must replay only those appended after it
-            snapshot = msgspec.structs.replace(snapshot, journal_seq=covered)
+        if _runtime.read_head(pipeline, key).journal_seq:
+            # a snapshot taken behind the back of the attachment journaling the
+            # key would fork it: its next entry would replay over this state
+            raise InvalidArgument(
+                f"key {key!r} keeps a journal, written by its attachment: snapshot it with "
+                "attached.snapshot(), or delete the key first"
+            )
         # capture() built the snapshot under the depth limit itself
         info = pipeline.append(key, snapshot, expected_version=expected_version, depth_checked=True)
         return self._ref(info)

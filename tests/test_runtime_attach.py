@@ -695,6 +695,7 @@ def test_registered_structs_in_state_data(tmp_path: Path, keyring: gp.KeyRing) -
             fresh = order(start=False)
             store.recover(key, fresh) if journal else store.restore_machine(key, fresh)
             assert get_data(fresh, "idle")["parcel"] == Parcel("p-1", 250)
+            attached.detach()  # one live attachment per machine
             store.restore_machine(key, machine, version=1)
         # and an undone event puts the Struct back
         attached = store.attach(machine, KEY)

@@ -78,17 +78,6 @@ def interrupt() -> None:
 # Interruptions: whose write landed?
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: Attached._landed (runtime/_attached.py) counts any growth of the journal since "
-        "an interrupted append as its own entries (now.journal_seq - before.journal_seq), so "
-        "another writer's entry is adopted: the machine keeps the event whose entry never "
-        "landed, the head skips over the foreign entry, and the next append forks the journal "
-        "(its source is not the previous entry's target). It should read the entries in "
-        "(before, now] back and keep only those equal to the records it wrote, undoing the rest."
-    ),
-)
 def test_an_interrupted_append_never_adopts_another_writers_entry(
     tmp_path: Path, keyring: gp.KeyRing
 ) -> None:
@@ -113,17 +102,6 @@ def test_an_interrupted_append_never_adopts_another_writers_entry(
         check_journal_chain(store.journal(KEY))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: Attached._landed, snapshot mode: any newer snapshot version after an "
-        "interrupted snapshot write is taken as its own (now.snapshot_version > before), so "
-        "another writer's snapshot becomes this attachment's head while the machine keeps its "
-        "own event: memory and storage disagree and the next commit silently supersedes the "
-        "other write. It should compare the newest snapshot with the one it wrote (e.g. its "
-        "capture) and undo the event unless it is its own."
-    ),
-)
 def test_an_interrupted_snapshot_never_adopts_another_writers_snapshot(
     tmp_path: Path, keyring: gp.KeyRing
 ) -> None:
@@ -203,19 +181,6 @@ def test_a_fan_out_cut_short_by_another_writer_keeps_what_landed(
 # Another writer between the check and the write.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: Attached._finish, snapshot mode: _check_unjournaled reads the journal head, then "
-        "_write_snapshot's compare-and-set covers the snapshot key only (check-then-write). A "
-        "journal entry appended in between stays under a snapshot that claims journal_seq=0 "
-        "yet holds this writer's event; both writers report success and recover raises "
-        "ReplayDiverged from then on. README: 'a snapshot-only attachment whose key gets a "
-        "journal later conflicts on its next commit'. The condition on the journal head must "
-        "be part of the write (one transaction where the backend has them; elsewhere re-read "
-        "the journal head after the put and refuse the key to snapshot-only writers)."
-    ),
-)
 def test_a_snapshot_only_commit_racing_a_journal_writer_conflicts(
     tmp_path: Path, keyring: gp.KeyRing
 ) -> None:
@@ -239,18 +204,6 @@ def test_a_snapshot_only_commit_racing_a_journal_writer_conflicts(
         assert captured(fresh) == captured(journal_machine)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: the journal append (Attached._append -> pipeline.append on the journal key) is a "
-        "compare-and-set on the journal sequence only, not on the head's snapshot part "
-        "(runtime.md: every write is a CAS on the head). After store.save_machine on the key "
-        "(which records the journal head it supersedes) the attachment's next append lands on "
-        "a snapshot it never saw, and store.recover replays it over the saved state: "
-        "ReplayDiverged (or silently other data). Either refuse save_machine on a journaled "
-        "key (tests allow it), or make the append conditional on the snapshot head too."
-    ),
-)
 def test_an_append_after_a_foreign_save_machine_keeps_the_key_recoverable(
     tmp_path: Path, keyring: gp.KeyRing
 ) -> None:
@@ -276,17 +229,6 @@ def test_an_append_after_a_foreign_save_machine_keeps_the_key_recoverable(
 # Journal numbering and per-key quotas.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: Attached._append's put_versions path (a fanned-out event on SQL) numbers the "
-        "entries from the attachment's head (seq+1, seq+2) instead of the journal key's "
-        "last_version+1. After store.delete(key) the journal's newest is 0 but its last_version "
-        "is not, so every fanned-out event is a VersionConflict (version <= last_version) that "
-        "attached.recover() cannot cure (NotFound). Number from backend.head(ns, jkey)."
-        "last_version + 1 with expected_newest = the head's sequence, as pipeline.append does."
-    ),
-)
 def test_a_fan_out_after_delete_continues_the_numbering(
     tmp_path: Path, keyring: gp.KeyRing
 ) -> None:

@@ -69,17 +69,6 @@ def _charging_machine() -> StateMachine:
     return machine
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: Attached._finish closes the checkpoint when the machine accepted no event "
-        "(`if not steps: undo.close()`), so whatever a refused event changed stays in memory "
-        "only: gotstate with an error_recovery strategy swallows a failing action, puts back "
-        "only the current state and returns False, keeping the action's data change; nothing "
-        "is written, recover loses it, and the next commit persists it without its event. "
-        "Roll the checkpoint back (undo.rollback()) when no event was accepted."
-    ),
-)
 @pytest.mark.parametrize("journal", [False, True], ids=["snapshots", "journal"])
 def test_a_refused_event_leaves_no_trace_in_memory(
     tmp_path: Path, keyring: gp.KeyRing, journal: bool
@@ -121,18 +110,6 @@ def _counting_ring(fail_at: int | None) -> StateMachine:
     return machine
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: Attached._undo after a fan-out cut short on an object store rolls the machine "
-        "back, then replays the entries that landed through the machine; when that replay "
-        "raises (an action that fails the second time it runs), the machine stays at the "
-        "state before the event while self._head already counts the landed entries, so the "
-        "next commit's compare-and-set passes and forks the journal (its source is not the "
-        "landed entry's target; recover then diverges). On a failed replay put the head back "
-        "to `before` (the next commit conflicts, recover() brings the landed entries back)."
-    ),
-)
 def test_a_failing_replay_of_a_cut_short_fan_out_never_forks_the_journal(
     tmp_path: Path, keyring: gp.KeyRing
 ) -> None:
@@ -203,17 +180,6 @@ def test_a_reentrant_process_event_is_refused_and_undone(
     assert get_data(machine, "idle") == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: Attached.process_event re-entered from the machine's own action (same thread: "
-        "the attachment's RLock lets it in) takes a checkpoint, which waits LOCK_TIMEOUT (10 s) "
-        "for the transition lock the outer call holds, then refuses with a message about "
-        "saving/restoring. The attachment can tell at once (a per-thread 'inside "
-        "process_event' flag next to its RLock) and should refuse immediately with "
-        "InvalidArgument naming process_event called from the machine's own action."
-    ),
-)
 def test_a_reentrant_process_event_is_refused_at_once(
     tmp_path: Path, keyring: gp.KeyRing, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -249,17 +215,6 @@ def test_two_attachments_of_one_key_sharing_a_machine_agree(
         assert captured(fresh) == captured(machine)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (contract gap): store.attach accepts a machine that a live attachment already "
-        "persists under another key; each key then records the other's events in its "
-        "snapshots but not in its journal (entry sources no longer chain), and recover of a "
-        "key raises ReplayDiverged. attach/open_machine should refuse a machine attached and "
-        "not detached elsewhere (a per-process WeakKeyDictionary machine -> attachment; "
-        "InvalidArgument naming the other key), released by detach."
-    ),
-)
 def test_one_machine_attached_to_two_keys_never_diverges(
     tmp_path: Path, keyring: gp.KeyRing
 ) -> None:
@@ -282,17 +237,6 @@ def test_one_machine_attached_to_two_keys_never_diverges(
 # Keys that hold something else.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: runtime.attach (_check_key) and open_machine read only the head's versions, "
-        "never its kind: journal mode on a key holding another record kind (here 'order') "
-        "commits every event to the journal (the periodic snapshot then fails with "
-        "FormatError, logged after every event) and the key can never be recovered "
-        "(recover/open_machine: FormatError). Snapshot mode refuses at the first commit. "
-        "Refuse at attach with FormatError naming both kinds, before anything is written."
-    ),
-)
 def test_a_journaled_attachment_to_another_records_key_is_refused(
     tmp_path: Path, keyring: gp.KeyRing, caplog: pytest.LogCaptureFixture
 ) -> None:

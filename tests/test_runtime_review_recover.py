@@ -80,17 +80,6 @@ class _WriteWhenIdle(list[str]):
             write()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: runtime.open_machine reads the head (0, 0), starts build() (its entry actions "
-        "run), then _attached(recovered=None) lets Attached.__init__ read the head again: a "
-        "writer that created the key in between is adopted as if the fresh machine held its "
-        "state, and the next commit silently supersedes that write (a lost update). Pass "
-        "head=Head(0, 0), the head it decided on, when it started a fresh machine, as it "
-        "already does after a recovery."
-    ),
-)
 def test_open_machine_of_a_new_key_never_adopts_a_write_made_while_starting(
     tmp_path: Path, keyring: gp.KeyRing
 ) -> None:
@@ -110,16 +99,6 @@ def test_open_machine_of_a_new_key_never_adopts_a_write_made_while_starting(
         assert captured(stored) == captured(winner)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: runtime.open_machine binds extensions= only `if names and bound is None`: when "
-        "build() returns a BoundMachine, the extensions asked for are silently not bound "
-        "(here the renamer never runs), while store.attach refuses the same pair with "
-        "InvalidArgument('pass either a BoundMachine or extensions=, not both'). Refuse it "
-        "the same way after build()."
-    ),
-)
 def test_open_machine_refuses_a_bound_machine_with_extensions(
     tmp_path: Path, keyring: gp.KeyRing
 ) -> None:
@@ -155,16 +134,6 @@ def test_open_machine_given_a_bound_machine_keeps_the_callers_binding(
         assert [e.event.name for e in store.journal(KEY)] == ["next", "next", "next"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (message): after store.delete(key) an attachment's next commit is a "
-        "VersionConflict telling it to call attached.recover(), whose NotFound ('key ... has "
-        "no snapshot or journal entry') does not say what to do. Attached.recover should "
-        "say the key was deleted and to detach and attach again (store.open_machine), as "
-        "design.md asks of every message."
-    ),
-)
 def test_recover_after_the_key_was_deleted_says_what_to_do(
     tmp_path: Path, keyring: gp.KeyRing
 ) -> None:
@@ -180,19 +149,6 @@ def test_recover_after_the_key_was_deleted_says_what_to_do(
             attached.recover()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: open_machine accepts a build() that returns a started machine for a new key "
-        "and for a key with a snapshot, but on a key whose journal has no snapshot yet (the "
-        "first snapshot failed, e.g. over max_blob_bytes, or the process died between the "
-        "first append and its snapshot) runtime._recover.plan_recovery refuses it "
-        "(InvalidArgument 'recover into a machine that was never started'), so a service "
-        "that opened keys fine for months cannot open this one after a crash. A machine "
-        "build() just returned started is in its initial state: open_machine should replay "
-        "from it (as if start() had just run), or refuse started machines for every key."
-    ),
-)
 def test_open_machine_with_a_starting_build_opens_a_key_without_a_snapshot(
     tmp_path: Path, keyring: gp.KeyRing
 ) -> None:
@@ -241,18 +197,6 @@ class Flaky:
 '''
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: the replay feed of a bound machine (runtime.open_machine's "
-        "`lambda view: bound.feed(view)[0]`, Attached._replay_feed) drops the error "
-        "BoundMachine.feed returns, so a state behavior that fails during replay (timeout, "
-        "crash, open circuit) leaves its data updates out while check_replayed (target name "
-        "only) passes: the machine recovers silently without data the original run had. The "
-        "replay feed should raise ReplayDiverged (seq, naming the extension) when feed "
-        "returns an error, so recover puts the machine back."
-    ),
-)
 def test_a_behavior_failing_during_replay_never_recovers_silently(
     tmp_path: Path, keyring: gp.KeyRing
 ) -> None:
@@ -279,18 +223,6 @@ def test_a_behavior_failing_during_replay_never_recovers_silently(
 # Looking back: the state in force at a moment, never later.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: with a store clock that steps back (an NTP correction), "
-        "runtime._recover._snapshot_at takes the newest snapshot whose created_at <= at "
-        "among all versions, while read_journal cuts the journal at the first entry after "
-        "at; a later snapshot stamped earlier wins, so restore_machine(at=t) returns a state "
-        "that holds entries stamped after t (here entry 2, at t + 0.5 s). Choose the newest "
-        "snapshot not after `at` whose journal_seq is within the journal prefix up to `at` "
-        "(and/or stamp a key's entries and snapshots monotonically: max(clock, last stamp))."
-    ),
-)
 def test_restore_at_never_holds_an_entry_stamped_after_the_moment(
     tmp_path: Path, keyring: gp.KeyRing
 ) -> None:
@@ -378,18 +310,6 @@ def test_events_inside_a_submachine_are_journaled_and_replayed(
 # Quotas of journal-first keys.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: Attached._check_room_for_key compares usage().keys, which counts only keys with "
-        "a snapshot: a key whose first snapshot failed (here over max_blob_bytes) or was "
-        "deleted is a key for store.keys() but not for the quota, so any number of "
-        "journal-first keys pass max_keys (README: a key whose first write is a journal "
-        "entry counts toward max_keys). It is also check-then-write: two first appends race "
-        "past it. Count journal-only user keys in the ledger, in the same write as the entry "
-        "where the backend has transactions."
-    ),
-)
 def test_max_keys_counts_keys_that_only_have_a_journal(
     tmp_path: Path, keyring: gp.KeyRing, caplog: pytest.LogCaptureFixture
 ) -> None:

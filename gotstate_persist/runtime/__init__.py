@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .. import machine as _machine
-from ..errors import InvalidArgument
+from .._names import printable
+from ..errors import FormatError, InvalidArgument
+from ..formats.machine import MACHINE_KIND
 from ._attached import Attached
 from ._head import Head, read_head
 from ._journal import (
@@ -25,7 +27,7 @@ from ._journal import (
     read_journal,
     user_keys,
 )
-from ._recover import Recovered, check_moment, recover
+from ._recover import Recovered, bound_feed, check_moment, recover
 
 if TYPE_CHECKING:
     from .._pipeline import RecordPipeline
@@ -94,26 +96,39 @@ def attach(
     bare, bound = _unwrap(machine)
     if bound is not None and names:
         raise InvalidArgument("pass either a BoundMachine or extensions=, not both")
-    _check_key(pipeline, key, bare, journal=journal)
-    owns = False
-    if names:
-        bound, owns = bind(bare, *names, key=key), True
-    return _attached(pipeline, key, bare, bound, owns, snapshot_every, journal)
-
-
-def _check_key(pipeline: RecordPipeline, key: str, bare: Any, *, journal: bool) -> None:
-    if journal:
-        journal_key(key)  # the key must leave room for its journal's system key
-    head = read_head(pipeline, key)
-    if not journal and head.journal_seq:
-        raise InvalidArgument(
-            f"key {key!r} keeps a journal: attach with journal=True, or delete the key first"
-        )
+    head = _check_key(pipeline, key, journal=journal)
     if not _machine.is_started(bare):
         raise InvalidArgument(
             "the machine is not started: restore or recover it first, or use "
             "store.open_machine(key, build)"
         )
+    owns = False
+    if names:
+        bound, owns = bind(bare, *names, key=key), True
+    try:
+        return _attached(pipeline, key, bare, bound, owns, snapshot_every, journal, head=head)
+    except BaseException:
+        if owns and bound is not None:
+            bound.unbind()
+        raise
+
+
+def _check_key(pipeline: RecordPipeline, key: str, *, journal: bool) -> Head:
+    """The key's head, if a machine may be attached to it in this mode."""
+    if journal:
+        journal_key(key)  # the key must leave room for its journal's system key
+    newest = pipeline.backend.head(pipeline.namespace, key)
+    if newest.newest and newest.kind != MACHINE_KIND:
+        raise FormatError(
+            f"key {key!r} holds {printable(str(newest.kind))!r} records, not machine "
+            "snapshots: attach the machine to a key of its own"
+        )
+    head = read_head(pipeline, key)
+    if not journal and head.journal_seq:
+        raise InvalidArgument(
+            f"key {key!r} keeps a journal: attach with journal=True, or delete the key first"
+        )
+    return head
 
 
 def _attached(
@@ -125,6 +140,8 @@ def _attached(
     snapshot_every: int,
     journal: bool,
     recovered: Recovered | None = None,
+    *,
+    head: Head | None = None,
 ) -> Attached:
     return Attached(
         pipeline,
@@ -134,7 +151,7 @@ def _attached(
         journal=journal,
         bound=bound,
         owns_binding=owns,
-        head=None if recovered is None else recovered.head(),
+        head=head if recovered is None else recovered.head(),
         unsnapped=None if recovered is None else recovered.replayed,
     )
 
@@ -155,27 +172,27 @@ def open_machine(
         raise InvalidArgument("build must be a callable returning a new machine")
     built = build()
     bare, bound = _unwrap(built)
+    if bound is not None and names:
+        raise InvalidArgument("build() returned a BoundMachine: pass extensions= or bind, not both")
     owns = False
-    if names and bound is None:
+    if names:
         bound, owns = bind(bare, *names, key=key), True
     try:
-        head = read_head(pipeline, key)
-        recovered: Recovered | None = None
-        if head.snapshot_version or head.journal_seq:
-            if not journal and head.journal_seq:
-                raise InvalidArgument(
-                    f"key {key!r} keeps a journal: open it with journal=True, or delete the "
-                    "key first"
-                )
-            feed = None if bound is None else (lambda view: bound.feed(view)[0])
-            behaviors = () if bound is None else bound.behavior_names
-            recovered = recover(pipeline, key, bare, feed=feed, behaviors=behaviors)
-        elif not _machine.is_started(bare):
-            bare.start()
-        if recovered is None:
-            _check_key(pipeline, key, bare, journal=journal)
-        elif journal:
-            journal_key(key)
+        head = _check_key(pipeline, key, journal=journal)
+        if not (head.snapshot_version or head.journal_seq):
+            if not _machine.is_started(bare):
+                bare.start()
+            # the head read before starting: a writer creating the key since
+            # makes this attachment's first commit a conflict, never a lost write
+            return _attached(pipeline, key, bare, bound, owns, snapshot_every, journal, head=head)
+        recovered = recover(
+            pipeline,
+            key,
+            bare,
+            feed=None if bound is None else bound_feed(bound),
+            behaviors=() if bound is None else bound.behavior_names,
+            started=_machine.is_started(bare),
+        )
         # the head recovery reached, not one read again now: an entry another
         # writer appended since is not in the machine (the next commit conflicts)
         return _attached(pipeline, key, bare, bound, owns, snapshot_every, journal, recovered)

@@ -28,19 +28,28 @@ from __future__ import annotations
 import logging
 import threading
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from .. import machine as _machine
-from .._quota_rules import quota_exceeded
-from ..backends.base import to_micros
-from ..errors import InvalidArgument, PersistError, VersionConflict
+from ..errors import InvalidArgument, NotFound, PersistError, VersionConflict
 from ..extensions._views import EventView, gotstate_event, view_of
 from ..formats.journal import JournalRecord
+from ._commit import (
+    Prepared,
+    Step,
+    build_records,
+    check_room_for_key,
+    check_unjournaled,
+    claim,
+    release,
+    stored_prefix,
+    withdraw_if_journaled,
+)
 from ._head import Head, read_head
-from ._journal import journal_key, journal_key_or_none, tagged_mapping
-from ._recover import Feed, active_name, bare_feed, recover
+from ._journal import journal_key, tagged_mapping
+from ._recover import Feed, active_name, bare_feed, bound_feed, recover
 
 if TYPE_CHECKING:
     from .._pipeline import RecordPipeline
@@ -52,22 +61,6 @@ __all__ = ["Attached", "Head"]
 logger = logging.getLogger("gotstate_persist.runtime")
 
 _DETACHED = "this attachment is detached; attach the machine again (store.attach)"
-
-
-class Prepared(NamedTuple):
-    """One ``process_event`` call, checked and tagged before the machine moves."""
-
-    events: list[tuple[EventView, object]]  # each fed event and its tagged metadata
-    meta: object  # the caller's meta, tagged
-
-
-class Step(NamedTuple):
-    """One event the machine accepted, and where it took the machine."""
-
-    view: EventView
-    metadata: object
-    source: str | None
-    target: str | None
 
 
 class Attached:
@@ -103,10 +96,13 @@ class Attached:
         self._lock = threading.RLock()
         self._detached = False
         self._written = 0  # entries of the commit in progress that landed
+        self._writing: msgspec.Struct | None = None  # the snapshot being written
         self._head = read_head(pipeline, key) if head is None else head
         self._since_snapshot = 0
         self._pending = False
         self._restart(unsnapped)
+        self._owner: int | None = None  # the thread inside process_event
+        claim(machine, self)
 
     def _restart(self, unsnapped: int | None) -> None:
         """Count the entries no snapshot covers yet, after attaching or recovering."""
@@ -134,6 +130,11 @@ class Attached:
         return self._key
 
     @property
+    def detached(self) -> bool:
+        """Whether :meth:`detach` was called (the attachment then writes nothing)."""
+        return self._detached
+
+    @property
     def head(self) -> Head:
         """The head this attachment last read or wrote."""
         return self._head
@@ -156,24 +157,37 @@ class Attached:
         all or nothing. A bound behavior failing on enter or exit raises
         ``ExtensionFailed`` after the transition was committed.
         """
+        if self._owner == threading.get_ident():
+            raise InvalidArgument(
+                "process_event was called again from inside the event it is processing (an "
+                "action, guard or hook of the machine): queue the event and process it after "
+                "the call returns"
+            )
         with self._lock:
-            prepared = self._prepare(event, meta)
-            undo = _machine.checkpoint(self._machine)
+            self._owner = threading.get_ident()
             try:
-                steps: list[Step] = []
-                error: PersistError | None = None
-                try:
-                    for view, metadata in prepared.events:
-                        source = active_name(self._machine)
-                        error = self._step(view, metadata, source, self._feed(view), steps)
-                        if error is not None:
-                            break
-                except BaseException:
-                    undo.rollback()
-                    raise
-                return self._finish(prepared, steps, undo, error)
+                return self._process(event, meta)
             finally:
-                undo.close()
+                self._owner = None
+
+    def _process(self, event: Any, meta: dict[str, Any] | None) -> bool:
+        prepared = self._prepare(event, meta)
+        undo = _machine.checkpoint(self._machine)
+        try:
+            steps: list[Step] = []
+            error: PersistError | None = None
+            try:
+                for view, metadata in prepared.events:
+                    source = active_name(self._machine)
+                    error = self._step(view, metadata, source, self._feed(view), steps)
+                    if error is not None:
+                        break
+            except BaseException:
+                undo.rollback()
+                raise
+            return self._finish(prepared, steps, undo, error)
+        finally:
+            undo.close()
 
     def _prepare(self, event: Any, meta: dict[str, Any] | None) -> Prepared:
         """The events to feed (after the processors) and their tagged forms; nothing moves yet."""
@@ -226,19 +240,24 @@ class Attached:
     ) -> bool:
         """Commit the accepted events, or put the machine back and raise (see the module)."""
         if not steps:
-            undo.close()
+            # nothing accepted, nothing to write: but a failed action may have
+            # changed data before gotstate refused the event, so put it back
+            undo.rollback()
             if error is not None:
                 raise error
             return False
         before = self._head
         written = self._written = 0
+        records: list[JournalRecord] = []
         try:
             if self._journal_key is not None:
-                records = self._records(prepared, steps, before)
+                records = build_records(self._pipeline, prepared, steps, before, self._behaviors())
                 written = self._append(records, before)
             else:
-                self._check_unjournaled()
-                self._head = Head(self._write_snapshot(before), before.journal_seq)
+                check_unjournaled(self._pipeline, self._key)
+                version = self._write_snapshot(before)
+                withdraw_if_journaled(self._pipeline, self._key, version)
+                self._head = Head(version, before.journal_seq)
         except VersionConflict:
             written = max(written, self._written)
             self._undo(undo, steps, written)
@@ -256,7 +275,7 @@ class Attached:
                 exc.args = (f"{exc} [{self._undone(steps, written)}]",)
             raise
         except BaseException:
-            written = self._landed(before, len(steps), written)
+            written = self._landed(before, records, len(steps), written)
             if written < len(steps):
                 self._undo(undo, steps, written)
             raise
@@ -267,24 +286,6 @@ class Attached:
         if error is not None:
             raise error
         return True
-
-    def _records(self, prepared: Prepared, steps: list[Step], head: Head) -> list[JournalRecord]:
-        at_us = to_micros(self._pipeline.clock())
-        behaviors = self._behaviors()
-        return [
-            JournalRecord(
-                event=step.view.name,
-                priority=step.view.priority,
-                metadata=step.metadata,
-                source=step.source,
-                target=step.target,
-                meta=prepared.meta,
-                at_us=at_us,
-                snapshot_version=head.snapshot_version,
-                behaviors=behaviors,
-            )
-            for step in steps
-        ]
 
     def _behaviors(self) -> tuple[str, ...]:
         return () if self._bound is None else self._bound.behavior_names
@@ -299,10 +300,13 @@ class Attached:
         assert self._journal_key is not None
         pipeline, jkey, seq = self._pipeline, self._journal_key, before.journal_seq
         if seq == 0 and before.snapshot_version == 0:
-            self._check_room_for_key()
+            check_room_for_key(self._pipeline)
         if len(records) > 1 and pipeline.backend.capabilities.atomic_put_many:
+            # numbered after the highest sequence the journal ever had (a
+            # deleted journal's numbers are never reused), CAS on its newest
+            last = pipeline.backend.head(pipeline.namespace, jkey).last_version
             writes = [
-                (jkey, seq + i + 1, record, seq if i == 0 else seq + i)
+                (jkey, last + i + 1, record, seq if i == 0 else last + i)
                 for i, record in enumerate(records)
             ]
             infos = pipeline.put_versions(writes)
@@ -319,11 +323,21 @@ class Attached:
         """Put the machine back; then replay the entries that did land (part of a fan-out)."""
         written = max(written, self._written)
         undo.rollback()
+        self._written = 0
         if written:
+            landed = self._head
+            self._head = Head(landed.snapshot_version, landed.journal_seq - written)
             feed = self._replay_feed()
             for step in steps[:written]:
-                feed(step.view)
-        self._written = 0
+                try:
+                    replayed = feed(step.view)
+                except Exception:
+                    replayed = False
+                if not replayed:
+                    # the machine holds fewer events than storage: the head it
+                    # states says so, and the next commit conflicts (recover)
+                    return
+                self._head = Head(self._head.snapshot_version, self._head.journal_seq + 1)
 
     def _undone(self, steps: list[Step], written: int) -> str:
         written = max(written, self._written)
@@ -334,44 +348,32 @@ class Attached:
             "and the machine keeps them; the rest were undone"
         )
 
-    def _check_unjournaled(self) -> None:
-        """The journal part of this snapshot-only attachment's head (0) must still hold.
+    def _landed(self, before: Head, records: list[JournalRecord], wanted: int, written: int) -> int:
+        """After an interruption: how many of our entries (or our snapshot) reached storage.
 
-        Another attachment journaling the key moved the head: a snapshot
-        written now would lose its entries, so this is a ``VersionConflict``
-        (and :meth:`recover` then says to attach with ``journal=True``).
+        Only records equal to the ones this commit wrote count: another
+        writer's entry or snapshot, stored meanwhile, is never adopted.
         """
-        if (
-            journal_key_or_none(self._key) is not None
-            and read_head(self._pipeline, self._key).journal_seq
-        ):
-            raise VersionConflict(f"key {self._key!r} is journaled by another attachment")
-
-    def _check_room_for_key(self) -> None:
-        """``max_keys`` for a key whose first write is a journal entry (a system key)."""
-        backend, namespace = self._pipeline.backend, self._pipeline.namespace
-        quota = backend.load_quota(namespace)
-        if quota is None or quota.max_keys is None:
-            return
-        used = backend.usage(namespace).keys
-        if used + 1 > quota.max_keys:
-            raise quota_exceeded("max_keys", quota.max_keys, used, 1, namespace=namespace)
-
-    def _landed(self, before: Head, wanted: int, written: int) -> int:
-        """After an interruption: how many of our entries (or our snapshot) reached storage."""
         written = max(written, self._written)
         try:
-            now = read_head(self._pipeline, self._key, journal=self._journal_key is not None)
+            if self._journal_key is not None:
+                landed = written + stored_prefix(
+                    self._pipeline,
+                    self._journal_key,
+                    records[written:],
+                    before.journal_seq + written,
+                )
+                self._head = Head(before.snapshot_version, before.journal_seq + landed)
+                self._written = landed
+                return landed
+            newest = self._pipeline.backend.head(self._pipeline.namespace, self._key).newest
+            if newest > before.snapshot_version and self._writing is not None:
+                stored = self._pipeline.load(self._key, newest)[1]
+                if stored == self._writing:
+                    self._head = Head(newest, before.journal_seq)
+                    return wanted
         except BaseException:  # cannot tell: keep what we know; the next CAS will say
             return written
-        if self._journal_key is not None:
-            landed = min(wanted, max(written, now.journal_seq - before.journal_seq))
-            self._head = Head(before.snapshot_version, before.journal_seq + landed)
-            self._written = landed
-            return landed
-        if now.snapshot_version > before.snapshot_version:
-            self._head = now
-            return wanted
         return 0
 
     def _write_snapshot(self, head: Head) -> int:
@@ -384,6 +386,7 @@ class Attached:
         )
         if head.journal_seq:
             snapshot = msgspec.structs.replace(snapshot, journal_seq=head.journal_seq)
+        self._writing = snapshot
         info = pipeline.append(
             self._key, snapshot, expected_version=head.snapshot_version, depth_checked=True
         )
@@ -435,6 +438,12 @@ class Attached:
             if self._detached:
                 raise InvalidArgument(_DETACHED)
             head = read_head(self._pipeline, self._key)
+            if head == Head(0, 0):
+                raise NotFound(
+                    f"key {self._key!r} has no snapshot or journal entry any more (it was "
+                    "deleted): detach this attachment and open the key again with "
+                    "store.open_machine(key, build), or attach a new machine"
+                )
             if self._journal_key is None and head.journal_seq:
                 raise InvalidArgument(
                     f"key {self._key!r} keeps a journal now: this snapshot-only attachment "
@@ -458,10 +467,7 @@ class Attached:
             return self._head
 
     def _replay_feed(self) -> Feed:
-        bound = self._bound
-        if bound is None:
-            return bare_feed(self._machine)
-        return lambda view: bound.feed(view)[0]
+        return bare_feed(self._machine) if self._bound is None else bound_feed(self._bound)
 
     def detach(self) -> None:
         """Stop persisting; first write a snapshot covering journaled events not yet in one.
@@ -478,6 +484,7 @@ class Attached:
                     self._head = Head(self._write_snapshot(self._head), self._head.journal_seq)
             finally:
                 self._detached = True
+                release(self._machine, self)
                 if self._owns_binding and self._bound is not None:
                     self._bound.unbind()
 

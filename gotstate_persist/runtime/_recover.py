@@ -26,10 +26,11 @@ from ..errors import InvalidArgument, NotFound, ReplayDiverged
 from ..extensions._views import EventView, gotstate_event
 from ..formats.machine import MachineSnapshot
 from ._head import Head
-from ._journal import JournalEntry, read_journal
+from ._journal import JournalEntry, journal_key_or_none, read_journal
 
 if TYPE_CHECKING:
     from .._pipeline import RecordPipeline
+    from ..extensions import BoundMachine
 
 __all__ = [
     "Feed",
@@ -38,10 +39,12 @@ __all__ = [
     "active_name",
     "apply_snapshot",
     "bare_feed",
+    "bound_feed",
     "capture_for_undo",
     "check_behaviors",
     "check_moment",
     "check_replayed",
+    "check_source",
     "plan_recovery",
     "recover",
 ]
@@ -77,6 +80,23 @@ def bare_feed(machine: Any) -> Feed:
     return feed
 
 
+def bound_feed(bound: BoundMachine) -> Feed:
+    """Replay through a binding's behaviors (processors bypassed); their failure stops it.
+
+    A behavior that fails on replay did not do what it did when the entry
+    was written, so the replay cannot reproduce that machine: its
+    ``ExtensionFailed`` propagates and the recovery is undone.
+    """
+
+    def feed(view: EventView) -> bool:
+        handled, error = bound.feed(view)
+        if error is not None:
+            raise error
+        return handled
+
+    return feed
+
+
 def check_moment(at: object) -> datetime:
     """``at`` as given, if it is an aware datetime; ``InvalidArgument`` otherwise."""
     if type(at) is not datetime:
@@ -89,11 +109,43 @@ def check_moment(at: object) -> datetime:
     return at
 
 
-def _snapshot_at(pipeline: RecordPipeline, key: str, at: datetime | None) -> VersionInfo | None:
+def _journal_prefix_end(pipeline: RecordPipeline, key: str, at: datetime) -> int | None:
+    """The last sequence before the first entry stamped after ``at`` (None: no journal).
+
+    A clock that stepped back can stamp a later entry earlier; what was in
+    force at ``at`` is the journal up to its first entry after ``at``.
+    """
+    jkey = journal_key_or_none(key)
+    versions = pipeline.backend.versions(pipeline.namespace, jkey) if jkey is not None else []
+    if not versions:
+        return None
+    end = versions[0].version - 1
+    for info in versions:
+        if info.created_at > at:
+            break
+        end = info.version
+    return end
+
+
+def _load_at(
+    pipeline: RecordPipeline, key: str, at: datetime | None
+) -> tuple[VersionInfo | None, MachineSnapshot | None]:
+    """The snapshot in force at ``at`` (the newest if None), loaded; (None, None) if none.
+
+    At a moment: the newest snapshot not after it whose journal sequence
+    is within the journal as it stood then.
+    """
     versions = pipeline.backend.versions(pipeline.namespace, key)
-    if at is not None:
-        versions = [info for info in versions if info.created_at <= at]
-    return versions[-1] if versions else None
+    if at is None:
+        if not versions:
+            return None, None
+        return pipeline.load_snapshot(key, versions[-1].version)
+    end = _journal_prefix_end(pipeline, key, at)
+    for candidate in reversed([info for info in versions if info.created_at <= at]):
+        info, snapshot = pipeline.load_snapshot(key, candidate.version)
+        if end is None or int(getattr(snapshot, "journal_seq", 0)) <= end:
+            return info, snapshot
+    return None, None
 
 
 class RecoveryPlan(NamedTuple):
@@ -110,20 +162,25 @@ class RecoveryPlan(NamedTuple):
 
 
 def plan_recovery(
-    pipeline: RecordPipeline, key: str, machine: Any, at: datetime | None
+    pipeline: RecordPipeline,
+    key: str,
+    machine: Any,
+    at: datetime | None,
+    *,
+    started: bool = False,
 ) -> RecoveryPlan:
-    """Read the snapshot and the entries to replay; refuse what cannot be recovered."""
-    info = _snapshot_at(pipeline, key, at)
+    """Read the snapshot and the entries to replay; refuse what cannot be recovered.
+
+    ``started``: the machine was just built and started (``open_machine``),
+    so a journal without a snapshot replays from it as from ``start()``.
+    """
+    info, snapshot = _load_at(pipeline, key, at)
     if info is None and at is not None:
         raise NotFound(
             f"key {key!r} has no snapshot at or before that moment; "
             "`gotstate-persist log` lists when each was taken"
         )
-    snapshot: MachineSnapshot | None = None
-    covered = 0
-    if info is not None:
-        info, snapshot = pipeline.load_snapshot(key, info.version)
-        covered = int(getattr(snapshot, "journal_seq", 0))
+    covered = 0 if snapshot is None else int(getattr(snapshot, "journal_seq", 0))
     entries = read_journal(pipeline, key, since=covered, until=at)
     if snapshot is None:
         if not entries:
@@ -133,7 +190,7 @@ def plan_recovery(
                 f"key {key!r} has no snapshot and its journal starts at sequence "
                 f"{entries[0].seq}: the events before it are gone; restore a version instead"
             )
-        if _machine.is_started(machine):
+        if _machine.is_started(machine) and not started:
             raise InvalidArgument(
                 f"key {key!r} has no snapshot yet: recover into a machine that was never "
                 "started, so its journal replays from the start"
@@ -183,6 +240,7 @@ def recover(
     at: datetime | None = None,
     feed: Feed | None = None,
     behaviors: tuple[str, ...] = (),
+    started: bool = False,
 ) -> Recovered:
     """Bring ``machine`` to ``key``'s newest state (or the state in force at ``at``).
 
@@ -190,13 +248,14 @@ def recover(
     extensions passes its binding, whose processors are bypassed) and
     ``behaviors`` names the state behaviors it runs: an entry written with
     other behaviors bound is refused, since their data changes are not in it.
+    ``started`` as for :func:`plan_recovery`.
     """
-    plan = plan_recovery(pipeline, key, machine, at)
+    plan = plan_recovery(pipeline, key, machine, at, started=started)
     before = capture_for_undo(pipeline, machine)
     try:
         if plan.snapshot is not None:
             apply_snapshot(pipeline, machine, plan.snapshot)
-        else:
+        elif not _machine.is_started(machine):
             machine.start()
         replay(machine, plan.entries, feed if feed is not None else bare_feed(machine), behaviors)
     except BaseException:
@@ -211,6 +270,7 @@ def replay(
     """Feed each entry; ``ReplayDiverged`` at the first that goes elsewhere than it did."""
     for entry in entries:
         check_behaviors(entry, behaviors)
+        check_source(entry, active_name(machine))
         check_replayed(entry, feed(entry.event), active_name(machine))
 
 
@@ -224,6 +284,19 @@ def check_behaviors(entry: JournalEntry, behaviors: tuple[str, ...]) -> None:
         f"[{ran}] bound, and their data changes are not in the journal; recover it with "
         f"the same extensions (store.open_machine(key, build, extensions=...)), or "
         "restore a snapshot version instead",
+        seq=entry.seq,
+    )
+
+
+def check_source(entry: JournalEntry, at: str | None) -> None:
+    """``ReplayDiverged`` unless the machine is where the entry started (a forked key)."""
+    if at == entry.source:
+        return
+    raise ReplayDiverged(
+        f"journal entry {entry.seq} ({entry.event.name!r}) started in {entry.source!r} but "
+        f"the machine is in {at!r} when it replays: the snapshot before it was not written "
+        "from this journal; restore a snapshot version instead, and run "
+        "`gotstate-persist verify`",
         seq=entry.seq,
     )
 
