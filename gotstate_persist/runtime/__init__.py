@@ -10,12 +10,13 @@ record pipeline does sealing and compare-and-set, as for every record.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import machine as _machine
 from ..errors import InvalidArgument
 from ._attached import Attached
+from ._checks import check_attachable, check_build, check_journal_option, check_options, unwrap
 from ._head import Head, read_head
 from ._journal import (
     JournalEntry,
@@ -50,33 +51,6 @@ __all__ = [
 Bind = Callable[..., "BoundMachine"]
 
 
-def _options(snapshot_every: object, journal: object, extensions: object) -> tuple[str, ...]:
-    if type(snapshot_every) is not int or snapshot_every < 1:
-        raise InvalidArgument("snapshot_every must be an int >= 1")
-    if type(journal) is not bool:
-        raise InvalidArgument("journal must be True or False")
-    if snapshot_every > 1 and not journal:
-        raise InvalidArgument(
-            "snapshot_every > 1 needs journal=True: without a journal, the accepted events "
-            "between snapshots would live only in memory"
-        )
-    if isinstance(extensions, str) or not isinstance(extensions, Iterable):
-        raise InvalidArgument("extensions must be a tuple of extension names")
-    names = tuple(extensions)
-    if not all(type(name) is str for name in names):
-        raise InvalidArgument("extensions must be a tuple of extension names")
-    return names
-
-
-def _unwrap(machine: Any) -> tuple[Any, BoundMachine | None]:
-    from ..extensions import BoundMachine
-
-    if isinstance(machine, BoundMachine):
-        return machine.machine, machine
-    _machine.machine_type(machine)  # InvalidArgument for anything else
-    return machine, None
-
-
 def attach(
     pipeline: RecordPipeline,
     machine: Any,
@@ -88,30 +62,15 @@ def attach(
     bind: Bind,
 ) -> Attached:
     """Attach ``machine`` (already in the state of ``key``'s head); writes nothing."""
-    names = _options(snapshot_every, journal, extensions)
-    bare, bound = _unwrap(machine)
+    names = check_options(snapshot_every, journal, extensions)
+    bare, bound = unwrap(machine)
     if bound is not None and names:
         raise InvalidArgument("pass either a BoundMachine or extensions=, not both")
-    _check_key(pipeline, key, bare, journal=journal)
+    check_attachable(pipeline, key, bare, journal=journal)
     owns = False
     if names:
         bound, owns = bind(bare, *names, key=key), True
     return _attached(pipeline, key, bare, bound, owns, snapshot_every, journal)
-
-
-def _check_key(pipeline: RecordPipeline, key: str, bare: Any, *, journal: bool) -> None:
-    if journal:
-        journal_key(key)  # the key must leave room for its journal's system key
-    head = read_head(pipeline, key)
-    if not journal and head.journal_seq:
-        raise InvalidArgument(
-            f"key {key!r} keeps a journal: attach with journal=True, or delete the key first"
-        )
-    if not _machine.is_started(bare):
-        raise InvalidArgument(
-            "the machine is not started: restore or recover it first, or use "
-            "store.open_machine(key, build)"
-        )
 
 
 def _attached(
@@ -148,11 +107,10 @@ def open_machine(
     bind: Bind,
 ) -> Attached:
     """Recover ``key`` into ``build()`` if it exists, else start ``build()``; then attach."""
-    names = _options(snapshot_every, journal, extensions)
-    if not callable(build):
-        raise InvalidArgument("build must be a callable returning a new machine")
+    names = check_options(snapshot_every, journal, extensions)
+    check_build(build)
     built = build()
-    bare, bound = _unwrap(built)
+    bare, bound = unwrap(built)
     owns = False
     if names and bound is None:
         bound, owns = bind(bare, *names, key=key), True
@@ -160,18 +118,14 @@ def open_machine(
         head = read_head(pipeline, key)
         recovered: Recovered | None = None
         if head.snapshot_version or head.journal_seq:
-            if not journal and head.journal_seq:
-                raise InvalidArgument(
-                    f"key {key!r} keeps a journal: open it with journal=True, or delete the "
-                    "key first"
-                )
+            check_journal_option(key, head, journal=journal)
             feed = None if bound is None else (lambda view: bound.feed(view)[0])
             behaviors = () if bound is None else bound.behavior_names
             recovered = recover(pipeline, key, bare, feed=feed, behaviors=behaviors)
         elif not _machine.is_started(bare):
             bare.start()
         if recovered is None:
-            _check_key(pipeline, key, bare, journal=journal)
+            check_attachable(pipeline, key, bare, journal=journal)
         elif journal:
             journal_key(key)
         # the head recovery reached, not one read again now: an entry another

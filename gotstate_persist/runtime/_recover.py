@@ -25,6 +25,7 @@ from ..backends import VersionInfo
 from ..errors import InvalidArgument, NotFound, ReplayDiverged
 from ..extensions._views import EventView, gotstate_event
 from ..formats.machine import MachineSnapshot
+from ._checks import refuse_async
 from ._head import Head
 from ._journal import JournalEntry, read_journal
 
@@ -77,8 +78,10 @@ def bare_feed(machine: Any) -> Feed:
     return feed
 
 
-def check_moment(at: object) -> datetime:
-    """``at`` as given, if it is an aware datetime; ``InvalidArgument`` otherwise."""
+def check_moment(at: object, *, version: int | None = None) -> datetime:
+    """``at`` as given, if it is an aware datetime (and no ``version``); else ``InvalidArgument``."""
+    if version is not None:
+        raise InvalidArgument("pass version= or at=, not both")
     if type(at) is not datetime:
         raise InvalidArgument("at must be a datetime")
     if at.tzinfo is None or at.utcoffset() is None:
@@ -191,6 +194,7 @@ def recover(
     ``behaviors`` names the state behaviors it runs: an entry written with
     other behaviors bound is refused, since their data changes are not in it.
     """
+    refuse_async(machine)  # its replay must be awaited: AsyncStore's recover does that
     plan = plan_recovery(pipeline, key, machine, at)
     before = capture_for_undo(pipeline, machine)
     try:
