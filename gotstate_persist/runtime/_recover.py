@@ -79,7 +79,7 @@ def bare_feed(machine: Any) -> Feed:
 
 
 def check_moment(at: object, *, version: int | None = None) -> datetime:
-    """``at`` as given, if it is an aware datetime (and no ``version``); else ``InvalidArgument``."""
+    """``at`` if it is an aware datetime and no ``version`` is given; else ``InvalidArgument``."""
     if version is not None:
         raise InvalidArgument("pass version= or at=, not both")
     if type(at) is not datetime:
