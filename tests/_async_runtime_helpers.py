@@ -28,8 +28,8 @@ import gotstate_persist as gp
 T = TypeVar("T")
 #: Seconds after which a scenario fails instead of hanging.
 SCENARIO_LIMIT_S = 120.0
-#: Seconds after which a test's safety net releases a held SQLite lock.
-SAFETY_NET_S = 30.0
+#: Seconds after which a safety net releases a held SQLite lock (below its 30 s busy timeout).
+SAFETY_NET_S = 20.0
 #: Ring events: three transitions and one that no state takes.
 RING_EVENTS = ("next", "jump", "home", "nope")
 
@@ -89,9 +89,9 @@ def ring(
 
         async def action(event: Event) -> None:
             await asyncio.sleep(0)
-            if gate is not None:
-                await gate.wait()
             change()
+            if gate is not None:
+                await gate.wait()  # half-way: data changed, target not entered yet
 
         return action
 
@@ -140,6 +140,13 @@ def start_data(machine: Any) -> dict[str, Any]:
     """The ring's own ``start`` data dict (not a copy): an undo must keep this object."""
     data: dict[str, Any] = machine._graph.get_state_data(state_named(machine, "start"))
     return data
+
+
+async def pending_reaches(astore: gp.AsyncStore, count: int) -> None:
+    """Until ``count`` calls are in the pool, then a moment for a thread to pick one up."""
+    while astore.pending < count:
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.2)
 
 
 def entry_view(entry: gp.JournalEntry) -> tuple[Any, ...]:
