@@ -53,6 +53,7 @@ from .runtime._async_attached import (
     open_machine_async,
 )
 from .runtime._async_recover import recover_async
+from .runtime._checks import is_async_machine
 from .sealing import KeyRing
 from .store import SnapshotRef, Store, open_store, snapshot_ref
 
@@ -90,6 +91,11 @@ class AsyncStore:
     a snapshot never sees a transition half-way. Writes are shielded from
     cancellation (:mod:`._async_pool`). Callbacks such as ``migrate``'s
     ``progress`` run in a pool thread.
+
+    ``attach``/``open_machine`` return a :class:`AsyncAttached`; for an
+    async machine it processes each event in the event loop and commits it
+    in the pool, and ``recover``/``restore_machine(at=)`` replay its journal
+    by awaiting it (the sync ``Store`` refuses those for async machines).
 
     The sync ``Store`` given an async machine saves or restores it while it
     is idle and refuses it (``InvalidArgument``) while its asyncio lock is
@@ -272,7 +278,7 @@ class AsyncStore:
         machine stays as it was.
         """
         store = self._require()
-        if at is None or not drives(machine):
+        if at is None or not is_async_machine(machine):
             return await self._pool.commit_holding(
                 machine, lambda: store.restore_machine(key, machine, version=version, at=at)
             )
@@ -344,7 +350,7 @@ class AsyncStore:
         On any error, a cancellation included, the machine stays as it was.
         """
         store = self._require()
-        if not drives(machine):
+        if not is_async_machine(machine):
             return await self._pool.commit_holding(machine, lambda: store.recover(key, machine))
         check_name(key, "key")
         recovered = await recover_async(self._pool, store.pipeline, key, machine)

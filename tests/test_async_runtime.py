@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -440,7 +440,7 @@ def test_the_sync_store_refuses_to_drive_an_async_machine(
             fresh = ring()
             fresh_before = captured(fresh)
             bound = store.extensions.bind(machine)
-            calls = [
+            calls: list[Callable[[], object]] = [
                 lambda: store.attach(machine, KEY, journal=True),
                 lambda: store.attach(bound, "other"),
                 lambda: store.open_machine(KEY, ring, journal=True),
@@ -631,5 +631,47 @@ def test_restore_at_a_moment_replays_an_async_machine(clocked: gp.Store) -> None
                     await astore.restore_machine(KEY, fresh, **kwargs)
             assert captured(fresh) == before
             return states
+
+    run(scenario())
+
+
+@SQLITE
+def test_an_async_composite_machine_with_a_submachine(place: Place, keyring: gp.KeyRing) -> None:
+    """Its own lock and its submachine's are both held around the checkpoint and commit."""
+    from gotstate.core.states import CompositeState, State
+    from gotstate.core.transitions import Transition
+    from gotstate.runtime.async_support import AsyncCompositeStateMachine, AsyncStateMachine
+    from machines import on as guard
+
+    def build() -> Any:
+        top = CompositeState("top")
+        machine = AsyncCompositeStateMachine(top)
+        review, shipped = CompositeState("review"), State("shipped")
+        machine.add_state(review, parent=top)
+        machine.add_state(shipped, parent=top)
+        draft, approved = State("draft"), State("approved")
+        sub = AsyncStateMachine(draft)
+        sub.add_state(approved)
+        sub.add_transition(Transition(draft, approved, guards=[guard("approve")]))
+        machine.add_submachine(review, sub)
+        draft.parent = approved.parent = review  # gotstate walks .parent for "ship"
+        machine.add_transition(Transition(review, shipped, guards=[guard("ship")]))
+        return machine
+
+    async def scenario() -> None:
+        async with open_async(place, keyring) as astore:
+            opened = await astore.open_machine(KEY, build, journal=True, snapshot_every=5)
+            assert len(gp.machine.async_locks(opened.machine)) == 2
+            reached = []  # gotstate decides where each goes; the journal records just that
+            for name in ("approve", "nope", "ship", "approve"):
+                if await opened.process_event(Event(name)):
+                    reached.append(state_name(opened.machine))
+            entries = await astore.journal(KEY)
+            assert reached and [e.target for e in entries] == reached
+            check_journal_chain(entries)
+            fresh = build()
+            assert await astore.recover(KEY, fresh) == opened.head
+            assert captured(fresh) == captured(opened.machine)
+            await opened.detach()
 
     run(scenario())

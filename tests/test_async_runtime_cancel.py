@@ -14,6 +14,7 @@ assertion on how long anything took.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +184,7 @@ def test_cancelled_while_the_action_awaits_the_event_is_undone(
 
     async def scenario() -> None:
         async with open_async(where, keyring) as astore:
-            gate, entered = Gate(), []
+            gate, entered = Gate(), list[str]()
             machine = await started_ring(gate=gate, entered=entered)
             attached = await astore.attach(machine, KEY, journal=journal)
             assert await attached.process_event(Event("next"))
@@ -234,13 +235,13 @@ def test_a_recovery_cancelled_mid_replay_leaves_the_machine_as_given(
             attached = await astore.attach(target, KEY, journal=True)
             stored, before = where.snapshot(), captured(target)
             gate.armed = True
-            calls = {
+            calls: dict[str, Callable[[], Awaitable[Any]]] = {
                 "recover": lambda: astore.recover(KEY, target),
                 "restore_at": lambda: astore.restore_machine(KEY, target, at=datetime.now(UTC)),
                 "attached.recover": attached.recover,
                 "open_machine": lambda: astore.open_machine(KEY, lambda: target, journal=True),
             }
-            task = asyncio.create_task(calls[how]())
+            task = asyncio.ensure_future(calls[how]())
             await gate.entered.wait()  # replaying entry 2, its action awaits
             task.cancel()
             with pytest.raises(asyncio.CancelledError):

@@ -6,6 +6,9 @@ commit protocol of an attached machine (:mod:`._attached`), the journal's
 keys and entries (:mod:`._journal`) and recovery (:mod:`._recover`); the
 machine package does capture, apply and the in-memory checkpoint, and the
 record pipeline does sealing and compare-and-set, as for every record.
+``AsyncStore``'s twins drive gotstate's async machines with
+:mod:`._async_attached` and :mod:`._async_recover` on the same core; what
+both accept is :mod:`._checks`'.
 """
 
 from __future__ import annotations
