@@ -652,22 +652,25 @@ def test_an_async_composite_machine_with_a_submachine(place: Place, keyring: gp.
         draft, approved = State("draft"), State("approved")
         sub = AsyncStateMachine(draft)
         sub.add_state(approved)
-        sub.add_transition(Transition(draft, approved, guards=[guard("approve")]))
+        # priority 1: gotstate adds review -> draft for any event (priority 0), and
+        # orders equal priorities differently from one machine instance to the next
+        sub.add_transition(Transition(draft, approved, guards=[guard("approve")], priority=1))
         machine.add_submachine(review, sub)
         draft.parent = approved.parent = review  # gotstate walks .parent for "ship"
-        machine.add_transition(Transition(review, shipped, guards=[guard("ship")]))
+        machine.add_transition(Transition(review, shipped, guards=[guard("ship")], priority=1))
         return machine
 
     async def scenario() -> None:
         async with open_async(place, keyring) as astore:
             opened = await astore.open_machine(KEY, build, journal=True, snapshot_every=5)
             assert len(gp.machine.async_locks(opened.machine)) == 2
-            reached = []  # gotstate decides where each goes; the journal records just that
-            for name in ("approve", "nope", "ship", "approve"):
+            reached = []
+            for name in ("approve", "nope", "approve", "ship", "approve"):
                 if await opened.process_event(Event(name)):
                     reached.append(state_name(opened.machine))
+            assert reached == ["approved", "draft", "approved", "shipped"]
             entries = await astore.journal(KEY)
-            assert reached and [e.target for e in entries] == reached
+            assert [e.target for e in entries] == reached
             check_journal_chain(entries)
             fresh = build()
             assert await astore.recover(KEY, fresh) == opened.head
