@@ -79,6 +79,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_config.py
 	$(PY) benchmarks/bench_runtime.py
 	$(PY) benchmarks/bench_undo.py
+	$(PY) benchmarks/bench_async.py
 
 # Re-resolve uv.lock after a change to the requirements in pyproject.toml, keeping
 # every other pinned version; `make lock-upgrade` moves everything to the newest

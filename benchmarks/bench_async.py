@@ -1,6 +1,9 @@
 """AsyncStore throughput against the sync Store, and how free the event loop stays.
 
-Run with ``.venv/bin/python benchmarks/bench_async.py [--rounds N] [--quick]``.
+Run with ``.venv/bin/python benchmarks/bench_async.py [--rounds N] [--quick]
+[--parts saves,attach]``.
+
+Part "saves":
 
 50 writers each save the order machine (with ~1 KB of state data) to their
 own key, ``--saves`` times each:
@@ -11,6 +14,22 @@ own key, ``--saves`` times each:
     longest gap between its wake-ups;
 (c) sync ``Store``, 4 threads: not a target, it shows how much of (b)'s
     figure is simply fewer writers contending for the database.
+
+Part "attach" (issue 15's attachments): 50 writers each attach a ring
+machine (13 states, a transition action that counts in state data) to
+their own key (not timed), then process ``--events`` accepted events and
+detach (timed):
+
+(d) sync ``Store.attach``, 50 threads, ``snapshot_every=1`` (a snapshot per
+    event; the baseline of (e));
+(e) ``AsyncStore.attach`` of gotstate's ``AsyncStateMachine``, 50 tasks,
+    ``snapshot_every=1``, with the ticker;
+(f) sync ``Store.attach``, 50 threads, ``journal=True, snapshot_every=50``
+    (an append per event, a snapshot every 50; the baseline of (g));
+(g) ``AsyncStore.attach`` of the async machine, 50 tasks, journal,
+    ``snapshot_every=50``, with the ticker.
+
+Figures are accepted events per second; ratio (e)/(d) and (g)/(f).
 
 Each variant writes in its own namespace of the same database; the variants
 run interleaved round by round (who goes first rotates) and each figure is
@@ -37,7 +56,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +67,10 @@ sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _async_runtime_helpers import ring  # noqa: E402
 from bench_backends import postgres_database  # noqa: E402
+from gotstate.core.events import Event  # noqa: E402
+from gotstate.core.state_machine import StateMachine  # noqa: E402
 from order_workflow import build_order_machine, set_data  # noqa: E402
 
 import gotstate_persist as gp  # noqa: E402
@@ -58,6 +80,14 @@ SMALL_POOL = 4
 TICK_S = 0.001
 POSTGRES_VARIABLE = "GOTSTATE_PERSIST_BENCH_POSTGRES_URL"
 BASELINE = "(a) sync, 50 threads"
+#: The attach part's variants: (label, sync or async, journal, snapshot_every).
+ATTACH_VARIANTS = (
+    ("(d) sync attach, snapshot_every=1", "sync", False, 1),
+    ("(e) async attach, snapshot_every=1", "async", False, 1),
+    ("(f) sync attach, journal, every 50", "sync", True, 50),
+    ("(g) async attach, journal, every 50", "async", True, 50),
+)
+ATTACH_RATIOS = ((1, 0), (3, 2))  # (variant, its baseline) by index in ATTACH_VARIANTS
 
 
 def order_machine() -> Any:
@@ -88,9 +118,11 @@ def sync_round(
     return time.perf_counter() - start
 
 
-async def async_round(
-    astore: gp.AsyncStore, saves: int, machine: Any, tag: str
-) -> tuple[float, float]:
+async def ticked(writer: Callable[[int], Awaitable[None]]) -> tuple[float, float]:
+    """Run ``writer(i)`` for every writer at once while a ticker task sleeps ``TICK_S`` at a time.
+
+    Returns the seconds the writers took and the ticker's worst gap beyond its sleep.
+    """
     loop = asyncio.get_running_loop()
     worst = 0.0
     stop = asyncio.Event()
@@ -104,10 +136,6 @@ async def async_round(
             worst = max(worst, now - last - TICK_S)
             last = now
 
-    async def writer(i: int) -> None:
-        for _ in range(saves):
-            await astore.save_machine(f"{tag}-{i}", machine)
-
     ticking = asyncio.create_task(ticker())
     await asyncio.sleep(0)
     start = time.perf_counter()
@@ -116,6 +144,57 @@ async def async_round(
     stop.set()
     await ticking
     return seconds, worst
+
+
+async def async_round(
+    astore: gp.AsyncStore, saves: int, machine: Any, tag: str
+) -> tuple[float, float]:
+    async def writer(i: int) -> None:
+        for _ in range(saves):
+            await astore.save_machine(f"{tag}-{i}", machine)
+
+    return await ticked(writer)
+
+
+def attach_sync_round(
+    store: gp.Store, threads: ThreadPoolExecutor, events: int, journal: bool, every: int, tag: str
+) -> float:
+    """Attach 50 machines (not timed), then time their events and detaches on 50 threads."""
+
+    def attach(i: int) -> gp.Attached:
+        machine = ring(StateMachine)
+        machine.start()
+        return store.attach(machine, f"{tag}-{i}", journal=journal, snapshot_every=every)
+
+    def writer(attached: gp.Attached) -> None:
+        with attached:
+            for _ in range(events):
+                assert attached.process_event(Event("next"))
+
+    attachments = list(threads.map(attach, range(WRITERS)))
+    start = time.perf_counter()
+    list(threads.map(writer, attachments))
+    return time.perf_counter() - start
+
+
+async def attach_async_round(
+    astore: gp.AsyncStore, events: int, journal: bool, every: int, tag: str
+) -> tuple[float, float]:
+    """Attach 50 async machines (not timed), then time their events and detaches, ticking."""
+
+    async def attach(i: int) -> gp.AsyncAttached:
+        machine = ring()  # gotstate's AsyncStateMachine
+        await machine.start()
+        return await astore.attach(machine, f"{tag}-{i}", journal=journal, snapshot_every=every)
+
+    attachments = await asyncio.gather(*(attach(i) for i in range(WRITERS)))
+
+    async def writer(i: int) -> None:
+        async with attachments[i]:
+            for _ in range(events):
+                assert await attachments[i].process_event(Event("next"))
+
+    return await ticked(writer)
 
 
 def bench(label: str, url: str, keys: gp.KeyRing, rounds: int, saves: int) -> None:
@@ -171,6 +250,71 @@ def bench(label: str, url: str, keys: gp.KeyRing, rounds: int, saves: int) -> No
     )
 
 
+def bench_attach(label: str, url: str, keys: gp.KeyRing, rounds: int, events: int) -> None:
+    print(
+        f"\n{label}: attach, {WRITERS} writers x {events} events per round, {rounds} rounds",
+        flush=True,
+    )
+    run_id = uuid.uuid4().hex[:8]
+    rates: dict[str, list[float]] = {}
+    gaps: list[float] = []
+    loop = asyncio.new_event_loop()
+    with (
+        gp.open_store(url, namespace=f"bench-attach-sync-{run_id}", keyring=keys) as store,
+        ThreadPoolExecutor(WRITERS) as threads,
+    ):
+        astore = gp.open_async_store(url, namespace=f"bench-attach-async-{run_id}", keyring=keys)
+        loop.run_until_complete(astore.__aenter__())
+        try:
+
+            def one(variant: tuple[str, str, bool, int], tag: str) -> float:
+                _, kind, journal, every = variant
+                if kind == "sync":
+                    return attach_sync_round(store, threads, events, journal, every, tag)
+                seconds, worst = loop.run_until_complete(
+                    attach_async_round(astore, events, journal, every, tag)
+                )
+                gaps.append(worst)
+                return seconds
+
+            for i, variant in enumerate(ATTACH_VARIANTS):  # warm up
+                one(variant, f"warm{i}")
+            gaps.clear()
+            for r in range(rounds):
+                for k in range(len(ATTACH_VARIANTS)):
+                    index = (r + k) % len(ATTACH_VARIANTS)
+                    variant = ATTACH_VARIANTS[index]
+                    seconds = one(variant, f"r{r}v{index}")
+                    rates.setdefault(variant[0], []).append(WRITERS * events / seconds)
+        finally:
+            loop.run_until_complete(astore.aclose())
+            loop.close()
+    medians = {name: statistics.median(found) for name, found in rates.items()}
+    names = [variant[0] for variant in ATTACH_VARIANTS]
+    baselines = {names[i]: names[base] for i, base in ATTACH_RATIOS}
+    for name in names:
+        line = f"  {name:<38} {medians[name]:8,.0f} events/s"
+        if name in baselines:
+            line += (
+                f"  ratio {medians[name] / medians[baselines[name]]:4.2f} vs {baselines[name][:3]}"
+            )
+        print(line, flush=True)
+    print(
+        f"  event loop during (e) and (g): worst gap {max(gaps) * 1e3:.1f} ms over all rounds, "
+        f"median of each round's worst {statistics.median(gaps) * 1e3:.1f} ms",
+        flush=True,
+    )
+
+
+def run_parts(
+    parts: set[str], label: str, url: str, keys: gp.KeyRing, rounds: int, saves: int, events: int
+) -> None:
+    if "saves" in parts:
+        bench(label, url, keys, rounds, saves)
+    if "attach" in parts:
+        bench_attach(label, url, keys, rounds, events)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -179,28 +323,40 @@ def main() -> None:
     parser.add_argument("--saves", type=int, default=None, help="saves per writer per round")
     parser.add_argument("--quick", action="store_true", help="fewer rounds and saves")
     parser.add_argument(
+        "--events", type=int, default=None, help="accepted events per writer per attach round"
+    )
+    parser.add_argument(
         "--only", default="sqlite,postgresql", help="comma-separated subset of sqlite,postgresql"
+    )
+    parser.add_argument(
+        "--parts", default="saves,attach", help="comma-separated subset of saves,attach"
     )
     args = parser.parse_args()
     chosen = {name.strip() for name in args.only.split(",") if name.strip()}
     if chosen - {"sqlite", "postgresql"}:
         parser.error(f"unknown backend(s) in --only {args.only!r}")
+    parts = {name.strip() for name in args.parts.split(",") if name.strip()}
+    if not parts or parts - {"saves", "attach"}:
+        parser.error(f"unknown part(s) in --parts {args.parts!r}")
     rounds = args.rounds or (5 if args.quick else 15)
     saves = args.saves or (2 if args.quick else 4)
+    events = args.events or (5 if args.quick else 20)
     keys = gp.KeyRing.generate()
     if "sqlite" in chosen:
         with tempfile.TemporaryDirectory() as tmp:
             url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-            bench("SQLite (file; WAL, synchronous=FULL)", url, keys, rounds, saves)
+            label = "SQLite (file; WAL, synchronous=FULL)"
+            run_parts(parts, label, url, keys, rounds, saves, events)
     if "postgresql" not in chosen:
         return
     given = os.environ.get(POSTGRES_VARIABLE)
     if given:
-        bench(f"PostgreSQL ({POSTGRES_VARIABLE})", given, keys, rounds, saves)
+        run_parts(parts, f"PostgreSQL ({POSTGRES_VARIABLE})", given, keys, rounds, saves, events)
         return
     with postgres_database("async") as found:
         if found is not None:
-            bench(f"PostgreSQL ({found.describe()}, fsync=off)", found.url, keys, rounds, saves)
+            label = f"PostgreSQL ({found.describe()}, fsync=off)"
+            run_parts(parts, label, found.url, keys, rounds, saves, events)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ every decode is bounded. Start with :func:`open_store`.
 from __future__ import annotations
 
 from . import rules as rules  # built-in validators: a module, not a name in __all__
-from ._async_store import AsyncStore, open_async_store
+from ._async_store import AsyncAttached, AsyncStore, open_async_store
 from ._migrate import MigrationFailure, MigrationReport
 from ._version import VERSION as __version__
 from .backends import register_backend
@@ -73,6 +73,7 @@ from .store import SnapshotRef, Store, open_store
 
 __all__ = [
     "ActiveExtension",
+    "AsyncAttached",
     "AsyncStore",
     "Attached",
     "BackendError",

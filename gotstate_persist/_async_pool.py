@@ -15,7 +15,11 @@ call runs, once for all of them:
 * machine calls (:meth:`CallPool.commit_holding`): a write that first takes
   an async machine's own asyncio locks in the loop and declares them held
   for the pool thread, so capture and apply never see a transition
-  half-way.
+  half-way (:func:`holding` and :func:`as_holder`, the two halves, are
+  public for the asyncio attachments, which hold the locks around more
+  than one call);
+* work that must end once begun (:func:`shielded`): a coroutine that runs
+  to its end as its own task, with the caller's cancellation raised after.
 """
 
 from __future__ import annotations
@@ -24,14 +28,22 @@ import asyncio
 import concurrent.futures
 import contextvars
 import functools
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from . import machine as _machine
 from .errors import InvalidArgument
 
-__all__ = ["DEFAULT_MAX_WORKERS", "MAX_WORKERS_LIMIT", "THREAD_NAME_PREFIX", "CallPool"]
+__all__ = [
+    "DEFAULT_MAX_WORKERS",
+    "MAX_WORKERS_LIMIT",
+    "THREAD_NAME_PREFIX",
+    "CallPool",
+    "as_holder",
+    "holding",
+    "shielded",
+]
 
 T = TypeVar("T")
 
@@ -102,8 +114,8 @@ class CallPool:
     async def commit_holding(self, machine: Any, call: Callable[[], T]) -> T:
         """``call`` as a write, holding the async machine's locks (taken here, in the loop)."""
         locks = _machine.async_locks(machine)
-        async with _holding(locks):
-            return await self.commit(functools.partial(_as_holder, locks, call))
+        async with holding(locks):
+            return await self.commit(functools.partial(as_holder, locks, call))
 
     async def settle(self, future: concurrent.futures.Future[Any], *, skippable: bool) -> bool:
         """Wait for ``future`` whatever happens to the caller; True if it was cancelled meanwhile.
@@ -143,19 +155,26 @@ def _consume(waiter: asyncio.Future[Any]) -> None:
         waiter.exception()
 
 
-def _as_holder(locks: Sequence[asyncio.Lock], call: Callable[[], T]) -> T:
+def as_holder(locks: Sequence[asyncio.Lock], call: Callable[[], T]) -> T:
+    """``call()`` on a pool thread, declaring ``locks`` held (the awaiting task took them)."""
     with _machine.holding_async_locks(locks):
         return call()
 
 
 @asynccontextmanager
-async def _holding(locks: Sequence[asyncio.Lock]) -> AsyncIterator[None]:
-    """Take ``locks`` in order (each within LOCK_TIMEOUT), release them in reverse."""
+async def holding(
+    locks: Sequence[asyncio.Lock], *, timeout: float | None = _machine.LOCK_TIMEOUT
+) -> AsyncIterator[None]:
+    """Take ``locks`` in order (each within ``timeout`` seconds), release them in reverse.
+
+    ``timeout=None`` waits as long as it takes: for putting a machine back,
+    which must not give up half-way.
+    """
     taken: list[asyncio.Lock] = []
     try:
         for lock in locks:
             try:
-                async with asyncio.timeout(_machine.LOCK_TIMEOUT):
+                async with asyncio.timeout(timeout):
                     await lock.acquire()
             except TimeoutError:
                 raise InvalidArgument(_LOCK_BUSY) from None
@@ -164,3 +183,27 @@ async def _holding(locks: Sequence[asyncio.Lock]) -> AsyncIterator[None]:
     finally:
         for lock in reversed(taken):
             lock.release()
+
+
+async def shielded(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` to its end whatever happens to the caller; a cancellation is raised after.
+
+    For what must finish once started (a commit, or putting a machine back):
+    ``work`` runs as its own task, which cancelling the caller never reaches;
+    the caller waits for it, then raises ``CancelledError`` if it was
+    cancelled meanwhile (``asyncio.timeout`` and ``wait_for`` see that as
+    usual), else returns its result or raises its error.
+    """
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while True:
+        try:
+            await asyncio.wait((task,))  # cancelling this wait leaves the task alone
+        except asyncio.CancelledError:
+            cancelled = True
+            continue
+        break
+    if cancelled:
+        error = None if task.cancelled() else task.exception()  # also marks it seen
+        raise asyncio.CancelledError from error
+    return task.result()

@@ -19,7 +19,10 @@ How a call runs (the pool, its threads, the cancellation rule, the async
 machine locks) is :mod:`._async_pool`'s; this module is the public surface:
 one short twin per ``Store`` method (a new ``Store`` method gets its twin as
 one ``self._pool.run``/``commit``/``commit_holding`` call), and opening and
-closing.
+closing. The runtime's twins (``attach``, ``open_machine``, ``recover``,
+``restore_machine(at=)``) run sync machines the same way and hand async
+machines, whose events must be awaited, to :mod:`.runtime._async_attached`
+and :mod:`.runtime._async_recover`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable, Generator
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -35,20 +39,30 @@ import msgspec
 
 from ._async_pool import CLOSED, DEFAULT_MAX_WORKERS, CallPool
 from ._migrate import DEFAULT_BATCH_SIZE, MigrationReport, Progress
-from ._names import DEFAULT_NAMESPACE
+from ._names import DEFAULT_NAMESPACE, check_name
 from .backends import Backend, Usage
 from .codec import Limits
 from .errors import InvalidArgument
 from .formats import FormatRegistry
 from .quota import Quota
+from .runtime import Attached, Head, JournalEntry, check_moment
+from .runtime._async_attached import (
+    AsyncAttached,
+    attach_async,
+    drives,
+    open_machine_async,
+)
+from .runtime._async_recover import recover_async
+from .runtime._checks import is_async_machine
 from .sealing import KeyRing
-from .store import SnapshotRef, Store, open_store
+from .store import SnapshotRef, Store, open_store, snapshot_ref
 
 if TYPE_CHECKING:
+    from ._pipeline import RecordPipeline
     from .config import ConfigStore
     from .extensions import ExtensionRegistry
 
-__all__ = ["AsyncStore", "open_async_store"]
+__all__ = ["AsyncAttached", "AsyncStore", "open_async_store"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +91,11 @@ class AsyncStore:
     a snapshot never sees a transition half-way. Writes are shielded from
     cancellation (:mod:`._async_pool`). Callbacks such as ``migrate``'s
     ``progress`` run in a pool thread.
+
+    ``attach``/``open_machine`` return a :class:`AsyncAttached`; for an
+    async machine it processes each event in the event loop and commits it
+    in the pool, and ``recover``/``restore_machine(at=)`` replay its journal
+    by awaiting it (the sync ``Store`` refuses those for async machines).
 
     The sync ``Store`` given an async machine saves or restores it while it
     is idle and refuses it (``InvalidArgument``) while its asyncio lock is
@@ -219,6 +238,11 @@ class AsyncStore:
         return self._require().formats
 
     @property
+    def pipeline(self) -> RecordPipeline:
+        """The sync record pipeline (:attr:`Store.pipeline`); its methods block."""
+        return self._require().pipeline
+
+    @property
     def extensions(self) -> ExtensionRegistry:
         """The sync extension registry (:attr:`Store.extensions`); its methods block."""
         return self._require().extensions
@@ -240,13 +264,102 @@ class AsyncStore:
         )
 
     async def restore_machine(
-        self, key: str, machine: Any, *, version: int | None = None
+        self,
+        key: str,
+        machine: Any,
+        *,
+        version: int | None = None,
+        at: datetime | None = None,
     ) -> SnapshotRef:
-        """Awaitable :meth:`Store.restore_machine`; an async machine's lock is held meanwhile."""
+        """Awaitable :meth:`Store.restore_machine`; an async machine's lock is held meanwhile.
+
+        With ``at``, an async machine's journal is replayed by awaiting it
+        (:meth:`recover`'s way); on any error, a cancellation included, the
+        machine stays as it was.
+        """
         store = self._require()
-        return await self._pool.commit_holding(
-            machine, lambda: store.restore_machine(key, machine, version=version)
+        if at is None or not is_async_machine(machine):
+            return await self._pool.commit_holding(
+                machine, lambda: store.restore_machine(key, machine, version=version, at=at)
+            )
+        check_name(key, "key")
+        moment = check_moment(at, version=version)
+        recovered = await recover_async(self._pool, store.pipeline, key, machine, at=moment)
+        assert recovered.snapshot is not None  # a recovery at a moment requires one
+        return snapshot_ref(recovered.snapshot, store.namespace)
+
+    # Machines that persist themselves.
+
+    async def attach(
+        self,
+        machine: Any,
+        key: str,
+        *,
+        snapshot_every: int = 1,
+        journal: bool = False,
+        extensions: tuple[str, ...] = (),
+    ) -> AsyncAttached:
+        """Awaitable :meth:`Store.attach`: a :class:`AsyncAttached`; writes nothing.
+
+        Async machines too (without extensions: those run machines
+        synchronously); see :class:`AsyncAttached` for how events run.
+        """
+        store = self._require()
+        options: dict[str, Any] = {
+            "snapshot_every": snapshot_every,
+            "journal": journal,
+            "extensions": extensions,
+        }
+        if drives(machine):
+            return await attach_async(self._pool, store.pipeline, machine, key, **options)
+        attached = await self._pool.run(lambda: store.attach(machine, key, **options))
+        return AsyncAttached(attached, self._pool)
+
+    async def open_machine(
+        self,
+        key: str,
+        build: Callable[[], Any],
+        *,
+        snapshot_every: int = 1,
+        journal: bool = False,
+        extensions: tuple[str, ...] = (),
+    ) -> AsyncAttached:
+        """Awaitable :meth:`Store.open_machine`: restore-or-start, then attach.
+
+        ``build`` is called in the event loop and may be a coroutine
+        function; an async machine it returns is recovered (its journal
+        replayed by awaiting it) or started, here.
+        """
+        store = self._require()
+        options: dict[str, Any] = {
+            "snapshot_every": snapshot_every,
+            "journal": journal,
+            "extensions": extensions,
+        }
+
+        def sync_open(built: Callable[[], Any]) -> Attached:
+            return store.open_machine(key, built, **options)
+
+        return await open_machine_async(
+            self._pool, store.pipeline, key, build, sync_open=sync_open, **options
         )
+
+    async def recover(self, key: str, machine: Any) -> Head:
+        """Awaitable :meth:`Store.recover`; an async machine's journal is replayed by awaiting it.
+
+        On any error, a cancellation included, the machine stays as it was.
+        """
+        store = self._require()
+        if not is_async_machine(machine):
+            return await self._pool.commit_holding(machine, lambda: store.recover(key, machine))
+        check_name(key, "key")
+        recovered = await recover_async(self._pool, store.pipeline, key, machine)
+        return recovered.head()
+
+    async def journal(self, key: str, *, since: int = 0) -> list[JournalEntry]:
+        """Awaitable :meth:`Store.journal`."""
+        store = self._require()
+        return await self._pool.run(lambda: store.journal(key, since=since))
 
     # Records.
 

@@ -119,6 +119,16 @@ class Store:
         return self._pipeline.formats
 
     @property
+    def pipeline(self) -> RecordPipeline:
+        """The record pipeline this store reads and writes through, for services built on it.
+
+        E.g. ``AsyncStore``'s attachments; see "Building a service on the
+        pipeline" in docs/architecture.md. It takes system keys, which
+        ``Store`` refuses: services keep their own records under them.
+        """
+        return self._pipeline
+
+    @property
     def extensions(self) -> ExtensionRegistry:
         """The extension registry of this namespace (``register``, ``activate``, ``bind``...).
 
@@ -191,9 +201,7 @@ class Store:
         """
         check_name(key, "key")
         if at is not None:
-            if version is not None:
-                raise InvalidArgument("pass version= or at=, not both")
-            moment = _runtime.check_moment(at)
+            moment = _runtime.check_moment(at, version=version)
             recovered = _runtime.recover(self._pipeline, key, machine, at=moment)
             assert recovered.snapshot is not None  # recover(at=) requires one
             return self._ref(recovered.snapshot)

@@ -29,7 +29,7 @@ T = TypeVar("T")
 SYNC_NS, ASYNC_NS = "ns-sync", "ns-async"
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 #: Store properties whose twin is the same sync object (reading them does no I/O).
-SYNC_PROPERTIES = {"namespace", "backend", "formats", "extensions", "config"}
+SYNC_PROPERTIES = {"namespace", "backend", "formats", "pipeline", "extensions", "config"}
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:

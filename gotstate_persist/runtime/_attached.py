@@ -435,26 +435,7 @@ class Attached:
         error the machine stays as it was.
         """
         with self._lock:
-            if self._detached:
-                raise InvalidArgument(_DETACHED)
-            head = read_head(self._pipeline, self._key)
-            if head == Head(0, 0):
-                raise NotFound(
-                    f"key {self._key!r} has no snapshot or journal entry any more (it was "
-                    "deleted): detach this attachment and open the key again with "
-                    "store.open_machine(key, build), or attach a new machine"
-                )
-            if self._journal_key is None and head.journal_seq:
-                raise InvalidArgument(
-                    f"key {self._key!r} keeps a journal now: this snapshot-only attachment "
-                    "cannot follow it; attach again with journal=True (store.open_machine)"
-                )
-            if head.snapshot_version == 0 and head.journal_seq:
-                raise InvalidArgument(
-                    f"key {self._key!r} has journal entries but no snapshot yet, so this "
-                    "machine cannot be brought to its head in place; open it again with "
-                    "store.open_machine(key, build)"
-                )
+            self._check_recoverable()
             recovered = recover(
                 self._pipeline,
                 self._key,
@@ -465,6 +446,29 @@ class Attached:
             self._head = recovered.head()
             self._restart(recovered.replayed)
             return self._head
+
+    def _check_recoverable(self) -> None:
+        """Refuse what cannot be brought to the key's head in place (the asyncio twin too)."""
+        if self._detached:
+            raise InvalidArgument(_DETACHED)
+        head = read_head(self._pipeline, self._key)
+        if head == Head(0, 0):
+            raise NotFound(
+                f"key {self._key!r} has no snapshot or journal entry any more (it was "
+                "deleted): detach this attachment and open the key again with "
+                "store.open_machine(key, build), or attach a new machine"
+            )
+        if self._journal_key is None and head.journal_seq:
+            raise InvalidArgument(
+                f"key {self._key!r} keeps a journal now: this snapshot-only attachment "
+                "cannot follow it; attach again with journal=True (store.open_machine)"
+            )
+        if head.snapshot_version == 0 and head.journal_seq:
+            raise InvalidArgument(
+                f"key {self._key!r} has journal entries but no snapshot yet, so this "
+                "machine cannot be brought to its head in place; open it again with "
+                "store.open_machine(key, build)"
+            )
 
     def _replay_feed(self) -> Feed:
         return bare_feed(self._machine) if self._bound is None else bound_feed(self._bound)

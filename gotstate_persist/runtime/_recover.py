@@ -25,6 +25,7 @@ from ..backends import VersionInfo
 from ..errors import InvalidArgument, NotFound, ReplayDiverged
 from ..extensions._views import EventView, gotstate_event
 from ..formats.machine import MachineSnapshot
+from ._checks import refuse_async
 from ._head import Head
 from ._journal import JournalEntry, journal_key_or_none, read_journal
 
@@ -97,8 +98,10 @@ def bound_feed(bound: BoundMachine) -> Feed:
     return feed
 
 
-def check_moment(at: object) -> datetime:
-    """``at`` as given, if it is an aware datetime; ``InvalidArgument`` otherwise."""
+def check_moment(at: object, *, version: int | None = None) -> datetime:
+    """``at`` if it is an aware datetime and no ``version`` is given; else ``InvalidArgument``."""
+    if version is not None:
+        raise InvalidArgument("pass version= or at=, not both")
     if type(at) is not datetime:
         raise InvalidArgument("at must be a datetime")
     if at.tzinfo is None or at.utcoffset() is None:
@@ -250,6 +253,7 @@ def recover(
     other behaviors bound is refused, since their data changes are not in it.
     ``started`` as for :func:`plan_recovery`.
     """
+    refuse_async(machine)  # its replay must be awaited: AsyncStore's recover does that
     plan = plan_recovery(pipeline, key, machine, at, started=started)
     before = capture_for_undo(pipeline, machine)
     try:
