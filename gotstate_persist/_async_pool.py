@@ -173,11 +173,14 @@ async def holding(
     taken: list[asyncio.Lock] = []
     try:
         for lock in locks:
-            try:
-                async with asyncio.timeout(timeout):
-                    await lock.acquire()
-            except TimeoutError:
-                raise InvalidArgument(_LOCK_BUSY) from None
+            if not lock.locked():  # the common case: free, taken without a timer
+                await lock.acquire()
+            else:
+                try:
+                    async with asyncio.timeout(timeout):
+                        await lock.acquire()
+                except TimeoutError:
+                    raise InvalidArgument(_LOCK_BUSY) from None
             taken.append(lock)
         yield
     finally:
@@ -195,15 +198,15 @@ async def shielded(work: Coroutine[Any, Any, T]) -> T:
     usual), else returns its result or raises its error.
     """
     task = asyncio.ensure_future(work)
-    cancelled = False
-    while True:
+    try:
+        return await asyncio.shield(task)  # the common path: no wait set, no extra future
+    except asyncio.CancelledError:
+        if task.cancelled():  # the task itself was cancelled (the loop is shutting down)
+            raise
+    while not task.done():
         try:
             await asyncio.wait((task,))  # cancelling this wait leaves the task alone
         except asyncio.CancelledError:
-            cancelled = True
             continue
-        break
-    if cancelled:
-        error = None if task.cancelled() else task.exception()  # also marks it seen
-        raise asyncio.CancelledError from error
-    return task.result()
+    error = None if task.cancelled() else task.exception()  # also marks it seen
+    raise asyncio.CancelledError from error

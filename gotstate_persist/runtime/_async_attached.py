@@ -212,7 +212,10 @@ class AsyncAttached:
                 with _machine.holding_async_locks(locks):
                     undo.rollback()
                 raise
-            await self._pool.settle(future, skippable=False)
+            try:  # (this runs shielded: only a loop shutting down cancels it)
+                await asyncio.shield(asyncio.wrap_future(future))
+            except asyncio.CancelledError:
+                await self._pool.settle(future, skippable=False)  # keep the locks till it ends
         return future.result()
 
     # Catching up and letting go.
