@@ -51,12 +51,12 @@ from ._attached import Attached
 from ._checks import (
     check_attachable,
     check_build,
-    check_journal_option,
+    check_key,
     check_options,
     is_async_machine,
 )
 from ._commit import Prepared, Step
-from ._head import Head, read_head
+from ._head import Head
 from ._journal import journal_key
 from ._recover import Recovered, active_name
 
@@ -284,12 +284,20 @@ def _engine(
     snapshot_every: int,
     journal: bool,
     recovered: Recovered | None = None,
+    head: Head | None = None,
 ) -> _Engine:
-    """The attachment (in the pool: it reads the key's head unless recovery just did)."""
-    if recovered is None:
-        check_attachable(pipeline, key, machine, journal=journal)
-    elif journal:
-        journal_key(key)
+    """The attachment (in the pool: it reads the key's head unless it is given).
+
+    ``head``: the head read before a fresh machine was started (as
+    ``Store.open_machine``: a key created since makes the first commit a
+    conflict); ``recovered``: where recovery brought the machine.
+    """
+    if recovered is not None:
+        head = recovered.head()
+        if journal:
+            journal_key(key)
+    elif head is None:
+        head = check_attachable(pipeline, key, machine, journal=journal)
     return _Engine(
         pipeline,
         key,
@@ -298,7 +306,7 @@ def _engine(
         journal=journal,
         bound=None,
         owns_binding=False,
-        head=None if recovered is None else recovered.head(),
+        head=head,
         unsnapped=None if recovered is None else recovered.replayed,
     )
 
@@ -356,15 +364,15 @@ async def open_machine_async(
         attached = await pool.run(functools.partial(sync_open, lambda: built))
         return AsyncAttached(attached, pool)
     _refuse_extensions(built, names)
-    head = await pool.run(functools.partial(read_head, pipeline, key))
+    head = await pool.run(functools.partial(check_key, pipeline, key, journal=journal))
     recovered: Recovered | None = None
     if head.snapshot_version or head.journal_seq:
-        check_journal_option(key, head, journal=journal)
         recovered = await recover_async(pool, pipeline, key, built)
     elif not _machine.is_started(built):
         await built.start()
-    # the head recovery reached, not one read again now (as Store.open_machine)
+    # the head recovery reached, or the one read before starting: never one read
+    # again now (as Store.open_machine)
     engine = await pool.run(
-        functools.partial(_engine, pipeline, key, built, snapshot_every, journal, recovered)
+        functools.partial(_engine, pipeline, key, built, snapshot_every, journal, recovered, head)
     )
     return AsyncAttached(engine, pool)

@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .. import machine as _machine
-from ..errors import InvalidArgument, NotFound, PersistError, VersionConflict
+from ..errors import InvalidArgument, PersistError, VersionConflict
 from ..extensions._views import EventView, gotstate_event, view_of
 from ..formats.journal import JournalRecord
+from ._checks import check_recoverable
 from ._commit import (
     Prepared,
     Step,
@@ -451,24 +452,7 @@ class Attached:
         """Refuse what cannot be brought to the key's head in place (the asyncio twin too)."""
         if self._detached:
             raise InvalidArgument(_DETACHED)
-        head = read_head(self._pipeline, self._key)
-        if head == Head(0, 0):
-            raise NotFound(
-                f"key {self._key!r} has no snapshot or journal entry any more (it was "
-                "deleted): detach this attachment and open the key again with "
-                "store.open_machine(key, build), or attach a new machine"
-            )
-        if self._journal_key is None and head.journal_seq:
-            raise InvalidArgument(
-                f"key {self._key!r} keeps a journal now: this snapshot-only attachment "
-                "cannot follow it; attach again with journal=True (store.open_machine)"
-            )
-        if head.snapshot_version == 0 and head.journal_seq:
-            raise InvalidArgument(
-                f"key {self._key!r} has journal entries but no snapshot yet, so this "
-                "machine cannot be brought to its head in place; open it again with "
-                "store.open_machine(key, build)"
-            )
+        check_recoverable(self._pipeline, self._key, journaled=self._journal_key is not None)
 
     def _replay_feed(self) -> Feed:
         return bare_feed(self._machine) if self._bound is None else bound_feed(self._bound)

@@ -22,7 +22,7 @@ from gotstate.runtime.async_support import AsyncStateMachine
 
 from .. import machine as _machine
 from .._names import printable
-from ..errors import FormatError, InvalidArgument
+from ..errors import FormatError, InvalidArgument, NotFound
 from ..formats.machine import MACHINE_KIND
 from ._head import Head, read_head
 from ._journal import journal_key
@@ -38,6 +38,7 @@ __all__ = [
     "check_journal_option",
     "check_key",
     "check_options",
+    "check_recoverable",
     "is_async_machine",
     "refuse_async",
     "unwrap",
@@ -136,4 +137,26 @@ def check_journal_option(key: str, head: Head, *, journal: bool) -> None:
         raise InvalidArgument(
             f"key {key!r} keeps a journal: attach or open it with journal=True, or delete "
             "the key first"
+        )
+
+
+def check_recoverable(pipeline: RecordPipeline, key: str, *, journaled: bool) -> None:
+    """An attachment can be brought to the key's head in place (``attached.recover()``)."""
+    head = read_head(pipeline, key)
+    if head == Head(0, 0):
+        raise NotFound(
+            f"key {key!r} has no snapshot or journal entry any more (it was "
+            "deleted): detach this attachment and open the key again with "
+            "store.open_machine(key, build), or attach a new machine"
+        )
+    if not journaled and head.journal_seq:
+        raise InvalidArgument(
+            f"key {key!r} keeps a journal now: this snapshot-only attachment "
+            "cannot follow it; attach again with journal=True (store.open_machine)"
+        )
+    if head.snapshot_version == 0 and head.journal_seq:
+        raise InvalidArgument(
+            f"key {key!r} has journal entries but no snapshot yet, so this "
+            "machine cannot be brought to its head in place; open it again with "
+            "store.open_machine(key, build)"
         )
