@@ -108,10 +108,7 @@ class _Engine(Attached):
         self._check_recoverable()
 
     def adopt(self, recovered: Recovered) -> Head:
-        """The machine now holds what ``recovered`` says: follow the key from there."""
-        self._head = recovered.head()
-        self._restart(recovered.replayed)
-        return self._head
+        return self._adopt(recovered)
 
 
 class AsyncAttached:

@@ -50,7 +50,7 @@ from ._commit import (
 )
 from ._head import Head, read_head
 from ._journal import journal_key, tagged_mapping
-from ._recover import Feed, active_name, bare_feed, bound_feed, recover
+from ._recover import Feed, Recovered, active_name, bare_feed, bound_feed, recover
 
 if TYPE_CHECKING:
     from .._pipeline import RecordPipeline
@@ -248,20 +248,20 @@ class Attached:
                 raise error
             return False
         before = self._head
-        written = self._written = 0
+        self._written = 0
         records: list[JournalRecord] = []
         try:
             if self._journal_key is not None:
                 records = build_records(self._pipeline, prepared, steps, before, self._behaviors())
-                written = self._append(records, before)
+                self._append(records, before)
             else:
                 check_unjournaled(self._pipeline, self._key)
                 version = self._write_snapshot(before)
                 withdraw_if_journaled(self._pipeline, self._key, version)
                 self._head = Head(version, before.journal_seq)
         except VersionConflict:
-            written = max(written, self._written)
-            self._undo(undo, steps, written)
+            written = self._written
+            self._undo(undo, steps)
             raise VersionConflict(
                 f"key {self._key!r} was written by another writer since this attachment "
                 f"last wrote it (at snapshot {before.snapshot_version}, journal "
@@ -269,16 +269,15 @@ class Attached:
                 "attached.recover() and process it again"
             ) from None
         except PersistError as exc:
-            written = max(written, self._written)
-            self._undo(undo, steps, written)
+            written = self._written
+            self._undo(undo, steps)
             if written:
                 # that write wrote nothing, but earlier entries of the fan-out did
                 exc.args = (f"{exc} [{self._undone(steps, written)}]",)
             raise
         except BaseException:
-            written = self._landed(before, records, len(steps), written)
-            if written < len(steps):
-                self._undo(undo, steps, written)
+            if self._landed(before, records, len(steps)) < len(steps):
+                self._undo(undo, steps)
             raise
         if self._journal_key is not None:
             self._since_snapshot += len(steps)
@@ -291,8 +290,8 @@ class Attached:
     def _behaviors(self) -> tuple[str, ...]:
         return () if self._bound is None else self._bound.behavior_names
 
-    def _append(self, records: list[JournalRecord], before: Head) -> int:
-        """Append the entries (all or none where the backend has transactions); how many landed.
+    def _append(self, records: list[JournalRecord], before: Head) -> None:
+        """Append the entries (all or none where the backend has transactions).
 
         Elsewhere each is its own compare-and-set on the one before, so a
         failure part-way is known exactly: ``self._written`` counts those that
@@ -312,17 +311,16 @@ class Attached:
             ]
             infos = pipeline.put_versions(writes)
             self._head = Head(before.snapshot_version, infos[-1].version)
-            return len(records)
+            return
         for done, record in enumerate(records):
             self._written = done
             info = pipeline.append(jkey, record, expected_version=seq + done)
             self._head = Head(before.snapshot_version, info.version)
         self._written = len(records)
-        return len(records)
 
-    def _undo(self, undo: Checkpoint, steps: list[Step], written: int) -> None:
+    def _undo(self, undo: Checkpoint, steps: list[Step]) -> None:
         """Put the machine back; then replay the entries that did land (part of a fan-out)."""
-        written = max(written, self._written)
+        written = self._written
         undo.rollback()
         self._written = 0
         if written:
@@ -340,8 +338,8 @@ class Attached:
                     return
                 self._head = Head(self._head.snapshot_version, self._head.journal_seq + 1)
 
-    def _undone(self, steps: list[Step], written: int) -> str:
-        written = max(written, self._written)
+    @staticmethod
+    def _undone(steps: list[Step], written: int) -> str:
         if not written:
             return "the event was undone" if len(steps) == 1 else "its events were undone"
         return (
@@ -349,13 +347,13 @@ class Attached:
             "and the machine keeps them; the rest were undone"
         )
 
-    def _landed(self, before: Head, records: list[JournalRecord], wanted: int, written: int) -> int:
+    def _landed(self, before: Head, records: list[JournalRecord], wanted: int) -> int:
         """After an interruption: how many of our entries (or our snapshot) reached storage.
 
         Only records equal to the ones this commit wrote count: another
         writer's entry or snapshot, stored meanwhile, is never adopted.
         """
-        written = max(written, self._written)
+        written = self._written
         try:
             if self._journal_key is not None:
                 landed = written + stored_prefix(
@@ -444,9 +442,13 @@ class Attached:
                 feed=self._replay_feed(),
                 behaviors=self._behaviors(),
             )
-            self._head = recovered.head()
-            self._restart(recovered.replayed)
-            return self._head
+            return self._adopt(recovered)
+
+    def _adopt(self, recovered: Recovered) -> Head:
+        """The machine now holds what ``recovered`` says: follow the key from there."""
+        self._head = recovered.head()
+        self._restart(recovered.replayed)
+        return self._head
 
     def _check_recoverable(self) -> None:
         """Refuse what cannot be brought to the key's head in place (the asyncio twin too)."""
