@@ -551,3 +551,35 @@ def test_a_missing_entry_is_never_replayed_over(tmp_path: Path, keyring: gp.KeyR
         with pytest.raises((gp.IntegrityError, gp.FormatError, gp.NotFound, gp.ReplayDiverged)):
             store.recover(KEY, fresh)
         assert captured(fresh) == before
+
+
+def test_an_entry_replayed_from_another_state_is_replay_diverged(
+    tmp_path: Path, keyring: gp.KeyRing
+) -> None:
+    """A snapshot not written from the journal (a forked key) is caught at the entry's source.
+
+    "cancel" leads to "cancelled" from the cart and from the payment step
+    alike, so only the source tells that entry 2 did not start here.
+    """
+    import msgspec
+
+    from gotstate_persist import machine as adapter
+
+    with open_place(sqlite_place(tmp_path), keyring) as store:
+        attached = store.attach(order(), KEY, journal=True, snapshot_every=100)
+        assert attached.process_event(Event("start"))  # entry 1 (cart), snapshot covers 1
+        assert attached.process_event(Event("cancel"))  # entry 2: cart -> cancelled
+        pipeline = store.pipeline
+        forged = adapter.capture(
+            order_after(2),  # at "payment", claiming to cover entry 1 only
+            struct_kind=pipeline.formats.kind_of,
+            max_depth=pipeline.limits.max_depth,
+            snapshot_type=pipeline.snapshot_type(),
+        )
+        pipeline.append(KEY, msgspec.structs.replace(forged, journal_seq=1), depth_checked=True)
+        fresh = order(start=False)
+        before = captured(fresh)
+        with pytest.raises(gp.ReplayDiverged, match="started in 'cart'") as caught:
+            store.recover(KEY, fresh)
+        assert caught.value.seq == 2
+        assert captured(fresh) == before

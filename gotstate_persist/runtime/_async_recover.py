@@ -39,7 +39,7 @@ from ._recover import (
     active_name,
     apply_snapshot,
     capture_for_undo,
-    check_behaviors,
+    check_replayable,
     check_replayed,
     plan_recovery,
 )
@@ -72,7 +72,7 @@ async def recover_async(
         if plan.snapshot is None:
             await machine.start()
         for entry in plan.entries:
-            check_behaviors(entry, ())
+            check_replayable(entry, machine, ())
             accepted = bool(await machine.process_event(gotstate_event(entry.event)))
             check_replayed(entry, accepted, active_name(machine))
     except BaseException:

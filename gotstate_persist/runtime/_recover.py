@@ -44,6 +44,7 @@ __all__ = [
     "capture_for_undo",
     "check_behaviors",
     "check_moment",
+    "check_replayable",
     "check_replayed",
     "check_source",
     "plan_recovery",
@@ -273,9 +274,14 @@ def replay(
 ) -> None:
     """Feed each entry; ``ReplayDiverged`` at the first that goes elsewhere than it did."""
     for entry in entries:
-        check_behaviors(entry, behaviors)
-        check_source(entry, active_name(machine))
+        check_replayable(entry, machine, behaviors)
         check_replayed(entry, feed(entry.event), active_name(machine))
+
+
+def check_replayable(entry: JournalEntry, machine: Any, behaviors: tuple[str, ...]) -> None:
+    """Before an entry is fed (sync or awaited): the same behaviors, and where it started."""
+    check_behaviors(entry, behaviors)
+    check_source(entry, active_name(machine))
 
 
 def check_behaviors(entry: JournalEntry, behaviors: tuple[str, ...]) -> None:
