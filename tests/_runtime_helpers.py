@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -411,8 +412,6 @@ def kill_between_append_and_snapshot(url: str, key: str) -> None:
     armed = False
 
     def clock() -> Any:
-        from datetime import UTC, datetime
-
         if armed and backend_store.backend.head(NAMESPACE, jkey).newest >= 3:
             print("killed", flush=True)
             os.kill(os.getpid(), 9)
@@ -430,3 +429,17 @@ def kill_between_append_and_snapshot(url: str, key: str) -> None:
     armed = True
     assert attached.process_event(tally_event("stay", 3))
     print("not killed", flush=True)
+
+
+# Clocks.
+
+
+class StepClock:
+    """A clock that moves one second each time it is read."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from _runtime_helpers import (
     RENAMER_SOURCE,
     SQL,
     SQLITE,
+    StepClock,
     captured,
     check_journal_chain,
     on,
@@ -574,17 +575,6 @@ def test_a_recovery_that_diverges_leaves_the_machine_as_it_was(
             assert captured(changed) == before
 
     run(scenario())
-
-
-class StepClock:
-    """A clock that moves one second each time it is read."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=1)
-        return self.now
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from _runtime_helpers import (
     SQL,
     SQL_KINDS,
     SQLITE,
+    StepClock,
     build_order_variant,
     captured,
     journal_key,
@@ -342,17 +343,6 @@ def test_a_snapshot_record_in_the_journal_is_a_format_error(
 
 
 # Looking back: restore_machine(at=).
-
-
-class StepClock:
-    """A clock that moves one second each time it is read."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=1)
-        return self.now
 
 
 @pytest.fixture
