@@ -72,6 +72,7 @@ test: services lint types pytest
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_snapshot.py
+	$(PY) benchmarks/bench_e2e.py
 	$(PY) benchmarks/bench_backends.py
 	$(PY) benchmarks/bench_quota.py
 	$(PY) benchmarks/bench_migrate.py
