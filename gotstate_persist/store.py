@@ -173,7 +173,7 @@ class Store:
             max_depth=pipeline.limits.max_depth,
             snapshot_type=pipeline.snapshot_type(),
         )
-        if _runtime.read_head(pipeline, key).journal_seq:
+        if _runtime.journal_seq(pipeline, key):
             # a snapshot taken behind the back of the attachment journaling the
             # key would fork it: its next entry would replay over this state
             raise InvalidArgument(

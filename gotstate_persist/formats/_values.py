@@ -42,6 +42,8 @@ from ..codec import MSGPACK
 from ..errors import FormatError
 
 __all__ = [
+    "FINAL_TYPES",
+    "SEQUENCE_TAGS",
     "StructDecoder",
     "StructRewrite",
     "UnsupportedValue",
@@ -162,7 +164,7 @@ def _encode(value: object, depth: int, struct_kind: StructKind) -> object:
             append(v if type(v) in _PLAIN else _encode(v, depth, struct_kind))
         return out
     if t is list or t is tuple or t is set or t is frozenset:
-        out = [_SEQUENCE_TAGS[t]]
+        out = [SEQUENCE_TAGS[t]]
         out.extend(
             [
                 item if type(item) in _PLAIN else _encode(item, depth, struct_kind)
@@ -204,11 +206,11 @@ def _encode(value: object, depth: int, struct_kind: StructKind) -> object:
 # Values stored as they are, with nothing to check (ints and floats are not
 # here: they need a range or finiteness check).
 _PLAIN = frozenset({str, bool, type(None)})
-# Values a decoder hands back that are already final.
-_FINAL = frozenset({str, int, bool, float, type(None)})
+#: The types a decoder hands back that are already final values.
+FINAL_TYPES = frozenset({str, int, bool, float, type(None)})
 
-
-_SEQUENCE_TAGS: dict[type, int] = {
+#: The tag of each sequence type.
+SEQUENCE_TAGS: dict[type, int] = {
     list: TAG_LIST,
     tuple: TAG_TUPLE,
     set: TAG_SET,
@@ -285,7 +287,7 @@ def decode_tagged(value: object, structs: StructDecoder) -> Any:
     try:
         if tag <= TAG_DICT:
             # inline the check for final scalars: far cheaper than a call each
-            final = _FINAL
+            final = FINAL_TYPES
             decoded = [
                 item if type(item) in final else decode_tagged(item, structs) for item in items
             ]
@@ -314,7 +316,7 @@ def rewrite_structs(value: object, kind: str, rewrite: StructRewrite) -> object:
     UnsupportedValue if the tagged form is malformed; ``rewrite``'s errors
     propagate.
     """
-    if type(value) in _FINAL:
+    if type(value) in FINAL_TYPES:
         return value
     if type(value) is not list or not value:
         raise UnsupportedValue(f"malformed state data: unexpected {type(value).__name__}")
@@ -326,7 +328,7 @@ def rewrite_structs(value: object, kind: str, rewrite: StructRewrite) -> object:
         out: list[object] = [tag]
         changed = False
         for item in items:
-            new = item if type(item) in _FINAL else rewrite_structs(item, kind, rewrite)
+            new = item if type(item) in FINAL_TYPES else rewrite_structs(item, kind, rewrite)
             changed = changed or new is not item
             out.append(new)
         return out if changed else value

@@ -23,11 +23,11 @@ from gotstate.core.state_machine import StateMachine
 
 from .._gcpause import gc_paused
 from ..errors import FormatError, InvalidArgument
+from ..formats._state_data import decode_items
 from ..formats._values import (
     StructDecoder,
     StructType,
     UnsupportedValue,
-    decode_tagged,
     typed_structs,
 )
 from ..formats.machine import MachineSnapshot, SubmachineSnapshot
@@ -126,7 +126,7 @@ def _plan(
     for name, tagged in snapshot.data.items():
         lookup(name)
         try:
-            value = decode_tagged(tagged, structs)
+            value = decode_items(tagged, structs)
         except (UnsupportedValue, FormatError) as exc:
             # a Struct newer than this code, or one whose upcast failed: the
             # message names its kind and versions, never its data

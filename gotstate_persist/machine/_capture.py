@@ -20,7 +20,8 @@ from gotstate.core.state_machine import StateMachine
 
 from .._gcpause import gc_paused
 from ..errors import FormatError, InvalidArgument
-from ..formats._values import TAG_DICT, StructKind, UnsupportedValue, encode_value
+from ..formats._state_data import encode_items
+from ..formats._values import StructKind, UnsupportedValue
 from ..formats.machine import (
     SUB_DATA_NESTING,
     TOP_DATA_NESTING,
@@ -101,12 +102,14 @@ def _fields(machine: Any, struct_kind: StructKind, budget: int) -> dict[str, Any
 def _encode_data(
     state: str, items: list[tuple[Any, Any]], struct_kind: StructKind, budget: int
 ) -> list[object]:
-    out: list[object] = [TAG_DICT]
-    append = out.append
+    try:
+        return encode_items(items, budget, struct_kind)
+    except (UnsupportedValue, InvalidArgument):  # InvalidArgument: unregistered Struct
+        pass
+    # again item by item, only to name the data key that cannot be saved
     for key, value in items:
         try:
-            append(encode_value(key, budget, struct_kind))
-            append(encode_value(value, budget, struct_kind))
-        except (UnsupportedValue, InvalidArgument) as exc:  # InvalidArgument: unregistered Struct
+            encode_items([(key, value)], budget, struct_kind)
+        except (UnsupportedValue, InvalidArgument) as exc:
             raise FormatError(f"cannot save state {state!r}, data key {key!r}: {exc}") from None
-    return out
+    raise AssertionError("unreachable: a failing item was found above")  # pragma: no cover

@@ -20,7 +20,7 @@ from .. import machine as _machine
 from ..errors import InvalidArgument
 from ._attached import Attached
 from ._checks import check_attachable, check_build, check_key, check_options, unwrap
-from ._head import Head, read_head
+from ._head import Head, journal_seq, read_head
 from ._journal import (
     JournalEntry,
     journal_key,
@@ -45,6 +45,7 @@ __all__ = [
     "journal_key",
     "journal_key_or_none",
     "journal_prefix",
+    "journal_seq",
     "open_machine",
     "read_head",
     "read_journal",

@@ -11,7 +11,7 @@ from ._journal import journal_key_or_none
 if TYPE_CHECKING:
     from .._pipeline import RecordPipeline
 
-__all__ = ["Head", "read_head"]
+__all__ = ["Head", "journal_seq", "read_head"]
 
 
 class Head(msgspec.Struct, frozen=True):
@@ -29,3 +29,10 @@ def read_head(pipeline: RecordPipeline, key: str, *, journal: bool = True) -> He
     jkey = journal_key_or_none(key) if journal else None
     seq = backend.head(namespace, jkey).newest if jkey is not None else 0
     return Head(snapshot, seq)
+
+
+def journal_seq(pipeline: RecordPipeline, key: str) -> int:
+    """The newest journal sequence of ``key`` alone (0: none): one read where a save needs
+    no more (its own append reads the snapshot head)."""
+    jkey = journal_key_or_none(key)
+    return pipeline.backend.head(pipeline.namespace, jkey).newest if jkey is not None else 0
