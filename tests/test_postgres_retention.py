@@ -22,11 +22,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
+import pytest
 from _places import throwaway_engine
 from order_workflow import build_order_machine
 
 import gotstate_persist as gp
 from gotstate_persist.backends.sql import SQLBackend
+from gotstate_persist.errors import VersionConflict
 
 KEPT = 3
 RETAIN = gp.Quota(max_versions_per_key=KEPT, retention="prune-oldest")
@@ -153,6 +155,15 @@ def test_a_pruning_append_is_one_round_trip_like_one_without_retention(pg_url: s
             assert versions == list(range(version - KEPT + 1, version + 1))
         _assert_exact(pg_url, backend, "kept")
         assert backend.usage("kept") == gp.Usage(KEPT, KEPT, 1)  # one byte each
+        # With expected_newest too; a stale one is refused (and explained) as ever.
+        expected = functools.partial(
+            backend.put, "kept", "k", kind="t", format_version=1, created_at_us=0
+        )
+        assert _round_trips(backend, lambda: expected(13, b"e", expected_newest=12)) == 1
+        with pytest.raises(VersionConflict):
+            expected(14, b"e", expected_newest=12)
+        assert [info.version for info in backend.versions("kept", "k")] == [11, 12, 13]
+        _assert_exact(pg_url, backend, "kept")
 
 
 def test_save_machine_with_retention_takes_the_round_trips_of_one_without(
