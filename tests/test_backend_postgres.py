@@ -422,10 +422,10 @@ def test_appends_to_an_existing_key_are_one_statement(pg_url: str) -> None:
         assert [i.version for i in backend.versions("ns", "k")] == [1, 2, 3]
 
 
-def test_appends_take_the_one_statement_path_unless_retention_applies(
+def test_appends_take_the_one_statement_path_within_limits_and_with_retention(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Appends to an existing key, within limits, are one CTE statement (no transaction)."""
+    """Appends to an existing key, within limits or pruning, are one CTE statement."""
     import gotstate_persist as gp
     from gotstate_persist.backends.sql import SQLBackend
 
@@ -455,6 +455,9 @@ def test_appends_take_the_one_statement_path_unless_retention_applies(
         backend.store_quota(
             "ns", gp.Quota(max_versions_per_key=2, retention="prune-oldest"), replace=True
         )
-        put(version=4)  # pruning: the transactional path
+        put(version=4)  # pruning: the same one statement (the quota set here says so)
         assert [i.version for i in backend.versions("ns", "k")] == [3, 4]
-        assert transactions == [1, 1]
+        put(version=5)
+        assert [i.version for i in backend.versions("ns", "k")] == [4, 5]
+        assert transactions == [1]
+        assert backend.usage("ns") == backend.recount("ns")

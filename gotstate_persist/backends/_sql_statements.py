@@ -110,7 +110,7 @@ _BUMP = (
     f"AND {_K.last_version} < :version AND ({_K.newest} = 0 OR {_K.kind} = :kind)"
 )
 _EXPECTED = f" AND {_K.newest} = :expected"
-# PostgreSQL's single-statement append (no pruning): the bump's RETURNING
+# PostgreSQL's single-statement append (nothing to prune): the bump's RETURNING
 # feeds the charge, and the blob is inserted only if the charge happened;
 # otherwise the blob is NULL, the NOT NULL constraint aborts the whole
 # statement (bump included), and the transactional path decides and explains.
@@ -143,6 +143,75 @@ def _append_one(expected: str) -> str:
     )
 
 
+# PostgreSQL's single-statement append that also prunes (Writes.append_in_one,
+# for namespaces whose retention may prune). All its parts read the snapshot
+# the statement started with; what another session committed since then
+# reaches it only through the rows it updates or deletes, which PostgreSQL
+# re-reads at their newest. So:
+# - ``cur`` reads the key's stored count (``held``) and the namespace's
+#   retention, hence how many of the oldest versions go (``prune``);
+# - the bump is the compare-and-set of ``_BUMP`` and also on ``held``: an
+#   append committed since moved ``last_version``, a delete changed
+#   ``versions``; either way the bump matches nothing and nothing happens.
+#   It sets ``versions`` to what the key keeps, pruning included;
+# - holding the key's row, it deletes the stored versions older than the
+#   (prune + 1)-th oldest (all of them if there is none): no append or delete
+#   of the key can run meanwhile (both take that row first), and a rewrite
+#   (migrate, reseal) committed since gives its new size to RETURNING;
+# - the charge nets out exactly what was deleted, within every limit, and
+#   only if the bump happened, the deletion removed as many versions as
+#   planned and the namespace's retention is still the one ``cur`` read (a
+#   quota changed since fails it). Otherwise the NULL blob aborts the whole
+#   statement, deletions included, and the transactional path decides.
+# A reader of an old version sees it or not as its own snapshot says; the
+# newest version is never pruned (max_versions_per_key >= 1).
+_FREED_BYTES = "(:size - (SELECT freed_bytes FROM freed))"
+_FREED_RECORDS = "(1 - (SELECT pruned FROM freed))"
+_NEW_KEY_OF_CUR = "(SELECT CASE WHEN held = 0 THEN 1 ELSE 0 END FROM cur)"
+
+
+def _append_pruning(expected: str) -> str:
+    bump = _BUMP.replace(
+        f"{_K.versions} = {_K.versions} + 1",
+        f"{_K.versions} = {_K.versions} + 1 - (SELECT prune FROM cur)",
+    )
+    charge = (
+        _CHARGE.replace(":add_bytes", _FREED_BYTES)
+        .replace(":add_records", _FREED_RECORDS)
+        .replace(":new_key", _NEW_KEY_OF_CUR)
+    )
+    within = (
+        _WITHIN_LIMITS.replace(":grow", _FREED_BYTES)
+        .replace(":more", _FREED_RECORDS)
+        .replace(":new_key", _NEW_KEY_OF_CUR)
+        .replace(":key_versions", f"(SELECT {_K.versions} FROM bump)")
+    )
+    most, policy = f"n.{_N.max_versions_per_key}", f"n.{_N.retention}"
+    return (
+        f"WITH cur AS (SELECT k.{_K.versions} AS held, {most} AS most, {policy} AS policy, "
+        f"CASE WHEN {policy} = 'prune-oldest' AND {most} IS NOT NULL "
+        f"THEN GREATEST(0, k.{_K.versions} + 1 - {most}) ELSE 0 END AS prune "
+        f"FROM {_K} k JOIN {_N} n ON n.{_N.namespace} = k.{_K.namespace} "
+        f"WHERE k.{_K.namespace} = :ns AND k.{_K.key} = :key), "
+        f"bump AS ({bump}{expected} AND {_K.versions} = (SELECT held FROM cur) "
+        f"RETURNING {_K.versions}), "
+        f"doomed AS (DELETE FROM {_R} WHERE {_RECORD_KEY}{_STORED} AND {_R.version} < "
+        f"COALESCE((SELECT {_R.version} FROM {_R} WHERE {_RECORD_KEY}{_STORED} "
+        f"ORDER BY {_R.version} OFFSET COALESCE((SELECT cur.prune FROM cur, bump), 0) LIMIT 1), "
+        f":version) RETURNING {_R.size}), "
+        f"freed AS (SELECT COUNT(*) AS pruned, "
+        f"CAST(COALESCE(SUM({_R.size}), 0) AS BIGINT) AS freed_bytes FROM doomed), "
+        f"charge AS (UPDATE {_N} SET {charge} WHERE {_NAMESPACE_ROW} "
+        f"AND EXISTS (SELECT 1 FROM bump) AND (SELECT pruned FROM freed) = "
+        f"(SELECT prune FROM cur) AND {_N.max_versions_per_key} IS NOT DISTINCT FROM "
+        f"(SELECT most FROM cur) AND {_N.retention} = (SELECT policy FROM cur) "
+        f"AND {within} RETURNING 1) "
+        f"INSERT INTO {_R} ({_RECORD_COLUMNS}) SELECT :ns, :key, :version, :kind, "
+        ":format_version, :size, :created_at_us, "
+        "CASE WHEN EXISTS (SELECT 1 FROM charge) THEN :blob END FROM bump"
+    )
+
+
 _INFO = (
     f"SELECT {_R.key}, {_R.version}, {_R.kind}, {_R.format_version}, {_R.size}, {_R.created_at_us}"
 )
@@ -169,9 +238,12 @@ _STATEMENTS = {
     "bump": f"{_BUMP} RETURNING {_K.versions}",
     "bump_expected": f"{_BUMP}{_EXPECTED} RETURNING {_K.versions}",
     # PostgreSQL only (SQLite has no data-modifying CTEs): the bump, the usage
-    # charge and the insert as one atomic statement, see Writes.append_in_one.
+    # charge and the insert as one atomic statement, see Writes.append_in_one;
+    # the "pruning" pair deletes what retention prunes in it too.
     "append_one": _append_one(""),
     "append_one_expected": _append_one(_EXPECTED),
+    "append_pruning": _append_pruning(""),
+    "append_pruning_expected": _append_pruning(_EXPECTED),
     "new_key": (
         f"INSERT INTO {_K} ({_K.namespace}, {_K.key}, {_K.last_version}, {_K.newest}, "
         f"{_K.kind}, {_K.versions}) VALUES (:ns, :key, :version, :version, :kind, 1)"

@@ -54,9 +54,14 @@ class UsageLedger:
     def __init__(self, connections: Connections, statements: Statements) -> None:
         self._connections = connections
         self._sql = statements
-        # Namespaces seen pruning by retention: their appends skip PostgreSQL's
-        # one-statement path, which cannot prune and would fail every time.
+        # Namespaces seen pruning by retention (a catalog makes their
+        # confirmations durable, see CatalogRows.confirm).
         self.pruning: set[str] = set()
+        # Namespaces whose retention may prune, as their quota was last read or
+        # set here, or as a write found it: PostgreSQL's appends to them take
+        # the one statement that prunes too (any append is right with either
+        # statement; this only picks the faster one).
+        self.retaining: set[str] = set()
 
     def charge(
         self, conn: Any, params: dict[str, Any], key_versions: int, *, defer_prune: bool = False
@@ -106,6 +111,7 @@ class UsageLedger:
             freed = sum(row[1] for row in doomed)
             pruned = len(doomed)
             self.pruning.add(params["ns"])
+            self.retaining.add(params["ns"])
             if not defer_prune:
                 conn.execute(self._sql["pruned"], {**target, "count": pruned})
         charge = {
@@ -229,7 +235,7 @@ class UsageLedger:
     def load_quota(self, namespace: str) -> Quota | None:
         with self._connections.read() as conn:
             found = conn.execute(self._sql["quota"], {"ns": namespace}).fetchone()
-        return None if found is None else quota_of(found[3:])
+        return self._retention_of(namespace, None if found is None else quota_of(found[3:]))
 
     def store_quota(self, namespace: str, quota: Quota | None, *, replace: bool) -> Quota | None:
         names = {"ns": namespace}
@@ -243,7 +249,15 @@ class UsageLedger:
             conn.execute(self._sql["set_limits"], {**names, **fields})
             return None if quota is None or quota.unlimited else quota
 
-        return self._connections.transaction(store)
+        return self._retention_of(namespace, self._connections.transaction(store))
+
+    def _retention_of(self, namespace: str, quota: Quota | None) -> Quota | None:
+        """``quota``, noting whether its retention may prune (:attr:`retaining`)."""
+        if quota is not None and quota.retention == "prune-oldest" and quota.max_versions_per_key:
+            self.retaining.add(namespace)
+        else:
+            self.retaining.discard(namespace)
+        return quota
 
 
 def _disagreement(namespace: str) -> BackendError:

@@ -6,12 +6,13 @@ usage exact. An append updates the bookkeeping row *only if*
 ``last_version`` is still the one the writer saw, in the same transaction as
 the usage charge and the insert of the blob, so it either wins atomically or
 fails with ``VersionConflict``, ``FormatError`` (another kind) or
-``QuotaExceeded`` saying exactly why; on PostgreSQL the common case runs as
-one autocommitted statement instead, and whatever that cannot decide falls
-back to the transaction. A delete locks the bookkeeping row before it lists
-what to remove; a swap (``replace``) is a compare-and-set on the stored blob.
-A save, ``delete``, ``replace`` and a catalog's reservations and
-withdrawals all go through the one :class:`Writes` the backend owns.
+``QuotaExceeded`` saying exactly why; on PostgreSQL the common case, pruning
+by retention included, runs as one autocommitted statement instead, and
+whatever that cannot decide falls back to the transaction. A delete locks
+the bookkeeping row before it lists what to remove; a swap (``replace``) is
+a compare-and-set on the stored blob. A save, ``delete``, ``replace`` and a
+catalog's reservations and withdrawals all go through the one
+:class:`Writes` the backend owns.
 """
 
 from __future__ import annotations
@@ -58,9 +59,8 @@ class Writes:
         """Append a readable version: in one statement where possible, else transactionally."""
         if (
             not self._in_one
-            or params["ns"] in self._usage.pruning
             or is_system_key(params["key"])  # the one statement counts every key as one
-            or not self.append_in_one(params)
+            or not self.append_in_one(params, pruning=params["ns"] in self._usage.retaining)
         ):
             self.append(params)
 
@@ -99,18 +99,26 @@ class Writes:
         conn.execute(self._sql["insert"], params)
         return pruned
 
-    def append_in_one(self, params: dict[str, Any]) -> bool:
+    def append_in_one(self, params: dict[str, Any], *, pruning: bool = False) -> bool:
         """Append to an existing key in ONE autocommitted statement (PostgreSQL).
 
         A data-modifying CTE bumps the key's bookkeeping row with the same
         compare-and-set as the transactional path, charges the namespace's
         usage within its limits and inserts the blob only if both happened,
-        atomically, in a single round trip instead of six. Returns False when
-        it did not apply (a new key or namespace, a stale version, another
-        kind, a limit, retention to apply, a serialization failure): the
-        transactional path then decides, and explains any refusal.
+        atomically, in a single round trip instead of six. With ``pruning``
+        (a namespace whose retention may prune) the statement also deletes
+        the key's oldest versions beyond ``max_versions_per_key`` and nets
+        them out of the charge, in that same round trip instead of eight or
+        more (``_sql_statements._append_pruning`` says why that is exact
+        under concurrent writers, deletes, rewrites and quota changes).
+        Returns False when it did not apply (a new key or namespace, a stale
+        version, another kind, a limit, retention to apply without
+        ``pruning``, a race the statement cannot settle, a serialization
+        failure): the transactional path then decides, and explains any
+        refusal.
         """
-        statement = self._sql["append_one" if params["expected"] is None else "append_one_expected"]
+        name = "append_pruning" if pruning else "append_one"
+        statement = self._sql[name if params["expected"] is None else f"{name}_expected"]
         connections = self._connections
         conn = connections.acquire()
         try:
@@ -123,7 +131,7 @@ class Writes:
                         "another writer created this version at the same time; retry the save"
                     ) from connections.cause(exc)
                 if sqlstate(exc) == NOT_NULL_VIOLATION:
-                    return False  # not charged: pruning, a new namespace or a refusal
+                    return False  # not charged: a new namespace, a refusal or a race
                 raise connections.failed(conn, exc) from connections.cause(exc)
             except connections.dbapi_error as exc:
                 if sqlstate(exc) in RETRYABLE_SQLSTATES:
