@@ -216,6 +216,19 @@ class RecordPipeline:
         if expected_version is not None:
             check_version(expected_version, allow_zero=True)
         encoded = self.encode(record, depth_checked=depth_checked)
+        return self.append_encoded(key, encoded, expected_version=expected_version)
+
+    def append_encoded(
+        self, key: str, encoded: Encoded, *, expected_version: int | None = None
+    ) -> VersionInfo:
+        """:meth:`append` of a record :meth:`encode` made: the record itself may be gone.
+
+        A large snapshot is dropped once encoded, so that sealing and writing
+        it never hold it and its bytes at once.
+        """
+        check_stored_key(key)
+        if expected_version is not None:
+            check_version(expected_version, allow_zero=True)
         self.require_sealing()
         for attempt in range(MAX_APPEND_ATTEMPTS):
             head = self.backend.head(self.namespace, key)

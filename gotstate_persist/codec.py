@@ -163,12 +163,7 @@ class Codec(abc.ABC):
         built ``obj`` under the same depth limit themselves (the machine adapter
         does, and a test holds it to the pre-scan's verdict).
         """
-        try:
-            data = self._encoder.encode(obj)
-        except ENCODE_ERRORS as exc:
-            # not chained: the hook's error holds the value, a UnicodeEncodeError the string
-            cause = None if isinstance(exc, (Unsupported, UnicodeError)) else exc
-            raise FormatError(encode_failure(self.name, exc, limits.max_depth)) from cause
+        data = self._encode(obj, limits)
         if depth_checked:
             self._check_save_size(data, limits)
             return data
@@ -185,6 +180,25 @@ class Codec(abc.ABC):
                 "this is a bug in gotstate-persist or msgspec, please report it"
             ) from None
         return data
+
+    def encode_part(self, obj: object, *, limits: Limits = DEFAULT_LIMITS) -> msgspec.Raw:
+        """Encode one part of a larger value now, to be embedded in it as is.
+
+        A large record encoded part by part never holds all of its parts as
+        Python objects at once (a machine's state data: each state's tagged
+        form is dropped as soon as it is bytes). Only for parts the caller
+        built under the depth limit; the size limit is checked when the whole
+        value is encoded.
+        """
+        return msgspec.Raw(self._encode(obj, limits))
+
+    def _encode(self, obj: object, limits: Limits) -> bytes:
+        try:
+            return self._encoder.encode(obj)
+        except ENCODE_ERRORS as exc:
+            # not chained: the hook's error holds the value, a UnicodeEncodeError the string
+            cause = None if isinstance(exc, (Unsupported, UnicodeError)) else exc
+            raise FormatError(encode_failure(self.name, exc, limits.max_depth)) from cause
 
     @overload
     def decode(

@@ -167,11 +167,13 @@ class Store:
         check_name(key, "key")
         pipeline = self._pipeline
         formats = pipeline.formats
+        limits = pipeline.limits
         snapshot = _machine.capture(
             machine,
             struct_kind=formats.kind_of,
-            max_depth=pipeline.limits.max_depth,
+            max_depth=limits.max_depth,
             snapshot_type=pipeline.snapshot_type(),
+            encode_part=lambda part: pipeline.codec.encode_part(part, limits=limits),
         )
         if _runtime.journal_seq(pipeline, key):
             # a snapshot taken behind the back of the attachment journaling the
@@ -181,7 +183,9 @@ class Store:
                 "attached.snapshot(), or delete the key first"
             )
         # capture() built the snapshot under the depth limit itself
-        info = pipeline.append(key, snapshot, expected_version=expected_version, depth_checked=True)
+        encoded = pipeline.encode(snapshot, depth_checked=True)
+        del snapshot  # its parts, as large as the payload, are not needed to seal and write
+        info = pipeline.append_encoded(key, encoded, expected_version=expected_version)
         return self._ref(info)
 
     def restore_machine(

@@ -16,8 +16,11 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from machines import build_ring_machine, set_data
 from test_machine import FORMATS, HASHABLE, VALUES, _typed
 
+from gotstate_persist import machine as adapter
+from gotstate_persist.codec import JSON, MSGPACK, Codec
 from gotstate_persist.errors import InvalidArgument
 from gotstate_persist.formats._state_data import decode_items, encode_items
 from gotstate_persist.formats._values import (
@@ -185,3 +188,45 @@ def test_encode_items_agrees_at_every_unrolled_level(value: object, place: Any, 
         assert _same_tagged(fast[1], general[1])
     else:
         assert fast[1] == general[1]
+
+
+# A save encodes each state's data as soon as it is tagged (capture's
+# encode_part): the payload must be byte for byte what encoding the whole
+# snapshot at once gives, on both codecs.
+
+
+@pytest.mark.parametrize("codec", [MSGPACK, JSON], ids=["msgpack", "json"])
+@settings(max_examples=60, deadline=None)
+@given(data=st.lists(st.dictionaries(st.text(max_size=4), VALUES, max_size=3), max_size=6))
+def test_a_snapshot_encoded_part_by_part_is_the_same_bytes(
+    codec: Codec, data: list[dict[str, Any]]
+) -> None:
+    machine = build_ring_machine(8, groups=2)
+    machine.start()
+    leaves = [s.name for s in machine.get_states() if s.name.startswith("s-")]
+    for leaf, values in zip(leaves, data, strict=False):
+        for key, value in values.items():
+            set_data(machine, leaf, key, value)
+    whole = adapter.capture(machine, struct_kind=KIND_OF, max_depth=64)
+    parts = adapter.capture(
+        machine, struct_kind=KIND_OF, max_depth=64, encode_part=codec.encode_part
+    )
+    assert codec.encode(("k", 1, parts), depth_checked=True) == codec.encode(
+        ("k", 1, whole), depth_checked=True
+    )
+
+
+def test_a_part_that_cannot_be_encoded_is_refused_by_save_and_nothing_is_written(
+    tmp_path: Any, keyring: Any
+) -> None:
+    import gotstate_persist as gp
+
+    machine = build_ring_machine(8, groups=2)
+    machine.start()
+    leaf = next(s.name for s in machine.get_states() if s.name.startswith("s-"))
+    set_data(machine, leaf, "note", "lone \ud800 surrogate")
+    with gp.open_store(f"sqlite:///{tmp_path / 'x.db'}", keyring=keyring) as store:
+        with pytest.raises(gp.FormatError) as caught:
+            store.save_machine("m", machine)
+        assert "\ud800" not in str(caught.value)  # the value never shows
+        assert store.keys() == []

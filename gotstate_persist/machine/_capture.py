@@ -14,8 +14,10 @@ machine again only copies bytes it already has.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import msgspec
 from gotstate.core.state_machine import StateMachine
 
 from .._gcpause import gc_paused
@@ -54,6 +56,7 @@ def capture(
     struct_kind: StructKind,
     max_depth: int,
     snapshot_type: type[MachineSnapshot] = MachineSnapshot,
+    encode_part: Callable[[object], msgspec.Raw] | None = None,
 ) -> MachineSnapshot:
     """Take a consistent snapshot while holding the machine's transition lock.
 
@@ -61,15 +64,23 @@ def capture(
     format (a subclass of :class:`MachineSnapshot` whose added fields have
     defaults) is captured by the same code; from version 2 on
     (:class:`MachineSnapshotV2` and its subclasses) it records the state tree.
+
+    ``encode_part`` (the store's ``codec.encode_part``): each state's data is
+    encoded as soon as it is tagged, so a save never holds the whole tagged
+    form, several times the size of its bytes, at once. Such a snapshot is
+    only for encoding: it holds ``msgspec.Raw`` bytes where state data was.
     """
     with locked(machine), gc_paused(_is_large(machine)):
-        top = _fields(machine, struct_kind, max_depth - TOP_DATA_NESTING)
+        top = _fields(machine, struct_kind, max_depth - TOP_DATA_NESTING, encode_part)
         if issubclass(snapshot_type, MachineSnapshotV2):
             derived = shape(machine)  # cached by _fields
             top["states_fingerprint"] = derived.states_fingerprint
             top["tree"] = derived.tree_blob()
         subs = [
-            SubmachineSnapshot(path=path, **_fields(sub, struct_kind, max_depth - SUB_DATA_NESTING))
+            SubmachineSnapshot(
+                path=path,
+                **_fields(sub, struct_kind, max_depth - SUB_DATA_NESTING, encode_part),
+            )
             for path, sub in all_submachines(machine)
         ]
         return snapshot_type(**top, submachines=subs)
@@ -79,7 +90,12 @@ def _is_large(machine: Any) -> bool:
     return data_state_count(machine) > GC_PAUSE_MIN_STATES or has_submachines(machine)
 
 
-def _fields(machine: Any, struct_kind: StructKind, budget: int) -> dict[str, Any]:
+def _fields(
+    machine: Any,
+    struct_kind: StructKind,
+    budget: int,
+    encode_part: Callable[[object], msgspec.Raw] | None,
+) -> dict[str, Any]:
     """The snapshot fields of one machine (its own, not its submachines')."""
     if budget < 0:  # the snapshot's own fixed containers would cross the depth limit
         raise FormatError("the depth limit is too low to save this machine; raise it")
@@ -92,10 +108,24 @@ def _fields(machine: Any, struct_kind: StructKind, budget: int) -> dict[str, Any
         "current": current.name if current is not None else None,
         "history": history_names(machine),
         "structure": derived.structure_blob,
-        "data": {
+        "data": _data(machine, struct_kind, budget, encode_part),
+    }
+
+
+def _data(
+    machine: Any,
+    struct_kind: StructKind,
+    budget: int,
+    encode_part: Callable[[object], msgspec.Raw] | None,
+) -> dict[str, Any]:
+    if encode_part is None:
+        return {
             state.name: _encode_data(state.name, items, struct_kind, budget)
             for state, items in data_items(machine)
-        },
+        }
+    return {
+        state.name: encode_part(_encode_data(state.name, items, struct_kind, budget))
+        for state, items in data_items(machine)
     }
 
 
