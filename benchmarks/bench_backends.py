@@ -158,7 +158,7 @@ def _ratio(row: Row) -> str:
 
 HOW_RATIO = (
     "put / get of the same sealed blob through the backend vs its raw client (named in "
-    "'measured') at the same durability, interleaved rounds, median call; ours ops/s / raw"
+    "'details') at the same durability, interleaved rounds, median call; ours ops/s / raw"
 )
 HOW_RATE = "operations per second through the backend alone (no raw baseline), median call"
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import format_value
 
-COLUMNS = ("section", "figure", "value", "measured", "target", "met")
+COLUMNS = ("section", "figure", "value", "details", "target", "met")
 
 
 @dataclass
@@ -81,12 +81,11 @@ def table(run: Run) -> list[str]:
 
 def summary(run: Run) -> str:
     targeted = [f for f in run.figures if f["met"] is not None]
-    missed = [f"{f['section']}: {f['figure']}" for f in targeted if not f["met"]]
-    text = (
-        f"{len(run.figures)} figures; {len(targeted)} with a target: "
-        f"{len(targeted) - len(missed)} met, {len(missed)} not met"
+    met = sum(1 for f in targeted if f["met"])
+    return (
+        f"{len(run.figures)} figures; {len(targeted)} with a target: {met} met, "
+        f"{len(targeted) - met} not met."
     )
-    return text + (f" ({'; '.join(missed)})." if missed else ".")
 
 
 def machine(run: Run) -> list[str]:
