@@ -39,12 +39,15 @@ def results_path() -> Path | None:
     return Path(given) if given else None
 
 
-def format_value(value: float | int | str, unit: str) -> str:
-    """``value`` with its unit, as the table shows it: ``0.85x speed``, ``12,345 ops/s``."""
+def format_value(value: float | int | str, unit: str, *, precise: bool = False) -> str:
+    """``value`` with its unit, as the table shows it: ``0.85x speed``, ``12,345 ops/s``.
+
+    ``precise`` gives ratios a third decimal, for one that rounds to its target.
+    """
     if isinstance(value, str):
         return value
     if unit.startswith("x"):  # a ratio: two decimals, or two significant digits below 0.1
-        text = f"{value:.2g}" if 0 < abs(value) < 0.1 else f"{value:.2f}"
+        text = f"{value:.2g}" if 0 < abs(value) < 0.1 else f"{value:.{3 if precise else 2}f}"
         return f"{text}x {unit[1:].strip()}".rstrip()
     if isinstance(value, int) or abs(value) >= 1000:
         text = f"{value:,.0f}"

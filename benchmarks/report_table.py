@@ -67,10 +67,13 @@ def table(run: Run) -> list[str]:
         "|" + "|".join("---" for _ in COLUMNS) + "|",
     ]
     for f in run.figures:
+        value = format_value(f["value"], f["unit"])
+        if f["met"] is False and f["target"] and f["target"].endswith(f" {value}"):
+            value = format_value(f["value"], f["unit"], precise=True)  # not 1.00 vs >= 1.00
         cells = (
             f["section"],
             f["figure"],
-            format_value(f["value"], f["unit"]),
+            value,
             f["detail"],
             f["target"] or "",
             _met(f["met"]),
