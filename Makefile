@@ -70,7 +70,14 @@ services:
 
 test: services lint types pytest
 
+# Every benchmark prints its own figures and appends them to BENCH_RESULTS (one JSON
+# line each, benchmarks/_report.py); the last step prints one table of all of them,
+# the machine, and how each is measured (the README's "Performance" section).
+BENCH_RESULTS ?= .gotstate/bench-results.jsonl
+bench: export BENCH_RESULTS := $(abspath $(BENCH_RESULTS))
+
 bench: $(STAMP)
+	rm -f $(BENCH_RESULTS)
 	$(PY) benchmarks/bench_snapshot.py
 	$(PY) benchmarks/bench_e2e.py
 	$(PY) benchmarks/bench_backends.py
@@ -81,6 +88,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_runtime.py
 	$(PY) benchmarks/bench_undo.py
 	$(PY) benchmarks/bench_async.py
+	$(PY) benchmarks/report_table.py $(BENCH_RESULTS)
 
 # Re-resolve uv.lock after a change to the requirements in pyproject.toml, keeping
 # every other pinned version; `make lock-upgrade` moves everything to the newest

@@ -68,6 +68,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _async_runtime_helpers import ring  # noqa: E402
+from _report import figure  # noqa: E402
 from bench_backends import postgres_database  # noqa: E402
 from gotstate.core.events import Event  # noqa: E402
 from gotstate.core.state_machine import StateMachine  # noqa: E402
@@ -88,6 +89,15 @@ ATTACH_VARIANTS = (
     ("(g) async attach, journal, every 50", "async", True, 50),
 )
 ATTACH_RATIOS = ((1, 0), (3, 2))  # (variant, its baseline) by index in ATTACH_VARIANTS
+HOW_SAVES = (
+    "50 writers x save_machine: AsyncStore from 50 tasks vs sync Store from 50 threads, "
+    "interleaved rounds, median saves/s; variant / (a)"
+)
+HOW_ATTACH = (
+    "50 attached machines x accepted events, async (tasks) vs sync (threads) attach, "
+    "interleaved rounds, median events/s; (e)/(d), (g)/(f)"
+)
+HOW_GAP = "longest gap of a ticker task sleeping 1 ms on the event loop, beyond its sleep"
 
 
 def order_machine() -> Any:
@@ -239,14 +249,33 @@ def bench(label: str, url: str, keys: gp.KeyRing, rounds: int, saves: int) -> No
             loop.run_until_complete(astore.aclose())
             loop.close()
     base = statistics.median(figures.rates[BASELINE])
+    backend = label.split(maxsplit=1)[0]
     for name, rates in figures.rates.items():
         rate = statistics.median(rates)
-        print(f"  {name:<26} {rate:8,.0f} saves/s  ratio {rate / base:4.2f}", flush=True)
-    print(
-        f"  event loop during (b): worst gap {max(figures.worst_gaps) * 1e3:.1f} ms over all "
-        f"rounds, median of each round's worst {statistics.median(figures.worst_gaps) * 1e3:.1f}"
-        f" ms (beyond the ticker's own {TICK_S * 1e3:.0f} ms sleep)",
-        flush=True,
+        first = name == BASELINE
+        figure(
+            "asyncio",
+            f"{backend} saves {name}",
+            rate if first else rate / base,
+            "saves/s" if first else "x speed",
+            detail="baseline" if first else f"{rate:,.0f} saves/s",
+            at_least=1.0 if name.startswith("(b)") else None,
+            how=HOW_SAVES,
+            line=f"  {name:<26} {rate:8,.0f} saves/s  ratio {rate / base:4.2f}",
+        )
+    figure(
+        "asyncio",
+        f"{backend} saves, event loop worst gap during (b)",
+        max(figures.worst_gaps) * 1e3,
+        "ms",
+        detail=f"median of each round's worst {statistics.median(figures.worst_gaps) * 1e3:.1f} ms",
+        how=HOW_GAP,
+        line=(
+            f"  event loop during (b): worst gap {max(figures.worst_gaps) * 1e3:.1f} ms over all "
+            f"rounds, median of each round's worst "
+            f"{statistics.median(figures.worst_gaps) * 1e3:.1f}"
+            f" ms (beyond the ticker's own {TICK_S * 1e3:.0f} ms sleep)"
+        ),
     )
 
 
@@ -292,17 +321,42 @@ def bench_attach(label: str, url: str, keys: gp.KeyRing, rounds: int, events: in
     medians = {name: statistics.median(found) for name, found in rates.items()}
     names = [variant[0] for variant in ATTACH_VARIANTS]
     baselines = {names[i]: names[base] for i, base in ATTACH_RATIOS}
+    backend = label.split(maxsplit=1)[0]
     for name in names:
         line = f"  {name:<38} {medians[name]:8,.0f} events/s"
         if name in baselines:
-            line += (
-                f"  ratio {medians[name] / medians[baselines[name]]:4.2f} vs {baselines[name][:3]}"
+            ratio = medians[name] / medians[baselines[name]]
+            line += f"  ratio {ratio:4.2f} vs {baselines[name][:3]}"
+            figure(
+                "asyncio",
+                f"{backend} {name}",
+                ratio,
+                "x speed",
+                detail=f"{medians[name]:,.0f} events/s vs {baselines[name][:3]}",
+                how=HOW_ATTACH,
+                line=line,
             )
-        print(line, flush=True)
-    print(
-        f"  event loop during (e) and (g): worst gap {max(gaps) * 1e3:.1f} ms over all rounds, "
-        f"median of each round's worst {statistics.median(gaps) * 1e3:.1f} ms",
-        flush=True,
+        else:
+            figure(
+                "asyncio",
+                f"{backend} {name}",
+                medians[name],
+                "events/s",
+                detail="baseline",
+                how=HOW_ATTACH,
+                line=line,
+            )
+    figure(
+        "asyncio",
+        f"{backend} attach, event loop worst gap during (e) and (g)",
+        max(gaps) * 1e3,
+        "ms",
+        detail=f"median of each round's worst {statistics.median(gaps) * 1e3:.1f} ms",
+        how=HOW_GAP,
+        line=(
+            f"  event loop during (e) and (g): worst gap {max(gaps) * 1e3:.1f} ms over all "
+            f"rounds, median of each round's worst {statistics.median(gaps) * 1e3:.1f} ms"
+        ),
     )
 
 

@@ -69,6 +69,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _report import figure, note_postgres  # noqa: E402
 from bench_snapshot import build, timed  # noqa: E402
 
 import gotstate_persist as gp  # noqa: E402
@@ -155,13 +156,34 @@ def _ratio(row: Row) -> str:
     return f"{ratio:.2f}x" + ("  < target" if ratio < TARGET else "")
 
 
+HOW_RATIO = (
+    "put / get of the same sealed blob through the backend vs its raw client (named in "
+    "'details') at the same durability, interleaved rounds, median call; ours ops/s / raw"
+)
+HOW_RATE = "operations per second through the backend alone (no raw baseline), median call"
+
+
 def show(row: Row) -> None:
     raw = "" if row.raw_s is None else f"raw {1 / row.raw_s:9,.0f}/s  "
     ratio = "" if row.ratio is None else f"  ratio {_ratio(row)}"
     note = f"  [{row.baseline}]" if row.baseline else ""
-    print(
-        f"  {row.op:<16} {row.size:>7}  {raw}ours {1 / row.ours_s:9,.0f}/s{ratio}{note}",
-        flush=True,
+    line = f"  {row.op:<16} {row.size:>7}  {raw}ours {1 / row.ours_s:9,.0f}/s{ratio}{note}"
+    name = f"{row.backend} {row.op} {row.size}"
+    if row.ratio is None:
+        figure(
+            "backends", name, 1 / row.ours_s, "ops/s", detail=row.baseline, how=HOW_RATE, line=line
+        )
+        return
+    detail = f"raw {_rate(row.raw_s)}/s, ours {_rate(row.ours_s)}/s; raw: {row.baseline}"
+    figure(
+        "backends",
+        name,
+        row.ratio,
+        "x speed",
+        detail=detail,
+        at_least=TARGET,
+        how=HOW_RATIO,
+        line=line,
     )
 
 
@@ -501,6 +523,7 @@ def postgres_database(tag: str) -> Iterator[BenchDatabase | None]:
             print(f"  skipped: {exc}")
             yield None
             return
+        note_postgres(server.url(database))
         yield BenchDatabase(server, database, server.url(database), bool(external))
 
 
@@ -519,6 +542,7 @@ def bench_postgres(bench: Bench, placement: str) -> None:
             print(f"  skipped: {exc}")
             return
         url = server.url(server.database)
+        note_postgres(url)
         pinned = stack.enter_context(_pin_postgres(server.admin_url, placement))
         print(f"  server up on 127.0.0.1:{server.port}; {pinned}", flush=True)
         tx = stack.enter_context(psycopg.connect(url))  # transaction mode, as SQLBackend

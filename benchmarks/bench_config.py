@@ -39,6 +39,7 @@ import msgspec
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _report import figure  # noqa: E402
 from bench_backends import interleaved, same  # noqa: E402
 
 import gotstate_persist as gp  # noqa: E402
@@ -46,6 +47,11 @@ from gotstate_persist import rules  # noqa: E402
 
 PUT_TARGET, GET_TARGET = 0.5, 0.8
 WAL_WARM_UP_WRITES = 1_500
+HOW_RATIO = (
+    "cfg.put / cfg.get of a ~300 B configuration vs a raw sqlite3 upsert / select + json.loads, "
+    "both WAL and synchronous=FULL, interleaved rounds, median call; raw time / ours"
+)
+HOW_WATCH = "from calling cfg.put to the watch iterator yielding the version, median; no baseline"
 
 
 class Payments(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -202,12 +208,28 @@ def main() -> None:
         for label, base, ours, target in bench_put_get(rounds, repeat, Path(tmp)):
             ratio = base / ours
             verdict = "PASS" if ratio >= target else "MISS"
-            print(
-                f"{label:48} {base * 1e6:10.1f}us {ours * 1e6:10.1f}us {ratio:6.2f}x "
-                f"{'>=' + format(target, 'g'):>7}  {verdict}"
+            figure(
+                "configuration",
+                label,
+                ratio,
+                "x speed",
+                detail=f"raw {base * 1e6:.1f} us, ours {ours * 1e6:.1f} us",
+                at_least=target,
+                how=HOW_RATIO,
+                line=(
+                    f"{label:48} {base * 1e6:10.1f}us {ours * 1e6:10.1f}us {ratio:6.2f}x "
+                    f"{'>=' + format(target, 'g'):>7}  {verdict}"
+                ),
             )
         for label, delay in bench_watch(count, Path(tmp)):
-            print(f"watch latency, put() to watcher, {label:31} {delay * 1e3:8.2f} ms")
+            figure(
+                "configuration",
+                f"watch latency, {label}",
+                delay * 1e3,
+                "ms",
+                how=HOW_WATCH,
+                line=f"watch latency, put() to watcher, {label:31} {delay * 1e3:8.2f} ms",
+            )
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _report import figure  # noqa: E402
 from bench_snapshot import build, unsafe_capture, unsafe_restore  # noqa: E402
 
 import gotstate_persist as gp  # noqa: E402
@@ -47,6 +48,13 @@ import gotstate_persist as gp  # noqa: E402
 TARGET_E2E = 1.0
 TARGET_SCALE = 10.5
 TARGET_MEMORY = 3.0
+SECTION = "end-to-end vs by hand"
+HOW_HAND = (
+    "save_machine / restore_machine on SQLite vs raw state pickled into sqlite3 by hand "
+    "(WAL, same synchronous); median call; ours time / by hand"
+)
+HOW_SCALE = "save_machine / restore_machine of 10,000 states / 10 MB: time / that of 1,000 / 1 MB"
+HOW_MEMORY = "tracemalloc peak during one call beyond what was live, / the sealed snapshot's size"
 
 
 def timed(fn: Callable[[], object], repeat: int) -> float:
@@ -101,12 +109,21 @@ class ByHand:
         self.db.close()
 
 
-def ratio_line(label: str, base: float, ours: float, target: float) -> str:
+def ratio_line(label: str, base: float, ours: float, target: float) -> None:
     ratio = ours / base
     flag = "" if ratio <= target else "  > target"
-    return (
-        f"{label:<44} by hand {base * 1e3:8.3f} ms  ours {ours * 1e3:8.3f} ms  "
-        f"ours/by hand {ratio:5.2f}x (target <= {target:.2f}x){flag}"
+    figure(
+        SECTION,
+        " ".join(label.split()),
+        ratio,
+        "x time",
+        detail=f"by hand {base * 1e3:.3f} ms, ours {ours * 1e3:.3f} ms",
+        at_most=target,
+        how=HOW_HAND,
+        line=(
+            f"{label:<44} by hand {base * 1e3:8.3f} ms  ours {ours * 1e3:8.3f} ms  "
+            f"ours/by hand {ratio:5.2f}x (target <= {target:.2f}x){flag}"
+        ),
     )
 
 
@@ -133,7 +150,7 @@ def bench_vs_hand(tmp: Path, rounds: int) -> None:
                     repeat,
                 )
                 label = f"save    {n_states:>5} states / {data_bytes // 1000:>3} KB, {synchronous}"
-                print(ratio_line(label, base, ours, TARGET_E2E))
+                ratio_line(label, base, ours, TARGET_E2E)
                 base, ours = side_by_side(
                     lambda k=key, t=target, h=hand: h.restore(k, t),
                     lambda k=key, t=target: store.restore_machine(k, t),
@@ -141,7 +158,7 @@ def bench_vs_hand(tmp: Path, rounds: int) -> None:
                     repeat,
                 )
                 label = f"restore {n_states:>5} states / {data_bytes // 1000:>3} KB, {synchronous}"
-                print(ratio_line(label, base, ours, TARGET_E2E))
+                ratio_line(label, base, ours, TARGET_E2E)
         hand.close()
 
 
@@ -182,9 +199,18 @@ def bench_scaling(tmp: Path, rounds: int) -> None:
             s, lg = statistics.median(series[1_000]), statistics.median(series[10_000])
             ratio = lg / s
             flag = "" if ratio <= TARGET_SCALE else "  > target"
-            print(
-                f"{label:<16} 1,000: {s * 1e3:8.2f} ms  10,000: {lg * 1e3:8.2f} ms  "
-                f"ratio {ratio:5.2f}x (target <= {TARGET_SCALE}x){flag}"
+            figure(
+                SECTION,
+                f"scaling {label}, 10,000 vs 1,000 states",
+                ratio,
+                "x time",
+                detail=f"1,000: {s * 1e3:.2f} ms, 10,000: {lg * 1e3:.2f} ms",
+                at_most=TARGET_SCALE,
+                how=HOW_SCALE,
+                line=(
+                    f"{label:<16} 1,000: {s * 1e3:8.2f} ms  10,000: {lg * 1e3:8.2f} ms  "
+                    f"ratio {ratio:5.2f}x (target <= {TARGET_SCALE}x){flag}"
+                ),
             )
         key, machine, target = large
         size = store.versions(key)[-1].size
@@ -195,10 +221,19 @@ def bench_scaling(tmp: Path, rounds: int) -> None:
             extra = peak_extra(fn)
             ratio = extra / size
             flag = "" if ratio <= TARGET_MEMORY else "  > target"
-            print(
-                f"{label:<16} 10,000 states: peak extra memory {extra / 1e6:6.1f} MB = "
-                f"{ratio:4.2f}x the snapshot ({size / 1e6:.1f} MB) (target <= {TARGET_MEMORY}x)"
-                f"{flag}"
+            figure(
+                SECTION,
+                f"peak extra memory, {label}, 10,000 states",
+                ratio,
+                "x size",
+                detail=f"{extra / 1e6:.1f} MB, snapshot {size / 1e6:.1f} MB",
+                at_most=TARGET_MEMORY,
+                how=HOW_MEMORY,
+                line=(
+                    f"{label:<16} 10,000 states: peak extra memory {extra / 1e6:6.1f} MB = "
+                    f"{ratio:4.2f}x the snapshot ({size / 1e6:.1f} MB) "
+                    f"(target <= {TARGET_MEMORY}x){flag}"
+                ),
             )
 
 

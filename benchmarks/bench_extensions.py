@@ -66,6 +66,7 @@ BENCHMARKS = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 from _ext_profile import breakdown, hot_spots  # noqa: E402
+from _report import figure  # noqa: E402
 from bench_backends import _terminate, interleaved, same  # noqa: E402
 from ext_samples.echo import GuardedEcho  # noqa: E402
 
@@ -442,6 +443,29 @@ def bench_listing(url: str, keys: gp.KeyRing, tmp: Path, rounds: int, scale: flo
 
 # Output.
 
+HOWS = {
+    "per call": "handle.call('process', view) of an echo extension vs (a) calling the instance "
+    "directly, interleaved rounds, median call; microseconds (over (a))",
+    "cold worker start": "exts.activate + first call after a deactivate vs a bare python -I "
+    "start, median of rounds; milliseconds",
+    "ext ls": f"exts.list() / open_store + list() / the CLI with {LISTED} registrations vs "
+    f"importing the {LISTED} targets, median call; milliseconds",
+}
+
+
+def record(rows: Sequence[Row]) -> None:
+    """Each row of the table as a figure of the run (the table above already printed it)."""
+    for r in rows:
+        figure(
+            "extensions",
+            f"{r.section}: {r.figure}",
+            r.measured,
+            detail=r.versus,
+            target=None if r.target == "-" else r.target,
+            met={"PASS": True, "MISS": False}.get(r.result),
+            how=next((how for start, how in HOWS.items() if r.section.startswith(start)), ""),
+        )
+
 
 def table(rows: Sequence[Row]) -> None:
     header = ("section", "figure", "measured", "vs baseline", "target", "result")
@@ -502,6 +526,7 @@ def main() -> None:
             took, load = time.perf_counter() - started, os.getloadavg()[0]
             print(f"\n{took:.0f} s; load average {load:.2f}")
             table(rows)
+            record(rows)
             if args.profile:
                 profile(rows, {label: f"per call {label}" for label, _, _ in SIZES})
 

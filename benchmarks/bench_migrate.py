@@ -68,6 +68,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _report import figure  # noqa: E402
 from bench_backends import _pin_postgres, _terminate, postgres_database  # noqa: E402
 
 import gotstate_persist as gp  # noqa: E402
@@ -83,6 +84,11 @@ SQLITE_TARGET = 20_000  # records/s
 FLAT_MB = 4.0  # RSS growth at N may exceed that at N/4 by this much and still be flat
 SAMPLE = 200  # records loaded back after each run
 NOW_US = to_micros(datetime.now(UTC))
+HOW_RATE = (
+    "Store.migrate of N small records V1 -> V2 by upcast, batch_size=1000, timed in a fresh "
+    "child process; records / seconds; no baseline"
+)
+HOW_FLAT = "peak RSS growth of the child during the migration at N minus that at N/4"
 _KEYS_VARIABLE = "GSP_BENCH_MIGRATE_KEYS"  # the child's keyring (never on argv)
 _URL_VARIABLE = "GSP_BENCH_MIGRATE_URL"  # the child's URL (holds a password)
 
@@ -334,12 +340,21 @@ def run(backend: str, url: str, keys: gp.KeyRing, records: int, profile: bool) -
         profile,
     )
     hwm = "n/a" if row.hwm_mb is None else f"{row.hwm_mb:.1f} MB"
-    print(
-        f"  migrate {records:,}: {row.seconds:.2f} s, {row.rate:,.0f} records/s "
-        f"({row.seconds / records * 1e6:.1f} us/record); RSS growth: ru_maxrss "
-        f"{row.maxrss_mb:.1f} MB, VmHWM {hwm} (RSS before {out['rss_before_mb']:.1f} MB); "
-        f"verified: {'ok' if not row.problems else '; '.join(row.problems)}",
-        flush=True,
+    figure(
+        "migrate",
+        f"{backend} {records:,} records",
+        row.rate,
+        "records/s",
+        detail=f"{row.seconds:.2f} s; RSS growth {row.growth_mb:.1f} MB"
+        + ("" if not row.problems else "; verification FAILED"),
+        at_least=SQLITE_TARGET if backend == "sqlite" and not profile else None,
+        how=HOW_RATE,
+        line=(
+            f"  migrate {records:,}: {row.seconds:.2f} s, {row.rate:,.0f} records/s "
+            f"({row.seconds / records * 1e6:.1f} us/record); RSS growth: ru_maxrss "
+            f"{row.maxrss_mb:.1f} MB, VmHWM {hwm} (RSS before {out['rss_before_mb']:.1f} MB); "
+            f"verified: {'ok' if not row.problems else '; '.join(row.problems)}"
+        ),
     )
     if out["profile"]:
         print(f"\n  cProfile, {backend} migrate of {records:,} records:\n{out['profile']}\n")
@@ -383,9 +398,8 @@ def bench_postgres(
         )
 
 
-def flatness(results: Sequence[Result]) -> list[str]:
+def flatness(results: Sequence[Result]) -> None:
     """Per backend: RSS growth at N vs at N/4."""
-    lines = []
     for backend in dict.fromkeys(r.backend for r in results):
         rows = sorted((r for r in results if r.backend == backend), key=lambda r: r.records)
         if len(rows) < 2:
@@ -394,12 +408,20 @@ def flatness(results: Sequence[Result]) -> list[str]:
         extra = large.growth_mb - small.growth_mb
         per_record = extra * 2**20 / (large.records - small.records)
         verdict = "flat" if extra <= FLAT_MB else "NOT flat"
-        lines.append(
-            f"{backend}: RSS growth {small.growth_mb:.1f} MB at {small.records:,} records, "
-            f"{large.growth_mb:.1f} MB at {large.records:,}: {extra:+.1f} MB "
-            f"({per_record:+.1f} B per extra record) -> {verdict} (<= {FLAT_MB:.0f} MB more)"
+        figure(
+            "migrate",
+            f"{backend} memory: RSS growth at {large.records:,} - at {small.records:,}",
+            extra,
+            "MB",
+            detail=f"{small.growth_mb:.1f} MB vs {large.growth_mb:.1f} MB",
+            at_most=FLAT_MB,
+            how=HOW_FLAT,
+            line=(
+                f"{backend}: RSS growth {small.growth_mb:.1f} MB at {small.records:,} records, "
+                f"{large.growth_mb:.1f} MB at {large.records:,}: {extra:+.1f} MB "
+                f"({per_record:+.1f} B per extra record) -> {verdict} (<= {FLAT_MB:.0f} MB more)"
+            ),
         )
-    return lines
 
 
 def table(results: Sequence[Result]) -> None:
@@ -435,8 +457,7 @@ def table(results: Sequence[Result]) -> None:
                 f"{cell:{a}{w}}" for cell, a, w in zip(line, aligns, widths, strict=True)
             ).rstrip()
         )
-    for line in flatness(results):
-        print(line)
+    flatness(results)
 
 
 def main() -> None:

@@ -63,6 +63,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _report import figure  # noqa: E402
 from bench_backends import (  # noqa: E402
     _pin_postgres,
     _terminate,
@@ -86,6 +87,10 @@ TARGETS: dict[str, tuple[float, str] | None] = {
     "c": (PRUNE_TARGET, "issue 16"),
     "d": None,
 }
+HOW = (
+    "save_machine of a 100-state machine through a store with the quota vs (a) one without, "
+    "same database, interleaved rounds, median call; quota ops/s / no-quota"
+)
 
 VARIANTS: tuple[tuple[str, str, gp.Quota | None], ...] = (
     ("a", "no quota", None),
@@ -162,6 +167,14 @@ class Saves:
         self.calls += 1
 
 
+def _target(row: Result) -> float | None:
+    """The ratio row ``row`` must reach, None for an extra row (see ``Result.verdict``)."""
+    target = TARGETS[row.variant]
+    if target is None or (row.variant == "c" and row.backend != "postgresql"):
+        return None
+    return target[0]
+
+
 def run_backend(
     backend: str,
     url: str,
@@ -212,11 +225,22 @@ def run_backend(
             Result(backend, variant, label, seconds, mean, results[0] if results else None)
         )
     for row in results:
-        print(
-            f"  ({row.variant}) {row.label:<29} median {1 / row.seconds:6,.0f} ops/s "
-            f"{row.seconds * 1e6:7.1f} us  ratio {row.ratio:4.2f} {row.verdict:<25}  "
-            f"mean {1 / row.mean:6,.0f} ops/s  ratio {row.mean_ratio:4.2f}",
-            flush=True,
+        base = row.baseline is None
+        figure(
+            "quota",
+            f"{backend} ({row.variant}) {row.label}",
+            1 / row.seconds if base else row.ratio,
+            "ops/s" if base else "x speed",
+            detail="baseline"
+            if base
+            else f"{1 / row.seconds:,.0f} ops/s; mean {row.mean_ratio:.2f}x",
+            at_least=None if base else _target(row),
+            how=HOW,
+            line=(
+                f"  ({row.variant}) {row.label:<29} median {1 / row.seconds:6,.0f} ops/s "
+                f"{row.seconds * 1e6:7.1f} us  ratio {row.ratio:4.2f} {row.verdict:<25}  "
+                f"mean {1 / row.mean:6,.0f} ops/s  ratio {row.mean_ratio:4.2f}"
+            ),
         )
     return results
 

@@ -28,7 +28,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _report import figure  # noqa: E402
 from gotstate.core.events import Event  # noqa: E402
 from machines import build_ring_machine, set_data  # noqa: E402
 
@@ -148,11 +150,34 @@ def side_by_side(
     return statistics.median(base), statistics.median(mine)
 
 
-def report(label: str, baseline: float, ours: float, target: str) -> None:
+HOW_PIPELINE = (
+    "capture+encode+seal (save) / open+decode+apply (load), no storage, vs (a1) the same "
+    "capture pickled or (a2) raw state pickled by hand; median call; baseline time / ours"
+)
+HOW_SQLITE = (
+    "SQLBackend put/get of a sealed 1 KB blob vs raw sqlite3 INSERT/SELECT, both WAL and "
+    "synchronous=FULL; median call; raw time / ours"
+)
+HOW_E2E = "open_store(sqlite file).save_machine / restore_machine: calls per second, no baseline"
+
+
+def report(
+    label: str, baseline: float, ours: float, at_least: float | None, name: str = "", how: str = ""
+) -> None:
     ratio = baseline / ours
-    print(
-        f"{label:<54} baseline {baseline * 1e6:9.1f} us  ours {ours * 1e6:9.1f} us  "
-        f"speed ratio {ratio:5.2f}x  ({target})"
+    target = "informational" if at_least is None else f"target >= {at_least:.1f}x"
+    figure(
+        "snapshot",
+        name or label,
+        ratio,
+        "x speed",
+        detail=f"baseline {baseline * 1e6:.1f} us, ours {ours * 1e6:.1f} us",
+        at_least=at_least,
+        how=how,
+        line=(
+            f"{label:<54} baseline {baseline * 1e6:9.1f} us  ours {ours * 1e6:9.1f} us  "
+            f"speed ratio {ratio:5.2f}x  ({target})"
+        ),
     )
 
 
@@ -174,37 +199,46 @@ def bench_pipeline(rounds: int) -> None:
                 "(a1) save: capture+pickle vs (b) capture+encode+seal",
                 lambda m=machine: adapter_pickle_capture(m),
                 lambda m=machine: safe_capture(m, keys),
-                "target >= 1.0x",
+                1.0,
             ),
             (
                 "(a1) load: unpickle+apply vs (b) open+decode+apply",
                 lambda t=target, b=pickled: adapter_pickle_restore(t, b),
                 lambda t=target, b=sealed: safe_restore(t, b, keys),
-                "target >= 1.0x",
+                1.0,
             ),
             (
                 "(a2) save: hand-rolled pickle vs (b)",
                 lambda m=machine: unsafe_capture(m),
                 lambda m=machine: safe_capture(m, keys),
-                "informational",
+                None,
             ),
             (
                 "(a2) load: hand-rolled unpickle vs (b)",
                 lambda t=target, b=hand_blob: unsafe_restore(t, b),
                 lambda t=target, b=sealed: safe_restore(t, b, keys),
-                "informational",
+                None,
             ),
         ]
-        for label, baseline, ours, target_text in cases:
+        for label, baseline, ours, at_least in cases:
             base, mine = side_by_side(baseline, ours, rounds, repeat)
-            report(label, base, mine, target_text)
+            name = f"{n_states} states: {label}"
+            report(label, base, mine, at_least, name, HOW_PIPELINE)
 
 
 def bench_sqlite(rounds: int) -> None:
     keys = gp.KeyRing.generate()
     payload_1k = b"x" * 1_000
     blob = seal(keys, payload_1k, codec_id=1, namespace="bench", key="k", version=1)
-    print(f"\nenvelope overhead aes-256-gcm: {len(blob) - len(payload_1k)} bytes (target 39)")
+    figure(
+        "snapshot",
+        "envelope overhead, aes-256-gcm",
+        len(blob) - len(payload_1k),
+        "B",
+        at_most=39,
+        how="size of a sealed 1 KB payload minus the payload",
+        line=f"\nenvelope overhead aes-256-gcm: {len(blob) - len(payload_1k)} bytes (target 39)",
+    )
     with tempfile.TemporaryDirectory() as tmp:
         raw = sqlite3.connect(Path(tmp) / "raw.db", isolation_level=None)
         raw.execute("PRAGMA journal_mode=WAL")
@@ -246,7 +280,7 @@ def bench_sqlite(rounds: int) -> None:
             raw_write()
             our_write()
         base, ours = side_by_side(raw_write, our_write, rounds, 100)
-        report("backend write 1 KB blob vs raw sqlite3 INSERT", base, ours, "target >= 0.8x")
+        report("backend write 1 KB blob vs raw sqlite3 INSERT", base, ours, 0.8, how=HOW_SQLITE)
 
         def raw_read() -> None:
             raw.execute(
@@ -259,7 +293,7 @@ def bench_sqlite(rounds: int) -> None:
             backend.get("bench", "k")
 
         base, ours = side_by_side(raw_read, our_read, rounds, 200)
-        report("backend read 1 KB blob vs raw sqlite3 SELECT", base, ours, "target >= 0.8x")
+        report("backend read 1 KB blob vs raw sqlite3 SELECT", base, ours, 0.8, how=HOW_SQLITE)
         backend.close()
         raw.close()
 
@@ -272,10 +306,19 @@ def bench_sqlite(rounds: int) -> None:
                 store.save_machine(key, machine)
                 save_s = timed(lambda s=store, k=key, m=machine: s.save_machine(k, m), 20)
                 load_s = timed(lambda s=store, k=key, t=target: s.restore_machine(k, t), 20)
-            print(
+            line = (
                 f"end-to-end {n_states:>5} states: save_machine {1 / save_s:8.0f}/s  "
                 f"restore_machine {1 / load_s:8.0f}/s"
             )
+            for op, seconds in (("save_machine", save_s), ("restore_machine", load_s)):
+                figure(
+                    "snapshot",
+                    f"end-to-end {op}, {n_states} states",
+                    1 / seconds,
+                    "ops/s",
+                    how=HOW_E2E,
+                    line=line if op == "restore_machine" else None,
+                )
 
 
 def main() -> None:
