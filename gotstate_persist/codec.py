@@ -190,7 +190,11 @@ class Codec(abc.ABC):
         built under the depth limit; the size limit is checked when the whole
         value is encoded.
         """
-        return msgspec.Raw(self._encode(obj, limits))
+        try:  # _encode inlined: this runs once per state of every save
+            return msgspec.Raw(self._encoder.encode(obj))
+        except ENCODE_ERRORS:
+            pass
+        return msgspec.Raw(self._encode(obj, limits))  # raises the FormatError
 
     def _encode(self, obj: object, limits: Limits) -> bytes:
         try:

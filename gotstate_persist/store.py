@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -173,7 +174,7 @@ class Store:
             struct_kind=formats.kind_of,
             max_depth=limits.max_depth,
             snapshot_type=pipeline.snapshot_type(),
-            encode_part=lambda part: pipeline.codec.encode_part(part, limits=limits),
+            encode_part=partial(pipeline.codec.encode_part, limits=limits),
         )
         if _runtime.journal_seq(pipeline, key):
             # a snapshot taken behind the back of the attachment journaling the
