@@ -132,7 +132,9 @@ def decode_items(tagged: object, structs: StructDecoder) -> Any:
             k = stored_key if type(stored_key) in final else decode_tagged(stored_key, structs)
             if type(v) in final:
                 out[k] = v
-            elif _is_tagged_dict(v):
+            elif (  # _is_tagged_dict inlined: this runs for every value of every state
+                type(v) is list and len(v) % 2 == 1 and type(v[0]) is int and v[0] == TAG_DICT
+            ):
                 out[k] = _decode_dict_level(v, structs)
             else:
                 out[k] = _decode_sequence(v, structs)
