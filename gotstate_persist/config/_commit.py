@@ -385,7 +385,13 @@ class ConfigLog:
         if self._materialized.get(name, 0) >= head.version:
             value = self._stored(name, head.version)
         else:
-            value = self._from_commit(name, head)
+            try:
+                value = self._from_commit(name, head)
+            except NotFound:
+                # a newer commit moved the head on and pruned this one meanwhile (a
+                # writer prunes only what its own commit no longer refers to, after
+                # materializing it): read the materialized value, or say it moved
+                value = self._materialized_or_conflict(name, head)
             self._materialize_quietly(value)
         with self._lock:
             self._values[name] = value
@@ -399,6 +405,14 @@ class ConfigLog:
                 "altered outside gotstate-persist"
             )
         return record
+
+    def _materialized_or_conflict(self, name: str, head: ConfigHead) -> ConfigValue:
+        try:
+            return self._stored(name, head.version)
+        except NotFound:
+            raise VersionConflict(
+                f"configuration {name!r} changed while it was being read; read it again"
+            ) from None
 
     def _from_commit(self, name: str, head: ConfigHead) -> ConfigValue:
         _, record = self._pipeline.load(self._log_key, head.commit)
