@@ -102,6 +102,11 @@ class ObjectPrefix:
         """Whether this instance found or wrote the layout marker (:meth:`mark` is done)."""
         return self._marked
 
+    @property
+    def newest_layout(self) -> int:
+        """The newest object layout this prefix can hold: 2 for a plain S3 store, else 1."""
+        return OBJECT_LAYOUT_2 if self._catalog_display is None and self._room_for_v2() else 1
+
     def _room_for_v2(self) -> bool:
         """Whether this is S3 with a prefix short enough for layout 2's longest names."""
         objects = self.objects

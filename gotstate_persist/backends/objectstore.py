@@ -33,12 +33,9 @@ the version object. A claim whose writer died keeps its number used (a gap
 is harmless). ``expected_newest`` is best effort under claims; a catalog or
 SQL makes it exact.
 
-``get`` lists only names that could be the one it reads (``v`` or
-``v<version>~``) and parses one; ``head`` and ``put`` parse one version name;
-only ``versions``, ``usage`` and ``delete`` build the full listing. ``delete``
-first writes a tombstone naming the highest number it removes, so
-``head().last_version`` survives the deletion and stale claims are detected;
-where writers are serialized it holds the same lock.
+``get`` lists only names that could be the one it reads and parses one.
+``delete`` first writes a tombstone naming the highest number it removes, so
+``head().last_version`` survives the deletion and stale claims are detected.
 
 How each protocol creates an object exclusively is the driver's business
 (:mod:`._objects` and one module per protocol); opening the storage, naming
@@ -61,6 +58,7 @@ from ..errors import BackendError, NotFound, VersionConflict
 from ._blobkeys import BlobKeys, oversized_error
 from ._entrynames import Entry, is_entry_name
 from ._layout import OBJECT_LAYOUT_2
+from ._layoutmove import LayoutMove, move_to_layout_2
 from ._objectnames import (
     MAX_INT64,
     KeyListing,
@@ -96,7 +94,9 @@ __all__ = [
     "S3_DELETE_BATCH",
     "S3_MAX_KEY_BYTES",
     "STALE_TEMPORARY_SECONDS",
+    "LayoutMove",
     "ObjectStoreBackend",
+    "move_to_layout_2",
 ]
 
 # The object store's logger: the drivers and helpers it owns log under this name too.
