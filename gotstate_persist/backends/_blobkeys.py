@@ -6,9 +6,10 @@ The names are in :mod:`._entrynames`; this module is what ``put``, ``get``,
 
 Requests, and why each is needed:
 
-* ``put``: one LIST of the key directory (entries and tombstones: the
-  number must be above every number the key ever had, the kind must match
-  the newest, and ``expected_newest`` is checked), one conditional PUT of the
+* ``put``: one LIST of what sorts after the entry of N - 1 (that entry,
+  anything newer, the tombstone: the number must be above every number the
+  key ever had, the kind must match the newest, and ``expected_newest`` is
+  checked; only if N - 1 is not stored, the whole key), one conditional PUT of the
   blob (``If-None-Match: *``: of two writers of one number exactly one
   wins), one PUT of the entry. No claim and no second LIST: the blob's name
   is never freed, so its exclusive create is the claim, and a number deleted
@@ -38,7 +39,9 @@ from .._names import is_system_key
 from ..codec import MAX_BLOB_BYTES
 from ..errors import FormatError, NotFound, VersionConflict
 from ._entrynames import (
+    TAIL_MAX_VERSION,
     Entry,
+    after_entry,
     blob_components,
     blob_metadata,
     entry_from_metadata,
@@ -47,6 +50,7 @@ from ._entrynames import (
     parse_blob_name,
     parse_entry_name,
     summarize_entries,
+    tombstone_name,
     tombstones,
 )
 from ._objectnames import (
@@ -54,7 +58,6 @@ from ._objectnames import (
     StoredVersion,
     decode_key_path,
     namespace_components,
-    tombstone_name,
 )
 from ._objectprefix import ObjectPrefix
 from ._objects import Oversized
@@ -233,7 +236,7 @@ class BlobKeys:
                 "what gotstate-persist stores; save a smaller record"
             )
         version = entry.version
-        check_put(key, version, entry.kind, _as_summary(self._names(components)), expected_newest)
+        check_put(key, version, entry.kind, self._before(components, version), expected_newest)
         path = self._blob(components, version)
         with self._prefix.guard("writing a version"):
             try:
@@ -253,6 +256,21 @@ class BlobKeys:
             self._step("put:blob")
             self._write_entry(components, entry)
         return _info(key, entry)
+
+    def _before(self, components: Sequence[str], version: int) -> KeySummary:
+        """What a writer of ``version`` must know of the key, listing as little as it can."""
+        if 1 <= version <= TAIL_MAX_VERSION:
+            with self._prefix.guard("listing a key"):
+                tail = self._s3.names_after(
+                    self._directory(components), after=after_entry(version - 1)
+                )
+            summary = _as_summary(tail)
+            newest = summary.newest
+            if summary.last_version >= version or version == 1:
+                return summary  # a conflict, or the key's whole history
+            if newest is not None and newest.version == version - 1:
+                return summary  # nothing below the newest matters
+        return _as_summary(self._names(components))
 
     def _complete(self, components: Sequence[str], version: int) -> bool:
         """After losing the create of ``version``: make sure its winner's write is listed.

@@ -6,7 +6,7 @@ lists the key to learn that name, and a write reserves its number with a
 separate claim. Layout 2 splits what a listing needs from what a read needs::
 
     <namespace>/<key>/e0000000007~order~2~1767270645123456~1234   empty: the entry
-    <namespace>/<key>/d0000000009                                  tombstone (as layout 1)
+    <namespace>/<key>/t0000000009                                  tombstone
     b/<namespace>/<key>/0000000007                                 the sealed blob
 
 * The **blob** of version N is at a name computed from (namespace, key, N)
@@ -21,8 +21,11 @@ separate claim. Layout 2 splits what a listing needs from what a read needs::
   Entries and tombstones share the key directory; blobs live in a tree of
   their own, so neither a key's listing nor a namespace walk lists them,
   however many deleted (emptied) blobs a key accumulates.
-* The **tombstone** names the highest number a delete removed, exactly as in
-  layout 1: it keeps ``last_version`` when no entry is left.
+* The **tombstone** names the highest number a delete removed, as layout 1's
+  ``d`` names do: it keeps ``last_version`` when no entry is left. It sorts
+  after every entry, so a writer of version N lists only what sorts after
+  the entry of N - 1 (``StartAfter``): that entry, anything newer and the
+  tombstone, a few names however long the key's history.
 
 Two entries of one version exist only while a rewrite (``replace``) swaps
 it, or after a rewrite cut short; the blob's metadata decides which is true
@@ -39,13 +42,15 @@ from .._names import MAX_NAME_BYTES
 from ..codec import MAX_BLOB_BYTES
 from ..errors import IntegrityError
 from ._keypaths import key_components, namespace_components
-from ._versionnames import MAX_INT64, last_tombstone
+from ._versionnames import MAX_INT64
 
 __all__ = [
     "BLOB_TREE",
     "MAX_ENTRY_PATH_BYTES",
+    "TAIL_MAX_VERSION",
     "Entry",
     "EntrySummary",
+    "after_entry",
     "blob_components",
     "blob_metadata",
     "entry_from_metadata",
@@ -56,12 +61,14 @@ __all__ = [
     "parse_blob_name",
     "parse_entry_name",
     "summarize_entries",
+    "tombstone_name",
     "tombstones",
 ]
 
 #: The top-level directory of blobs; no namespace component starts with "b".
 BLOB_TREE = "b"
 _ENTRY = "e"
+_TOMBSTONE = "t"
 _SEPARATOR = "~"
 _DIGITS = 10
 _ENTRY_NAME = re.compile(
@@ -194,22 +201,37 @@ def summarize_entries(names: Sequence[str]) -> EntrySummary:
     one version is taken (a rewrite never changes the kind or the number).
     """
     grouped = group_entries(names)
-    tombstone = last_tombstone(names)
+    tombstone = max(tombstones(names), default=0)
     if not grouped:
         return EntrySummary(tombstone, None, tombstone)
     top = max(grouped)
     return EntrySummary(max(top, tombstone), grouped[top][0], tombstone)
 
 
+def tombstone_name(version: int) -> str:
+    """Name of the empty object recording that ``version`` was the highest ever deleted."""
+    return f"{_TOMBSTONE}{version:0{_DIGITS}d}"
+
+
 def tombstones(names: Iterable[str]) -> list[int]:
     """Every canonical tombstone number among the names of a key directory."""
     found = []
     for name in names:
-        if name[:1] == "d" and name[1:].isascii() and name[1:].isdigit():
+        if name[:1] == _TOMBSTONE and name[1:].isascii() and name[1:].isdigit():
             number = int(name[1:])
-            if 1 <= number <= MAX_INT64 and f"d{number:0{_DIGITS}d}" == name:
+            if 1 <= number <= MAX_INT64 and tombstone_name(number) == name:
                 found.append(number)
     return found
+
+
+#: Entry names sort by number while it fits the zero padding; beyond, a
+#: writer lists the whole key (as a layout-1 store always does).
+TAIL_MAX_VERSION = 10**_DIGITS - 1
+
+
+def after_entry(version: int) -> str:
+    """What every entry of a version above ``version`` sorts after (``StartAfter``)."""
+    return f"{_ENTRY}{version:0{_DIGITS}d}"
 
 
 def entry_prefix(version: int | None = None) -> str:

@@ -12,14 +12,13 @@ in place, when its operator asks:
    tombstone of that number, so no number is used again;
 2. the layout marker is rewritten: from here on every process that opens the
    store reads and writes layout 2;
-3. the layout-1 objects (version objects and claims) are removed.
+3. the layout-1 objects (version objects, claims, tombstones) are removed.
 
 Stop every process that writes the store (and the ones that read it, which
 would go on reading layout 1) before moving it, and start them again after:
 each reads the marker once, when it opens the store. The move is safe to
 stop and run again: before step 2 a rerun copies again (the same bytes to
-the same names); after it, a rerun only finishes step 3. Tombstones keep
-their names in both layouts.
+the same names); after it, a rerun only finishes step 3.
 """
 
 from __future__ import annotations
@@ -28,13 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import InvalidArgument
-from ._entrynames import Entry, blob_components, blob_metadata, entry_name
+from ._entrynames import Entry, blob_components, blob_metadata, entry_name, tombstone_name
 from ._layout import OBJECT_LAYOUT_2, plain_layout
-from ._objectnames import (
-    decode_namespace_key_path,
-    parse_key_listing,
-    tombstone_name,
-)
+from ._objectnames import claim_name, decode_namespace_key_path, parse_key_listing
+from ._objectnames import tombstone_name as layout_1_tombstone
 from ._objectprefix import ObjectPrefix
 from ._s3_objects import S3Objects
 
@@ -106,9 +102,8 @@ def _copy_key(
                 blob_metadata(entry),
             )
             objects.put_blob(f"{base}/{entry_name(entry)}", b"", {}, exclusive=False)
-        newest = max(listing.live, default=0)
-        if listing.last_version > max(newest, listing.last_tombstone):
-            # numbers above the newest were used (claims of writers that died)
+        if listing.last_version > max(listing.live, default=0):
+            # numbers above the newest were used (deleted, or claimed by writers that died)
             objects.overwrite(f"{base}/{tombstone_name(listing.last_version)}", b"")
     return len(listing.live)
 
@@ -116,13 +111,14 @@ def _copy_key(
 def _remove_layout_1(
     prefix: ObjectPrefix, objects: S3Objects, by_key: dict[tuple[str, ...], list[tuple[str, int]]]
 ) -> int:
-    """Step 3: remove version objects, claims and superseded objects of layout 1."""
+    """Step 3: remove version objects, claims, tombstones and superseded objects of layout 1."""
     doomed = []
     for directory, names in by_key.items():
         listing = parse_key_listing(names)
         base = prefix.path(list(directory))
         doomed += [f"{base}/{s.name}" for s in [*listing.live.values(), *listing.superseded]]
-        doomed += [f"{base}/r{number:010d}" for number in sorted(listing.claims)]
+        doomed += [f"{base}/{claim_name(number)}" for number in sorted(listing.claims)]
+        doomed += [f"{base}/{layout_1_tombstone(n)}" for n in sorted(listing.tombstones)]
     with prefix.guard("removing object layout 1"):
         objects.remove(doomed)
     return len(doomed)

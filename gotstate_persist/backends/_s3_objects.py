@@ -73,12 +73,18 @@ class S3Objects(FsspecObjects):
     def names(self, directory: str, prefix: str = "", *, quick: bool = False) -> list[str]:
         # One ListObjectsV2 per 1,000 names, restricted to ``prefix`` by the
         # service, without s3fs's per-entry info dictionaries.
+        return self.names_after(directory, prefix)
+
+    def names_after(self, directory: str, prefix: str = "", after: str | None = None) -> list[str]:
+        """Names in ``directory`` starting with ``prefix`` that sort after ``after``."""
         start = str(self._fs.split_path(directory)[1]) + "/"
         request: dict[str, Any] = {
             "Bucket": self.bucket,
             "Prefix": start + prefix,
             "Delimiter": "/",
         }
+        if after is not None:
+            request["StartAfter"] = start + after
         found: list[str] = []
         while True:
             answer = self._fs.call_s3("list_objects_v2", **request)
