@@ -95,7 +95,7 @@ def test_a_write_is_one_list_one_exclusive_put_and_one_put(
                 f"start-after=state%2F{'%2F'.join(backend._components(NS, 'k'))}%2Fe"
                 in (requests[0][2])
             )
-        _put(backend, "k", 3, b"three", expected_newest=2)
+        _put(backend, "k", 12, b"twelve", expected_newest=11)
         assert _kinds(s3_requests.take()) == ["LIST", "PUT*", "PUT"]
 
 
