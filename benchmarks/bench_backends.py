@@ -38,8 +38,10 @@ fetch the newest version of the last round's key.
   a HEAD first), and for reads of the newest ``ls`` + GetObject too. Rows
   marked "issue 16" carry that issue's targets for plain S3 (object layout 2):
   a write >= 0.3x of one PUT, a known-version ``get(ns, key, version)`` >= 0.9x
-  of one GET. moto's LIST costs about a PUT on a small key and grows with
-  the key, so these ratios mostly count requests.
+  of one GET; "s3 layout 1" rows measure a store of the layout before it,
+  side by side. moto's LIST costs about a PUT on a small key and grows with
+  the key (and, in moto only, with the bucket), so these ratios mostly count
+  requests.
 * memory:// and end-to-end ``open_store(...).save_machine/restore_machine`` of a
   100-state machine with ~1 KB of state data: rates only.
 
@@ -85,6 +87,8 @@ from gotstate_persist.sealing import envelope_overhead, seal  # noqa: E402
 NS = "bench"
 KIND = "gotstate.machine"
 TARGET = 0.8
+#: The marker every release before S3 object layout 2 wrote (bench: "s3 layout 1").
+LAYOUT_1_MARKER = b'{"managed_by_catalog":false,"catalog":null,"catalog_id":null}'
 #: Issue 16, target 4: plain S3 (no catalog) against one raw request.
 WRITE_TARGET_S3 = 0.3
 READ_TARGET_S3 = 0.9
@@ -787,6 +791,19 @@ def bench_s3(bench: Bench) -> None:
         finally:
             ours.close()
         bench.end_to_end("s3", "s3://gsp-bench-e2e/state", 10, None, **options)
+        # Before issue 16: the same on a store of object layout 1 (as earlier releases
+        # made it: their marker at the root), against the same raw requests.
+        client.create_bucket(Bucket="gsp-bench-layout1")
+        client.put_object(
+            Bucket="gsp-bench-layout1", Key="state/gotstate-persist.json", Body=LAYOUT_1_MARKER
+        )
+        writes, _reads, known = raw_clients("gsp-bench-raw/layout1")
+        ours = open_backend("s3://gsp-bench-layout1/state", **options)
+        try:
+            written = bench.compare_writes("s3 layout 1", writes, ours, 30)
+            bench.compare_reads("s3 layout 1", [known], ours, 60, written, known=True)
+        finally:
+            ours.close()
         # The same bucket layout question answered by a catalog: versions and
         # usage in SQLite, one request per blob.
         for bucket in ("gsp-bench-catalog", "gsp-bench-catalog-e2e"):

@@ -20,12 +20,19 @@ from typing import Any
 import boto3
 import msgspec
 import pytest
-from _s3 import FAKE_ACCESS_KEY, FAKE_SECRET_KEY, REGION, S3Requests
+from _s3 import FAKE_ACCESS_KEY, FAKE_SECRET_KEY, LAYOUT_1_MARKER, REGION, S3Requests
 from order_workflow import build_order_machine
 
 import gotstate_persist as gp
 from gotstate_persist.backends import open_backend
-from gotstate_persist.backends._layout import LAYOUT_OBJECT
+from gotstate_persist.backends._entrynames import (
+    Entry,
+    blob_components,
+    blob_metadata,
+    entry_name,
+    tombstone_name,
+)
+from gotstate_persist.backends._layout import LAYOUT_OBJECT, encode_layout, plain_layout
 from gotstate_persist.backends.objectstore import ObjectStoreBackend, move_to_layout_2
 from gotstate_persist.cli import main as cli
 
@@ -73,6 +80,30 @@ def _kinds(requests: list[tuple[str, str, str, dict[str, str]]]) -> list[str]:
         else:
             named.append(method)
     return named
+
+
+def test_layout_2_names_are_pinned() -> None:
+    """Stored names and metadata are a format: a rename would orphan every stored object."""
+    entry = Entry(7, "gotstate.machine", 1, 1767270645123456, 2357)
+    assert entry_name(entry) == "e0000000007~gotstate.machine~1~1767270645123456~2357"
+    assert blob_components(["sn5zgizlsom", "kn5zgizlsfu2de"], 7) == [
+        "b",
+        "sn5zgizlsom",
+        "kn5zgizlsfu2de",
+        "0000000007",
+    ]
+    assert tombstone_name(12) == "t0000000012"
+    assert blob_metadata(entry) == {
+        "gsp-kind": "gotstate.machine",
+        "gsp-format": "1",
+        "gsp-created": "1767270645123456",
+    }
+    assert encode_layout(plain_layout(2)) == (
+        b'{"managed_by_catalog":true,"catalog":"none: object layout 2 of a plain S3 store, '
+        b'which this release cannot read; upgrade gotstate-persist",'
+        b'"catalog_id":"object-layout-2","object_layout":2}'
+    )
+    assert encode_layout(plain_layout(1)) == LAYOUT_1_MARKER
 
 
 # Requests per operation.
