@@ -39,6 +39,7 @@ from .._names import is_system_key
 from ..codec import MAX_BLOB_BYTES
 from ..errors import FormatError, NotFound, VersionConflict
 from ._entrynames import (
+    DELETED_METADATA,
     TAIL_MAX_VERSION,
     Entry,
     after_entry,
@@ -65,7 +66,7 @@ from ._version_checks import check_put, key_head
 from .base import KeyHead, Replacement, Usage, VersionInfo
 
 if TYPE_CHECKING:
-    from ._s3_objects import S3Objects
+    from ._s3_objects import S3Objects, StoredBlob
 
 __all__ = ["BlobKeys", "oversized_error"]
 
@@ -172,9 +173,37 @@ class BlobKeys:
                 raise missing from None
             except Oversized as exc:
                 raise oversized_error(namespace, key, version, exc) from None
-        if not found.data:  # emptied by a delete: the number stays taken, the record is gone
-            raise missing
+        if not found.data:
+            self._check_deleted(namespace, key, components, version, missing)
         return _info(key, entry_from_metadata(version, found.metadata, found.size)), found.data
+
+    def _check_deleted(
+        self,
+        namespace: str,
+        key: str,
+        components: Sequence[str],
+        version: int,
+        missing: NotFound,
+    ) -> None:
+        """An empty blob: raise ``missing`` if a delete emptied it, else it is damage."""
+        with self._prefix.guard("reading a version's metadata"):
+            try:
+                deleted = self._deleted(self._s3.head_blob(self._blob(components, version)))
+            except FileNotFoundError:
+                deleted = True
+        if deleted:  # the number stays taken, the record is gone
+            raise missing
+        raise FormatError(
+            f"version {version} of key {key!r} in namespace {namespace!r} is an empty object: "
+            "it was truncated outside gotstate-persist; restore it from a backup or delete "
+            f"it (store.delete({key!r}, version={version}))"
+        )
+
+    @staticmethod
+    def _deleted(found: StoredBlob) -> bool:
+        return found.size == 0 and all(
+            found.metadata.get(name) == value for name, value in DELETED_METADATA.items()
+        )
 
     def versions(self, key: str, components: Sequence[str]) -> list[VersionInfo]:
         grouped = group_entries(self._names(components, entry_prefix()))
@@ -313,7 +342,7 @@ class BlobKeys:
                     self._s3.create(f"{directory}/{tombstone_name(tombstone)}", b"")
             # Emptied, not removed: the names stay taken, so no writer that
             # listed before this delete can create these numbers again.
-            self._s3.empty([self._blob(components, v) for v in sorted(doomed)])
+            self._s3.empty([self._blob(components, v) for v in sorted(doomed)], DELETED_METADATA)
             self._step("delete:emptied")
             obsolete = [e.name for v in sorted(doomed) for e in grouped[v]]
             obsolete += [tombstone_name(v) for v in sorted(buried) if v < tombstone]
@@ -399,7 +428,9 @@ class BlobKeys:
         grouped = group_entries(names)
         doomed: list[str] = []
         for version, listed in grouped.items():
-            if sizes.get(version) == 0:  # emptied: a delete cut short before its entries went
+            if sizes.get(version) == 0 and self._deleted(
+                s3.head_blob(self._blob(components, version))
+            ):  # emptied: a delete cut short before its entries went
                 doomed += [e.name for e in listed]
             elif len(listed) > 1 and all(
                 s3.modified(f"{directory}/{e.name}") < cutoff for e in listed
@@ -414,8 +445,8 @@ class BlobKeys:
             path = self._blob(components, version)
             if s3.modified(path) >= cutoff:
                 continue  # a writer may be writing its entry right now
-            if version <= highest:
-                s3.empty([path])  # below a delete: abandoned, never to be listed
+            if version <= highest:  # below a delete: abandoned, never to be listed
+                s3.empty([path], DELETED_METADATA)
             elif not self._complete(components, version):
                 continue
             written += 1

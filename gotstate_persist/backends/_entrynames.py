@@ -46,6 +46,7 @@ from ._versionnames import MAX_INT64
 
 __all__ = [
     "BLOB_TREE",
+    "DELETED_METADATA",
     "MAX_ENTRY_PATH_BYTES",
     "TAIL_MAX_VERSION",
     "Entry",
@@ -80,6 +81,8 @@ _BLOB_NAME = re.compile(r"\d{10,19}")
 _META_KIND = "gsp-kind"
 _META_FORMAT = "gsp-format"
 _META_CREATED = "gsp-created"
+#: The metadata of a deleted version's emptied blob (an empty object without it is damage).
+DELETED_METADATA = {"gsp-deleted": "1"}
 
 
 @dataclass(frozen=True, slots=True)

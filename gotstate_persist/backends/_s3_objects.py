@@ -243,13 +243,16 @@ class S3Objects(FsspecObjects):
             raise
         return str(answer["ETag"])
 
-    def empty(self, paths: Sequence[str]) -> None:
-        """Overwrite each object with an empty one (a deleted version keeps its name).
+    def empty(self, paths: Sequence[str], metadata: Mapping[str, str]) -> None:
+        """Overwrite each object with an empty one carrying ``metadata``.
 
-        s3fs sends the PUTs concurrently, in batches.
+        A deleted version keeps its name this way; s3fs sends the PUTs
+        concurrently, in batches.
         """
         if paths:
-            self._fs.pipe(dict.fromkeys(paths, b""), batch_size=_EMPTY_BATCH)
+            self._fs.pipe(
+                dict.fromkeys(paths, b""), batch_size=_EMPTY_BATCH, Metadata=dict(metadata)
+            )
 
     def copy_blob(self, source: str, target: str, metadata: Mapping[str, str]) -> None:
         """Server-side copy of ``source`` to ``target`` with new metadata (no bytes move here)."""
