@@ -479,3 +479,18 @@ def test_only_plain_s3_stores_have_a_second_layout(
     assert cli(["db", "upgrade", url]) == 0
     assert "nothing to upgrade" in capsys.readouterr().out
     shutil.rmtree(tmp_path / "store")
+
+
+def test_a_prefix_too_long_for_layout_2_keeps_layout_1(s3_url: UrlAndOptions) -> None:
+    """Layout 2's entries are 9 bytes longer than layout 1's names: S3's 1,024-byte keys
+    leave room for a prefix of 60 bytes (69 for layout 1)."""
+    url, options = s3_url
+    bucket = url.removeprefix("s3://").split("/", 1)[0]
+    with open_backend(f"s3://{bucket}/{'p' * 65}", **options) as backend:
+        _put(backend, "k", 1, b"one")
+        assert isinstance(backend, ObjectStoreBackend)
+        assert (backend.prefix.object_layout, backend.prefix.newest_layout) == (1, 1)
+        assert backend.get(NS, "k", 1)[1] == b"one"
+    with open_backend(f"s3://{bucket}/{'p' * 60}", **options) as backend:
+        _put(backend, "k", 1, b"one")
+        assert isinstance(backend, ObjectStoreBackend) and backend.prefix.object_layout == 2
