@@ -90,5 +90,6 @@ def make_place(
     if kind == "file":
         root = tmp_path / "objects"
         return cls(kind, f"file://{root}", root=root)
-    url, options = request.getfixturevalue("s3_url")
+    # "s3": a new S3 store (object layout 2); "s3-layout1": one an earlier release made
+    url, options = request.getfixturevalue("s3_url" if kind == "s3" else "s3_layout1_url")
     return cls(kind, url, dict(options))

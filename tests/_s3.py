@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-__all__ = ["s3_server", "s3_url"]
+__all__ = ["S3Requests", "s3_layout1_url", "s3_requests", "s3_server", "s3_url"]
 
 FAKE_ACCESS_KEY = "gsp-fake-access-key"
 FAKE_SECRET_KEY = "gsp-fake-secret-key"
@@ -70,10 +70,63 @@ def _atomic_put_object(original: Callable[..., Any]) -> Callable[..., Any]:
     return put_object
 
 
+class S3Requests:
+    """Every request the moto server received: ``(method, path, query, headers)``.
+
+    Counted where moto's WSGI application is entered, so it is what went over
+    the wire, whatever client sent it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: list[tuple[str, str, str, dict[str, str]]] = []
+
+    def record(self, environ: dict[str, Any]) -> None:
+        headers = {
+            name[5:].replace("_", "-").lower(): str(value)
+            for name, value in environ.items()
+            if name.startswith("HTTP_")
+        }
+        entry = (
+            str(environ.get("REQUEST_METHOD", "")),
+            str(environ.get("PATH_INFO", "")),
+            str(environ.get("QUERY_STRING", "")),
+            headers,
+        )
+        with self._lock:
+            self._seen.append(entry)
+
+    def take(self) -> list[tuple[str, str, str, dict[str, str]]]:
+        """The requests since the last ``take`` (and forget them)."""
+        with self._lock:
+            taken, self._seen = self._seen, []
+        return taken
+
+
+_REQUESTS = S3Requests()
+
+
+def _recording(original: Callable[..., Any]) -> Callable[..., Any]:
+    def call(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
+        _REQUESTS.record(environ)
+        return original(self, environ, start_response)
+
+    return call
+
+
+@pytest.fixture
+def s3_requests(s3_server: str) -> S3Requests:
+    """The requests the moto server receives from now on (``take()`` them)."""
+    del s3_server
+    _REQUESTS.take()
+    return _REQUESTS
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """A moto S3 server on a free localhost port; yields its endpoint URL."""
     try:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication
         from moto.s3.responses import S3Response
         from moto.server import ThreadedMotoServer
     except ImportError as exc:
@@ -88,6 +141,11 @@ def s3_server() -> Iterator[str]:
         patch.setenv("AWS_CONFIG_FILE", os.devnull)
         patch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
         patch.setattr(S3Response, "put_object", _atomic_put_object(S3Response.put_object))
+        patch.setattr(
+            DomainDispatcherApplication,
+            "__call__",
+            _recording(DomainDispatcherApplication.__call__),
+        )
         werkzeug_log = logging.getLogger("werkzeug")
         quiet_before = werkzeug_log.level
         werkzeug_log.setLevel(logging.WARNING)  # it logs one line per request otherwise
@@ -143,3 +201,20 @@ def s3_url(s3_server: str) -> Iterator[tuple[str, dict[str, Any]]]:
         yield f"s3://{bucket}/{S3_PREFIX}", options
     finally:
         _empty_and_remove(client, bucket)
+
+
+#: The marker every release before object layout 2 wrote at a plain store's first write.
+LAYOUT_1_MARKER = b'{"managed_by_catalog":false,"catalog":null,"catalog_id":null}'
+
+
+@pytest.fixture
+def s3_layout1_url(
+    s3_url: tuple[str, dict[str, Any]], s3_server: str
+) -> tuple[str, dict[str, Any]]:
+    """Like ``s3_url``, but the prefix is a layout-1 store, as earlier releases made it."""
+    url, options = s3_url
+    bucket, prefix = url.removeprefix("s3://").split("/", 1)
+    _client(s3_server).put_object(
+        Bucket=bucket, Key=f"{prefix}/gotstate-persist.json", Body=LAYOUT_1_MARKER
+    )
+    return url, options

@@ -42,10 +42,11 @@ def store(sqlite_url: str, keyring: gp.KeyRing) -> Iterator[gp.Store]:
         yield opened
 
 
-@pytest.fixture(params=["file", "s3"])
+@pytest.fixture(params=["file", "s3", "s3-layout1"])
 def plain_place(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[str, Any]]:
-    """A plain object store: local files, or S3 on the moto server."""
+    """A plain object store: local files, or S3 on the moto server (object layout 2, or
+    layout 1 as earlier releases made it)."""
     if request.param == "file":
         return f"file://{tmp_path / 'blobs'}", {}
-    url, options = request.getfixturevalue("s3_url")
+    url, options = request.getfixturevalue("s3_url" if request.param == "s3" else "s3_layout1_url")
     return url, dict(options)

@@ -65,13 +65,13 @@ def _fault(store: gp.Store, error: BaseException, *methods: str) -> Iterator[Non
             holder._objects = objects
 
 
-@pytest.fixture(params=["file", "s3", "file+catalog"])
+@pytest.fixture(params=["file", "s3", "s3-layout1", "file+catalog"])
 def place(request: pytest.FixtureRequest, tmp_path: Path) -> UrlAndOptions:
     if request.param == "file":
         return f"file://{tmp_path / 'blobs'}", {}
     if request.param == "file+catalog":
         return f"file://{tmp_path / 'blobs'}", {"catalog": f"sqlite:///{tmp_path / 'c.db'}"}
-    url, options = request.getfixturevalue("s3_url")
+    url, options = request.getfixturevalue("s3_url" if request.param == "s3" else "s3_layout1_url")
     return url, options
 
 
@@ -92,7 +92,7 @@ def test_a_full_disk_refuses_a_save_and_writes_nothing(place: UrlAndOptions) -> 
         before = _snapshot(store)
         full = OSError(errno.ENOSPC, "No space left on device")
         with (
-            _fault(store, full, "create", "check_and_create"),
+            _fault(store, full, "create", "check_and_create", "put_blob"),
             pytest.raises(gp.BackendError, match="no space is left"),
         ):
             store.save("o", OrderV1("2"))

@@ -242,12 +242,19 @@ def test_oversized_object_in_memory_store_is_refused(keyring: gp.KeyRing) -> Non
         fs.rm(name.removeprefix("memory:/"), recursive=True)
 
 
+def _is_version_object(key: str) -> bool:
+    """A version's blob on S3: ``.../v0000000001~...`` (layout 1), ``.../b/.../0000000001``."""
+    name = key.rsplit("/", 1)[-1]
+    return name.startswith("v") or ("/b/" in key and name.isdigit())
+
+
+@pytest.mark.parametrize("fixture", ["s3_url", "s3_layout1_url"])
 def test_oversized_s3_object_is_refused_with_a_bounded_read(
-    s3_url: tuple[str, dict[str, Any]], s3_server: str, keyring: gp.KeyRing
+    fixture: str, request: pytest.FixtureRequest, s3_server: str, keyring: gp.KeyRing
 ) -> None:
     import boto3
 
-    url, options = s3_url
+    url, options = request.getfixturevalue(fixture)
     with gp.open_store(url, keyring=keyring, formats=_formats(), **options) as store:
         store.save("o", Order("o", 1))
         bucket = url.removeprefix("s3://").split("/", 1)[0]
@@ -261,7 +268,7 @@ def test_oversized_s3_object_is_refused_with_a_bounded_read(
         [version_object] = [
             item["Key"]
             for item in client.list_objects_v2(Bucket=bucket)["Contents"]
-            if item["Key"].rsplit("/", 1)[-1].startswith("v")
+            if _is_version_object(item["Key"])
         ]
         client.put_object(Bucket=bucket, Key=version_object, Body=b"\0" * (MAX_BLOB_BYTES + MIB))
         store.save("p", Order("p", 2))
@@ -561,7 +568,7 @@ def _object_store(
         return f"memory://{name}", {}, rewrite_memory
     import boto3
 
-    url, options = request.getfixturevalue("s3_url")
+    url, options = request.getfixturevalue("s3_url" if kind == "s3" else "s3_layout1_url")
     bucket = url.removeprefix("s3://").split("/", 1)[0]
     client = boto3.client(
         "s3",
@@ -575,7 +582,7 @@ def _object_store(
         [key] = [
             item["Key"]
             for item in client.list_objects_v2(Bucket=bucket)["Contents"]
-            if item["Key"].rsplit("/", 1)[-1].startswith("v")
+            if _is_version_object(item["Key"])
         ]
         blob = client.get_object(Bucket=bucket, Key=key)["Body"].read()
         client.put_object(Bucket=bucket, Key=key, Body=change(blob))
@@ -584,7 +591,7 @@ def _object_store(
 
 
 @pytest.mark.parametrize("damage", list(_DAMAGED_OBJECTS))
-@pytest.mark.parametrize("kind", ["file", "memory", "s3"])
+@pytest.mark.parametrize("kind", ["file", "memory", "s3", "s3-layout1"])
 def test_damaged_object_fails_its_record_only(
     kind: str, damage: str, request: pytest.FixtureRequest, tmp_path: Path, keyring: gp.KeyRing
 ) -> None:

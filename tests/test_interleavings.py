@@ -176,8 +176,21 @@ def test_a_rewrite_stalled_past_the_stale_age_loses_nothing(catalog_place: UrlAn
 
 
 def _crash_mid_rewrite(backend: ObjectStoreBackend) -> None:
-    """What a rewrite killed between creating the new object and removing the old leaves."""
+    """What a rewrite killed after writing the new record, before removing the old, leaves.
+
+    Layout 1: two version objects (the new format's created first). Layout 2:
+    the blob swapped and two entries (the new one written first).
+    """
     directory = backend._key_directory(NS, "k")
+    if backend.prefix.object_layout == 2:
+        with backend._guard("test"):
+            [old] = [n for n in backend._objects.names(directory) if n.startswith("e0000000001~")]
+            new_entry = old.replace(f"~{KIND}~1~", f"~{KIND}~2~").rsplit("~", 1)[0] + "~5"
+            backend._objects.put_blob(f"{directory}/{new_entry}", b"", {}, exclusive=False)
+            blob = backend.prefix.path(["b", *directory.split("/")[-2:], "0000000001"])
+            metadata = {"gsp-kind": KIND, "gsp-format": "2", "gsp-created": "1"}
+            assert backend._objects.swap_blob(blob, OLD[1], b"new-1", metadata) is not None
+        return
     old = backend._find(directory, 1, quick=False)
     assert old is not None
     new_name = old.name.replace(f"~{KIND}~1~", f"~{KIND}~2~")
@@ -310,11 +323,14 @@ def test_gc_cleans_a_rewrite_cut_short_on_a_plain_store(
 # no lock; local files serialize a key's writers, so the second operation waits).
 
 _PLAIN_STEPS = {
-    "rewrite": ["replace:read", "replace:created"],
-    "delete-1": ["delete:removed"],
-    "delete-key": ["delete:removed"],
-    "save": ["put:claimed"],
+    "rewrite": ["replace:read", "replace:created", "replace:entry", "replace:swapped"],
+    "delete-1": ["delete:removed", "delete:emptied"],
+    "delete-key": ["delete:removed", "delete:emptied"],
+    "save": ["put:claimed", "put:blob"],
 }
+#: Steps on the path of only one object layout (S3 layout 2: ``_blobkeys``).
+_LAYOUT_2_STEPS = {"replace:entry", "replace:swapped", "delete:emptied", "put:blob"}
+_LAYOUT_1_STEPS = {"replace:read", "replace:created", "put:claimed"}
 _PLAIN_SECOND = [
     "rewrite",
     "rewrite-again",
@@ -335,10 +351,12 @@ _PLAIN_CASES = [
 
 
 def _check_plain_settles(backend: ObjectStoreBackend) -> None:
-    """With nothing running, a sweep leaves exactly one object per stored version."""
+    """With nothing running, a sweep leaves exactly one object (layout 2: one entry) per
+    stored version."""
     backend.sweep(NS, older_than_s=0)
     directory = backend._key_directory(NS, "k")
-    names = [n for n in backend._objects.names(directory) if n.startswith("v")]
+    letter = "e" if backend.prefix.object_layout == 2 else "v"
+    names = [n for n in backend._objects.names(directory) if n.startswith(letter)]
     assert len(names) == len(backend.versions(NS, "k")), names
     assert backend.usage(NS).records == len(names)
 
@@ -348,5 +366,11 @@ def test_plain_object_store_survives_every_interleaving(
     plain_place: UrlAndOptions, first: str, step: str, second: str
 ) -> None:
     if not _run_case(plain_place, first, step, second, _check_plain_settles):
-        # local files take no claim: their writers are serialized
-        assert step == "put:claimed" and plain_place[0].startswith("file://")
+        # local files take no claim (their writers are serialized); each object
+        # layout has steps of its own
+        with open_backend(plain_place[0], **plain_place[1]) as backend:
+            assert isinstance(backend, ObjectStoreBackend)
+            layout_2 = backend.prefix.object_layout == 2
+        assert step in (_LAYOUT_1_STEPS if layout_2 else _LAYOUT_2_STEPS) or (
+            step == "put:claimed" and plain_place[0].startswith("file://")
+        )

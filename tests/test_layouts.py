@@ -15,14 +15,23 @@ from gotstate_persist.cli import main
 UrlAndOptions = tuple[str, dict[str, Any]]
 
 
+@pytest.fixture(params=["file", "s3"])
+def fresh_place(request: pytest.FixtureRequest, tmp_path: Path) -> UrlAndOptions:
+    """A prefix nothing was written to yet (which a catalog may then take)."""
+    if request.param == "file":
+        return f"file://{tmp_path / 'blobs'}", {}
+    url, options = request.getfixturevalue("s3_url")
+    return url, dict(options)
+
+
 def _files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
 def test_a_catalog_store_refuses_to_open_without_its_catalog(
-    plain_place: UrlAndOptions, tmp_path: Path
+    fresh_place: UrlAndOptions, tmp_path: Path
 ) -> None:
-    url, options = plain_place
+    url, options = fresh_place
     catalog = f"sqlite:///{tmp_path / 'catalog.db'}"
     with open_backend(url, catalog=catalog, **options) as backend:
         backend.put("ns", "k", 1, b"blob", kind="x", format_version=1, created_at_us=1)
@@ -86,10 +95,10 @@ def test_a_damaged_marker_is_an_integrity_error(tmp_path: Path) -> None:
 
 
 def test_a_catalog_store_refuses_another_catalog(
-    plain_place: UrlAndOptions, tmp_path: Path
+    fresh_place: UrlAndOptions, tmp_path: Path
 ) -> None:
     """A mistyped or foreign catalog would show the store empty and sweep it empty."""
-    url, options = plain_place
+    url, options = fresh_place
     right = f"sqlite:///{tmp_path / 'right.db'}"
     with open_backend(url, catalog=right, **options) as backend:
         for key in ("a", "b", "c"):

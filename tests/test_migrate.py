@@ -85,7 +85,7 @@ def place(request: pytest.FixtureRequest, tmp_path: Path) -> Place:
     return _place(request.param, request, tmp_path)
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "file", "s3"])
+@pytest.fixture(params=["sqlite", "postgresql", "file", "s3", "s3-layout1"])
 def any_place(request: pytest.FixtureRequest, tmp_path: Path) -> Place:
     return _place(request.param, request, tmp_path)
 
@@ -853,9 +853,13 @@ def test_sql_readers_see_the_old_or_the_new_blob_during_swaps(
         assert seen["ok"] > 0
 
 
-@pytest.fixture(params=["file", "s3"])
+@pytest.fixture(params=["file", "s3", "s3-layout1"])
 def object_place(request: pytest.FixtureRequest, tmp_path: Path) -> Place:
     return _place(request.param, request, tmp_path)
+
+
+def _layout_2(backend: Any) -> bool:
+    return bool(backend.inner.prefix.object_layout == 2)
 
 
 def test_object_store_readers_see_the_old_or_the_new_blob_during_a_swap(
@@ -866,16 +870,18 @@ def test_object_store_readers_see_the_old_or_the_new_blob_during_a_swap(
         old = store.backend.get(NAMESPACE, "a", 1)[1]
         new = _sealed(keyring, "a", 1, order_v2("a", 1), "order", 2)
         objects = reading.backend.inner._objects  # type: ignore[attr-defined]
-        real_read = objects.read
+        # layout 2 reads a known version in one GET (get_blob), layout 1 lists first
+        read = "get_blob" if _layout_2(reading.backend) else "read"
+        real_read = getattr(objects, read)
         swapped: list[list[bool]] = []
 
-        def read_after_a_swap(path: str) -> bytes:
-            """The reader listed the key; a writer swaps the version before it reads."""
+        def read_after_a_swap(path: str) -> Any:
+            """The reader is about to read; a writer swaps the version first."""
             if not swapped:
                 swapped.append(store.backend.replace(NAMESPACE, [Replacement("a", 1, new, 2, old)]))
             return real_read(path)
 
-        monkeypatch.setattr(objects, "read", read_after_a_swap)
+        monkeypatch.setattr(objects, read, read_after_a_swap)
         try:
             info, blob = reading.backend.get(NAMESPACE, "a", 1)
         finally:
@@ -883,20 +889,22 @@ def test_object_store_readers_see_the_old_or_the_new_blob_during_a_swap(
         assert (info.format_version, blob) == (2, new)
 
 
+@pytest.mark.parametrize("kind", ["s3", "s3-layout1"])
 def test_two_swaps_expecting_the_same_blob_on_s3_do_not_both_win(
-    tmp_path: Path, request: pytest.FixtureRequest, keyring: gp.KeyRing, monkeypatch: Any
+    tmp_path: Path, request: pytest.FixtureRequest, keyring: gp.KeyRing, monkeypatch: Any, kind: str
 ) -> None:
-    place = _place("s3", request, tmp_path)
+    place = _place(kind, request, tmp_path)
     with place.open(keyring) as first, place.open(keyring) as second:
         first.save("a", order_v1("a", 1))
         old = first.backend.get(NAMESPACE, "a", 1)[1]
         mine = _sealed(keyring, "a", 1, order_v1("a", 1), "order", 1)
         theirs = _sealed(keyring, "a", 1, order_v1("a", 1), "order", 1)
         objects = first.backend.inner._objects  # type: ignore[attr-defined]
-        real_read = objects.read
+        read = "get_blob" if _layout_2(first.backend) else "read"
+        real_read = getattr(objects, read)
         raced: list[list[bool]] = []
 
-        def read_then_lose_the_race(path: str, *limit: int) -> bytes:
+        def read_then_lose_the_race(path: str, *limit: int) -> Any:
             data = real_read(path, *limit)
             if not raced:
                 raced.append(
@@ -904,7 +912,7 @@ def test_two_swaps_expecting_the_same_blob_on_s3_do_not_both_win(
                 )
             return data
 
-        monkeypatch.setattr(objects, "read", read_then_lose_the_race)
+        monkeypatch.setattr(objects, read, read_then_lose_the_race)
         outcome = first.backend.replace(NAMESPACE, [Replacement("a", 1, mine, 1, old)])
         assert raced == [[True]]
         assert outcome == [False]

@@ -20,23 +20,25 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import msgspec
-
 from .._redact import mask_url, option_secrets, safe_cause, scrub, url_secrets
 from ..errors import BackendError, InvalidArgument, PersistError
+from ._entrynames import MAX_ENTRY_PATH_BYTES
 from ._fsspec_objects import FsspecObjects, MemoryObjects
 from ._layout import (
     LAYOUT_OBJECT,
     MAX_LAYOUT_BYTES,
+    OBJECT_LAYOUT_2,
     Layout,
     another_catalog,
     check_layout,
     decode_layout,
+    encode_layout,
     layout_mismatch,
+    plain_layout,
 )
 from ._local_objects import LocalFiles
 from ._objects import Objects
-from ._s3_objects import S3Objects
+from ._s3_objects import S3_MAX_KEY_BYTES, S3Objects
 from ._storage_errors import first_line, storage_reason
 from .base import Capabilities
 
@@ -86,6 +88,11 @@ class ObjectPrefix:
         #: The layout marker as found at open, or as written (None: an unmarked prefix).
         self.layout = self._check_marker()
         self._marked = self.layout is not None
+        # An unmarked, empty plain S3 prefix: which object layout it will hold is
+        # decided by its first writer, maybe another process (object_layout()).
+        self._undecided = (
+            self.layout is None and catalog is None and self._room_for_v2() and self._is_empty()
+        )
         logger.debug("opened %s", self.display)
 
     # Which layout the prefix holds (backends._layout).
@@ -94,6 +101,37 @@ class ObjectPrefix:
     def marked(self) -> bool:
         """Whether this instance found or wrote the layout marker (:meth:`mark` is done)."""
         return self._marked
+
+    @property
+    def newest_layout(self) -> int:
+        """The newest object layout this prefix can hold: 2 for a plain S3 store, else 1."""
+        return OBJECT_LAYOUT_2 if self._catalog_display is None and self._room_for_v2() else 1
+
+    def _room_for_v2(self) -> bool:
+        """Whether this is S3 with a prefix short enough for layout 2's longest names."""
+        objects = self.objects
+        if not isinstance(objects, S3Objects):
+            return False
+        return objects.prefix_bytes + 1 + MAX_ENTRY_PATH_BYTES <= S3_MAX_KEY_BYTES
+
+    def _is_empty(self) -> bool:
+        assert isinstance(self.objects, S3Objects)
+        with self.guard("listing the store"):
+            return self.objects.is_empty()
+
+    @property
+    def object_layout(self) -> int:
+        """The object layout of a plain store (1 or 2, ``_layout``), as marked.
+
+        Read once at open; only while the prefix was found empty and unmarked
+        is the marker read again (another process may have written first).
+        """
+        if self._undecided:
+            found = self._check_marker()
+            if found is not None:
+                self.layout, self._marked, self._undecided = found, True, False
+        layout = self.layout
+        return layout.object_layout if layout is not None else 1
 
     def _marker_path(self) -> str:
         return self.path([LAYOUT_OBJECT])
@@ -127,22 +165,38 @@ class ObjectPrefix:
             return
         with_catalog = self._catalog_display is not None
         with self.guard("checking the layout"):
-            check_layout(self.objects.walk, self.root, self.display, with_catalog=with_catalog)
-        marker = Layout(
-            managed_by_catalog=with_catalog, catalog=self._catalog_display, catalog_id=catalog_id
-        )
+            empty = check_layout(
+                self.objects.walk, self.root, self.display, with_catalog=with_catalog
+            )
+        if with_catalog:
+            marker = Layout(
+                managed_by_catalog=True, catalog=self._catalog_display, catalog_id=catalog_id
+            )
+        else:  # a new S3 store takes layout 2; one that holds objects keeps layout 1
+            marker = plain_layout(OBJECT_LAYOUT_2 if empty and self._room_for_v2() else 1)
         with self.guard("writing the layout marker"):
             try:
-                self.objects.create(self._marker_path(), msgspec.json.encode(marker))
+                self.objects.create(self._marker_path(), encode_layout(marker))
             except FileExistsError:  # another writer marked it first: check theirs
+                self._undecided = False
                 self.layout = self._check_marker()
-                if self.layout is not None and self.layout.catalog_id != catalog_id:
+                if (
+                    with_catalog
+                    and self.layout is not None
+                    and self.layout.catalog_id != catalog_id
+                ):
                     raise another_catalog(
                         self.display, self.layout, self._catalog_display or "this catalog"
                     ) from None
                 self._marked = self.layout is not None
                 return
-        self.layout, self._marked = marker, True
+        self.layout, self._marked, self._undecided = marker, True, False
+
+    def remark(self, marker: Layout) -> None:
+        """Replace the marker (moving the prefix to another object layout, ``_layoutmove``)."""
+        with self.guard("writing the layout marker"):
+            self.objects.overwrite(self._marker_path(), encode_layout(marker))
+        self.layout, self._marked, self._undecided = marker, True, False
 
     def _filesystem(self, url: str, scheme: str, options: dict[str, Any]) -> tuple[Any, str]:
         try:

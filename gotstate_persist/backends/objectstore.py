@@ -7,50 +7,35 @@ the object layout is described in :mod:`._objectnames`.
 
 Object stores have no transactions, so the one guarantee that matters, that
 two writers never both create version N of a key, rests on exclusive create:
-an object that is created only if no object of that name exists, atomically,
-by the storage itself. The name of a version object also carries its kind,
-format and creation time, so two racing writers could produce *different*
-names. Two protocols keep them apart:
+an object created only if no object of that name exists, atomically, by the
+storage itself. A prefix holds one of two object layouts (``_layout``):
 
+Layout 2 (new S3 stores): the blob of version N lives at a name computed
+from (namespace, key, N), created with ``If-None-Match: *``, and an empty
+*entry* names what listings show. A write is one LIST, that conditional PUT
+and the entry's PUT; a known-version read is one GET. See :mod:`._blobkeys`.
+
+Layout 1 (local files, ``memory://``, other protocols, older S3 stores): the
+version object's name carries its kind, format and creation time, so two
+racing writers could produce *different* names. Two protocols keep them apart.
 Serialized writers (local files, ``memory://``): every writer of a key holds
-the key's lock (local files: ``flock`` on the key directory, which every
-process and thread takes on its own descriptor and the kernel drops when a
-writer dies; memory: the process-wide lock). Under it ``put`` lists the key,
+the key's lock (``flock`` on the key directory, which the kernel drops when a
+writer dies; memory: the process-wide lock); under it ``put`` lists the key,
 checks ``version > last_version``, the kind and ``expected_newest``, and
-creates the version object: one listing, no claim, and ``expected_newest``
-is exact. On NFS this needs working ``flock`` (Linux emulates it with POSIX
-locks through the lock manager).
+creates the version object. On NFS this needs working ``flock``.
+Claims (layout-1 S3 and every other protocol): ``put`` (1) lists the key and
+checks as above; (2) exclusively creates a claim named by the number alone
+(``r0000000007``): the loser of a race gets ``VersionConflict``; (3) lists
+again: a tombstone at or above the number, or a version object of it, means
+a ``delete`` or another writer got there, so the claim is abandoned, and
+``expected_newest`` and the kind are checked again; (4) exclusively creates
+the version object. A claim whose writer died keeps its number used (a gap
+is harmless). ``expected_newest`` is best effort under claims; a catalog or
+SQL makes it exact.
 
-Claims (S3 and every other protocol, where no lock is shared): the exclusive
-create is made on a claim object whose name is the version number alone
-(``r0000000007``). ``put`` runs:
-
-1. list the key directory and check ``version > last_version``, the
-   record kind and ``expected_newest``;
-2. exclusively create the claim: the loser of a race gets ``VersionConflict``;
-3. list again: a tombstone at or above the claimed number means a ``delete``
-   ran meanwhile and the number may be one that was used before, so the claim
-   is abandoned; a version object of the claimed number means the same;
-   ``expected_newest`` and the kind are checked once more;
-4. exclusively create the version object with the blob.
-
-A claim whose writer died before step 4, or gave up at step 3, keeps its
-number used: numbers are never reused, and a gap is harmless. Claims found
-in a local directory (left by writers before they were serialized) count the
-same way. ``expected_newest`` is best effort under claims: two writers that
-pass step 3 before either reaches step 4 both succeed (with consecutive
-versions); a catalog or a transactional backend (SQL) makes it exact.
-
-The hot paths read as little as they can: ``get`` lists only names (S3: only
-names under the ``v`` prefix, or ``v<version>~`` for one version; local files:
-``os.listdir``, and a name that is not a regular file sends it back to an
-exact listing) and parses only the newest or the requested name; ``head`` and
-``put`` list names without sizes and parse one version name. Only
-``versions``, ``usage`` and ``delete`` build the full listing.
+``get`` lists only names that could be the one it reads and parses one.
 ``delete`` first writes a tombstone naming the highest number it removes, so
 ``head().last_version`` survives the deletion and stale claims are detected.
-Where writers are serialized it holds the same lock, so a save's
-``expected_newest`` check and a delete never interleave.
 
 How each protocol creates an object exclusively is the driver's business
 (:mod:`._objects` and one module per protocol); opening the storage, naming
@@ -69,7 +54,11 @@ from contextlib import AbstractContextManager, ExitStack, suppress
 from typing import Any
 
 from .._quota_rules import Quota
-from ..errors import BackendError, FormatError, NotFound, VersionConflict
+from ..errors import BackendError, NotFound, VersionConflict
+from ._blobkeys import BlobKeys, oversized_error
+from ._entrynames import Entry, is_entry_name
+from ._layout import OBJECT_LAYOUT_2
+from ._layoutmove import LayoutMove, move_to_layout_2
 from ._objectnames import (
     MAX_INT64,
     KeyListing,
@@ -105,7 +94,9 @@ __all__ = [
     "S3_DELETE_BATCH",
     "S3_MAX_KEY_BYTES",
     "STALE_TEMPORARY_SECONDS",
+    "LayoutMove",
     "ObjectStoreBackend",
+    "move_to_layout_2",
 ]
 
 # The object store's logger: the drivers and helpers it owns log under this name too.
@@ -138,6 +129,18 @@ class ObjectStoreBackend(Backend):
         self._step: Callable[[str], None] = no_step
         self._usage = UsageSweeper(self._prefix)
         self._quota = QuotaObject(self._prefix)
+        self._blobs = BlobKeys(self._prefix, self._at_step)
+
+    def _at_step(self, step: str) -> None:
+        self._step(step)  # looked up at each call: tests replace _step
+
+    def _v2(self) -> BlobKeys | None:
+        """Object layout 2's protocol (``_blobkeys``) if the prefix holds it, else None."""
+        return self._blobs if self._prefix.object_layout == OBJECT_LAYOUT_2 else None
+
+    def _is_version(self) -> Callable[[str], bool]:
+        """Whether an object name is a stored version, in this prefix's object layout."""
+        return is_entry_name if self._v2() is not None else is_version_name
 
     @property
     def prefix(self) -> ObjectPrefix:
@@ -170,9 +173,12 @@ class ObjectStoreBackend(Backend):
         return self._prefix.path(components)
 
     def _key_directory(self, namespace: str, key: str) -> str:
+        return self._path(self._components(namespace, key))
+
+    def _components(self, namespace: str, key: str) -> Sequence[str]:
         if type(namespace) is str and type(key) is str:
-            return self._path(_key_components(namespace, key))
-        return self._path([*namespace_components(namespace), *key_components(key)])
+            return _key_components(namespace, key)
+        return [*namespace_components(namespace), *key_components(key)]
 
     def _listing(self, namespace: str, key: str) -> tuple[str, KeySummary]:
         """What ``head`` and ``put`` need: names only (no sizes), one name parsed."""
@@ -223,6 +229,8 @@ class ObjectStoreBackend(Backend):
     # The Backend contract.
 
     def head(self, namespace: str, key: str) -> KeyHead:
+        if (v2 := self._v2()) is not None:
+            return v2.head(self._components(namespace, key))
         return key_head(self._listing(namespace, key)[1])
 
     def put(
@@ -238,9 +246,13 @@ class ObjectStoreBackend(Backend):
         expected_newest: int | None = None,
     ) -> VersionInfo:
         check_put_arguments(version, kind, format_version, created_at_us)
-        directory = self._key_directory(namespace, key)
-        name = version_name(version, kind, format_version, created_at_us)
+        components = self._components(namespace, key)
         self._prefix.mark()  # before the first write: the layout, once per prefix
+        if (v2 := self._v2()) is not None:
+            entry = Entry(version, kind, format_version, created_at_us, len(blob))
+            return v2.put(key, components, entry, blob, expected_newest)
+        directory = self._path(components)
+        name = version_name(version, kind, format_version, created_at_us)
 
         def checked(names: list[str]) -> str:
             before = summarize_key(names)
@@ -268,6 +280,8 @@ class ObjectStoreBackend(Backend):
     def get(
         self, namespace: str, key: str, version: int | None = None
     ) -> tuple[VersionInfo, bytes]:
+        if (v2 := self._v2()) is not None:
+            return v2.get(namespace, key, self._components(namespace, key), version)
         directory = self._key_directory(namespace, key)
         # Listed again: after a stray non-file under a version's name (exactly),
         # and after an object vanished between listing and reading, which a
@@ -294,18 +308,13 @@ class ObjectStoreBackend(Backend):
                         f"{stored.name} of key {key!r} is not a regular file"
                     ) from None
                 except Oversized as exc:
-                    held = "more than" if exc.size is None else f"{exc.size} bytes,"
-                    raise FormatError(
-                        f"version {stored.version} of key {key!r} in namespace {namespace!r} "
-                        f"holds {held} over the {exc.limit}-byte blob limit: gotstate-persist "
-                        "never writes objects this large, so it was put there by something "
-                        f"else; delete it (store.delete({key!r}, version={stored.version})) "
-                        "or restore it from a backup"
-                    ) from None
+                    raise oversized_error(namespace, key, stored.version, exc) from None
             return _info(key, stored, len(blob)), blob
         raise AssertionError("unreachable")  # pragma: no cover
 
     def versions(self, namespace: str, key: str) -> list[VersionInfo]:
+        if (v2 := self._v2()) is not None:
+            return v2.versions(key, self._components(namespace, key))
         live = self._full_listing(namespace, key)[1].live
         return [_info(key, live[v], live[v].size) for v in sorted(live)]
 
@@ -313,9 +322,10 @@ class ObjectStoreBackend(Backend):
         top = self._path(namespace_components(namespace))
         found: set[str] = set()
         decoded: dict[tuple[str, ...], str | None] = {}  # one decode per key directory
+        is_version = self._is_version()
         with self._guard("listing keys"):
             for components, _size in self._objects.walk(top, sizes=False):
-                if not is_version_name(components[-1]):
+                if not is_version(components[-1]):
                     continue
                 directory = tuple(components[:-1])
                 if directory not in decoded:
@@ -328,18 +338,25 @@ class ObjectStoreBackend(Backend):
 
     def namespaces(self) -> list[str]:
         found: set[str] = set()
+        is_version = self._is_version()
         with self._guard("listing namespaces"):
             for components, _size in self._objects.walk(self._root, sizes=False):
-                if is_version_name(components[-1]):
+                if is_version(components[-1]):
                     triple = decode_namespace_key_path(components)
                     if triple is not None:
                         found.add(triple[0])
         return sorted(found)
 
     def usage(self, namespace: str) -> Usage:
+        if (v2 := self._v2()) is not None:
+            top = self._path(namespace_components(namespace))
+            with self._guard("measuring usage"):
+                return v2.usage(namespace, self._objects.walk(top, sizes=False))
         return self._usage.count(namespace)[0]
 
     def delete(self, namespace: str, key: str, versions: Sequence[int] | None = None) -> int:
+        if (v2 := self._v2()) is not None:
+            return v2.delete(namespace, key, self._components(namespace, key), versions)
         directory = self._key_directory(namespace, key)
         with ExitStack() as held:  # serialized with writers where they are
             with self._guard("locking a key"):
@@ -385,6 +402,8 @@ class ObjectStoreBackend(Backend):
         return len(doomed)
 
     def replace(self, namespace: str, replacements: Sequence[Replacement]) -> list[bool]:
+        if (v2 := self._v2()) is not None:
+            return [v2.replace(self._components(namespace, r.key), r) for r in replacements]
         done = []
         for replacement in replacements:
             directory = self._key_directory(namespace, replacement.key)
@@ -435,6 +454,9 @@ class ObjectStoreBackend(Backend):
 
     def recount(self, namespace: str) -> Usage:
         """Count usage in one walk, then sweep what rewrites cut short left behind."""
+        if (v2 := self._v2()) is not None:
+            v2.sweep(namespace, STALE_TEMPORARY_SECONDS)
+            return self.usage(namespace)
         usage, superseded = self._usage.count(namespace)
         if superseded:
             self._usage.sweep(namespace, superseded, STALE_TEMPORARY_SECONDS)
@@ -448,8 +470,11 @@ class ObjectStoreBackend(Backend):
         way. Elsewhere (S3) a superseded object goes only once the object that
         supersedes it is older than ``older_than_s``: a rewrite that created
         it has long checked whether the version was deleted meanwhile, and
-        nothing a live rewriter needs is removed.
+        nothing a live rewriter needs is removed. Object layout 2 (S3) also
+        completes writes and deletes cut short (``_blobkeys``).
         """
+        if (v2 := self._v2()) is not None:
+            return v2.sweep(namespace, older_than_s)
         return self._usage.sweep(namespace, self._usage.count(namespace)[1], older_than_s)
 
     def load_quota(self, namespace: str) -> Quota | None:

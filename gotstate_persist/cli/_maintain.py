@@ -3,7 +3,8 @@
 The maintenance an operator runs on a store in place, each safe to stop and
 run again: ``migrate`` and ``reseal`` rewrite records (to the newest format,
 under the primary key) in batches, ``gc`` settles what interrupted writes left
-in an object store, and ``db`` reads or upgrades a SQL store's schema. The
+in an object store, and ``db`` reads or upgrades a SQL store's schema (or a
+plain S3 store's object layout, ``backends._layoutmove``). The
 rewrites take the application's formats from a ``MODULE:ATTRIBUTE`` the
 operator names, never from stored data, and need ``--namespace`` or
 ``--all-namespaces``.
@@ -19,8 +20,8 @@ from .._migrate import DEFAULT_BATCH_SIZE
 from .._names import printable
 from .._redact import mask_url
 from ..backends.catalog import STALE_RESERVATION_SECONDS, CatalogBackend
-from ..backends.objectstore import ObjectStoreBackend
-from ..errors import InvalidArgument, NotFound
+from ..backends.objectstore import ObjectStoreBackend, move_to_layout_2
+from ..errors import InvalidArgument, NotFound, SchemaOutdated
 from ..formats._registry import FormatRegistry
 from ..store import Store
 from ._keyring import load_keyring
@@ -158,7 +159,7 @@ def _cmd_db(args: argparse.Namespace) -> int:
             sys.stdout.write(f"{revision}{marker}\n")
         return EXIT_OK
     if args.url.split(":", 1)[0].split("+", 1)[0] not in SQL_SCHEMES:
-        raise InvalidArgument("db commands apply to SQL stores (sqlite:///..., postgresql://...)")
+        return _object_layout(args)
     refuse_process_local(args.url, READ_IN_NEW_PROCESS)  # a schema nobody could use
     if args.db_command == "upgrade":
         upgraded = migrations.upgrade(args.url)
@@ -173,6 +174,38 @@ def _cmd_db(args: argparse.Namespace) -> int:
     if found is None:
         raise NotFound(f"{mask_url(args.url)} holds no gotstate-persist store; check the URL")
     sys.stdout.write(f"{found}\n")
+    return EXIT_OK
+
+
+def _object_layout(args: argparse.Namespace) -> int:
+    """``db current|check|upgrade`` of an object store: its object layout (1 or 2)."""
+    with open_existing(args.url) as backend:
+        if not isinstance(backend, ObjectStoreBackend):
+            raise InvalidArgument(
+                "db commands apply to SQL stores (sqlite:///..., postgresql://...) and to the "
+                "object layout of plain object stores (s3://bucket/prefix)"
+            )
+        layout = backend.prefix.object_layout
+        current = backend.prefix.newest_layout  # 2 for plain S3 stores, else 1
+        if args.db_command == "current":
+            sys.stdout.write(f"object layout {layout}\n")
+        elif args.db_command == "check":
+            if layout < current:
+                raise SchemaOutdated(
+                    f"{backend.prefix.display} holds object layout {layout}: stop its writers, "
+                    f"then move it with: gotstate-persist db upgrade {mask_url(args.url)}"
+                )
+            sys.stdout.write(f"object layout {layout} (newest): up to date\n")
+        elif layout >= current:
+            sys.stdout.write(f"object layout {layout}: nothing to upgrade\n")
+            if current == 2:  # a move cut short after its marker: finish removing layout 1
+                move_to_layout_2(backend.prefix)
+        else:
+            moved = move_to_layout_2(backend.prefix)
+            sys.stdout.write(
+                f"object layout {moved.before} -> {moved.after}: {moved.versions} version(s) of "
+                f"{moved.keys} key(s) copied, {moved.removed} layout-1 object(s) removed\n"
+            )
     return EXIT_OK
 
 
@@ -233,7 +266,10 @@ def add_commands(commands: Subcommands) -> None:
     )
     gc.set_defaults(func=_cmd_gc)
 
-    db = commands.add_parser("db", help="SQL schema: current revision, upgrade, history")
+    db = commands.add_parser(
+        "db",
+        help="SQL schema (or a plain S3 store's object layout): current, upgrade, check, history",
+    )
     db_sub = db.add_subparsers(dest="db_command", required=True)
     for name, text in (
         ("current", "print the schema revision of a database"),
@@ -241,7 +277,9 @@ def add_commands(commands: Subcommands) -> None:
         ("check", "exit 0 if the schema is this version's head, else 1 with the reason"),
     ):
         sub = db_sub.add_parser(name, help=text)
-        sub.add_argument("url", help="SQL store URL, e.g. sqlite:///state.db")
+        sub.add_argument(
+            "url", help="SQL store URL, e.g. sqlite:///state.db, or an object store s3://bucket/p"
+        )
         sub.set_defaults(func=_cmd_db)
     history = db_sub.add_parser("history", help="list the schema revisions this version knows")
     history.set_defaults(func=_cmd_db)
