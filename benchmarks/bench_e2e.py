@@ -31,7 +31,6 @@ import sqlite3
 import statistics
 import sys
 import tempfile
-import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -41,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _report import figure  # noqa: E402
-from bench_snapshot import build, unsafe_capture, unsafe_restore  # noqa: E402
+from bench_snapshot import build, side_by_side, timed, unsafe_capture, unsafe_restore  # noqa: E402
 
 import gotstate_persist as gp  # noqa: E402
 
@@ -55,27 +54,6 @@ HOW_HAND = (
 )
 HOW_SCALE = "save_machine / restore_machine of 10,000 states / 10 MB: time / that of 1,000 / 1 MB"
 HOW_MEMORY = "tracemalloc peak during one call beyond what was live, / the sealed snapshot's size"
-
-
-def timed(fn: Callable[[], object], repeat: int) -> float:
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
-
-
-def side_by_side(
-    baseline: Callable[[], object], ours: Callable[[], object], rounds: int, repeat: int
-) -> tuple[float, float]:
-    base: list[float] = []
-    mine: list[float] = []
-    for r in range(rounds):
-        pair = [(baseline, base), (ours, mine)]
-        for fn, out in pair if r % 2 == 0 else reversed(pair):
-            out.append(timed(fn, repeat))
-    return statistics.median(base), statistics.median(mine)
 
 
 class ByHand:
@@ -143,22 +121,19 @@ def bench_vs_hand(tmp: Path, rounds: int) -> None:
                 for _ in range(repeat * 3):
                     hand.save(key, machine)
                     store.save_machine(key, machine)
-                base, ours = side_by_side(
-                    lambda k=key, m=machine, h=hand: h.save(k, m),
-                    lambda k=key, m=machine: store.save_machine(k, m),
-                    rounds,
-                    repeat,
+                operations = (
+                    ("save   ", hand.save, store.save_machine, machine),
+                    ("restore", hand.restore, store.restore_machine, target),
                 )
-                label = f"save    {n_states:>5} states / {data_bytes // 1000:>3} KB, {synchronous}"
-                ratio_line(label, base, ours, TARGET_E2E)
-                base, ours = side_by_side(
-                    lambda k=key, t=target, h=hand: h.restore(k, t),
-                    lambda k=key, t=target: store.restore_machine(k, t),
-                    rounds,
-                    repeat,
-                )
-                label = f"restore {n_states:>5} states / {data_bytes // 1000:>3} KB, {synchronous}"
-                ratio_line(label, base, ours, TARGET_E2E)
+                for name, by_hand, by_store, subject in operations:
+                    base, ours = side_by_side(
+                        lambda k=key, f=by_hand, m=subject: f(k, m),
+                        lambda k=key, f=by_store, m=subject: f(k, m),
+                        rounds,
+                        repeat,
+                    )
+                    size = f"{n_states:>5} states / {data_bytes // 1000:>3} KB"
+                    ratio_line(f"{name} {size}, {synchronous}", base, ours, TARGET_E2E)
         hand.close()
 
 

@@ -142,11 +142,13 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
 def side_by_side(
     baseline: Callable[[], object], ours: Callable[[], object], rounds: int, repeat: int
 ) -> tuple[float, float]:
-    """Interleave rounds of both; return (baseline, ours) median seconds per call."""
-    base, mine = [], []
-    for _ in range(rounds):
-        base.append(timed(baseline, repeat))
-        mine.append(timed(ours, repeat))
+    """Interleave rounds of both, who goes first alternating; (baseline, ours) medians."""
+    base: list[float] = []
+    mine: list[float] = []
+    for r in range(rounds):
+        pair = [(baseline, base), (ours, mine)]
+        for fn, out in pair if r % 2 == 0 else reversed(pair):
+            out.append(timed(fn, repeat))
     return statistics.median(base), statistics.median(mine)
 
 
