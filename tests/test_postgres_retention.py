@@ -21,10 +21,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import msgspec
 import pytest
 from _places import throwaway_engine
 from order_workflow import build_order_machine
+from test_backend_postgres import Order, _formats
 
 import gotstate_persist as gp
 from gotstate_persist.backends.sql import SQLBackend
@@ -32,17 +32,6 @@ from gotstate_persist.errors import VersionConflict
 
 KEPT = 3
 RETAIN = gp.Quota(max_versions_per_key=KEPT, retention="prune-oldest")
-
-
-class Order(msgspec.Struct, frozen=True):
-    id: str
-    total: int
-
-
-def _formats() -> gp.FormatRegistry:
-    formats = gp.FormatRegistry()
-    formats.register(Order, kind="order", version=1)
-    return formats
 
 
 def _sql(url: str, statement: str) -> list[tuple[Any, ...]]:
