@@ -118,15 +118,11 @@ def _data(
     budget: int,
     encode_part: Callable[[object], msgspec.Raw] | None,
 ) -> dict[str, Any]:
-    if encode_part is None:
-        return {
-            state.name: _encode_data(state.name, items, struct_kind, budget)
-            for state, items in data_items(machine)
-        }
-    return {
-        state.name: encode_part(_encode_data(state.name, items, struct_kind, budget))
-        for state, items in data_items(machine)
-    }
+    data: dict[str, Any] = {}
+    for state, items in data_items(machine):
+        tagged = _encode_data(state.name, items, struct_kind, budget)
+        data[state.name] = tagged if encode_part is None else encode_part(tagged)
+    return data
 
 
 def _encode_data(

@@ -24,11 +24,8 @@ class Head(msgspec.Struct, frozen=True):
 def read_head(pipeline: RecordPipeline, key: str, *, journal: bool = True) -> Head:
     """The key's head as stored now (the journal part is 0 when not asked for, or when
     the key is too long to have a journal)."""
-    backend, namespace = pipeline.backend, pipeline.namespace
-    snapshot = backend.head(namespace, key).newest
-    jkey = journal_key_or_none(key) if journal else None
-    seq = backend.head(namespace, jkey).newest if jkey is not None else 0
-    return Head(snapshot, seq)
+    snapshot = pipeline.backend.head(pipeline.namespace, key).newest
+    return Head(snapshot, journal_seq(pipeline, key) if journal else 0)
 
 
 def journal_seq(pipeline: RecordPipeline, key: str) -> int:
