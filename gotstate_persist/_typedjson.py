@@ -26,11 +26,17 @@ tag. Integers outside JSON's exactly representable range (±2**53) are
 a Struct this reader cannot decode (kind not registered, newer version,
 malformed bytes) becomes ``$undecodable`` in place and hides only itself.
 The shape is versioned by :data:`JSON_SHAPE_VERSION`; documents carry it.
+
+:func:`from_typed_json` reads the tags back, so a program that consumes a
+document gets the exact values again (``$struct``, ``$enum`` and ``$secret``
+name things no reader can rebuild from JSON alone; ``$undecodable`` comes
+back as :class:`Undecodable`).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import enum
 import math
 from datetime import date, datetime, time, timedelta
@@ -41,10 +47,10 @@ from uuid import UUID
 import msgspec
 
 from .config._secret import REDACTED, Secret
-from .errors import PersistError
+from .errors import FormatError, PersistError
 from .formats._values import StructType, UnsupportedValue, decode_tagged
 
-__all__ = ["JSON_SHAPE_VERSION", "Undecodable", "tagged_json", "typed_json"]
+__all__ = ["JSON_SHAPE_VERSION", "Undecodable", "from_typed_json", "tagged_json", "typed_json"]
 
 #: Version of the documented shape of every ``--json`` document and inspector API answer.
 #: Bump it when a document changes incompatibly (a key removed or retyped).
@@ -165,3 +171,101 @@ def _base(value: Any) -> Any:
         if isinstance(value, base):
             return base(value)
     return None  # pragma: no cover - the caller checked one of them matches
+
+
+# Reading typed JSON back.
+
+
+def from_typed_json(value: Any) -> Any:
+    """The Python value :func:`typed_json` wrote as ``value`` (JSON builtins, e.g. ``json.loads``).
+
+    Raises :class:`~gotstate_persist.errors.FormatError` for a malformed tag
+    object and for ``$struct``, ``$enum`` and ``$secret``, which name values
+    JSON alone cannot rebuild.
+    """
+    t = type(value)
+    if value is None or t is bool or t is str or t is int or t is float:
+        return value
+    if t is list:
+        return [from_typed_json(item) for item in value]
+    if t is not dict:
+        raise FormatError(f"typed JSON holds a {t.__name__}, which JSON has no form for")
+    tags = [key for key in value if key.startswith("$")]
+    if not tags:
+        return {key: from_typed_json(item) for key, item in value.items()}
+    if len(tags) != 1:
+        raise _malformed(f"an object with several tags {sorted(tags)}")
+    tag = tags[0]
+    extra = set(value) - {tag}
+    if extra - {"fold"} or (extra and tag not in ("$datetime", "$time")):
+        raise _malformed(f"{tag} beside other keys {sorted(extra)}")
+    try:
+        return _untag(tag, value[tag], value.get("fold", 0))
+    except (ValueError, TypeError, ArithmeticError, binascii.Error) as exc:
+        raise _malformed(f"{tag} holding a bad value ({type(exc).__name__})") from None
+
+
+def _malformed(what: str) -> FormatError:
+    return FormatError(f"malformed typed JSON: {what}; it was not written by typed_json")
+
+
+def _items(body: Any) -> list[Any]:
+    if type(body) is not list:
+        raise TypeError("not a list")
+    return [from_typed_json(item) for item in body]
+
+
+def _text(body: Any) -> str:
+    if type(body) is not str:
+        raise TypeError("not a string")
+    return body
+
+
+def _untag(tag: str, body: Any, fold: Any) -> Any:
+    if tag in ("$tuple", "$set", "$frozenset"):
+        return {"$tuple": tuple, "$set": set, "$frozenset": frozenset}[tag](_items(body))
+    if tag == "$dict":
+        pairs = _items(body)
+        if any(type(pair) is not list or len(pair) != 2 for pair in pairs):
+            raise TypeError("not key-value pairs")
+        return {key: item for key, item in pairs}
+    if tag in ("$datetime", "$time"):
+        if fold not in (0, 1) or type(fold) is not int:
+            raise ValueError("bad fold")
+        cls = datetime if tag == "$datetime" else time
+        return cls.fromisoformat(_text(body)).replace(fold=fold)
+    scalars: dict[str, Any] = {
+        "$decimal": Decimal,
+        "$bytes": lambda text: base64.b64decode(text, validate=True),
+        "$date": date.fromisoformat,
+        "$uuid": UUID,
+        "$int": _big_int,
+        "$float": _special_float,
+    }
+    if tag in scalars:
+        return scalars[tag](_text(body))
+    if tag == "$timedelta":
+        if type(body) is not dict or set(body) != {"days", "seconds", "microseconds"}:
+            raise TypeError("not days, seconds and microseconds")
+        if any(type(part) is not int for part in body.values()):
+            raise TypeError("not whole numbers")
+        return timedelta(**body)
+    if tag == "$undecodable":
+        if type(body) is not dict or type(body.get("reason")) is not str:
+            raise TypeError("no reason")
+        return Undecodable(body["reason"], body.get("kind"), body.get("version"))
+    if tag in ("$struct", "$enum", "$secret"):
+        raise FormatError(f"typed JSON's {tag} names a value JSON alone cannot rebuild")
+    raise _malformed(f"unknown tag {tag!r}")
+
+
+def _big_int(text: str) -> int:
+    if not text.lstrip("-").isdigit() or not text.isascii():
+        raise ValueError("not a whole number")
+    return int(text)
+
+
+def _special_float(text: str) -> float:
+    if text not in ("nan", "inf", "-inf"):
+        raise ValueError("not nan, inf or -inf")
+    return float(text)

@@ -58,7 +58,7 @@ def test_show_decodes_the_snapshot(
     shown = json.loads(capsys.readouterr().out)
     assert shown["version"] == 2
     assert shown["record"]["current_state"] == "payment"
-    assert shown["record"]["state_data"]["cart"] == {"total": "Decimal('9.99')"}
+    assert shown["record"]["state_data"]["cart"] == {"total": {"$decimal": "9.99"}}
     assert shown["sealed_with"].startswith("aes-256-gcm key 0x")
     main(["show", url, "order-42", "--namespace", "orders", "--keys", str(keys), "--version", "1"])
     assert json.loads(capsys.readouterr().out)["record"]["current_state"] == "cart"

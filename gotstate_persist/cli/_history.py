@@ -32,6 +32,7 @@ import msgspec
 
 from .._names import check_name, printable
 from .._pipeline import RecordPipeline
+from .._typedjson import Undecodable
 from ..backends import Backend
 from ..errors import InvalidArgument, NotFound, PersistError
 from ..formats import MachineSnapshot
@@ -51,6 +52,7 @@ from ._historyview import (
     moment_text,
     snapshot_changes,
 )
+from ._jsondoc import json_flag, write_document
 from ._keyring import load_keyring
 from ._options import NAMED_NAMESPACES, Subcommands, store_command
 from ._output import EXIT_OK
@@ -158,26 +160,24 @@ def _snapshots(pipeline: RecordPipeline, key: str) -> list[SnapshotRef]:
     return [snapshot_ref(info, namespace) for info in pipeline.backend.versions(namespace, key)]
 
 
+def _where(args: argparse.Namespace) -> dict[str, str]:
+    """The namespace and key a document is about (the first keys of each)."""
+    return {"namespace": args.namespace, "key": args.key}
+
+
 def _write(text: str) -> None:
     sys.stdout.write(text + "\n")
 
 
-class Unregistered(msgspec.Struct, frozen=True):
-    """Shown in place of an embedded Struct this tool cannot rebuild (the rest still shows)."""
-
-    kind: str
-    version: int
-
-
 def _entries(pipeline: RecordPipeline, key: str, **window: Any) -> list[JournalEntry]:
-    """The key's journal, each embedded Struct rebuilt if this tool can, else named."""
+    """The key's journal, each embedded Struct rebuilt if this tool can, else ``$undecodable``."""
     decode = pipeline.formats.decode_struct
 
     def structs(kind: str, version: int, encoded: bytes) -> msgspec.Struct:
         try:
             return decode(kind, version, encoded)
-        except PersistError:
-            return Unregistered(printable(kind), version)
+        except PersistError as exc:  # this Struct alone: the rest of the entry still shows
+            return Undecodable(str(exc), kind, version)
 
     return read_journal(pipeline, key, structs=structs, **window)
 
@@ -193,7 +193,7 @@ def _cmd_log(args: argparse.Namespace) -> int:
             raise _no_such_key(pipeline, keys, args.key)
     items = log_items(snapshots, entries)
     if args.json:
-        _write(json_text([log_json(item) for item in items]))
+        write_document("log", **_where(args), items=[log_json(item) for item in items])
     else:
         write_table(_LOG_HEADER, [log_row(item) for item in items], sys.stdout)
     return EXIT_OK
@@ -205,7 +205,9 @@ def _cmd_journal(args: argparse.Namespace) -> int:
         if not entries and not _has_history(pipeline.backend, keys, pipeline.namespace, args.key):
             raise _no_such_key(pipeline, keys, args.key)
     if args.json:
-        _write(json_text([entry_json(entry) for entry in entries]))
+        write_document(
+            "journal", **_where(args), since=args.since, entries=[entry_json(e) for e in entries]
+        )
     elif not entries:
         after = f" after sequence {args.since}" if args.since else ""
         _write(f"(no journal entries{after})")
@@ -253,7 +255,13 @@ def _cmd_diff(args: argparse.Namespace) -> int:
         new = _machine_snapshot(pipeline, args.key, args.new)
         changes = snapshot_changes(old, new, pipeline.formats)
     if args.json:
-        _write(json_text([change_json(change) for change in changes]))
+        write_document(
+            "diff",
+            **_where(args),
+            old=args.old,
+            new=args.new,
+            changes=[change_json(change) for change in changes],
+        )
     elif not changes:
         _write(f"(no changes from version {args.old} to {args.new})")
     else:
@@ -276,7 +284,10 @@ def show_at(args: argparse.Namespace) -> int:
         entries = _entries(pipeline, args.key, since=since, until=moment)
     document["at"] = moment_text(moment)
     document["journal"] = [entry_json(entry) for entry in entries]
-    _write(json_text(document))
+    if args.json:
+        write_document("show", **document)
+    else:
+        _write(json_text(document))
     return EXIT_OK
 
 
@@ -306,7 +317,7 @@ def add_commands(commands: Subcommands) -> None:
         scope="one",
     )
     log.add_argument("key")
-    log.add_argument("--json", action="store_true", help="print JSON")
+    json_flag(log)
     log.set_defaults(func=_cmd_log)
 
     journal = store_command(
@@ -324,7 +335,7 @@ def add_commands(commands: Subcommands) -> None:
         metavar="N",
         help="only the entries after sequence N (default 0: every entry)",
     )
-    journal.add_argument("--json", action="store_true", help="print JSON")
+    json_flag(journal)
     journal.set_defaults(func=_cmd_journal)
 
     diff = store_command(
@@ -337,5 +348,5 @@ def add_commands(commands: Subcommands) -> None:
     diff.add_argument("key")
     diff.add_argument("old", type=_version_option, metavar="A", help="the older version")
     diff.add_argument("new", type=_version_option, metavar="B", help="the newer version")
-    diff.add_argument("--json", action="store_true", help="print JSON")
+    json_flag(diff)
     diff.set_defaults(func=_cmd_diff)

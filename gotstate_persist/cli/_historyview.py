@@ -4,7 +4,7 @@ Kept apart from the commands (``_history``) so that each thing is printed one
 way in every command that shows it: a moment is ISO 8601 in UTC to the
 microsecond with a ``Z`` (the form ``show --at`` takes back), a journal
 entry's event metadata and caller ``meta`` are user data printed as ``show``
-prints state data (``_recordview.plain``), and every name read from a store
+prints state data (typed JSON, ``_typedjson``), and every name read from a store
 passes through :func:`~gotstate_persist._names.printable` before a table
 sees it. JSON documents are escaped when they are written.
 
@@ -25,6 +25,7 @@ from typing import Any, Literal, NamedTuple
 import msgspec
 
 from .._names import printable
+from .._typedjson import typed_json
 from ..formats import MachineSnapshot, SubmachineSnapshot
 from ..formats._registry import FormatRegistry
 from ..formats.machine import MACHINE_KIND
@@ -32,7 +33,7 @@ from ..runtime import JournalEntry
 from ..store import SnapshotRef
 from ._configview import shown
 from ._quota import human_size
-from ._recordview import CannotDecode, plain, state_data
+from ._recordview import shown_data, state_data
 
 __all__ = [
     "ABSENT",
@@ -145,11 +146,11 @@ def entry_json(entry: JournalEntry) -> dict[str, Any]:
         "event": {
             "name": entry.event.name,
             "priority": entry.event.priority,
-            "metadata": plain(entry.event.metadata),
+            "metadata": typed_json(entry.event.metadata),
         },
         "source": entry.source,
         "target": entry.target,
-        "meta": plain(entry.meta),
+        "meta": typed_json(entry.meta),
         "snapshot_version": entry.snapshot_version,
     }
 
@@ -164,8 +165,8 @@ def journal_row(entry: JournalEntry) -> list[str]:
         _state(entry.source),
         _state(entry.target),
         f"v{entry.snapshot_version}" if entry.snapshot_version else ABSENT,
-        shown(plain(entry.event.metadata)),
-        shown(plain(entry.meta)),
+        shown(typed_json(entry.event.metadata)),
+        shown(typed_json(entry.meta)),
     ]
 
 
@@ -223,7 +224,7 @@ def _compare(
     out: list[Change],
     *,
     equal: Callable[[Any, Any], bool] = same,
-    show: Callable[[Any], Any] = plain,
+    show: Callable[[Any], Any] = typed_json,
 ) -> None:
     """A change per key added to, removed from or changed between two mappings."""
     for key in [*old, *(k for k in new if k not in old)]:
@@ -234,10 +235,6 @@ def _compare(
             out.append(Change(where, "added", None, show(new[key])))
         elif not equal(old[key], new[key]):
             out.append(Change(where, "changed", show(old[key]), show(new[key])))
-
-
-def _shown_data(value: Any) -> Any:
-    return value.shown() if isinstance(value, CannotDecode) else plain(value)
 
 
 def _by_key(value: Any) -> bool:
@@ -260,11 +257,13 @@ def _data_changes(
         if _by_key(before) and _by_key(after):
             _compare(where, before or {}, after or {}, out)
         elif after is None:
-            out.append(Change(where, "removed", _shown_data(before), None))
+            out.append(Change(where, "removed", shown_data(before, formats), None))
         elif before is None:
-            out.append(Change(where, "added", None, _shown_data(after)))
+            out.append(Change(where, "added", None, shown_data(after, formats)))
         elif old.data[state] != new.data[state]:  # compared as stored: exact, decoded or not
-            out.append(Change(where, "changed", _shown_data(before), _shown_data(after)))
+            out.append(
+                Change(where, "changed", shown_data(before, formats), shown_data(after, formats))
+            )
 
 
 def _machine_changes(

@@ -11,7 +11,7 @@ such rather than failing the whole record. ``verify`` also counts the
 records each key id seals, the count ``keys retire`` relies on, so that
 count is taken here for both. ``show``'s document is built by ``_recordview``,
 which ``show --at`` (``_history``, with the other commands that look back)
-prints too.
+prints too; ``versions``, registered here beside ``ls``, is ``_versions``'s.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import argparse
 import json
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 from .._names import check_stored_key, printable
 from .._pipeline import RecordPipeline
@@ -28,6 +30,7 @@ from ..errors import FormatError, IntegrityError, InvalidArgument, NotFound, Per
 from ..runtime import journal_key_or_none, user_keys
 from ..sealing import KeyRing, format_key_id, read_header
 from ._history import moment_option, show_at
+from ._jsondoc import json_flag, write_document
 from ._keyring import load_keyring
 from ._options import (
     NAMED_NAMESPACES,
@@ -39,6 +42,7 @@ from ._options import (
 from ._output import EXIT_FAILED, EXIT_OK, print_table, terminal_safe_json
 from ._recordview import record_document
 from ._stores import open_existing
+from ._versions import add_command as add_versions_command
 
 __all__ = ["add_commands", "count_key_ids"]
 
@@ -53,6 +57,7 @@ def _journal_versions(backend: Backend, namespace: str, key: str) -> list[Versio
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
+    listed: list[dict[str, Any]] = []
     with open_existing(args.url, args.catalog) as backend:
         rows = [["NAMESPACE", "KEY", "VERSIONS", "NEWEST", "KIND", "FORMAT", "SIZE", "SAVED (UTC)"]]
         for namespace in selected_namespaces(backend, args):
@@ -64,6 +69,18 @@ def _cmd_ls(args: argparse.Namespace) -> int:
                 if not newest_of:
                     continue
                 newest = newest_of[-1]
+                listed.append(
+                    {
+                        "namespace": namespace,
+                        "key": key,
+                        "versions": len(versions),
+                        "newest": newest.version if versions else None,
+                        "kind": newest.kind,
+                        "format_version": newest.format_version,
+                        "size": newest.size,
+                        "saved": newest.created_at.isoformat(),
+                    }
+                )
                 rows.append(
                     [  # names come from storage, maybe written by other tools: escaped
                         printable(namespace),
@@ -78,7 +95,9 @@ def _cmd_ls(args: argparse.Namespace) -> int:
                 )
         if len(rows) == 1:
             note_other_namespaces(backend, args, "listed")
-    if len(rows) == 1:
+    if args.json:
+        write_document("ls", keys=listed)
+    elif len(rows) == 1:
         sys.stdout.write("(no records)\n")
     else:
         print_table(rows, sys.stdout)
@@ -96,8 +115,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
         except NotFound as exc:
             raise _not_found_here(backend, args.namespace, args.key, exc) from None
         document = record_document(pipeline, inspection)
-    shown = json.dumps(document, indent=2, ensure_ascii=False)
-    sys.stdout.write(terminal_safe_json(shown) + "\n")
+    if args.json:
+        write_document("show", **document)
+    else:  # the same document, without the envelope of --json
+        shown = json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False)
+        sys.stdout.write(terminal_safe_json(shown) + "\n")
     return EXIT_OK
 
 
@@ -128,14 +150,44 @@ def _verify_key(pipeline: RecordPipeline, key: str) -> tuple[int, list[str]]:
     return len(versions), problems
 
 
-def _verify_namespace(backend: Backend, keys: KeyRing, namespace: str) -> tuple[int, int]:
-    """Verify every key of one namespace, print a line per key; return (checked, failed)."""
-    checked = failed = 0
+class _Checked(NamedTuple):
+    """One key's verification (or a namespace's, when its name is invalid: ``key`` None)."""
+
+    namespace: str
+    key: str | None
+    versions: int
+    problems: list[str]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "key": self.key,
+            "versions": self.versions,
+            "ok": not self.problems,
+            "problems": self.problems,
+        }
+
+    def write(self) -> None:
+        """The text lines of this key: ``ok`` or ``FAILED``, then a line per problem."""
+        if self.key is None:
+            sys.stdout.write(
+                f"FAILED namespace {self.namespace!r}: {printable(self.problems[0])}\n"
+            )
+            return
+        status = "ok" if not self.problems else "FAILED"
+        shown = f"{printable(self.namespace)}/{printable(self.key)}"
+        sys.stdout.write(f"{status:6} {shown} ({self.versions} versions)\n")
+        for problem in self.problems:
+            sys.stdout.write(f"         {printable(problem)}\n")
+
+
+def _verify_namespace(backend: Backend, keys: KeyRing, namespace: str) -> Iterator[_Checked]:
+    """Verify every key of one namespace, one result per key."""
     try:
         pipeline = RecordPipeline(backend, keyring=keys, namespace=namespace)
     except InvalidArgument as exc:  # a name no gotstate-persist could have written
-        sys.stdout.write(f"FAILED namespace {namespace!r}: {printable(str(exc))}\n")
-        return 0, 1
+        yield _Checked(namespace, None, 0, [str(exc)])
+        return
     for key in backend.keys(namespace):
         try:
             count, problems = _verify_key(pipeline, key)
@@ -143,27 +195,40 @@ def _verify_namespace(backend: Backend, keys: KeyRing, namespace: str) -> tuple[
             count, problems = 0, [f"invalid key: {exc}"]
         except (FormatError, IntegrityError) as exc:  # its versions cannot even be listed
             count, problems = 1, [f"{type(exc).__name__}: {exc}"]
-        checked += count
-        failed += len(problems)
-        status = "ok" if not problems else "FAILED"
-        shown = f"{printable(namespace)}/{printable(key)}"
-        sys.stdout.write(f"{status:6} {shown} ({count} versions)\n")
-        for problem in problems:
-            sys.stdout.write(f"         {printable(problem)}\n")
-    return checked, failed
+        yield _Checked(namespace, key, count, problems)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     keys = load_keyring(args.keys)
-    failed = checked = 0
+    results: list[_Checked] = []
     in_use: Counter[int] = Counter()
     with open_existing(args.url, args.catalog) as backend:
         for namespace in selected_namespaces(backend, args):
-            ns_checked, ns_failed = _verify_namespace(backend, keys, namespace)
-            checked += ns_checked
-            failed += ns_failed
+            for result in _verify_namespace(backend, keys, namespace):
+                results.append(result)
+                if not args.json:
+                    result.write()
             in_use.update(_key_ids(backend, namespace))
         note_other_namespaces(backend, args, "verified")
+    checked = sum(result.versions for result in results)
+    failed = sum(len(result.problems) for result in results)
+    if args.json:
+        write_document(
+            "verify",
+            checked=checked,
+            verified=checked - failed,
+            failed=failed,
+            keys=[result.as_json() for result in results],
+            key_ids=[
+                {
+                    "key_id": format_key_id(key_id),
+                    "records": count,
+                    "primary": key_id == keys.primary_id,
+                }
+                for key_id, count in sorted(in_use.items())
+            ],
+        )
+        return EXIT_FAILED if failed else EXIT_OK
     sys.stdout.write(f"{checked - failed} of {checked} records verified, {failed} failed\n")
     if in_use:
         # which keys still seal records: a key may be retired once it seals none
@@ -203,7 +268,10 @@ def add_commands(commands: Subcommands) -> None:
     """Add ``ls``, ``show`` and ``verify``."""
     ls = store_command(commands, "ls", "list keys and their versions", needs_keys=False)
     ls.add_argument("--prefix", default="", help="only keys starting with this")
+    json_flag(ls)
     ls.set_defaults(func=_cmd_ls)
+
+    add_versions_command(commands)
 
     show = store_command(
         commands, "show", "decode and print one record", needs_keys=True, scope="one"
@@ -218,7 +286,9 @@ def add_commands(commands: Subcommands) -> None:
         help="the version in force at TIME (ISO 8601 with an offset, e.g. "
         "2025-06-01T10:00:00Z) and the journal entries after it up to TIME",
     )
+    json_flag(show)
     show.set_defaults(func=_cmd_show)
 
     verify = store_command(commands, "verify", "authenticate every stored record", needs_keys=True)
+    json_flag(verify)
     verify.set_defaults(func=_cmd_verify)

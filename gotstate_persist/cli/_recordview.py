@@ -4,7 +4,9 @@
 and ``diff`` the changes between two machine snapshots; all three turn a
 stored value into builtins here, so a value reads the same in each and a
 value this tool cannot decode is shown as such (never failing the whole
-record) in each. Values are user data: they are printed as decoded, and
+record) in each. Values are user data, written as typed JSON
+(``_typedjson``: ``{"$decimal": "19.99"}``, never a Python repr; a Struct
+this tool cannot decode is ``$undecodable`` and hides only itself) and
 escaped only when the document is written (``terminal_safe_json``), as
 every value read from a store is.
 """
@@ -16,6 +18,7 @@ from typing import Any
 import msgspec
 
 from .._pipeline import Inspection, RecordPipeline
+from .._typedjson import tagged_json, typed_json
 from ..errors import PersistError
 from ..formats import MachineSnapshot, SubmachineSnapshot
 from ..formats._registry import FormatRegistry
@@ -24,31 +27,19 @@ from ..formats.machine import decode_structure
 from ..sealing import format_key_id, read_header
 from ..store import snapshot_ref
 
-__all__ = ["CannotDecode", "plain", "record_document", "snapshot_view", "state_data"]
+__all__ = ["CannotDecode", "record_document", "shown_data", "snapshot_view", "state_data"]
 
 
 class CannotDecode(msgspec.Struct, frozen=True):
-    """A state's data this tool could not decode (a Struct kind it does not know, ...)."""
+    """A state's data this tool could not decode whole (a Struct kind it does not know, ...).
+
+    ``diff`` compares such a state as stored; ``tagged`` is that stored form,
+    shown with every Struct it can decode decoded and the others alone
+    ``$undecodable`` (:func:`~gotstate_persist._typedjson.tagged_json`).
+    """
 
     reason: str
-
-    def shown(self) -> str:
-        """How ``show`` prints it."""
-        return f"<cannot decode: {self.reason}>"
-
-
-def plain(value: Any) -> Any:
-    """Make a decoded value printable as JSON without losing what it was."""
-    if isinstance(value, dict):
-        return {str(k) if isinstance(k, str) else repr(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        items = [plain(v) for v in value]
-        return items if isinstance(value, list) else {type(value).__name__: items}
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, msgspec.Struct):
-        return {type(value).__name__: plain(msgspec.structs.asdict(value))}
-    return repr(value)
+    tagged: Any = None
 
 
 def state_data(
@@ -60,18 +51,23 @@ def state_data(
         try:
             data[name] = decode_value(tagged, formats.type_for)
         except (UnsupportedValue, PersistError) as exc:
-            data[name] = CannotDecode(str(exc))
+            data[name] = CannotDecode(str(exc), tagged)
     return data
+
+
+def shown_data(value: Any, formats: FormatRegistry) -> Any:
+    """A decoded state's data as typed JSON; one that could not be decoded, leniently."""
+    if isinstance(value, CannotDecode):
+        return tagged_json(value.tagged, formats.type_for)
+    return typed_json(value)
 
 
 def snapshot_view(
     snapshot: MachineSnapshot | SubmachineSnapshot, formats: FormatRegistry
 ) -> dict[str, Any]:
     """A machine snapshot (and its submachines) as ``show`` prints it."""
-    data = {
-        name: value.shown() if isinstance(value, CannotDecode) else plain(value)
-        for name, value in state_data(snapshot, formats).items()
-    }
+    # each state leniently: an undecodable Struct hides only itself, never its state
+    data = {name: tagged_json(tagged, formats.type_for) for name, tagged in snapshot.data.items()}
     view: dict[str, Any] = {
         "machine": snapshot.machine_type,
         "started": snapshot.started,
@@ -107,8 +103,8 @@ def record_document(pipeline: RecordPipeline, inspection: Inspection) -> dict[st
     if isinstance(record, MachineSnapshot):
         body: Any = snapshot_view(record, pipeline.formats)
     elif typed:
-        body = plain(msgspec.to_builtins(record))
+        body = typed_json(msgspec.structs.asdict(record))
     else:
         meta["note"] = "kind not registered in this tool: fields shown untyped"
-        body = plain(record)
+        body = typed_json(record)
     return {**meta, "record": body}
