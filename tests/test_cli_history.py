@@ -177,7 +177,10 @@ def test_log_merges_snapshots_and_entries_oldest_first(
 def test_log_json(history: History, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = history.run(capsys, "log", KEY, "--json")
     assert code == EXIT_OK
-    items = json.loads(out)
+    document = json.loads(out)
+    assert (document["shape_version"], document["command"]) == (1, "log")
+    assert (document["namespace"], document["key"]) == (NAMESPACE, KEY)
+    items = document["items"]
     kinds = ["entry", "snapshot", "entry", "entry", "entry", "snapshot", "entry", "snapshot"]
     assert [item["type"] for item in items] == kinds
     entries = [item for item in items if item["type"] == "entry"]
@@ -271,7 +274,7 @@ def test_journal_since_and_json(history: History, capsys: pytest.CaptureFixture[
     assert [row[0] for row in cells(out)[1:]] == ["4", "5"]
     code, out, _ = history.run(capsys, "journal", KEY, "--since", "3", "--json")
     fourth = history.entries[3]
-    assert json.loads(out)[0] == {
+    assert json.loads(out)["entries"][0] == {
         "seq": 4,
         "at": iso(fourth.at),
         "event": {"name": "pack", "priority": 0, "metadata": {}},
@@ -283,7 +286,7 @@ def test_journal_since_and_json(history: History, capsys: pytest.CaptureFixture[
     code, out, _ = history.run(capsys, "journal", KEY, "--since", "5")
     assert (code, out) == (EXIT_OK, "(no journal entries after sequence 5)\n")
     code, out, _ = history.run(capsys, "journal", KEY, "--since", "5", "--json")
-    assert json.loads(out) == []
+    assert json.loads(out)["entries"] == []
     for bad in ("-1", "x", "1.5"):
         code, _, err = history.run(capsys, "journal", KEY, "--since", bad)
         assert code == EXIT_USAGE
@@ -307,12 +310,12 @@ def test_journal_prints_values_as_show_prints_state_data(
     history = History(sqlite_url, keys, [], [])
     code, out, _ = history.run(capsys, "journal", "esc-1", "--json")
     assert code == EXIT_OK
-    entry = json.loads(out)[0]
+    entry = json.loads(out)["entries"][0]
     assert entry["event"]["metadata"] == {"via": "\u202eevil"}
     assert entry["meta"] == {
         "actor": "\x1b[31mred",
-        "amount": "Decimal('1.10')",
-        "tags": {"tuple": ["a", "b"]},
+        "amount": {"$decimal": "1.10"},
+        "tags": {"$tuple": ["a", "b"]},
     }
     assert "\x1b" not in out and "\u202e" not in out  # escaped, still valid JSON
     code, shown, _ = history.run(capsys, "show", "esc-1")
@@ -403,14 +406,14 @@ def test_diff_of_two_versions(history: History, capsys: pytest.CaptureFixture[st
         ["current_state", "changed", '"cart"', '"packed"'],
         ["history.checkout", "changed", '"cart"', '"payment"'],
         ["history.fulfilment", "added", "-", '"packed"'],
-        ["state_data.cart.total", "changed", "\"Decimal('9.99')\"", "\"Decimal('12.50')\""],
+        ["state_data.cart.total", "changed", '{"$decimal": "9.99"}', '{"$decimal": "12.50"}'],
         ["state_data.cart.note", "removed", '"leave at the door"', "-"],
         ["state_data.cart.coupon", "added", "-", '"SPRING"'],
     ]
     assert DATA_CANARY not in out  # unchanged values are not printed
     code, out, _ = history.run(capsys, "diff", KEY, "2", "1", "--json")
     assert code == EXIT_OK
-    changes = {item["path"]: item for item in json.loads(out)}
+    changes = {item["path"]: item for item in json.loads(out)["changes"]}
     assert changes["current_state"] == {
         "path": "current_state",
         "change": "changed",
@@ -429,7 +432,7 @@ def test_diff_of_two_versions(history: History, capsys: pytest.CaptureFixture[st
     code, out, _ = history.run(capsys, "diff", KEY, "3", "3")
     assert (code, out) == (EXIT_OK, "(no changes from version 3 to 3)\n")
     code, out, _ = history.run(capsys, "diff", KEY, "3", "3", "--json")
-    assert (code, json.loads(out)) == (EXIT_OK, [])
+    assert (code, json.loads(out)["changes"]) == (EXIT_OK, [])
 
 
 def test_diff_compares_values_exactly(
@@ -455,7 +458,8 @@ def test_diff_compares_values_exactly(
         ["state_data.idle.x", "changed"],
         ["state_data.idle.t", "changed"],
     ]
-    assert cells(out)[2][2:] == ['{"tuple": [1, 2]}', "[1, 2]"]
+    assert cells(out)[1][2:] == ['{"$decimal": "1.1"}', '{"$decimal": "1.10"}']
+    assert cells(out)[2][2:] == ['{"$tuple": [1, 2]}', "[1, 2]"]
 
 
 def test_diff_of_submachines_and_of_data_this_tool_cannot_decode(
@@ -479,7 +483,7 @@ def test_diff_of_submachines_and_of_data_this_tool_cannot_decode(
         store.save_machine("composite", machine)
     capsys.readouterr()
     assert main(["diff", sqlite_url, "composite", "1", "2", "--keys", str(keys), "--json"]) == 0
-    changes = {item["path"]: item for item in json.loads(capsys.readouterr().out)}
+    changes = {item["path"]: item for item in json.loads(capsys.readouterr().out)["changes"]}
     assert changes["current_state"]["new"] == "draft"
     assert changes["history.work"] == {
         "path": "history.work",
@@ -493,10 +497,13 @@ def test_diff_of_submachines_and_of_data_this_tool_cannot_decode(
         "old": None,
         "new": "ann",
     }
-    # the CLI does not know the application's Struct: the state's data as a whole, as show says
+    # the CLI does not know the application's Struct: the state's data is compared as a
+    # whole, shown as show shows it: the Struct alone $undecodable, the rest decoded
     undecodable = changes["state_data.idle"]
     assert undecodable["change"] == "changed"
-    assert undecodable["old"].startswith("<cannot decode: stored record has kind 'invoice'")
+    hidden = undecodable["old"]["invoice"]["$undecodable"]
+    assert (hidden["kind"], hidden["version"]) == ("invoice", 1)
+    assert "kind 'invoice'" in hidden["reason"]
     assert main(["diff", sqlite_url, "composite", "2", "3", "--keys", str(keys)]) == 0
     assert capsys.readouterr().out == "(no changes from version 2 to 3)\n"
 
@@ -668,6 +675,7 @@ def test_journal_shows_an_entry_whose_struct_this_tool_cannot_rebuild(
         assert attached.process_event(Event("start"), meta={"parcel": Parcel(3), "actor": "api"})
     code, out, _ = history.run(capsys, "journal", "parcel-1", "--json")
     assert code == EXIT_OK  # the CLI has no --formats here: the Struct is named, not read
-    [entry] = json.loads(out)
+    [entry] = json.loads(out)["entries"]
+    assert entry["meta"]["parcel"]["$undecodable"]["kind"] == "test.parcel"
     assert "test.parcel" in json.dumps(entry)
     assert "api" in json.dumps(entry)
