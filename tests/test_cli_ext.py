@@ -257,7 +257,9 @@ def test_show_prints_the_stats_persisted_on_deactivation(
     assert "rate=1" in fields["stats.rejected"] and "size=0" in fields["stats.rejected"]
 
     code, out, _ = _run(capsys, *_ext(setup, "show", "throttle", "--json"))
-    shown = json.loads(out)
+    document = json.loads(out)
+    assert (document["shape_version"], document["command"]) == (1, "ext show")
+    shown = document["registration"]
     assert shown["namespace"] == "orders" and shown["revision"] == 3
     assert shown["stats"]["rejected"]["rate"] == 1 and shown["limits"]["rate_per_s"] == 0.01
 

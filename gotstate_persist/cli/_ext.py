@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from .._names import printable
 from .._pipeline import RecordPipeline
@@ -54,6 +55,7 @@ from ._extview import (
     show_rows,
     write_table,
 )
+from ._jsondoc import fields_json, json_flag, write_document
 from ._keyring import load_keyring
 from ._options import (
     Subcommands,
@@ -62,7 +64,7 @@ from ._options import (
     selected_namespaces,
     store_command,
 )
-from ._output import EXIT_FAILED, EXIT_OK, terminal_safe_json, with_option_advice
+from ._output import EXIT_FAILED, EXIT_OK, with_option_advice
 from ._stores import open_existing
 
 __all__ = ["add_commands"]
@@ -106,6 +108,7 @@ def _failed_namespace(namespace: str, exc: PersistError) -> None:
 
 def _cmd_ls(args: argparse.Namespace) -> int:
     rows: list[list[str]] = []
+    listed: list[dict[str, Any]] = []
     status = EXIT_OK
     with _registries(args) as (backend, registry):
         for namespace in selected_namespaces(backend, args):
@@ -116,8 +119,12 @@ def _cmd_ls(args: argparse.Namespace) -> int:
                 status = EXIT_FAILED
                 continue
             rows.extend(listing_row(namespace, reg) for reg in found)
+            listed.extend(registration_json(namespace, reg) for reg in found)
         if not rows:
             note_other_namespaces(backend, args, "listed")
+    if args.json:
+        write_document("ext ls", extensions=listed)
+        return status
     if not rows:
         sys.stdout.write("(no extensions)\n")
         return status
@@ -146,8 +153,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     with _registries(args) as (_backend, registry):
         reg = _chosen(registry(args.namespace), args.name, args.revision)
     if args.json:
-        text = registration_json(args.namespace, reg)
-        sys.stdout.write(terminal_safe_json(text) + "\n")
+        write_document("ext show", registration=registration_json(args.namespace, reg))
         return EXIT_OK
     write_table(["FIELD", "VALUE"], show_rows(args.namespace, reg, files=args.files), sys.stdout)
     return EXIT_OK
@@ -156,6 +162,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _cmd_history(args: argparse.Namespace) -> int:
     with _registries(args) as (_backend, registry):
         revisions = registry(args.namespace).history(args.name)
+    if args.json:
+        shown = [registration_json(args.namespace, reg) for reg in revisions]
+        write_document("ext history", namespace=args.namespace, name=args.name, revisions=shown)
+        return EXIT_OK
     header = ["REVISION", "CHANGED (UTC)", "STATUS", "VERSION", "REASON"]
     write_table(header, history_rows(revisions), sys.stdout)
     return EXIT_OK
@@ -163,6 +173,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     checked = changed = 0
+    listed: list[dict[str, Any]] = []
     status = EXIT_OK
     with _registries(args) as (backend, registry):
         for namespace in selected_namespaces(backend, args):
@@ -177,9 +188,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             for name, drift in sorted(drifts.items()):
                 checked += 1
                 changed += not drift.clean
-                for line in drift_lines(namespace, found.get(name), name, drift):
-                    sys.stdout.write(line + "\n")
+                listed.append({"namespace": namespace, "name": name, **fields_json(drift)})
+                if not args.json:
+                    for line in drift_lines(namespace, found.get(name), name, drift):
+                        sys.stdout.write(line + "\n")
         note_other_namespaces(backend, args, "verified")
+    if args.json:
+        write_document("ext verify", checked=checked, matching=checked - changed, extensions=listed)
+        return EXIT_FAILED if changed else status
     sys.stdout.write(
         f"{checked - changed} of {checked} extensions match their pinned code, {changed} changed\n"
     )
@@ -225,6 +241,9 @@ def _cmd_register(args: argparse.Namespace) -> int:
             expected_version=args.expected_version,
             allow_major=args.allow_major,
         )
+    if args.json:
+        _write_registration("ext register", args.namespace, reg, written=True)
+        return EXIT_OK
     upgrade = f" ({printable(reg.reason)})" if reg.reason != "registered" else ""
     sys.stdout.write(
         f"registered {printable(reg.name)} {printable(reg.version)} ({reg.category}, "
@@ -239,6 +258,10 @@ def _cmd_activate(args: argparse.Namespace) -> int:
         exts = registry(args.namespace)
         before = exts.get(args.name)
         reg = exts.activate(args.name, expected_version=args.expected_version).registration
+    if args.json:
+        written = reg.revision != before.revision
+        _write_registration("ext activate", args.namespace, reg, written=written)
+        return EXIT_OK
     runner = "worker" if reg.isolation == "worker" else "guarded runner"
     persisted = (
         "the persisted status was already 'active': nothing was written"
@@ -259,7 +282,7 @@ def _cmd_deactivate(args: argparse.Namespace) -> int:
         reg = exts.deactivate(
             args.name, timeout=args.timeout, expected_version=args.expected_version
         )
-    _write_change(reg, before)
+    _write_change(args, "ext deactivate", reg, before)
     return EXIT_OK
 
 
@@ -268,11 +291,19 @@ def _cmd_unregister(args: argparse.Namespace) -> int:
         exts = registry(args.namespace)
         before = exts.get(args.name).revision
         reg = exts.unregister(args.name, expected_version=args.expected_version)
-    _write_change(reg, before)
+    _write_change(args, "ext unregister", reg, before)
     return EXIT_OK
 
 
-def _write_change(reg: Registration, before: int) -> None:
+def _write_registration(command: str, namespace: str, reg: Registration, *, written: bool) -> None:
+    """A changing command's document: whether it wrote a revision, and the registration now."""
+    write_document(command, written=written, registration=registration_json(namespace, reg))
+
+
+def _write_change(args: argparse.Namespace, command: str, reg: Registration, before: int) -> None:
+    if args.json:
+        _write_registration(command, args.namespace, reg, written=reg.revision != before)
+        return
     name = printable(reg.name)
     if reg.revision == before:
         sys.stdout.write(
@@ -286,6 +317,9 @@ def _write_change(reg: Registration, before: int) -> None:
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
     report = diagnose(args.worker_prefix)
+    if args.json:
+        write_document("ext doctor", report=fields_json(report))
+        return EXIT_FAILED if report.prefix.words and not report.prefix.found else EXIT_OK
     for line in doctor_lines(report):
         sys.stdout.write(line + "\n")
     return EXIT_FAILED if report.prefix.words and not report.prefix.found else EXIT_OK
@@ -318,6 +352,7 @@ def add_commands(commands: Subcommands) -> None:
         sub, "ls", "list registered extensions (imports no extension code)", needs_keys=True
     )
     ls.add_argument("--all", action="store_true", help="also list unregistered extensions")
+    json_flag(ls)
     ls.set_defaults(func=_cmd_ls)
 
     show = _add_name_command(
@@ -325,12 +360,13 @@ def add_commands(commands: Subcommands) -> None:
     )
     show.add_argument("--revision", type=revision_option, metavar="N", help="default: newest")
     show.add_argument("--files", action="store_true", help="also list every pinned file")
-    show.add_argument("--json", action="store_true", help="print the registration as JSON")
+    json_flag(show)
     show.set_defaults(func=_cmd_show)
 
     history = _add_name_command(
         sub, "history", "one line per revision (imports no extension code)", expected=False
     )
+    json_flag(history)
     history.set_defaults(func=_cmd_history)
 
     register = store_command(
@@ -358,6 +394,7 @@ def add_commands(commands: Subcommands) -> None:
     )
     add_worker_prefix(register)
     add_limit_options(register)
+    json_flag(register)
     register.set_defaults(func=_cmd_register)
 
     activate = _add_name_command(
@@ -367,6 +404,7 @@ def add_commands(commands: Subcommands) -> None:
         "(the command then exits, stopping its workers; applications activate their own)",
     )
     add_worker_prefix(activate)
+    json_flag(activate)
     activate.set_defaults(func=_cmd_activate)
 
     deactivate = _add_name_command(
@@ -382,11 +420,13 @@ def add_commands(commands: Subcommands) -> None:
         metavar="S",
         help="seconds to drain and stop what this command itself runs (default 5)",
     )
+    json_flag(deactivate)
     deactivate.set_defaults(func=_cmd_deactivate)
 
     unregister = _add_name_command(
         sub, "unregister", "mark it unregistered (its history stays readable)"
     )
+    json_flag(unregister)
     unregister.set_defaults(func=_cmd_unregister)
 
     verify = store_command(
@@ -395,10 +435,12 @@ def add_commands(commands: Subcommands) -> None:
         "re-hash every registration's files; exit 1 naming what changed",
         needs_keys=True,
     )
+    json_flag(verify)
     verify.set_defaults(func=_cmd_verify)
 
     doctor = sub.add_parser(
         "doctor", help="which containment layers this host gives extension workers"
     )
     add_worker_prefix(doctor)
+    json_flag(doctor)
     doctor.set_defaults(func=_cmd_doctor)

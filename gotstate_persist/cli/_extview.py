@@ -11,16 +11,14 @@ a reason holding ``[bold]`` is printed as written.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
-from typing import TextIO
-
-import msgspec
+from typing import Any, TextIO
 
 from .._names import printable
 from ..extensions import ExtensionStats, Registration, ResourceLimits
 from ..extensions._doctor import DoctorReport, LimitProbe
 from ..extensions._pin import Drift
+from ._jsondoc import fields_json
 from ._output import print_table
 from ._quota import human_size
 
@@ -166,10 +164,9 @@ def show_rows(namespace: str, reg: Registration, *, files: bool) -> list[list[st
     return rows + _limit_rows(reg.limits) + _stats_rows(reg.stats)
 
 
-def registration_json(namespace: str, reg: Registration) -> str:
-    """``reg`` and its namespace as indented JSON (not yet terminal-safe)."""
-    body = {"namespace": namespace, **msgspec.to_builtins(reg)}
-    return json.dumps(body, indent=2, ensure_ascii=False)
+def registration_json(namespace: str, reg: Registration) -> dict[str, Any]:
+    """``reg`` and its namespace as a JSON object (escaped when the document is written)."""
+    return {"namespace": namespace, **fields_json(reg)}
 
 
 def drift_lines(namespace: str, reg: Registration | None, name: str, drift: Drift) -> list[str]:

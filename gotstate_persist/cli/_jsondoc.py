@@ -14,12 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime
 from typing import Any
 
-from .._typedjson import JSON_SHAPE_VERSION
+import msgspec
+
+from .._typedjson import JSON_SHAPE_VERSION, typed_json
 from ._output import terminal_safe_json
 
-__all__ = ["document", "json_flag", "write_document"]
+__all__ = ["document", "fields_json", "json_flag", "write_document"]
 
 
 def json_flag(parser: argparse.ArgumentParser) -> None:
@@ -38,3 +41,21 @@ def write_document(command: str, **body: Any) -> None:
     """Print :func:`document` as indented JSON, safe for a terminal (still valid JSON)."""
     text = json.dumps(document(command, **body), indent=2, ensure_ascii=False, allow_nan=False)
     sys.stdout.write(terminal_safe_json(text) + "\n")
+
+
+def fields_json(value: Any) -> Any:
+    """The library's own metadata record (a registration, a report) as a JSON object.
+
+    Its Structs become objects of their fields and its timestamps ISO 8601
+    text with an offset, as every document prints metadata; any other value
+    is tagged as user data is (``typed_json``), so nothing is ever a repr.
+    """
+    if isinstance(value, msgspec.Struct):
+        return {name: fields_json(getattr(value, name)) for name in value.__struct_fields__}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if type(value) is list:
+        return [fields_json(item) for item in value]
+    if type(value) is dict and all(type(key) is str and key[:1] != "$" for key in value):
+        return {key: fields_json(item) for key, item in value.items()}
+    return typed_json(value)

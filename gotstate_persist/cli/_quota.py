@@ -13,14 +13,16 @@ import argparse
 import re
 import sys
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
 from .._names import check_name, printable
+from .._typedjson import typed_json
 from ..backends import Usage
 from ..errors import InvalidArgument
 from ..quota import RETENTIONS, Quota, QuotaBackend
+from ._jsondoc import json_flag, write_document
 from ._options import (
     Subcommands,
     catalog_option,
@@ -156,23 +158,48 @@ def _drift_text(drift: Usage | None) -> str:
     return ", ".join(parts) or "none"
 
 
+def _usage_json(namespace: str, used: Usage, quota: Quota | None, *, recount: bool) -> Any:
+    """One namespace of ``usage --json``: its counts, the recount's drift, its quota's limits."""
+    shown: dict[str, Any] = {
+        "namespace": namespace,
+        "bytes": used.bytes,
+        "records": used.records,
+        "keys": used.keys,
+    }
+    if recount:
+        drift = used.drift
+        shown["drift"] = (
+            None
+            if drift is None
+            else {"bytes": drift.bytes, "records": drift.records, "keys": drift.keys}
+        )
+    shown["quota"] = None if quota is None else typed_json(msgspec.structs.asdict(quota))
+    return shown
+
+
 def _cmd_usage(args: argparse.Namespace) -> int:
     with _open_quota_backend(args.url, args.namespace, args.catalog) as backend:
         header = ["NAMESPACE", "BYTES", "SIZE", "RECORDS", "KEYS"]
         header += ["DRIFT", "QUOTA"] if args.recount else ["QUOTA"]
         rows = [header]
         repaired = 0
+        listed: list[dict[str, Any]] = []
         names = selected_namespaces(backend, args)
         for namespace in names:
             used = _measure(backend, namespace, recount=args.recount)
+            quota = backend.quota(namespace, fresh=True)
+            listed.append(_usage_json(namespace, used, quota, recount=args.recount))
             row = [printable(namespace), str(used.bytes), human_size(used.bytes)]
             row += [str(used.records), str(used.keys)]
             if args.recount:
                 row.append(_drift_text(used.drift))
                 repaired += used.drift is not None
-            row.append(_describe(backend.quota(namespace, fresh=True)))
+            row.append(_describe(quota))
             rows.append(row)
         exact = backend.capabilities.exact_quota
+    if args.json:
+        write_document("usage", recounted=args.recount, exact_counters=exact, namespaces=listed)
+        return EXIT_OK
     if not names:
         sys.stdout.write("(no namespaces)\n")
         return EXIT_OK
@@ -268,6 +295,7 @@ def add_commands(commands: Subcommands) -> None:
         action="store_true",
         help="count from the stored data and repair the kept counters (a write)",
     )
+    json_flag(usage)
     usage.set_defaults(func=_cmd_usage)
 
     quota = commands.add_parser("quota", help="show, set or clear a namespace's quota")
