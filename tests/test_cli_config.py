@@ -172,7 +172,9 @@ def test_set_then_read_every_way(
     row = _rows(out)[1]
     assert row[:3] == ["orders", "payments", "2"] and row[-1] == "faster"
     code, out, _ = _run(capsys, *_cfg(setup, "ls"), "--json")
-    [listed] = json.loads(out)
+    document = json.loads(out)
+    assert (document["shape_version"], document["command"]) == (1, "config ls")
+    [listed] = document["configurations"]
     assert (listed["name"], listed["version"], listed["reason"]) == ("payments", 2, "faster")
 
     code, out, _ = _run(capsys, *_cfg(setup, "get", "payments"))
@@ -197,12 +199,12 @@ def test_set_then_read_every_way(
     code, out, _ = _run(capsys, *_cfg(setup, "history", "payments"))
     assert [(row[0], row[-1]) for row in _rows(out)[1:]] == [("1", "initial"), ("2", "faster")]
     code, out, _ = _run(capsys, *_cfg(setup, "history", "payments", "--json"))
-    assert [entry["version"] for entry in json.loads(out)] == [1, 2]
+    assert [entry["version"] for entry in json.loads(out)["versions"]] == [1, 2]
 
     code, out, _ = _run(capsys, *_cfg(setup, "diff", "payments", "1", "2", "--json"))
     assert code == 0
-    assert json.loads(out) == [
-        {"path": "$.api_token", "old": "**********", "new": "**********"},  # rotated
+    assert json.loads(out)["changes"] == [
+        {"path": "$.api_token", "old": {"$secret": "**********"}, "new": {"$secret": "**********"}},
         {"path": "$.db.port", "old": 6000, "new": 5432},
         {"path": "$.endpoint", "old": "https://pay", "new": "https://pay2"},
         {"path": "$.timeout_s", "old": 2.0, "new": 3.0},
@@ -345,7 +347,7 @@ def test_explain_names_every_source(
         "--json",
     )
     assert (code, err) == (0, "")
-    fields = {field["path"]: field for field in json.loads(out)}
+    fields = {field["path"]: field for field in json.loads(out)["fields"]}
     toml_file = str(tmp_path / "payments.toml")
     assert fields["$.timeout_s"] == {
         "path": "$.timeout_s",
@@ -353,7 +355,7 @@ def test_explain_names_every_source(
         "source": "environment PAY_TIMEOUT_S",
         "overridden": ["default", "store version 1"],
     }
-    assert fields["$.api_token"]["value"] == "**********"
+    assert fields["$.api_token"]["value"] == {"$secret": "**********"}
     assert fields["$.api_token"]["overridden"] == ["default", f"{toml_file}:2", "store version 1"]
     assert fields["$.db.port"]["source"] == "store version 1"
     assert CANARY not in out
@@ -388,7 +390,7 @@ def test_explain_with_an_active_configuration_extension(
         revision = store.extensions.get("site-defaults").revision
     code, out, err = _run(capsys, *argv, "--json")
     assert (code, err) == (0, "")
-    fields = {field["path"]: field for field in json.loads(out)}
+    fields = {field["path"]: field for field in json.loads(out)["fields"]}
     assert fields["$.endpoint"]["value"] == "https://pay.example.com"
     assert fields["$.endpoint"]["source"] == "extension site-defaults"
     with _open(setup, schemas) as store:  # explaining wrote nothing

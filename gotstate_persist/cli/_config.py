@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -57,8 +58,11 @@ from ._configview import (
     ref_json,
     ref_row,
     toml_text,
+    typed_leaves,
+    typed_value,
 )
 from ._extview import write_table
+from ._jsondoc import document, json_flag, write_document
 from ._keyring import load_keyring
 from ._options import (
     Subcommands,
@@ -67,7 +71,7 @@ from ._options import (
     selected_namespaces,
     store_command,
 )
-from ._output import EXIT_FAILED, EXIT_OK, with_option_advice
+from ._output import EXIT_FAILED, EXIT_OK, terminal_safe_json, with_option_advice
 from ._stores import open_existing
 
 __all__ = ["add_commands"]
@@ -165,11 +169,11 @@ def _cmd_ls(args: argparse.Namespace) -> int:
                 continue
             for ref in refs:
                 rows.append([printable(namespace), printable(ref.name), *ref_row(ref)])
-                found.append({"namespace": namespace, "name": ref.name, **ref_json(ref)})
+                found.append({"namespace": namespace, **ref_json(ref)})
         if not rows:
             note_other_namespaces(opened.backend, args, "listed")
     if args.json:
-        _write(json_text(found))
+        write_document("config ls", configurations=found)
     elif not rows:
         _write("(no configurations)")
     else:
@@ -180,6 +184,12 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 def _cmd_get(args: argparse.Namespace) -> int:
     with _opened(args) as opened:
         stored = opened.config(args.namespace).log.value(args.name, args.version)
+    if args.json:
+        value = typed_value(stored, reveal=args.reveal)
+        write_document(
+            "config get", namespace=args.namespace, **ref_json(ref_of(stored)), value=value
+        )
+        return EXIT_OK
     value = plain_value(stored, reveal=args.reveal)
     _write(toml_text(value) if args.toml else json_text(value))
     return EXIT_OK
@@ -191,7 +201,8 @@ def _cmd_history(args: argparse.Namespace) -> int:
     if not refs:
         raise _no_versions(args.name, args.namespace)
     if args.json:
-        _write(json_text([ref_json(ref) for ref in refs]))
+        shown = [ref_json(ref) for ref in refs]
+        write_document("config history", namespace=args.namespace, name=args.name, versions=shown)
     else:
         write_table(_HISTORY_HEADER, [ref_row(ref) for ref in refs], sys.stdout)
     return EXIT_OK
@@ -201,9 +212,18 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     with _opened(args) as opened:
         log = opened.config(args.namespace).log
         old, new = log.value(args.name, args.old), log.value(args.name, args.new)
-    changes = diff(decode_untyped(old.payload), decode_untyped(new.payload))
+    old_value, new_value = decode_untyped(old.payload), decode_untyped(new.payload)
+    changes = diff(old_value, new_value)
     if args.json:
-        _write(json_text([change_json(change) for change in changes]))
+        sides = typed_leaves(old_value), typed_leaves(new_value)
+        write_document(
+            "config diff",
+            namespace=args.namespace,
+            name=args.name,
+            old=args.old,
+            new=args.new,
+            changes=[change_json(change, *sides) for change in changes],
+        )
     elif not changes:
         _write(f"(no changes from version {args.old} to {args.new})")
     else:
@@ -222,7 +242,12 @@ def _cmd_watch(args: argparse.Namespace) -> int:
                 except NotFound:
                     since = 0
             for ref in config.watch(args.name, since=since, timeout=args.timeout):
-                sys.stdout.write("  ".join(ref_row(ref)).rstrip() + "\n")
+                if args.json:  # one document per line (JSON Lines): the watch has no end
+                    line = document("config watch", namespace=args.namespace, **ref_json(ref))
+                    sys.stdout.write(terminal_safe_json(json.dumps(line, ensure_ascii=False)))
+                    sys.stdout.write("\n")
+                else:
+                    sys.stdout.write("  ".join(ref_row(ref)).rstrip() + "\n")
                 sys.stdout.flush()
     except KeyboardInterrupt:  # Ctrl-C is how a watch ends
         return EXIT_OK
@@ -244,6 +269,9 @@ def _cmd_set(args: argparse.Namespace) -> int:
             )
     except ConfigInvalid as exc:
         return _refused(exc)
+    if args.json:
+        write_document("config set", namespace=args.namespace, **ref_json(ref))
+        return EXIT_OK
     _write(
         f"stored {printable(ref.name)} version {ref.version} in namespace "
         f"{printable(args.namespace)!r}"
@@ -262,6 +290,9 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
             )
         except ConfigInvalid as exc:
             return _refused(exc)
+    if args.json:
+        write_document("config rollback", namespace=args.namespace, to=args.to, **ref_json(ref))
+        return EXIT_OK
     _write(
         f"rolled {printable(ref.name)} back to version {args.to}: stored as version "
         f"{ref.version} in namespace {printable(args.namespace)!r}"
@@ -294,7 +325,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         except ConfigInvalid as exc:
             return _refused(exc)
     if args.json:
-        _write(json_text([field_json(field) for field in fields]))
+        shown = [field_json(field) for field in fields]
+        write_document("config explain", namespace=args.namespace, name=args.name, fields=shown)
     else:
         write_table(["PATH", "VALUE", "SOURCE", "OVERRIDDEN"], field_rows(fields), sys.stdout)
     return EXIT_OK
@@ -310,10 +342,6 @@ def _name_command(
     parser.add_argument("name", type=name_option, help="the configuration's name")
     parser.set_defaults(func=func)
     return parser
-
-
-def _json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print JSON")
 
 
 def _schema_options(parser: argparse.ArgumentParser) -> None:
@@ -355,7 +383,7 @@ def add_commands(commands: Subcommands) -> None:
     sub = group.add_subparsers(dest="config_command", required=True)
 
     ls = store_command(sub, "ls", "every stored configuration: newest version", needs_keys=True)
-    _json_flag(ls)
+    json_flag(ls)
     ls.set_defaults(func=_cmd_ls)
 
     get = _name_command(sub, "get", "a version's value (secrets shown as **********)", _cmd_get)
@@ -366,16 +394,21 @@ def add_commands(commands: Subcommands) -> None:
         help="print secrets in clear (only with this flag, and only with the keyring)",
     )
     shape = get.add_mutually_exclusive_group()
-    shape.add_argument("--json", action="store_true", help="print JSON (the default)")
+    shape.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document with the version and the typed value (docs/json.md); "
+        "without it the value alone is printed as JSON",
+    )
     shape.add_argument("--toml", action="store_true", help="print TOML")
 
     history = _name_command(sub, "history", "one line per kept version", _cmd_history)
-    _json_flag(history)
+    json_flag(history)
 
     changes = _name_command(sub, "diff", "what changed between two versions", _cmd_diff)
     changes.add_argument("old", type=version_option, metavar="A", help="the older version")
     changes.add_argument("new", type=version_option, metavar="B", help="the newer version")
-    _json_flag(changes)
+    json_flag(changes)
 
     put = _name_command(
         sub, "set", "validate a TOML or JSON file and store it as the next version", _cmd_set
@@ -385,6 +418,7 @@ def add_commands(commands: Subcommands) -> None:
     )
     put.add_argument("--format", choices=FORMATS, help="default: by the file's suffix")
     _write_options(put, reason="", shown="default: none")
+    json_flag(put)
 
     rollback = _name_command(
         sub, "rollback", "store an older version again as the next one", _cmd_rollback
@@ -393,6 +427,7 @@ def add_commands(commands: Subcommands) -> None:
         "--to", type=version_option, required=True, metavar="N", help="the version to restore"
     )
     _write_options(rollback, reason=None, shown="default: 'rollback to version N'")
+    json_flag(rollback)
 
     explain = _name_command(
         sub, "explain", "per field: value (redacted), winning source, overridden", _cmd_explain
@@ -407,7 +442,7 @@ def add_commands(commands: Subcommands) -> None:
         help="file:PATH, env:PREFIX, store, store:VERSION or extension:NAME (an active "
         "one), repeated lowest precedence first (default: store)",
     )
-    _json_flag(explain)
+    json_flag(explain)
 
     watch = _name_command(
         sub, "watch", "one line per version as it lands (Ctrl-C ends it)", _cmd_watch
@@ -424,3 +459,4 @@ def add_commands(commands: Subcommands) -> None:
         metavar="S",
         help="end after S seconds without a new version (default: never)",
     )
+    json_flag(watch)  # one document per line as each version lands

@@ -21,8 +21,9 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from .._names import printable
+from .._typedjson import typed_json
 from ..config import ConfigChange, ConfigField, ConfigRef
-from ..config._secret import decode_untyped, to_plain
+from ..config._secret import REDACTED, Secret, decode_untyped, to_plain
 from ..errors import InvalidArgument
 from ..formats.config import ConfigValue
 from ._output import terminal_safe_json
@@ -38,6 +39,8 @@ __all__ = [
     "ref_row",
     "shown",
     "toml_text",
+    "typed_leaves",
+    "typed_value",
 ]
 
 _TIME: Final = "%Y-%m-%d %H:%M:%S"
@@ -67,7 +70,44 @@ def ref_row(ref: ConfigRef) -> list[str]:
 
 def ref_json(ref: ConfigRef) -> dict[str, Any]:
     """One version as a JSON object (escaped when the document is written)."""
-    return {"version": ref.version, "changed_at": ref.changed_at.isoformat(), "reason": ref.reason}
+    return {
+        "name": ref.name,
+        "version": ref.version,
+        "changed_at": ref.changed_at.isoformat(),
+        "reason": ref.reason,
+    }
+
+
+def typed_value(value: ConfigValue, *, reveal: bool) -> Any:
+    """A stored payload as typed JSON: each secret ``{"$secret": "**********"}``, or its text
+    with ``reveal``."""
+    decoded = decode_untyped(value.payload)
+    return typed_json(_revealed(decoded) if reveal else decoded)
+
+
+def _revealed(value: Any) -> Any:
+    if isinstance(value, Secret):
+        return value.reveal()
+    if isinstance(value, dict):
+        return {key: _revealed(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_revealed(item) for item in value]
+    return value
+
+
+def typed_leaves(value: Any, path: str = "$") -> dict[str, Any]:
+    """Each leaf of a schema-less value by the path ``config diff`` names it, as typed JSON.
+
+    The diff reports secrets as ``**********`` text; reading the leaf here
+    again shows one as ``{"$secret": ...}``, so a program can tell a secret
+    from a value that happens to read ``**********``.
+    """
+    if isinstance(value, dict) and value:
+        leaves: dict[str, Any] = {}
+        for key, item in value.items():
+            leaves.update(typed_leaves(item, f"{path}.{key}"))
+        return leaves
+    return {path: typed_json(value)}
 
 
 def plain_value(value: ConfigValue, *, reveal: bool) -> Any:
@@ -97,16 +137,17 @@ def change_rows(changes: list[ConfigChange]) -> list[list[str]]:
     ]
 
 
-def change_json(change: ConfigChange) -> dict[str, Any]:
-    """One changed leaf as a JSON object (secrets already redacted by the diff)."""
-    return {"path": change.path, "old": change.old, "new": change.new}
+def change_json(change: ConfigChange, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """One changed leaf as a JSON object, its sides from :func:`typed_leaves` (None: absent)."""
+    return {"path": change.path, "old": old.get(change.path), "new": new.get(change.path)}
 
 
 def field_json(field: ConfigField) -> dict[str, Any]:
-    """One leaf of an ``explain`` as a JSON object (secrets already redacted)."""
+    """One leaf of an ``explain`` as a JSON object (secrets already redacted: ``$secret``)."""
+    secret = type(field.value) is str and field.value == REDACTED  # explain redacted it
     return {
         "path": field.path,
-        "value": field.value,
+        "value": {"$secret": REDACTED} if secret else typed_json(field.value),
         "source": field.source,
         "overridden": list(field.overridden),
     }
