@@ -46,15 +46,16 @@ def write_document(command: str, **body: Any) -> None:
 def fields_json(value: Any) -> Any:
     """The library's own metadata record (a registration, a report) as a JSON object.
 
-    Its Structs become objects of their fields and its timestamps ISO 8601
-    text with an offset, as every document prints metadata; any other value
-    is tagged as user data is (``typed_json``), so nothing is ever a repr.
+    Its Structs become objects of their fields, its tuples arrays and its
+    timestamps ISO 8601 text with an offset, as every document prints
+    metadata; any other value is tagged as user data is (``typed_json``), so
+    nothing is ever a repr.
     """
     if isinstance(value, msgspec.Struct):
         return {name: fields_json(getattr(value, name)) for name in value.__struct_fields__}
     if isinstance(value, datetime):
         return value.isoformat()
-    if type(value) is list:
+    if type(value) is list or type(value) is tuple:  # a record's sequences: arrays
         return [fields_json(item) for item in value]
     if type(value) is dict and all(type(key) is str and key[:1] != "$" for key in value):
         return {key: fields_json(item) for key, item in value.items()}

@@ -166,13 +166,12 @@ def _usage_json(namespace: str, used: Usage, quota: Quota | None, *, recount: bo
         "records": used.records,
         "keys": used.keys,
     }
-    if recount:
-        drift = used.drift
-        shown["drift"] = (
-            None
-            if drift is None
-            else {"bytes": drift.bytes, "records": drift.records, "keys": drift.keys}
-        )
+    drift = used.drift if recount else None  # only a recount finds any
+    shown["drift"] = (
+        None
+        if drift is None
+        else {"bytes": drift.bytes, "records": drift.records, "keys": drift.keys}
+    )
     shown["quota"] = None if quota is None else typed_json(msgspec.structs.asdict(quota))
     return shown
 

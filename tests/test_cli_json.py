@@ -1,0 +1,632 @@
+"""Every ``--json`` document has the shape docs/json.md documents, on a real store.
+
+Each document is parsed into Structs written from docs/json.md with
+``forbid_unknown_fields=True``: an undocumented key or a wrong type fails
+here. Values are checked too: exact types tagged (``{"$decimal": "19.99"}``),
+times with an offset, sizes as integers, key ids as the tables print them,
+and never a secret or a URL's password.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+import msgspec
+import pytest
+from test_cli_ext import FAST_OPTIONS, THROTTLE
+from test_cli_history import KEY, NAMESPACE, History, populate
+
+import gotstate_persist as gp
+from gotstate_persist.cli import main
+
+SECRET_CANARY = "cnry-json-secret-Q7v3"
+
+
+class Db(msgspec.Struct, frozen=True):
+    host: str = "localhost"
+    port: int = 5432
+
+
+class Payments(msgspec.Struct, frozen=True):
+    """The configuration schema (``--schema test_cli_json:Payments``)."""
+
+    endpoint: str
+    api_token: gp.Secret = gp.Secret("")
+    db: Db = Db()
+
+
+# The documented shapes.
+
+
+class Doc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    shape_version: Literal[1]
+    command: str
+
+
+class LsKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    namespace: str
+    key: str
+    versions: int
+    newest: int | None
+    kind: str
+    format_version: int
+    size: int
+    saved: str
+
+
+class LsDoc(Doc, frozen=True, forbid_unknown_fields=True):
+    keys: list[LsKey]
+
+
+class VersionItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    version: int
+    size: int
+    saved: str
+    kind: str
+    format_version: int
+    key_id: str
+
+
+class VersionsDoc(Doc, frozen=True, forbid_unknown_fields=True):
+    namespace: str
+    key: str
+    versions: list[VersionItem]
+
+
+class MachineView(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    machine: str
+    started: bool
+    current_state: str | None
+    history: dict[str, str]
+    state_data: dict[str, Any]
+    states: int
+    fingerprint: str
+    submachines: dict[str, Any]
+
+
+class EventView(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    priority: int
+    metadata: Any
+
+
+class Entry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    seq: int
+    at: str
+    event: EventView
+    source: str | None
+    target: str | None
+    meta: Any
+    snapshot_version: int
+
+
+class ShowDoc(Doc, frozen=True, forbid_unknown_fields=True):
+    namespace: str
+    key: str
+    version: int
+    kind: str
+    format_version: int
+    size: int
+    saved: str
+    sealed_with: str
+    record: MachineView
+
+
+class ShowAtDoc(ShowDoc, frozen=True, forbid_unknown_fields=True):
+    at: str
+    journal: list[Entry]
+
+
+class LogEntry(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type", tag="entry"
+):
+    at: str
+    seq: int
+    event: str
+    source: str | None
+    target: str | None
+    actor: str | None
+
+
+class LogSnapshot(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type", tag="snapshot"
+):
+    at: str
+    version: int
+    kind: str
+    format_version: int
+    size: int
+
+
+class LogDoc(Doc, frozen=True, forbid_unknown_fields=True):
+    namespace: str
+    key: str
+    items: list[LogEntry | LogSnapshot]
+
+
+class JournalDoc(Doc, frozen=True, forbid_unknown_fields=True):
+    namespace: str
+    key: str
+    since: int
+    entries: list[Entry]
+
+
+class Change(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    path: str
+    change: Literal["added", "removed", "changed"]
+    old: Any
+    new: Any
+
+
+class DiffDoc(Doc, frozen=True, forbid_unknown_fields=True):
+    namespace: str
+    key: str
+    old: int
+    new: int
+    changes: list[Change]
+
+
+class Counts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    bytes: int
+    records: int
+    keys: int
+
+
+class QuotaView(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    max_bytes: int | None
+    max_records: int | None
+    max_keys: int | None
+    max_blob_bytes: int | None
+    max_versions_per_key: int | None
+    retention: str
+    max_writes_per_second: int | None
+    max_reads_per_second: int | None
+
+
+class UsageNamespace(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    namespace: str
+    bytes: int
+    records: int
+    keys: int
+    drift: Counts | None
+    quota: QuotaView | None
+
+
+class UsageDoc(Doc, frozen=True, forbid_unknown_fields=True):
+    recounted: bool
+    exact_counters: bool
+    namespaces: list[UsageNamespace]
+
+
+class VerifiedKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    namespace: str
+    key: str | None
+    versions: int
+    ok: bool
+    problems: list[str]
+
+
+class KeyIdCount(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    key_id: str
+    records: int
+    primary: bool
+
+
+class VerifyDoc(Doc, frozen=True, forbid_unknown_fields=True):
+    checked: int
+    verified: int
+    failed: int
+    keys: list[VerifiedKey]
+    key_ids: list[KeyIdCount]
+
+
+class Registration(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    namespace: str
+    name: str
+    category: str
+    version: str
+    target: str
+    isolation: str
+    limits: dict[str, int | float | None]
+    code_sha256: str
+    files: dict[str, str]
+    interface: list[str]
+    status: str
+    reason: str
+    changed_at: str
+    location: dict[str, str]
+    requires: str
+    states: list[str]
+    stats: dict[str, Any] | None
+    has_settings: bool
+    settings_fields: list[str]
+    secret_fields: list[str]
+    secrets: list[str]
+    revision: int
+
+
+class ExtLsDoc(Doc, frozen=True, forbid_unknown_fields=True):
+    extensions: list[Registration]
+
+
+class ExtShowDoc(Doc, frozen=True, forbid_unknown_fields=True):
+    registration: Registration
+
+
+class ExtChangeDoc(ExtShowDoc, frozen=True, forbid_unknown_fields=True):
+    written: bool
+
+
+class ExtHistoryDoc(Doc, frozen=True, forbid_unknown_fields=True):
+    namespace: str
+    name: str
+    revisions: list[Registration]
+
+
+class ExtDrift(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    namespace: str
+    name: str
+    changed: list[str]
+    added: list[str]
+    removed: list[str]
+
+
+class ExtVerifyDoc(Doc, frozen=True, forbid_unknown_fields=True):
+    checked: int
+    matching: int
+    extensions: list[ExtDrift]
+
+
+class DoctorReport(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    python: str
+    python_starts_isolated: bool
+    start_note: str
+    worker_command: list[str]
+    bootstrap: bool
+    uid: int
+    limits: list[dict[str, Any]]
+    cgroup: dict[str, Any]
+    prefix: dict[str, Any]
+    ladder: list[dict[str, Any]]
+    rung: str
+    gaps: list[str]
+
+
+class ExtDoctorDoc(Doc, frozen=True, forbid_unknown_fields=True):
+    report: DoctorReport
+
+
+class ConfigRefView(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    version: int
+    changed_at: str
+    reason: str
+
+
+class ConfigListed(ConfigRefView, frozen=True, forbid_unknown_fields=True):
+    namespace: str
+
+
+class ConfigLsDoc(Doc, frozen=True, forbid_unknown_fields=True):
+    configurations: list[ConfigListed]
+
+
+class ConfigGetDoc(Doc, frozen=True, forbid_unknown_fields=True):
+    namespace: str
+    name: str
+    version: int
+    changed_at: str
+    reason: str
+    value: Any
+
+
+class ConfigWrittenDoc(Doc, frozen=True, forbid_unknown_fields=True):
+    namespace: str
+    name: str
+    version: int
+    changed_at: str
+    reason: str
+
+
+class ConfigRollbackDoc(ConfigWrittenDoc, frozen=True, forbid_unknown_fields=True):
+    to: int
+
+
+class ConfigHistoryDoc(Doc, frozen=True, forbid_unknown_fields=True):
+    namespace: str
+    name: str
+    versions: list[ConfigRefView]
+
+
+class ConfigChange(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    path: str
+    old: Any
+    new: Any
+
+
+class ConfigDiffDoc(Doc, frozen=True, forbid_unknown_fields=True):
+    namespace: str
+    name: str
+    old: int
+    new: int
+    changes: list[ConfigChange]
+
+
+class ExplainedField(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    path: str
+    value: Any
+    source: str
+    overridden: list[str]
+
+
+class ConfigExplainDoc(Doc, frozen=True, forbid_unknown_fields=True):
+    namespace: str
+    name: str
+    fields: list[ExplainedField]
+
+
+# Running the commands.
+
+D = TypeVar("D", bound=Doc)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def parsed(out: str, shape: type[D], command: str) -> D:
+    """``out`` as one document of ``shape`` (unknown keys and wrong types fail) for ``command``."""
+    document = msgspec.json.decode(out.encode(), type=shape)
+    assert document.command == command
+    return document
+
+
+def has_offset(text: str) -> bool:
+    return datetime.fromisoformat(text).utcoffset() is not None
+
+
+def store_payments(url: str, keyring: gp.KeyRing, token: str) -> None:
+    with gp.open_store(url, namespace=NAMESPACE, keyring=keyring) as store:
+        store.config.define("payments", Payments)
+        store.config.put(
+            "payments", Payments("https://pay", gp.Secret(token)), expected_version=0, reason="a"
+        )
+        store.config.put(
+            "payments",
+            Payments("https://pay2", gp.Secret(token + "-2"), Db(port=6000)),
+            expected_version=1,
+            reason="b",
+        )
+
+
+@pytest.fixture
+def history(sqlite_url: str, keyring: gp.KeyRing, tmp_path: Path) -> History:
+    found = populate(sqlite_url, keyring, tmp_path / "keys.json")
+    store_payments(sqlite_url, keyring, SECRET_CANARY)
+    return found
+
+
+def where(history: History) -> list[str]:
+    return ["--namespace", NAMESPACE, "--keys", str(history.keys)]
+
+
+def test_ls_versions_show(history: History, capsys: pytest.CaptureFixture[str]) -> None:
+    url = history.url
+    code, out, _ = run(capsys, "ls", url, "--json")
+    ls = parsed(out, LsDoc, "ls")
+    [key] = [item for item in ls.keys if item.key == KEY]
+    assert (key.namespace, key.versions, key.newest, key.kind) == (
+        NAMESPACE,
+        3,
+        3,
+        "gotstate.machine",
+    )
+    assert key.size == history.versions[-1].size and has_offset(key.saved)
+
+    code, out, _ = run(capsys, "versions", url, KEY, "--namespace", NAMESPACE, "--json")
+    versions = parsed(out, VersionsDoc, "versions")
+    assert [item.version for item in versions.versions] == [1, 2, 3]
+    assert [item.size for item in versions.versions] == [ref.size for ref in history.versions]
+    assert all(has_offset(item.saved) for item in versions.versions)
+    key_id = versions.versions[0].key_id
+    assert key_id.startswith("0x") and len(key_id) == 10
+    code, table, _ = run(capsys, "versions", url, KEY, "--namespace", NAMESPACE)
+    assert code == 0 and table.splitlines()[0].split()[:2] == ["VERSION", "SIZE"]
+    assert key_id in table.splitlines()[1]
+
+    code, out, _ = run(capsys, "show", url, KEY, *where(history), "--version", "1", "--json")
+    show = parsed(out, ShowDoc, "show")
+    assert show.record.state_data["cart"]["total"] == {"$decimal": "9.99"}
+    assert show.sealed_with.endswith(key_id) and has_offset(show.saved)
+    code, text, _ = run(capsys, "show", url, KEY, *where(history), "--version", "1")
+    assert json.loads(text) == {
+        k: v for k, v in json.loads(out).items() if k not in Doc.__struct_fields__
+    }
+    assert "Decimal(" not in text
+
+    at = history.entries[1].at.isoformat()
+    code, out, _ = run(capsys, "show", url, KEY, *where(history), "--at", at, "--json")
+    show_at = parsed(out, ShowAtDoc, "show")
+    assert [entry.seq for entry in show_at.journal] == [2] and has_offset(show_at.at)
+
+
+def test_log_journal_diff(history: History, capsys: pytest.CaptureFixture[str]) -> None:
+    url = history.url
+    code, out, _ = run(capsys, "log", url, KEY, *where(history), "--json")
+    log = parsed(out, LogDoc, "log")
+    assert [type(item) for item in log.items].count(LogSnapshot) == 3
+    assert all(has_offset(item.at) for item in log.items)
+
+    code, out, _ = run(capsys, "journal", url, KEY, *where(history), "--json")
+    journal = parsed(out, JournalDoc, "journal")
+    assert [entry.seq for entry in journal.entries] == [1, 2, 3, 4, 5]
+    assert journal.entries[0].meta["actor"] == "api"
+
+    code, out, _ = run(capsys, "diff", url, KEY, "1", "2", *where(history), "--json")
+    diff = parsed(out, DiffDoc, "diff")
+    assert code == 0 and (diff.old, diff.new) == (1, 2)
+    changes = {change.path: change for change in diff.changes}
+    total = changes["state_data.cart.total"]
+    assert (total.old, total.new) == ({"$decimal": "9.99"}, {"$decimal": "12.50"})
+
+
+def test_usage_and_verify(history: History, capsys: pytest.CaptureFixture[str]) -> None:
+    url = history.url
+    code, out, _ = run(capsys, "quota", "set", url, "--namespace", NAMESPACE, "--max-keys", "100")
+    assert code == 0
+    for extra in ([], ["--recount"]):
+        code, out, _ = run(capsys, "usage", url, "--json", *extra)
+        usage = parsed(out, UsageDoc, "usage")
+        assert usage.recounted == bool(extra)
+        [orders] = [item for item in usage.namespaces if item.namespace == NAMESPACE]
+        assert orders.bytes > 0 and orders.keys >= 1
+        assert orders.quota is not None and orders.quota.max_keys == 100
+
+    code, out, _ = run(capsys, "verify", url, "--keys", str(history.keys), "--json")
+    verify = parsed(out, VerifyDoc, "verify")
+    assert code == 0 and verify.failed == 0 and verify.verified == verify.checked > 0
+    assert all(item.ok and not item.problems for item in verify.keys)
+    [sealing] = verify.key_ids
+    assert sealing.primary and sealing.key_id.startswith("0x")
+
+
+def test_config_commands(history: History, capsys: pytest.CaptureFixture[str]) -> None:
+    url, args = history.url, where(history)
+    code, out, _ = run(capsys, "config", "ls", url, *args, "--json")
+    [listed] = parsed(out, ConfigLsDoc, "config ls").configurations
+    assert (listed.name, listed.version, listed.reason) == ("payments", 2, "b")
+    assert has_offset(listed.changed_at)
+
+    code, out, _ = run(capsys, "config", "get", url, "payments", *args, "--json")
+    got = parsed(out, ConfigGetDoc, "config get")
+    assert got.value == {
+        "endpoint": "https://pay2",
+        "api_token": {"$secret": "**********"},
+        "db": {"host": "localhost", "port": 6000},
+    }
+    code, out, _ = run(capsys, "config", "history", url, "payments", *args, "--json")
+    assert [ref.version for ref in parsed(out, ConfigHistoryDoc, "config history").versions] == [
+        1,
+        2,
+    ]
+    code, out, _ = run(capsys, "config", "diff", url, "payments", "1", "2", *args, "--json")
+    changes = {c.path: c for c in parsed(out, ConfigDiffDoc, "config diff").changes}
+    assert changes["$.api_token"].new == {"$secret": "**********"}
+    assert (changes["$.db.port"].old, changes["$.db.port"].new) == (5432, 6000)
+    schema = ["--schema", "test_cli_json:Payments"]
+    code, out, _ = run(capsys, "config", "explain", url, "payments", *args, *schema, "--json")
+    fields = {f.path: f for f in parsed(out, ConfigExplainDoc, "config explain").fields}
+    assert fields["$.api_token"].value == {"$secret": "**********"}
+
+    code, out, _ = run(
+        capsys, "config", "rollback", url, "payments", *args, *schema,
+        "--to", "1", "--expected-version", "2", "--json",
+    )  # fmt: skip
+    rolled = parsed(out, ConfigRollbackDoc, "config rollback")
+    assert (rolled.version, rolled.to) == (3, 1)
+    code, out, _ = run(
+        capsys,
+        "config",
+        "watch",
+        url,
+        "payments",
+        *args,
+        "--since",
+        "1",
+        "--timeout",
+        "0",
+        "--json",
+    )
+    assert code == 0
+    lines = [msgspec.json.decode(line, type=ConfigWrittenDoc) for line in out.splitlines()]
+    assert [line.version for line in lines] == [2, 3] and lines[0].command == "config watch"
+    assert SECRET_CANARY not in out
+
+
+def test_ext_commands(history: History, capsys: pytest.CaptureFixture[str]) -> None:
+    url, args = history.url, where(history)
+    code, out, err = run(capsys, "ext", "register", url, THROTTLE, *args, *FAST_OPTIONS, "--json")
+    assert code == 0, err
+    registered = parsed(out, ExtChangeDoc, "ext register")
+    assert registered.written and registered.registration.name == "throttle"
+    assert has_offset(registered.registration.changed_at)
+    code, out, _ = run(capsys, "ext", "ls", url, *args, "--json")
+    [listed] = parsed(out, ExtLsDoc, "ext ls").extensions
+    assert listed.revision == registered.registration.revision
+    code, out, _ = run(capsys, "ext", "show", url, "throttle", *args, "--json")
+    assert parsed(out, ExtShowDoc, "ext show").registration == listed
+    code, out, _ = run(capsys, "ext", "history", url, "throttle", *args, "--json")
+    assert len(parsed(out, ExtHistoryDoc, "ext history").revisions) == 1
+    code, out, _ = run(capsys, "ext", "verify", url, *args, "--json")
+    verify = parsed(out, ExtVerifyDoc, "ext verify")
+    assert code == 0 and verify.matching == verify.checked == 1
+    code, out, _ = run(capsys, "ext", "unregister", url, "throttle", *args, "--json")
+    unregistered = parsed(out, ExtChangeDoc, "ext unregister")
+    assert unregistered.written and unregistered.registration.status == "unregistered"
+    code, out, _ = run(capsys, "ext", "doctor", "--json")
+    assert parsed(out, ExtDoctorDoc, "ext doctor").report.uid >= 0
+
+
+def test_failures_with_json_are_one_stderr_line(
+    history: History, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "show", history.url, "nope", *where(history), "--json")
+    assert (code, out) == (1, "")
+    assert err.count("\n") == 1 and err.startswith("gotstate-persist: NotFound: ")
+    code, out, err = run(capsys, "versions", history.url, "nope", "--json")
+    assert (code, out, err.count("\n")) == (1, "", 1)
+
+
+def test_no_document_shows_a_secret_or_the_urls_password(
+    pg_url: str, keyring: gp.KeyRing, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parts = urlsplit(pg_url)
+    password, port = parts.password, parts.port
+    assert password and port
+    key_material = json.loads(keyring.export())["keys"][0]["secret"]
+    history = populate(pg_url, keyring, tmp_path / "keys.json")
+    store_payments(pg_url, keyring, SECRET_CANARY)
+    args = where(history)
+    commands = [
+        ["ls", pg_url, "--json"],
+        ["versions", pg_url, KEY, "--namespace", NAMESPACE, "--json"],
+        ["show", pg_url, KEY, *args, "--json"],
+        ["log", pg_url, KEY, *args, "--json"],
+        ["journal", pg_url, KEY, *args, "--json"],
+        ["diff", pg_url, KEY, "1", "3", *args, "--json"],
+        ["usage", pg_url, "--json"],
+        ["verify", pg_url, "--keys", str(history.keys), "--json"],
+        ["config", "ls", pg_url, *args, "--json"],
+        ["config", "get", pg_url, "payments", *args, "--json"],
+        ["config", "history", pg_url, "payments", *args, "--json"],
+        ["config", "diff", pg_url, "payments", "1", "2", *args, "--json"],
+        [
+            "config",
+            "explain",
+            pg_url,
+            "payments",
+            *args,
+            "--schema",
+            "test_cli_json:Payments",
+            "--json",
+        ],
+        ["ext", "ls", pg_url, *args, "--json"],
+        ["show", pg_url, "missing", *args, "--json"],  # a failure: the stderr line
+        ["ls", pg_url.replace(f":{port}/", ":1/"), "--json"],  # cannot connect
+    ]
+    for argv in commands:
+        code, out, err = run(capsys, *argv)
+        assert SECRET_CANARY not in out + err, argv
+        assert password not in out + err, argv
+        assert key_material not in out + err
+        if code == 0:
+            json.loads(out)
+        else:
+            assert out == "" and err.count("\n") == 1, (argv, err)
