@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
 import pytest
+from gotstate.core.events import Event
+from order_workflow import build_order_machine, set_data
 from test_cli_ext import FAST_OPTIONS, THROTTLE
 from test_cli_history import KEY, NAMESPACE, History, populate
 
 import gotstate_persist as gp
+from gotstate_persist.backends import open_backend
 from gotstate_persist.cli import main
 
 SECRET_CANARY = "cnry-json-secret-Q7v3"
@@ -630,3 +634,39 @@ def test_no_document_shows_a_secret_or_the_urls_password(
             json.loads(out)
         else:
             assert out == "" and err.count("\n") == 1, (argv, err)
+
+
+class Parcel(msgspec.Struct, frozen=True):
+    weight: Decimal
+
+
+def test_an_unknown_struct_hides_only_itself_in_show_and_diff(
+    sqlite_url: str, keyring: gp.KeyRing, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    formats = gp.FormatRegistry()
+    formats.register(Parcel, kind="test.parcel", version=1)
+    machine = build_order_machine()
+    machine.start()
+    machine.process_event(Event("start"))
+    set_data(machine, "cart", "parcel", Parcel(Decimal("1.5")))
+    set_data(machine, "cart", "total", Decimal("19.99"))
+    set_data(machine, "cart", "by_size", {1: "small"})
+    with gp.Store(open_backend(sqlite_url), keyring=keyring, formats=formats) as store:
+        store.save_machine("order-7", machine)
+        set_data(machine, "cart", "by_size", {1: "large"})
+        store.save_machine("order-7", machine)
+    keys = tmp_path / "keys.json"
+    keys.write_text(keyring.export())
+    code, out, _ = run(capsys, "show", sqlite_url, "order-7", "--keys", str(keys))
+    assert code == 0 and "Decimal(" not in out
+    cart = json.loads(out)["record"]["state_data"]["cart"]  # the CLI knows no Parcel
+    assert cart["parcel"]["$undecodable"]["kind"] == "test.parcel"
+    assert cart["total"] == {"$decimal": "19.99"}
+    assert cart["by_size"] == {"$dict": [[1, "large"]]}
+    code, out, _ = run(
+        capsys, "diff", sqlite_url, "order-7", "1", "2", "--keys", str(keys), "--json"
+    )
+    [change] = parsed(out, DiffDoc, "diff").changes
+    assert change.path == "state_data.cart"  # compared whole: this tool cannot decode it all
+    assert change.old["by_size"] == {"$dict": [[1, "small"]]}
+    assert change.new["parcel"]["$undecodable"]["kind"] == "test.parcel"

@@ -18,6 +18,7 @@ of key order) and reported as ``show`` prints them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
@@ -214,7 +215,8 @@ def same(old: Any, new: Any) -> bool:
 
 
 def _name(key: object) -> str:
-    return key if isinstance(key, str) else repr(key)
+    """A mapping key in a path: a string as it is, another key as its typed JSON text."""
+    return key if isinstance(key, str) else json.dumps(typed_json(key), ensure_ascii=False)
 
 
 def _compare(
