@@ -14,9 +14,10 @@ Names and values read from a store are escaped before they reach a terminal.
 records, so they need ``--namespace`` or ``--all-namespaces``.
 
 Each command group lives in a module of its own that registers its commands
-(``_keys``, ``_inspect``, ``_history`` with ``_historyview``, ``_copy``,
+(``_keys``, ``_inspect`` with ``_versions``, ``_history`` with ``_historyview``, ``_copy``,
 ``_quota``, ``_maintain``, ``_ext``, ``_config`` with ``_configinput`` and
 ``_configview``); ``show``'s document is ``_recordview``'s;
+every ``--json`` document is written by ``_jsondoc`` (shapes: docs/json.md);
 what they share is in ``_options`` (options and namespace scopes), ``_stores`` (opening
 a store without creating one), ``_keyring`` and ``_output`` (escaping,
 errors, exit statuses). The console script ``gotstate-persist`` and
