@@ -10,6 +10,7 @@ and never a secret or a URL's password.
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -670,3 +671,53 @@ def test_an_unknown_struct_hides_only_itself_in_show_and_diff(
     assert change.path == "state_data.cart"  # compared whole: this tool cannot decode it all
     assert change.old["by_size"] == {"$dict": [[1, "small"]]}
     assert change.new["parcel"]["$undecodable"]["kind"] == "test.parcel"
+
+
+class Invoice(msgspec.Struct, frozen=True):
+    total: Decimal
+    lines: tuple[str, ...]
+
+
+class RecordShowDoc(Doc, frozen=True, forbid_unknown_fields=True):
+    namespace: str
+    key: str
+    version: int
+    kind: str
+    format_version: int
+    size: int
+    saved: str
+    sealed_with: str
+    note: str
+    record: dict[str, Any]
+
+
+def test_show_of_a_record_of_a_kind_the_cli_does_not_know(
+    sqlite_url: str, keyring: gp.KeyRing, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    formats = gp.FormatRegistry()
+    formats.register(Invoice, kind="test.invoice", version=1)
+    with gp.Store(open_backend(sqlite_url), keyring=keyring, formats=formats) as store:
+        store.save("invoice-1", Invoice(Decimal("19.99"), ("a", "b")))
+    keys = tmp_path / "keys.json"
+    keys.write_text(keyring.export())
+    code, out, _ = run(capsys, "show", sqlite_url, "invoice-1", "--keys", str(keys), "--json")
+    shown = parsed(out, RecordShowDoc, "show")
+    assert code == 0 and shown.kind == "test.invoice" and "not registered" in shown.note
+    assert "Decimal(" not in out and json.dumps(shown.record)
+
+
+def test_verify_json_names_each_failure(
+    history: History, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with sqlite3.connect(history.url.removeprefix("sqlite:///")) as conn:
+        conn.execute(
+            "UPDATE gotstate_persist_records SET blob = "
+            "CAST(substr(blob, 1, 20) || X'00' || substr(blob, 22) AS BLOB) "
+            "WHERE key=? AND version=1",
+            (KEY,),
+        )
+    code, out, err = run(capsys, "verify", history.url, "--keys", str(history.keys), "--json")
+    verify = parsed(out, VerifyDoc, "verify")
+    assert (code, err) == (1, "") and verify.failed == 1
+    [bad] = [item for item in verify.keys if not item.ok]
+    assert bad.key == KEY and bad.problems[0].startswith("version 1: IntegrityError")
