@@ -255,6 +255,11 @@ class Metrics:
         else:
             self.add("rate_refusals" if isinstance(error, RateLimited) else "quota_refusals")
 
+    def rewrote(self, counter: str, size: int) -> None:
+        """``migrate`` or ``reseal`` (``counter``) swapped in a new blob of ``size`` bytes."""
+        self.add(counter)
+        self.add("bytes_written", size)
+
     def extension_call(self, outcome: str) -> None:
         """An extension call ran: ``ok``, ``failure``, ``timeout`` or ``crash``."""
         self.add("extension_calls")
