@@ -15,7 +15,6 @@ not instrument a store pays nothing for it.
 
 from __future__ import annotations
 
-import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from ._metrics import metrics_of
@@ -48,13 +47,14 @@ def instrument(
     ``gotstate_persist.key`` (off by default: keys may name people or
     accounts). Calling it again replaces the previous instrumentation.
     """
-    if importlib.util.find_spec("opentelemetry") is None:
-        raise InvalidArgument(_MISSING)
     if not isinstance(include_keys, bool):
         raise InvalidArgument("include_keys must be True or False")
     pipeline = store.pipeline
     metrics = metrics_of(pipeline)
-    from ._otel import OtelSink
+    try:
+        from ._otel import OtelSink
+    except ImportError as exc:
+        raise InvalidArgument(_MISSING) from exc
 
     metrics.telemetry = OtelSink(
         pipeline.namespace,
