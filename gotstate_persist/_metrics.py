@@ -13,9 +13,10 @@ ended are folded into one then, so short-lived threads do not pile up.
 A snapshot taken while other threads are counting is a moment's sum, each
 event counted once; taken when they are done, it is exact.
 
-OpenTelemetry is optional (the ``otel`` extra) and never imported here: a
-sink set on :attr:`Metrics.telemetry` (``gotstate_persist.telemetry``) sees
-the same events.
+OpenTelemetry is optional (the ``otel`` extra) and never imported here: it
+reads the counters when it collects (:meth:`Metrics.total`), and a sink set
+on :attr:`Metrics.telemetry` (``gotstate_persist.telemetry``) runs the timed
+operations in spans.
 """
 
 from __future__ import annotations
@@ -133,15 +134,19 @@ class StoreStats(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Sink(Protocol):
-    """Where events go besides the counters (``gotstate_persist.telemetry``'s OpenTelemetry)."""
+    """Runs the timed operations in spans (``gotstate_persist.telemetry``'s OpenTelemetry).
 
-    def add(self, counter: str, amount: int) -> None:
-        """One of :data:`COUNTERS` grew by ``amount``."""
+    Counters need no sink: OpenTelemetry reads them from :meth:`Metrics.total`
+    when it collects, so counting costs the same with it as without.
+    """
 
     def traced(
         self, operation: str, store: Any, key: str, call: Callable[[], Any], metrics: Metrics
     ) -> Any:
         """Run ``call`` as ``operation`` (timed, in a span); count it with ``metrics.finished``."""
+
+    def close(self) -> None:
+        """Stop reporting (``gotstate_persist.telemetry.uninstrument``)."""
 
 
 class _Shard:
@@ -218,29 +223,18 @@ class Metrics:
     def add(self, counter: str, amount: int = 1) -> None:
         """Count ``amount`` more of one of :data:`COUNTERS`."""
         self._shard().counters[counter] += amount
-        sink = self.telemetry
-        if sink is not None:
-            sink.add(counter, amount)
 
     def wrote(self, size: int) -> None:
         """One record of ``size`` stored bytes was written."""
         counters = self._shard().counters
         counters["records_written"] += 1
         counters["bytes_written"] += size
-        sink = self.telemetry
-        if sink is not None:
-            sink.add("records_written", 1)
-            sink.add("bytes_written", size)
 
     def read(self, size: int) -> None:
         """One record of ``size`` stored bytes was fetched."""
         counters = self._shard().counters
         counters["records_read"] += 1
         counters["bytes_read"] += size
-        sink = self.telemetry
-        if sink is not None:
-            sink.add("records_read", 1)
-            sink.add("bytes_read", size)
 
     def conflict(self, *, retried: bool) -> None:
         """A write found another version first; ``retried``: the pipeline tries again."""
@@ -280,6 +274,14 @@ class Metrics:
             row[_FAILURES] += 1
             name = type(failure).__name__
             shard.failures[name] = shard.failures.get(name, 0) + 1
+
+    def total(self, counter: str) -> int:
+        """One counter, every thread's count added up (OpenTelemetry reads them so)."""
+        with self._lock:
+            self._fold_ended()
+            return self._retired.counters[counter] + sum(
+                shard.counters[counter] for _thread, shard in self._shards
+            )
 
     def snapshot(self, namespace: str) -> StoreStats:
         """Every thread's counts added up."""

@@ -5,17 +5,29 @@ operation, the record kind (the name of a registered format, never data)
 and, on failure, ``error.type`` (the exception's class name, never its
 message, which may quote a key). Exceptions are not recorded as span events
 for the same reason. Attribute dicts are built once per combination and
-reused, so a counter update does not allocate.
+reused.
+
+Counters are observable (asynchronous) instruments: OpenTelemetry reads the
+store's own totals (``Metrics.total``) when it collects, so a save costs no
+more with them than without. An SDK keeps one instrument per name and
+meter, and ignores the callbacks of a second registration, so the counters
+are created once per meter provider (:class:`_Hub`) and report every store
+instrumented on it, by namespace. A store's counts stay in the totals after
+it is uninstrumented or closed: counters never go down.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import functools
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from time import perf_counter
 from typing import Any
 
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
+from opentelemetry.metrics import CallbackOptions, Histogram, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ._metrics import COUNTERS, Metrics
@@ -24,7 +36,7 @@ from ._version import VERSION
 from .errors import PersistError
 from .formats import FormatRegistry
 
-__all__ = ["OtelSink"]
+__all__ = ["OtelSink", "hub_for"]
 
 _SCOPE = "gotstate_persist"
 _NAMESPACE = "gotstate_persist.namespace"
@@ -52,42 +64,94 @@ _DESCRIPTIONS = {
 }
 
 
-class OtelSink:
-    """Counters, a duration histogram and spans for one store's namespace."""
+class _Hub:
+    """The instruments of one meter provider, shared by every store instrumented on it."""
 
-    def __init__(
-        self,
-        namespace: str,
-        formats: FormatRegistry,
-        *,
-        meter_provider: Any,
-        tracer_provider: Any,
-        include_keys: bool,
-    ) -> None:
+    def __init__(self, meter_provider: Any) -> None:
         meter = otel_metrics.get_meter(_SCOPE, VERSION, meter_provider=meter_provider)
-        self._tracer = trace.get_tracer(_SCOPE, VERSION, tracer_provider=tracer_provider)
-        self._counters = {
-            name: meter.create_counter(
+        self._lock = threading.Lock()
+        self._stores: dict[int, tuple[str, Metrics, dict[str, int]]] = {}
+        self._left: dict[tuple[str, str], int] = {}  # (counter, namespace): counts of stores gone
+        for name in COUNTERS:
+            meter.create_observable_counter(
                 f"gotstate_persist.{name}",
+                callbacks=[functools.partial(self._observe, name)],
                 unit=_UNITS.get(name, "1"),
                 description=_DESCRIPTIONS[name],
             )
-            for name in COUNTERS
-        }
-        self._duration = meter.create_histogram(
+        self.duration: Histogram = meter.create_histogram(
             "gotstate_persist.operation.duration",
             unit="s",
             description="Duration of save_machine, restore_machine, save and load",
             explicit_bucket_boundaries_advisory=_DURATION_BUCKETS_S,
         )
+
+    def join(self, namespace: str, metrics: Metrics) -> None:
+        """Report ``metrics`` from now on (what it counted before is not reported)."""
+        start = {name: metrics.total(name) for name in COUNTERS}
+        with self._lock:
+            self._stores[id(metrics)] = (namespace, metrics, start)
+
+    def leave(self, metrics: Metrics) -> None:
+        """Stop reporting ``metrics``; what it counted until now stays in the totals."""
+        with self._lock:
+            entry = self._stores.pop(id(metrics), None)
+            if entry is not None:
+                namespace, _metrics, start = entry
+                for name in COUNTERS:
+                    key = (name, namespace)
+                    self._left[key] = self._left.get(key, 0) + metrics.total(name) - start[name]
+
+    def _observe(self, counter: str, _options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            entries = list(self._stores.values())
+            totals = {ns: count for (name, ns), count in self._left.items() if name == counter}
+        for namespace, metrics, start in entries:
+            counted = metrics.total(counter) - start[counter]
+            totals[namespace] = totals.get(namespace, 0) + counted
+        return [Observation(count, {_NAMESPACE: ns}) for ns, count in sorted(totals.items())]
+
+
+_HUBS: weakref.WeakKeyDictionary[Any, _Hub] = weakref.WeakKeyDictionary()
+_HUBS_LOCK = threading.Lock()
+
+
+def hub_for(meter_provider: Any) -> _Hub:
+    """The instruments of ``meter_provider`` (None: the global one), created once."""
+    provider = otel_metrics.get_meter_provider() if meter_provider is None else meter_provider
+    with _HUBS_LOCK:
+        hub = _HUBS.get(provider)
+        if hub is None:
+            hub = _HUBS[provider] = _Hub(provider)
+        return hub
+
+
+class OtelSink:
+    """Spans and durations of one store's operations; its counters join the provider's hub."""
+
+    def __init__(
+        self,
+        namespace: str,
+        formats: FormatRegistry,
+        metrics: Metrics,
+        *,
+        meter_provider: Any,
+        tracer_provider: Any,
+        include_keys: bool,
+    ) -> None:
+        self._hub = hub_for(meter_provider)
+        self._hub.join(namespace, metrics)
+        self._metrics = metrics
+        self._duration = self._hub.duration
+        self._tracer = trace.get_tracer(_SCOPE, VERSION, tracer_provider=tracer_provider)
         self._namespace = namespace
         self._formats = formats
         self._include_keys = include_keys
-        self._base: Mapping[str, str] = {_NAMESPACE: namespace}
         self._attributes: dict[tuple[str, str, str], Mapping[str, str]] = {}
 
-    def add(self, counter: str, amount: int) -> None:
-        self._counters[counter].add(amount, self._base)
+    def close(self) -> None:
+        """Stop: spans and durations end now; the counters keep the counts so far."""
+        self._hub.leave(self._metrics)
 
     def _labels(self, operation: str, kind: str, error: str) -> Mapping[str, str]:
         """The attributes of one (operation, kind, error type), built once."""

@@ -1,9 +1,10 @@
 """OpenTelemetry metrics and spans for a store (install the ``otel`` extra).
 
 The store counts its events anyway (``Store.stats()``); :func:`instrument`
-sends the same events to OpenTelemetry as well: counters, a duration
-histogram, and one span around each ``save_machine``, ``restore_machine``,
-``save`` and ``load``. Spans and metric points carry the namespace, the
+shows the same counts to OpenTelemetry as observable counters (read when
+OpenTelemetry collects: no cost per save), and adds a duration histogram and
+one span around each ``save_machine``, ``restore_machine``, ``save`` and
+``load``. Spans and metric points carry the namespace, the
 operation, the record kind and, on failure, the exception's class name;
 never a key, stored data, a message or a secret, unless ``include_keys=True``
 adds the key to spans (never to metrics, where it would be a series per key).
@@ -56,9 +57,11 @@ def instrument(
     except ImportError as exc:
         raise InvalidArgument(_MISSING) from exc
 
+    uninstrument(store)
     metrics.telemetry = OtelSink(
         pipeline.namespace,
         pipeline.formats,
+        metrics,
         meter_provider=meter_provider,
         tracer_provider=tracer_provider,
         include_keys=include_keys,
@@ -66,5 +69,12 @@ def instrument(
 
 
 def uninstrument(store: Store | AsyncStore) -> None:
-    """Stop reporting ``store``'s events to OpenTelemetry (its ``stats()`` go on)."""
-    metrics_of(store.pipeline).telemetry = None
+    """Stop reporting ``store``'s operations to OpenTelemetry (its ``stats()`` go on).
+
+    Spans and durations stop; the counters already reported keep their
+    totals (OpenTelemetry counters never go down) and stop growing.
+    """
+    metrics = metrics_of(store.pipeline)
+    previous, metrics.telemetry = metrics.telemetry, None
+    if previous is not None:
+        previous.close()

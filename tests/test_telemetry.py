@@ -284,3 +284,28 @@ def test_without_the_extra_instrument_says_what_to_install(tmp_path: Path) -> No
         tmp_path,
     )
     assert "pip install 'gotstate-persist[otel]'" in out
+
+
+def test_stores_on_one_provider_report_by_namespace_without_double_counting(
+    sqlite_url: str, keyring: gp.KeyRing, otel: Otel
+) -> None:
+    """One set of counters per provider (an SDK ignores a second registration's callbacks)."""
+    with (
+        gp.open_store(sqlite_url, namespace="a", keyring=keyring, formats=_formats()) as first,
+        gp.open_store(sqlite_url, namespace="b", keyring=keyring, formats=_formats()) as second,
+    ):
+        first.save("k", Note("before"))  # before instrument(): not reported
+        for store in (first, second):
+            telemetry.instrument(store, meter_provider=otel.meters, tracer_provider=otel.tracers)
+        first.save("k", Note("1"))
+        second.save("k", Note("2"))
+        second.save("k", Note("3"))
+        telemetry.instrument(second, meter_provider=otel.meters)  # again: replaces, no double
+        second.save("k", Note("4"))
+        telemetry.uninstrument(first)
+        first.save("k", Note("after"))  # after uninstrument(): not reported
+    written = {
+        attributes["gotstate_persist.namespace"]: point.value
+        for attributes, point in otel.points()["gotstate_persist.records_written"]
+    }
+    assert written == {"a": 1, "b": 3}
