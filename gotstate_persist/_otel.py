@@ -5,7 +5,8 @@ operation, the record kind (the name of a registered format, never data)
 and, on failure, ``error.type`` (the exception's class name, never its
 message, which may quote a key). Exceptions are not recorded as span events
 for the same reason. Attribute dicts are built once per combination and
-reused.
+reused. Without a tracer provider given, and none configured globally, no
+span is started at all (OpenTelemetry would only make a non-recording one).
 
 Counters are observable (asynchronous) instruments: OpenTelemetry reads the
 store's own totals (``Metrics.total``) when it collects, so a save costs no
@@ -28,7 +29,14 @@ from typing import Any
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Histogram, Observation
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import (
+    NoOpTracerProvider,
+    ProxyTracerProvider,
+    Span,
+    SpanKind,
+    Status,
+    StatusCode,
+)
 
 from ._metrics import COUNTERS, Metrics
 from ._refs import SnapshotRef
@@ -44,6 +52,8 @@ _OPERATION = "gotstate_persist.operation"
 _KIND = "gotstate_persist.kind"
 _KEY = "gotstate_persist.key"
 _ERROR = "error.type"
+#: What the global tracer provider is until an application configures tracing.
+_UNSET = (ProxyTracerProvider, NoOpTracerProvider)
 #: OpenTelemetry's recommended boundaries for durations in seconds.
 _DURATION_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 _UNITS = {"bytes_written": "By", "bytes_read": "By"}
@@ -143,6 +153,7 @@ class OtelSink:
         self._hub.join(namespace, metrics)
         self._metrics = metrics
         self._duration = self._hub.duration
+        self._tracer_provider = tracer_provider
         self._tracer = trace.get_tracer(_SCOPE, VERSION, tracer_provider=tracer_provider)
         self._namespace = namespace
         self._formats = formats
@@ -176,6 +187,8 @@ class OtelSink:
     def traced(
         self, operation: str, store: Any, key: str, call: Callable[[], Any], metrics: Metrics
     ) -> Any:
+        if self._tracer_provider is None and isinstance(trace.get_tracer_provider(), _UNSET):
+            return self._timed(operation, call, metrics, None)  # nobody records spans
         attributes = {_NAMESPACE: self._namespace}
         if self._include_keys:
             attributes[_KEY] = key
@@ -186,21 +199,27 @@ class OtelSink:
             record_exception=False,  # its message may quote a key
             set_status_on_exception=False,
         ) as span:
-            started = perf_counter()
-            try:
-                result = call()
-            except BaseException as exc:
-                seconds = perf_counter() - started
-                metrics.finished(operation, seconds, exc)
-                error = type(exc).__name__
+            return self._timed(operation, call, metrics, span)
+
+    def _timed(
+        self, operation: str, call: Callable[[], Any], metrics: Metrics, span: Span | None
+    ) -> Any:
+        started = perf_counter()
+        try:
+            result = call()
+        except BaseException as exc:
+            seconds = perf_counter() - started
+            metrics.finished(operation, seconds, exc)
+            error = type(exc).__name__
+            if span is not None:
                 span.set_attribute(_ERROR, error)
                 span.set_status(Status(StatusCode.ERROR, error))
-                self._duration.record(seconds, self._labels(operation, "", error))
-                raise
-            seconds = perf_counter() - started
-            metrics.finished(operation, seconds, None)
-            kind = self._kind(result)
-            if kind:
-                span.set_attribute(_KIND, kind)
-            self._duration.record(seconds, self._labels(operation, kind, ""))
-            return result
+            self._duration.record(seconds, self._labels(operation, "", error))
+            raise
+        seconds = perf_counter() - started
+        metrics.finished(operation, seconds, None)
+        kind = self._kind(result)
+        if kind and span is not None:
+            span.set_attribute(_KIND, kind)
+        self._duration.record(seconds, self._labels(operation, kind, ""))
+        return result
