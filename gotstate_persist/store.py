@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .config import ConfigStore
     from .extensions import ExtensionRegistry
 
-__all__ = ["SnapshotRef", "Store", "open_store", "snapshot_ref"]
+__all__ = ["SnapshotRef", "Store", "StoreStats", "open_store", "snapshot_ref"]
 
 
 class Store:
