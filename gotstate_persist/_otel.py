@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import threading
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from time import perf_counter
 from typing import Any
@@ -57,6 +58,8 @@ _UNSET = (ProxyTracerProvider, NoOpTracerProvider)
 #: OpenTelemetry's recommended boundaries for durations in seconds.
 _DURATION_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 _UNITS = {"bytes_written": "By", "bytes_read": "By"}
+#: Durations queued before the thread that queues the next one records them all.
+_PENDING_MAX = 1024
 _DESCRIPTIONS = {
     "records_written": "Records the store wrote",
     "bytes_written": "Stored (sealed) bytes the store wrote, migrate and reseal included",
@@ -82,6 +85,7 @@ class _Hub:
         self._lock = threading.Lock()
         self._stores: dict[int, tuple[str, Metrics, dict[str, int]]] = {}
         self._left: dict[tuple[str, str], int] = {}  # (counter, namespace): counts of stores gone
+        self._pending: deque[tuple[float, Mapping[str, str]]] = deque()
         for name in COUNTERS:
             meter.create_observable_counter(
                 f"gotstate_persist.{name}",
@@ -96,6 +100,23 @@ class _Hub:
             explicit_bucket_boundaries_advisory=_DURATION_BUCKETS_S,
         )
 
+    def later(self, seconds: float, attributes: Mapping[str, str]) -> None:
+        """Queue one duration for the histogram (recorded at the next collection)."""
+        pending = self._pending
+        pending.append((seconds, attributes))
+        if len(pending) >= _PENDING_MAX:
+            self.flush()
+
+    def flush(self) -> None:
+        """Record the queued durations (popleft is atomic: no duration is lost or doubled)."""
+        pending, record = self._pending, self.duration.record
+        while True:
+            try:
+                seconds, attributes = pending.popleft()
+            except IndexError:
+                return
+            record(seconds, attributes)
+
     def join(self, namespace: str, metrics: Metrics) -> None:
         """Report ``metrics`` from now on (what it counted before is not reported)."""
         start = {name: metrics.total(name) for name in COUNTERS}
@@ -104,6 +125,7 @@ class _Hub:
 
     def leave(self, metrics: Metrics) -> None:
         """Stop reporting ``metrics``; what it counted until now stays in the totals."""
+        self.flush()
         with self._lock:
             entry = self._stores.pop(id(metrics), None)
             if entry is not None:
@@ -113,6 +135,8 @@ class _Hub:
                     self._left[key] = self._left.get(key, 0) + metrics.total(name) - start[name]
 
     def _observe(self, counter: str, _options: CallbackOptions) -> Iterable[Observation]:
+        if counter == COUNTERS[0]:
+            self.flush()  # an SDK runs these callbacks before it reads the histogram
         with self._lock:
             entries = list(self._stores.values())
             totals = {ns: count for (name, ns), count in self._left.items() if name == counter}
@@ -152,7 +176,6 @@ class OtelSink:
         self._hub = hub_for(meter_provider)
         self._hub.join(namespace, metrics)
         self._metrics = metrics
-        self._duration = self._hub.duration
         self._tracer_provider = tracer_provider
         self._tracer = trace.get_tracer(_SCOPE, VERSION, tracer_provider=tracer_provider)
         self._namespace = namespace
@@ -214,12 +237,12 @@ class OtelSink:
             if span is not None:
                 span.set_attribute(_ERROR, error)
                 span.set_status(Status(StatusCode.ERROR, error))
-            self._duration.record(seconds, self._labels(operation, "", error))
+            self._hub.later(seconds, self._labels(operation, "", error))
             raise
         seconds = perf_counter() - started
         metrics.finished(operation, seconds, None)
         kind = self._kind(result)
         if kind and span is not None:
             span.set_attribute(_KIND, kind)
-        self._duration.record(seconds, self._labels(operation, kind, ""))
+        self._hub.later(seconds, self._labels(operation, kind, ""))
         return result
