@@ -141,9 +141,12 @@ class Sink(Protocol):
     """
 
     def traced(
-        self, operation: str, store: Any, key: str, call: Callable[[], Any], metrics: Metrics
+        self, operation: str, store: Any, key: object, call: Callable[[], Any], metrics: Metrics
     ) -> Any:
-        """Run ``call`` as ``operation`` (timed, in a span); count it with ``metrics.finished``."""
+        """Run ``call`` as ``operation`` (timed, in a span); count it with ``metrics.finished``.
+
+        ``key``: the key the call was given (unchecked: the call checks it).
+        """
 
     def close(self) -> None:
         """Stop reporting (``gotstate_persist.telemetry.uninstrument``)."""
@@ -322,28 +325,27 @@ S = TypeVar("S", bound=_Measurable)
 
 def measured(
     operation: str,
-) -> Callable[[Callable[Concatenate[S, str, P], R]], Callable[Concatenate[S, str, P], R]]:
+) -> Callable[[Callable[Concatenate[S, P], R]], Callable[Concatenate[S, P], R]]:
     """Time a ``Store`` method whose first argument is the key, as ``operation``.
 
     A store opened with ``stats=False`` pays one attribute check; with
     OpenTelemetry enabled, the sink runs the call inside its span.
     """
 
-    def decorate(
-        method: Callable[Concatenate[S, str, P], R],
-    ) -> Callable[Concatenate[S, str, P], R]:
+    def decorate(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P], R]:
         @functools.wraps(method)
-        def run(store: S, key: str, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        def run(store: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
             metrics = store.pipeline.metrics
             if metrics is None:
-                return method(store, key, *args, **kwargs)
+                return method(store, *args, **kwargs)
             sink = metrics.telemetry
             if sink is not None:
-                call = functools.partial(method, store, key, *args, **kwargs)
+                key = args[0] if args else kwargs.get("key")
+                call = functools.partial(method, store, *args, **kwargs)
                 return sink.traced(operation, store, key, call, metrics)  # type: ignore[no-any-return]
             started = perf_counter()
             try:
-                result = method(store, key, *args, **kwargs)
+                result = method(store, *args, **kwargs)
             except BaseException as exc:
                 metrics.finished(operation, perf_counter() - started, exc)
                 raise

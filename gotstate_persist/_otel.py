@@ -208,12 +208,12 @@ class OtelSink:
             return ""
 
     def traced(
-        self, operation: str, store: Any, key: str, call: Callable[[], Any], metrics: Metrics
+        self, operation: str, store: Any, key: object, call: Callable[[], Any], metrics: Metrics
     ) -> Any:
         if self._tracer_provider is None and isinstance(trace.get_tracer_provider(), _UNSET):
             return self._timed(operation, call, metrics, None)  # nobody records spans
         attributes = {_NAMESPACE: self._namespace}
-        if self._include_keys:
+        if self._include_keys and isinstance(key, str):
             attributes[_KEY] = key
         with self._tracer.start_as_current_span(
             f"gotstate_persist.{operation}",

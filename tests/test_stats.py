@@ -275,3 +275,13 @@ def test_stats_off_counts_nothing(sqlite_url: str, keyring: gp.KeyRing) -> None:
         assert store.pipeline.metrics is None
         with pytest.raises(gp.InvalidArgument, match="stats=False"):
             store.stats()
+
+
+def test_operations_take_their_arguments_by_keyword_too(counted: gp.Store) -> None:
+    ref = counted.save_machine(key="k", machine=_machine())
+    counted.restore_machine(key="k", machine=build_ring_machine(), version=ref.version)
+    counted.save(key="n", record=Note("x"))
+    assert counted.load(key="n") == Note("x")
+    stats = counted.stats()
+    counts = (stats.save_machine, stats.restore_machine, stats.save, stats.load)
+    assert [latency.count for latency in counts] == [1, 1, 1, 1]

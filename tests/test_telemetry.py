@@ -309,3 +309,22 @@ def test_stores_on_one_provider_report_by_namespace_without_double_counting(
         for attributes, point in otel.points()["gotstate_persist.records_written"]
     }
     assert written == {"a": 1, "b": 3}
+
+
+def test_keyword_calls_and_many_queued_durations(
+    sqlite_url: str, keyring: gp.KeyRing, otel: Otel
+) -> None:
+    """Durations wait for the collection; past 1024 the queuing thread records them."""
+    with gp.open_store(sqlite_url, keyring=keyring, formats=_formats()) as store:
+        telemetry.instrument(
+            store, meter_provider=otel.meters, tracer_provider=otel.tracers, include_keys=True
+        )
+        ref = store.save(key="k", record=Note("x"))
+        for _ in range(1100):
+            store.load(key="k", version=ref.version)
+    assert {(s.attributes or {}).get("gotstate_persist.key") for s in otel.spans()} == {"k"}
+    counts = {
+        attributes["gotstate_persist.operation"]: point.count
+        for attributes, point in otel.points()["gotstate_persist.operation.duration"]
+    }
+    assert counts == {"save": 1, "load": 1100}
