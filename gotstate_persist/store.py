@@ -46,8 +46,8 @@ class Store:
     """Saves and restores machines and records in one namespace of a backend.
 
     Thread-safe: it keeps no mutable state of its own besides the services it
-    starts lazily (the extension registry and the workers it runs). Use :func:`open_store`
-    rather than constructing it directly.
+    starts lazily (the extension registry and the workers it runs) and its
+    counters (:meth:`stats`). Use :func:`open_store` rather than constructing it directly.
     """
 
     def __init__(
