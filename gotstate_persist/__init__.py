@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import rules as rules  # built-in validators: a module, not a name in __all__
 from ._async_store import AsyncAttached, AsyncStore, open_async_store
+from ._metrics import Latency, StoreStats
 from ._migrate import MigrationFailure, MigrationReport
 from ._version import VERSION as __version__
 from .backends import register_backend
@@ -106,6 +107,7 @@ __all__ = [
     "InvalidArgument",
     "JournalEntry",
     "KeyRing",
+    "Latency",
     "Limits",
     "LiveConfig",
     "MachineSnapshot",
@@ -127,6 +129,7 @@ __all__ = [
     "StateView",
     "Store",
     "StoreProvider",
+    "StoreStats",
     "StructureMismatch",
     "TransitionView",
     "Usage",

@@ -55,7 +55,7 @@ from .runtime._async_attached import (
 from .runtime._async_recover import recover_async
 from .runtime._checks import is_async_machine
 from .sealing import KeyRing
-from .store import SnapshotRef, Store, open_store, snapshot_ref
+from .store import SnapshotRef, Store, StoreStats, open_store, snapshot_ref
 
 if TYPE_CHECKING:
     from ._pipeline import RecordPipeline
@@ -403,6 +403,10 @@ class AsyncStore:
 
         return await (self._pool.commit(call) if recount else self._pool.run(call))
 
+    async def stats(self) -> StoreStats:
+        """Awaitable :meth:`Store.stats` (in memory: it never waits for the pool)."""
+        return self._require().stats()
+
     # Rewriting stored records in place.
 
     async def migrate(
@@ -465,6 +469,7 @@ def open_async_store(
     codec: str = "msgpack",
     upgrade: bool = False,
     limits: Limits | None = None,
+    stats: bool = True,
     max_workers: int = DEFAULT_MAX_WORKERS,
     **options: Any,
 ) -> AsyncStore:
@@ -472,10 +477,9 @@ def open_async_store(
 
     Takes :func:`~gotstate_persist.open_store`'s arguments, plus
     ``max_workers`` (the pool's size, default 4). Nothing is opened by this
-    call: ``async with gp.open_async_store(...) as astore`` or
-    ``astore = await gp.open_async_store(...)`` (then ``await
-    astore.aclose()``) runs ``open_store`` in the pool, so opening never
-    blocks the event loop either, and raises ``open_store``'s errors. An
+    call: ``async with gp.open_async_store(...) as astore`` or ``astore =
+    await gp.open_async_store(...)`` (then ``await astore.aclose()``) runs
+    ``open_store`` in the pool, never blocking the event loop, and raises its errors. An
     ``AsyncStore`` whose opening failed or was cancelled is closed (its
     threads ended): open a new one.
     """
@@ -489,6 +493,7 @@ def open_async_store(
         codec=codec,
         upgrade=upgrade,
         limits=limits,
+        stats=stats,
         **options,
     )
     return AsyncStore(opener, max_workers=max_workers)

@@ -146,6 +146,7 @@ class _Run:
         self.failed: list[MigrationFailure] = []
         # each replacement, and whether it rewrites a record embedding the kind
         self.batch: list[tuple[Replacement, bool]] = []
+        self.rewrites = "migrated"  # the store's counter of records this run rewrote
 
     def tick(self) -> None:
         self.looked += 1
@@ -180,10 +181,15 @@ class _Run:
                 try:
                     outcomes += backend.replace(namespace, [one])
                 except QuotaExceeded as exc:
+                    if self.pipeline.metrics is not None:
+                        self.pipeline.metrics.refused(exc)
                     outcomes.append(str(exc))
+        metrics = self.pipeline.metrics
         for (replacement, embedding), outcome in zip(pending, outcomes, strict=True):
             if outcome is True:
                 self.count(embedding)
+                if metrics is not None:
+                    metrics.rewrote(self.rewrites, len(replacement.blob))
             else:
                 reason = _CHANGED if outcome is False else str(outcome)
                 self.failed.append(MigrationFailure(replacement.key, replacement.version, reason))
@@ -351,6 +357,7 @@ def reseal(
 ) -> MigrationReport:
     """Rewrite every record not sealed under the keyring's primary key under it."""
     run = _Run(pipeline, batch_size, False, progress)
+    run.rewrites = "resealed"
     primary = pipeline.keyring.primary_id
     for info, blob in _stored(run):
         run.tick()

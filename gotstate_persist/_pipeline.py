@@ -38,6 +38,7 @@ from typing import Any
 import msgspec
 
 from ._gcpause import GC_PAUSE_MIN_BYTES, gc_paused
+from ._metrics import Metrics
 from ._names import check_name, check_stored_key, check_version
 from .backends.base import (
     Backend,
@@ -48,7 +49,7 @@ from .backends.base import (
     to_micros,
 )
 from .codec import DEFAULT_LIMITS, MAX_DEPTH, MSGPACK, Codec, Limits, codec_by_id
-from .errors import FormatError, IntegrityError, InvalidArgument, VersionConflict
+from .errors import FormatError, IntegrityError, InvalidArgument, QuotaExceeded, VersionConflict
 from .formats import MACHINE_KIND, FormatRegistry, MachineSnapshot
 from .formats._values import UnsupportedValue, comes_back_exactly
 from .sealing import KeyRing, envelope_overhead, open_envelope, seal
@@ -130,6 +131,7 @@ class RecordPipeline:
     Thread-safe: it keeps no mutable state of its own. Build it with the
     backend the service should write through (``Store`` passes its
     quota-enforcing adapter) and the keyring that seals and opens.
+    ``metrics`` (thread-safe) counts what it writes, reads and is refused.
     """
 
     def __init__(
@@ -142,6 +144,7 @@ class RecordPipeline:
         codec: Codec = MSGPACK,
         limits: Limits = DEFAULT_LIMITS,
         clock: Callable[[], datetime] = utc_now,
+        metrics: Metrics | None = None,
     ) -> None:
         if not isinstance(keyring, KeyRing):
             raise InvalidArgument(KEYRING_NEEDED)
@@ -152,6 +155,7 @@ class RecordPipeline:
         self.codec = codec
         self.limits = limits
         self.clock = clock
+        self.metrics = metrics
 
     def __repr__(self) -> str:
         return f"RecordPipeline({self.backend!r}, namespace={self.namespace!r})"
@@ -230,16 +234,19 @@ class RecordPipeline:
         if expected_version is not None:
             check_version(expected_version, allow_zero=True)
         self.require_sealing()
+        metrics = self.metrics
         for attempt in range(MAX_APPEND_ATTEMPTS):
             head = self.backend.head(self.namespace, key)
             if expected_version is not None and head.newest != expected_version:
+                if metrics is not None:
+                    metrics.conflict(retried=False)
                 raise not_at_expected(key, expected_version, head.newest)
             if head.newest and head.kind != encoded.kind:
                 raise kind_mismatch(key, head.kind, encoded.kind)
             version = head.last_version + 1
             blob = self.seal(encoded.payload, key=key, version=version)
             try:
-                return self.backend.put(
+                info = self.backend.put(
                     self.namespace,
                     key,
                     version,
@@ -250,10 +257,20 @@ class RecordPipeline:
                     expected_newest=expected_version,
                 )
             except VersionConflict:
+                if metrics is not None:
+                    metrics.conflict(retried=expected_version is None)
                 if expected_version is not None:
                     raise
                 delay = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt)
                 time.sleep(random.uniform(0, delay))  # noqa: S311 - jitter, not crypto
+                continue
+            except QuotaExceeded as exc:
+                if metrics is not None:
+                    metrics.refused(exc)
+                raise
+            if metrics is not None:
+                metrics.wrote(info.size)
+            return info
         raise VersionConflict(
             f"could not append to key {key!r}: {MAX_APPEND_ATTEMPTS} concurrent writers won "
             "the race first; retry later"
@@ -289,7 +306,16 @@ class RecordPipeline:
                     expected_newest=expected_newest,
                 )
             )
-        return self.backend.put_many(self.namespace, items)
+        try:
+            infos = self.backend.put_many(self.namespace, items)
+        except (QuotaExceeded, VersionConflict) as exc:
+            if self.metrics is not None:
+                self.metrics.refused(exc)
+            raise
+        if self.metrics is not None:
+            for info in infos:
+                self.metrics.wrote(info.size)
+        return infos
 
     def _check_round_trip(self, payload: bytes, record: msgspec.Struct) -> None:
         """Refuse a record that load would refuse or return changed.
@@ -326,9 +352,16 @@ class RecordPipeline:
         check_stored_key(key)
         if version is not None:
             check_version(version)
-        info, blob = self.backend.get(self.namespace, key, version)
+        try:
+            info, blob = self.backend.get(self.namespace, key, version)
+        except QuotaExceeded as exc:  # the read rate
+            if self.metrics is not None:
+                self.metrics.refused(exc)
+            raise
         if info.key != key or (version is not None and info.version != version):
             raise IntegrityError("the backend returned a record for another key or version")
+        if self.metrics is not None:
+            self.metrics.read(len(blob))
         return info, blob
 
     def authenticate(self, info: VersionInfo, blob: bytes) -> tuple[int, bytes]:

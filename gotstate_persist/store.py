@@ -22,9 +22,11 @@ import msgspec
 
 from . import machine as _machine
 from . import runtime as _runtime
+from ._metrics import Metrics, StoreStats, measured, stats_of
 from ._migrate import DEFAULT_BATCH_SIZE, MigrationReport, Progress, migrate, reseal
 from ._names import DEFAULT_NAMESPACE, check_name, check_version
 from ._pipeline import KEYRING_NEEDED, RecordPipeline, utc_now
+from ._refs import SnapshotRef, snapshot_ref
 from .backends import Backend, Usage, VersionInfo, open_backend
 from .codec import DEFAULT_LIMITS, Codec, Limits, codec_by_name
 from .errors import InvalidArgument, NotFound
@@ -37,31 +39,15 @@ if TYPE_CHECKING:
     from .config import ConfigStore
     from .extensions import ExtensionRegistry
 
-__all__ = ["SnapshotRef", "Store", "open_store"]
-
-
-class SnapshotRef(msgspec.Struct, frozen=True):
-    """Where a saved record lives, and what it is.
-
-    ``version`` starts at 1 and grows by one per save; ``size`` is the stored
-    (sealed) size in bytes; ``kind``/``format_version`` name the record format.
-    """
-
-    key: str
-    version: int
-    size: int
-    created_at: datetime
-    kind: str
-    format_version: int
-    namespace: str = DEFAULT_NAMESPACE
+__all__ = ["SnapshotRef", "Store", "StoreStats", "open_store", "snapshot_ref"]
 
 
 class Store:
     """Saves and restores machines and records in one namespace of a backend.
 
     Thread-safe: it keeps no mutable state of its own besides the services it
-    starts lazily (the extension registry and the workers it runs). Use :func:`open_store`
-    rather than constructing it directly.
+    starts lazily (the extension registry and the workers it runs) and its
+    counters (:meth:`stats`). Use :func:`open_store` rather than constructing it directly.
     """
 
     def __init__(
@@ -75,6 +61,7 @@ class Store:
         limits: Limits = DEFAULT_LIMITS,
         clock: Callable[[], datetime] = utc_now,
         quota: Quota | None = None,
+        stats: bool = True,
     ) -> None:
         if not isinstance(keyring, KeyRing):
             raise InvalidArgument(KEYRING_NEEDED)
@@ -93,6 +80,7 @@ class Store:
             codec=codec_by_name(codec) if isinstance(codec, str) else codec,
             limits=limits,
             clock=clock,
+            metrics=Metrics() if stats else None,
         )
         self._backend = adapter
         self._services_lock = threading.Lock()
@@ -161,6 +149,7 @@ class Store:
 
     # Machines.
 
+    @measured("save_machine")
     def save_machine(
         self, key: str, machine: Any, *, expected_version: int | None = None
     ) -> SnapshotRef:
@@ -189,6 +178,7 @@ class Store:
         info = pipeline.append_encoded(key, encoded, expected_version=expected_version)
         return self._ref(info)
 
+    @measured("restore_machine")
     def restore_machine(
         self,
         key: str,
@@ -296,6 +286,7 @@ class Store:
 
     # Records.
 
+    @measured("save")
     def save(
         self, key: str, record: msgspec.Struct, *, expected_version: int | None = None
     ) -> SnapshotRef:
@@ -303,6 +294,7 @@ class Store:
         check_name(key, "key")  # the pipeline also takes system keys; users may not
         return self._ref(self._pipeline.append(key, record, expected_version=expected_version))
 
+    @measured("load")
     def load(self, key: str, *, version: int | None = None) -> Any:
         """Return the record stored under ``key`` (newest or the given version)."""
         check_name(key, "key")
@@ -356,6 +348,14 @@ class Store:
         if recount:
             return self._backend.recount(self.namespace)
         return self._backend.usage(self.namespace)
+
+    def stats(self) -> StoreStats:
+        """What this store object did since it was opened: counts, bytes, latencies.
+
+        An immutable snapshot (see docs/metrics.md); ``InvalidArgument`` when
+        the store was opened with ``stats=False``.
+        """
+        return stats_of(self._pipeline)
 
     # Rewriting stored records in place.
 
@@ -445,19 +445,6 @@ class Store:
         return snapshot_ref(info, self.namespace)
 
 
-def snapshot_ref(info: VersionInfo, namespace: str) -> SnapshotRef:
-    """The public description of a stored version (what tools print and users get)."""
-    return SnapshotRef(
-        key=info.key,
-        version=info.version,
-        size=info.size,
-        created_at=info.created_at,
-        kind=info.kind,
-        format_version=info.format_version,
-        namespace=namespace,
-    )
-
-
 def open_store(
     url: str,
     *,
@@ -468,12 +455,14 @@ def open_store(
     codec: str = "msgpack",
     upgrade: bool = False,
     limits: Limits | None = None,
+    stats: bool = True,
     **options: Any,
 ) -> Store:
     """Open a store on the backend that ``url`` names.
 
     ``options`` (credentials, ``endpoint_url``, ...) go to the backend only,
     never into stored data or logs. Use as a context manager to close it.
+    ``stats=False``: count nothing (no :meth:`Store.stats`, no telemetry).
     """
     check_name(namespace, "namespace")
     if not isinstance(keyring, KeyRing):
@@ -491,6 +480,7 @@ def open_store(
             codec=selected,
             limits=limits if limits is not None else DEFAULT_LIMITS,
             quota=quota,
+            stats=stats,
         )
     except BaseException:
         backend.close()

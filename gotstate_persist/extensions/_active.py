@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from .._metrics import Metrics
 from ..errors import (
     ExtensionBusy,
     ExtensionCodeChanged,
@@ -94,11 +95,12 @@ class ActiveExtension:
         runner: Runner,
         *,
         on_circuit_open: Callable[[ActiveExtension, str], None] = lambda handle, reason: None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._registration = registration
         self._runner = runner
         self._on_circuit_open = on_circuit_open
-        self._stats = StatsCounter()
+        self._stats = StatsCounter(metrics)
         limits = registration.limits
         self._lock = threading.Lock()
         self._waiting = 0

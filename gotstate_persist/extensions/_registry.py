@@ -328,7 +328,9 @@ class ExtensionRegistry:
         except BaseException:
             runner.kill()
             raise
-        handle = ActiveExtension(stored, runner, on_circuit_open=self._circuit_opened)
+        handle = ActiveExtension(
+            stored, runner, on_circuit_open=self._circuit_opened, metrics=self._pipeline.metrics
+        )
         if isinstance(runner, GuardedRunner):
             runner.on_stuck = handle.stuck
         with self._lock:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 
+from .._metrics import Metrics
 from ..formats.extension import ExtensionStats
 
 __all__ = ["LATENCY_WINDOW", "REJECTION_CAUSES", "StatsCounter"]
@@ -31,7 +32,8 @@ def _percentile(ordered: list[float], fraction: float) -> float:
 class StatsCounter:
     """Thread-safe counters of one extension in one process."""
 
-    def __init__(self) -> None:
+    def __init__(self, store_metrics: Metrics | None = None) -> None:
+        self._store_metrics = store_metrics  # the activating store's counters, if it counts
         self._lock = threading.Lock()
         self._calls = 0
         self._ok = 0
@@ -49,6 +51,8 @@ class StatsCounter:
         """
         if outcome not in _OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}")
+        if self._store_metrics is not None:
+            self._store_metrics.extension_call(outcome)
         with self._lock:
             self._calls += 1
             self._latencies_ms.append(elapsed_s * 1000.0)
