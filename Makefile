@@ -22,7 +22,7 @@ UV := $(UV_VENV)/bin/uv
 UV_STAMP := $(UV_VENV)/.uv-$(UV_VERSION)
 # never fetch a Python build: use the interpreter given as PYTHON
 export UV_PYTHON_DOWNLOADS := never
-EXTRAS := --extra test --extra dev --extra postgres --extra s3
+EXTRAS := --extra test --extra dev --extra postgres --extra s3 --extra ui
 # the example third-party backend, discovered through its entry point (group `plugin`
 # in pyproject.toml installs examples/plugin_backend editable), and the example
 # extensions, registered by their entry-point names (group `examples`)
