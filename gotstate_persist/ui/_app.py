@@ -36,7 +36,6 @@ def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("gotstate_persist.ui", "templates"),
         autoescape=True,
-        undefined=jinja2.StrictUndefined,
     )
     env.filters["q"] = lambda value: quote(str(value), safe="")
     env.filters["pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False)
