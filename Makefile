@@ -51,6 +51,8 @@ demo: $(STAMP)
 	$(BIN)/gotstate-persist ls $(DEMO_DB)
 	$(BIN)/gotstate-persist show $(DEMO_DB) order-42 --namespace orders --keys $(DEMO_KEYS)
 	$(BIN)/gotstate-persist verify $(DEMO_DB) --keys $(DEMO_KEYS)
+	@echo "--- look at it in a browser: the local, read-only inspector (Ctrl-C stops it) ---"
+	@echo "$(BIN)/gotstate-persist ui $(DEMO_DB) --keys $(DEMO_KEYS) --open"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -65,6 +67,7 @@ pytest: $(STAMP)
 	$(BIN)/pytest tests $(PLUGIN)/tests $(EXTENSIONS)/tests
 
 # Debian's PostgreSQL server (the tests start their own instance; S3 is moto, a pip package)
+# and headless Chromium with its driver (the inspector's browser tests)
 services:
 	bash scripts/test-services.sh
 
