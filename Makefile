@@ -91,6 +91,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_runtime.py
 	$(PY) benchmarks/bench_undo.py
 	$(PY) benchmarks/bench_async.py
+	$(PY) benchmarks/bench_ui.py
 	$(PY) benchmarks/report_table.py $(BENCH_RESULTS)
 
 # Re-resolve uv.lock after a change to the requirements in pyproject.toml, keeping
