@@ -44,8 +44,8 @@ NAMESPACE = "bench"
 TOKEN = "bench-token"
 BATCH = 2_000
 HOW = (
-    "GET /api/keys (a 50-key page in the middle, in process through the app) vs "
-    "backend.keys(namespace), SQLite, interleaved rounds, median; page time / listing time"
+    "GET /api/keys{} (in process through the app) vs backend.keys(namespace), SQLite, "
+    "interleaved rounds, median; page time / listing time"
 )
 
 
@@ -99,9 +99,9 @@ def main() -> None:
                 return backend.keys(NAMESPACE)
 
             search = f"key-{count // 2:07d}"[:-2]  # 100 keys share it: two pages
-            for name, params in (
-                ("keys page", {"ns": NAMESPACE, "page": middle}),
-                ("keys search", {"ns": NAMESPACE, "q": search}),
+            for name, params, what in (
+                ("keys page", {"ns": NAMESPACE, "page": middle}, "?page= (50 keys, mid-list)"),
+                ("keys search", {"ns": NAMESPACE, "q": search}, "?q= (a prefix of 100 keys)"),
             ):
                 ours, base = interleaved(
                     [lambda _r, p=params: lambda: page(p), lambda _r: listing], rounds, 3
@@ -113,7 +113,7 @@ def main() -> None:
                     ratio,
                     "x time",
                     detail=f"{ours * 1000:.1f} ms vs listing {base * 1000:.1f} ms",
-                    how=HOW,
+                    how=HOW.format(what),
                     line=(
                         f"{name} ({count:,} keys): {ours * 1000:.1f} ms, "
                         f"plain listing {base * 1000:.1f} ms, {ratio:.2f}x time"
