@@ -42,6 +42,31 @@ class Payments(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     retries: int = 3
 
 
+class Coupon(msgspec.Struct, frozen=True):
+    """An application Struct in state data: undecodable without the application's formats."""
+
+    code: str
+    percent: int
+
+
+class Invoice(msgspec.Struct, frozen=True):
+    """An application record (not a machine snapshot)."""
+
+    number: int
+    total: Decimal
+
+
+INVOICE_KEY = "invoice-7"
+
+
+def formats() -> gp.FormatRegistry:
+    """The application's formats (what ``ui --formats tests._ui_store:formats`` loads)."""
+    registry = gp.FormatRegistry()
+    registry.register(Coupon, kind="shop.coupon")
+    registry.register(Invoice, kind="shop.invoice")
+    return registry
+
+
 @dataclass(frozen=True)
 class UiStore:
     url: str
@@ -55,11 +80,12 @@ def populate(tmp_path: Path, *, extension: bool = False) -> UiStore:
     keyring = gp.KeyRing.generate()
     keys = tmp_path / "keys.json"
     keys.write_text(keyring.export(), encoding="utf-8")
-    with gp.open_store(url, namespace=NAMESPACE, keyring=keyring) as store:
+    with gp.open_store(url, namespace=NAMESPACE, keyring=keyring, formats=formats()) as store:
         attached = store.open_machine(KEY, build_order_machine, journal=True, snapshot_every=2)
         machine = attached.machine
         set_data(machine, "cart", "total", Decimal("19.99"))
         set_data(machine, "cart", "items", (("sku-1", 2),))
+        set_data(machine, "cart", "coupon", Coupon("SPRING", 10))
         for name, actor in EVENTS:
             if name == "pay":
                 set_data(machine, "cart", "total", Decimal("24.50"))
@@ -69,6 +95,7 @@ def populate(tmp_path: Path, *, extension: bool = False) -> UiStore:
         hostile = build_order_machine()
         hostile.start()
         store.save_machine(HOSTILE_KEY, hostile)
+        store.save(INVOICE_KEY, Invoice(7, Decimal("24.50")))
         store.config.define("payments", Payments)
         store.config.put(
             "payments",

@@ -21,11 +21,13 @@ from _ui_store import (
     BULK_KEYS,
     CONFIG_CANARY,
     HOSTILE_KEY,
+    INVOICE_KEY,
     KEY,
     NAMESPACE,
     SHOWN_URL,
     URL_CANARY,
     UiStore,
+    formats,
     populate,
 )
 from starlette.testclient import TestClient
@@ -35,6 +37,7 @@ from gotstate_persist.backends import open_backend
 from gotstate_persist.cli import main
 from gotstate_persist.errors import BackendError
 from gotstate_persist.ui import Inspector, ReadOnlyBackend, create_app
+from gotstate_persist.ui._access import cookie_name
 
 TOKEN = "test-token-0123456789"
 CANARIES = (CONFIG_CANARY, URL_CANARY)
@@ -46,10 +49,12 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> UiStore:
 
 
 @contextlib.contextmanager
-def _client(stored: UiStore, *, keyring: bool, token: str = TOKEN) -> Iterator[TestClient]:
+def _client(
+    stored: UiStore, *, keyring: bool, registry: gp.FormatRegistry | None = None
+) -> Iterator[TestClient]:
     ring = gp.KeyRing.load(stored.keys.read_text(encoding="utf-8")) if keyring else None
     backend = ReadOnlyBackend(open_backend(stored.url, create=False))
-    inspector = Inspector.of(backend, SHOWN_URL, ring)
+    inspector = Inspector.of(backend, SHOWN_URL, ring, registry)
     try:
         with TestClient(create_app(inspector, TOKEN)) as client:
             yield client
@@ -170,7 +175,43 @@ def test_content_is_typed_json(client: TestClient) -> None:
     data = record["machine"]["state_data"]["cart"]
     assert data["total"] == {"$decimal": "24.50"}
     assert data["items"] == {"$tuple": [{"$tuple": ["sku-1", 2]}]}
-    assert record["sealed_with"].endswith(f"key {record['sealed_with'].split()[-1]}")
+    # the application's Struct is unknown here: it alone is shown as undecodable
+    assert data["coupon"]["$undecodable"]["kind"] == "shop.coupon"
+    assert re.fullmatch(r"aes-256-gcm key 0x[0-9a-f]{8}", record["sealed_with"])
+    invoice = _get(client, "/api/record", ns=NAMESPACE, key=INVOICE_KEY, v=1).json()
+    assert "not registered" in invoice["note"]
+    assert invoice["record"] == {"number": 7, "total": "24.50"}  # as stored, untyped
+
+
+def test_application_formats_decode_their_kinds(stored: UiStore) -> None:
+    with _client(stored, keyring=True, registry=formats()) as client:
+        record = _get(client, "/api/record", ns=NAMESPACE, key=KEY, v=2).json()
+        coupon = record["machine"]["state_data"]["cart"]["coupon"]
+        assert coupon == {
+            "$struct": {
+                "kind": "shop.coupon",
+                "version": 1,
+                "fields": {"code": "SPRING", "percent": 10},
+            }
+        }
+        invoice = _get(client, "/api/record", ns=NAMESPACE, key=INVOICE_KEY, v=1).json()
+        assert invoice["note"] is None
+        assert invoice["record"]["$struct"]["fields"] == {
+            "number": 7,
+            "total": {"$decimal": "24.50"},
+        }
+        html = _get(client, "/record", ns=NAMESPACE, key=INVOICE_KEY, v=1).text
+        assert "&#34;$decimal&#34;: &#34;24.50&#34;" in html
+
+
+def test_the_timeline_shows_the_newest_items(stored: UiStore) -> None:
+    backend = ReadOnlyBackend(open_backend(stored.url, create=False))
+    with backend:
+        inspector = Inspector.of(backend, stored.url)
+        every, older = inspector.timeline(NAMESPACE, KEY)
+        assert older == 0 and len(every) == 5
+        newest, older = inspector.timeline(NAMESPACE, KEY, limit=2)
+        assert (newest, older) == (every[-2:], 3)
 
 
 def test_diagram_marks_active_path_and_history(client: TestClient) -> None:
@@ -185,16 +226,26 @@ def test_diagram_marks_active_path_and_history(client: TestClient) -> None:
     assert "active" not in by_state["payment"]
 
 
-def test_diff_between_versions(client: TestClient) -> None:
-    found = _get(client, "/api/diff", ns=NAMESPACE, key=KEY, a=1, b=2).json()
+def test_diff_between_versions(stored: UiStore) -> None:
+    with _client(stored, keyring=True, registry=formats()) as client:
+        found = _get(client, "/api/diff", ns=NAMESPACE, key=KEY, a=1, b=2).json()
+        html = _get(client, "/diff", ns=NAMESPACE, key=KEY, a=1, b=2).text
     paths = {change["path"]: change for change in found["changes"]}
     assert paths["current_state"]["new"] == "picking"
     assert paths["state_data.cart.total"]["change"] == "changed"
+    assert "state_data.cart.coupon" not in paths  # unchanged
+    assert html.count('<tr class="changed">') == len(
+        [c for c in found["changes"] if c["change"] == "changed"]
+    )
 
 
 def test_verify_extensions_and_config(client: TestClient) -> None:
     verified = _get(client, "/api/verify", ns=NAMESPACE).json()
-    assert {r["key"]: r["problems"] for r in verified["results"]} == {HOSTILE_KEY: [], KEY: []}
+    assert {r["key"]: r["problems"] for r in verified["results"]} == {
+        HOSTILE_KEY: [],
+        INVOICE_KEY: [],
+        KEY: [],
+    }
     exts = _get(client, "/api/extensions", ns=NAMESPACE).json()["namespaces"][0]["items"]
     assert [ext["name"] for ext in exts] == ["throttle"]
     configs = _get(client, "/api/config", ns=NAMESPACE).json()["namespaces"][0]["items"]
@@ -220,6 +271,10 @@ def _refused_then_admitted(fresh: TestClient) -> None:
     cookie = first.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
     assert fresh.get("/keys", params={"ns": NAMESPACE}).status_code == 200  # the cookie
+    fresh.cookies.clear()
+    fresh.cookies.set(cookie_name(TOKEN), "wrong")
+    fresh.cookies.set(cookie_name("another server's token"), TOKEN)
+    assert fresh.get("/keys", params={"ns": NAMESPACE}).status_code == 403
 
 
 def test_only_get_and_the_store_is_never_written(stored: UiStore, client: TestClient) -> None:

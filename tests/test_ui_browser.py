@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _ui_store import CONFIG_CANARY, HOSTILE_KEY, KEY, NAMESPACE, UiStore, populate
+from _ui_store import CONFIG_CANARY, HOSTILE_KEY, INVOICE_KEY, KEY, NAMESPACE, UiStore, populate
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -56,8 +56,11 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> UiStore:
 def _serve(stored: UiStore, *extra: str) -> Iterator[str]:
     """The URL the real server printed first; the server is stopped with Ctrl-C after."""
     command = [sys.executable, "-m", "gotstate_persist.cli", "ui", stored.url, "--port", "0"]
+    here = Path(__file__).resolve().parent
+    paths = [str(here), str(here.parent / "examples"), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
     server = subprocess.Popen(
-        [*command, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*command, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
     try:
         assert server.stdout is not None
@@ -75,7 +78,7 @@ def _serve(stored: UiStore, *extra: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def decoded_url(stored: UiStore) -> Iterator[str]:
-    yield from _serve(stored, "--keys", str(stored.keys))
+    yield from _serve(stored, "--keys", str(stored.keys), "--formats", "_ui_store:formats")
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +134,7 @@ def test_pages_render_and_links_navigate(browser: webdriver.Chrome, decoded_url:
     _click(browser, "a.namespace-link", NAMESPACE)
     assert "Keys of" in browser.find_element(By.TAG_NAME, "h1").text
     keys = [element.text for element in browser.find_elements(By.CSS_SELECTOR, "a.key-link")]
-    assert keys == [HOSTILE_KEY, KEY]
+    assert keys == [HOSTILE_KEY, INVOICE_KEY, KEY]
     _click(browser, "a.key-link", KEY)
     active = browser.find_element(By.CSS_SELECTOR, ".diagram .state.active[data-state]")
     assert active.get_attribute("data-state") == "picking"
@@ -145,6 +148,8 @@ def test_pages_render_and_links_navigate(browser: webdriver.Chrome, decoded_url:
     browser.back()
     _click(browser, "a.version-link", "snapshot v1")
     assert "Version 1" in browser.find_element(By.TAG_NAME, "h1").text
+    cart = browser.find_element(By.CSS_SELECTOR, '.state-data[data-state="cart"]').text
+    assert '"kind": "shop.coupon"' in cart and '"$decimal": "19.99"' in cart  # --formats
     _click(browser, "#nav-config")
     assert "**********" in browser.page_source  # the secret, redacted
     _click(browser, "#nav-extensions")

@@ -15,16 +15,19 @@ the token).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
-from http.cookies import SimpleCookie
+from http.cookies import CookieError, SimpleCookie
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["COOKIE", "SECURE_HEADERS", "TokenGate", "new_token"]
+__all__ = ["COOKIE", "SECURE_HEADERS", "TokenGate", "cookie_name", "new_token"]
 
-#: The cookie that carries the token after the first request.
+#: The cookie that carries the token after the first request, suffixed per server
+#: (browsers keep one cookie jar for every port of a host, so two inspectors at once
+#: must not overwrite each other's).
 COOKIE = "gotstate_inspector"
 SECURE_HEADERS: dict[str, str] = {
     "Content-Security-Policy": (
@@ -46,6 +49,11 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def cookie_name(token: str) -> str:
+    """The cookie of the server whose token is ``token`` (names it without revealing it)."""
+    return f"{COOKIE}_{hashlib.sha256(token.encode()).hexdigest()[:12]}"
+
+
 def _query_token(scope: Scope) -> str | None:
     from urllib.parse import parse_qs
 
@@ -54,16 +62,19 @@ def _query_token(scope: Scope) -> str | None:
     return values[0] if values else None
 
 
-def _cookie_token(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", []):
-        if name == b"cookie":
-            cookie: SimpleCookie = SimpleCookie()
-            try:
-                cookie.load(value.decode("latin-1"))
-            except Exception:  # a malformed cookie is no token
-                return None
-            morsel = cookie.get(COOKIE)
-            return morsel.value if morsel is not None else None
+def _cookie_token(scope: Scope, name: str) -> str | None:
+    """The value of cookie ``name``, from every Cookie header of the request."""
+    for header, value in scope.get("headers", []):
+        if header != b"cookie":
+            continue
+        cookie: SimpleCookie = SimpleCookie()
+        try:
+            cookie.load(value.decode("latin-1"))
+        except CookieError:  # a malformed cookie header holds no token
+            continue
+        morsel = cookie.get(name)
+        if morsel is not None:
+            return morsel.value
     return None
 
 
@@ -73,6 +84,7 @@ class TokenGate:
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
         self._token = token.encode("ascii")
+        self._cookie = cookie_name(token)
 
     def _valid(self, candidate: str | None) -> bool:
         if candidate is None:
@@ -84,7 +96,7 @@ class TokenGate:
             await self.app(scope, receive, send)
             return
         from_query = self._valid(_query_token(scope))
-        allowed = from_query or self._valid(_cookie_token(scope))
+        allowed = from_query or self._valid(_cookie_token(scope, self._cookie))
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -94,7 +106,7 @@ class TokenGate:
                 if from_query:
                     headers.append(
                         "Set-Cookie",
-                        f"{COOKIE}={self._token.decode()}; Path=/; HttpOnly; SameSite=Strict",
+                        f"{self._cookie}={self._token.decode()}; Path=/; HttpOnly; SameSite=Strict",
                     )
             await send(message)
 

@@ -22,10 +22,19 @@ from ..formats.machine import MACHINE_KIND
 from ..runtime import journal_key_or_none, user_keys
 from ..sealing import KeyRing, format_key_id, read_header
 
-__all__ = ["KEYS_PER_PAGE", "MAX_QUERY_CHARS", "Inspector", "moment", "versions_of"]
+__all__ = [
+    "KEYS_PER_PAGE",
+    "MAX_QUERY_CHARS",
+    "TIMELINE_ITEMS",
+    "Inspector",
+    "moment",
+    "versions_of",
+]
 
 #: Keys listed per page of the keys page.
 KEYS_PER_PAGE = 50
+#: A key's timeline shows this many of its newest snapshots and journal entries.
+TIMELINE_ITEMS = 500
 #: A search longer than this is cut (a key name is shorter than that anyway).
 MAX_QUERY_CHARS = 512
 
@@ -143,24 +152,29 @@ class Inspector:
             "saved": moment(newest) if newest else None,
         }
 
-    def timeline(self, namespace: str, key: str) -> list[dict[str, Any]]:
-        """The key's snapshots and journal entries as stored, oldest first (metadata only).
+    def timeline(
+        self, namespace: str, key: str, limit: int = TIMELINE_ITEMS
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The newest ``limit`` snapshots and journal entries of a key, oldest first, and how
+        many older ones were left out (metadata only).
 
-        The sealing key id comes from each blob's unauthenticated header: it
+        Listing versions reads no blob; only the items shown have their header
+        read. The sealing key id comes from that unauthenticated header: it
         says which key an operator needs, never anything of the key itself.
         """
-        items = []
-        for info in versions_of(self.backend, namespace, key):
-            items.append(self._item(namespace, info, "snapshot", info.key))
+        found: list[tuple[VersionInfo, str, str]] = [
+            (info, "snapshot", key) for info in versions_of(self.backend, namespace, key)
+        ]
         try:
             jkey = journal_key_or_none(key)
         except InvalidArgument:
             jkey = None
         if jkey is not None:
-            for info in versions_of(self.backend, namespace, jkey):
-                items.append(self._item(namespace, info, "entry", jkey))
-        items.sort(key=lambda item: (item["at_us"], item["type"] == "entry", item["number"]))
-        return items
+            found += [(info, "entry", jkey) for info in versions_of(self.backend, namespace, jkey)]
+        found.sort(key=lambda item: (item[0].created_at_us, item[1] == "entry", item[0].version))
+        shown = found[-limit:] if limit else []
+        items = [self._item(namespace, info, what, stored) for info, what, stored in shown]
+        return items, len(found) - len(shown)
 
     def _item(self, namespace: str, info: VersionInfo, what: str, stored: str) -> dict[str, Any]:
         try:

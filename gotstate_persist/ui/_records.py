@@ -99,8 +99,9 @@ class Records:
             }
         return view
 
-    def events(self, namespace: str, key: str) -> dict[int, dict[str, Any]]:
-        """The key's journal entries by sequence: event, source -> target, actor (typed)."""
+    def events(self, namespace: str, key: str, since: int = 0) -> dict[int, dict[str, Any]]:
+        """The key's journal entries after ``since`` by sequence: event, source -> target,
+        actor, and the event's metadata and caller's meta as typed JSON."""
         pipeline = self.pipeline(namespace)
         formats = self.inspector.formats
 
@@ -111,7 +112,7 @@ class Records:
                 return Undecodable(str(exc), kind, version)
 
         found = {}
-        for entry in read_journal(pipeline, key, structs=structs):
+        for entry in read_journal(pipeline, key, since=since, structs=structs):
             actor = entry.meta.get("actor")
             found[entry.seq] = {
                 "event": entry.event.name,

@@ -8,6 +8,7 @@ that reads the first line may connect at once.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import sys
 import webbrowser
@@ -45,6 +46,13 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def serve(
     inspector: Inspector,
     *,
@@ -69,6 +77,11 @@ def serve(
         server_header=False,
         lifespan="off",
     )
+    if not _loopback(host):
+        sys.stderr.write(
+            f"gotstate-persist: note: listening on {host}, not only on this machine: anyone "
+            "who can reach it and has the URL's token can read the store\n"
+        )
     server = _Announcing(config, url, out, open_browser)
     try:
         server.run(sockets=[sock])

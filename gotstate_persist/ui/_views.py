@@ -70,13 +70,14 @@ class Views:
         """A key's timeline, journal events when decoded, and the newest snapshot's diagram."""
         namespace = self._namespace(request)
         key = _text(request, "key")
-        timeline = self.inspector.timeline(namespace, key)
+        timeline, older = self.inspector.timeline(namespace, key)
         if not timeline:
             raise NotFound(f"key {key!r} has no snapshot and no journal entry in {namespace!r}")
         newest: dict[str, Any] | None = None
         note = None
         if self._decoded():
-            events = self.records.events(namespace, key)
+            shown = [item["number"] for item in timeline if item["type"] == "entry"]
+            events = self.records.events(namespace, key, since=min(shown) - 1) if shown else {}
             for item in timeline:
                 if item["type"] == "entry":
                     item.update(events.get(item["number"], {}))
@@ -89,6 +90,7 @@ class Views:
             "namespace": namespace,
             "key": key,
             "timeline": timeline,
+            "older": older,
             "newest": newest,
             "note": note,
         }
@@ -102,7 +104,7 @@ class Views:
             raise NotFound(f"key {key!r} has no version {version} in {namespace!r}")
         if not self._decoded():
             return {"namespace": namespace, "key": key, "version": version, "note": NO_KEYRING}
-        return {**self.records.document(namespace, key, version), "note": None}
+        return {"note": None, **self.records.document(namespace, key, version)}
 
     def diff(self, request: Request) -> dict[str, Any]:
         namespace = self._namespace(request)
