@@ -14,12 +14,16 @@ from typing import Any
 
 import msgspec
 from gotstate.core.events import Event
+from machines import build_composite_machine
 from order_workflow import build_order_machine, set_data
 
 import gotstate_persist as gp
 
 NAMESPACE = "orders"
 BULK = "bulk"
+#: A composite machine with a submachine, left in the submachine's first state.
+FLOWS = "flows"
+FLOW_KEY = "review-1"
 KEY = "order-42"
 #: A key whose name is markup: every page must show it as text.
 HOSTILE_KEY = "<b>bold</b>&\"quote'"
@@ -111,6 +115,12 @@ def populate(tmp_path: Path, *, extension: bool = False) -> UiStore:
         )
         if extension:
             store.extensions.register(THROTTLE, limits=SLOW)
+    with gp.open_store(url, namespace=FLOWS, keyring=keyring) as store:
+        flow = build_composite_machine()
+        flow.start()
+        for name in ("go", "next", "next"):
+            flow.process_event(Event(name))
+        store.save_machine(FLOW_KEY, flow)
     with gp.open_store(url, namespace=BULK, keyring=keyring) as store:
         idle = build_order_machine()
         for key in BULK_KEYS:

@@ -20,6 +20,8 @@ from _ui_store import (
     BULK,
     BULK_KEYS,
     CONFIG_CANARY,
+    FLOW_KEY,
+    FLOWS,
     HOSTILE_KEY,
     INVOICE_KEY,
     KEY,
@@ -120,7 +122,7 @@ def test_namespaces_with_usage_and_a_masked_url(client: TestClient) -> None:
     found = _get(client, "/api/namespaces").json()
     assert found["shape"] == 1
     names = {ns["name"]: ns for ns in found["namespaces"]}
-    assert set(names) == {NAMESPACE, BULK}
+    assert set(names) == {NAMESPACE, BULK, FLOWS}
     assert names[BULK]["keys"] == len(BULK_KEYS)
     page = _get(client, "/").text
     assert "postgresql://inspector:***@db.example/state" in page
@@ -224,6 +226,29 @@ def test_diagram_marks_active_path_and_history(client: TestClient) -> None:
     assert "history" in by_state["payment"]
     assert "initial" in by_state["idle"]
     assert "active" not in by_state["payment"]
+
+
+def test_submachines_are_drawn_too(client: TestClient) -> None:
+    found = _get(client, "/api/key", ns=FLOWS, key=FLOW_KEY).json()["newest"]
+    top, sub = found["diagrams"]
+    # the submachine's states are merged into the machine's tree, under ``review``
+    assert (top["path"], top["current"], sub["path"], sub["current"]) == (
+        "",
+        "draft",
+        "review",
+        "draft",
+    )
+    (root,) = top["states"]
+    assert root["name"] == "root" and "on-path" in root["classes"].split()
+    review = next(state for state in root["children"] if state["name"] == "review")
+    assert "on-path" in review["classes"].split()
+    merged = next(state for state in review["children"] if state["name"] == "draft")
+    assert "active" in merged["classes"].split()
+    draft = next(state for state in sub["states"] if state["name"] == "draft")
+    assert "active" in draft["classes"].split() and "initial" in draft["classes"].split()
+    assert {"source": "draft", "target": "approved", "priority": 0} in sub["transitions"]
+    html = _get(client, "/key", ns=FLOWS, key=FLOW_KEY).text
+    assert html.count('class="diagram"') == 2
 
 
 def test_diff_between_versions(stored: UiStore) -> None:
