@@ -113,8 +113,11 @@ def populate(tmp_path: Path, *, extension: bool = False) -> UiStore:
             expected_version=1,
             reason="more retries",
         )
-        if extension:
+        if extension:  # registered, activated, called once, deactivated: stats persisted
             store.extensions.register(THROTTLE, limits=SLOW)
+            handle = store.extensions.activate("throttle")
+            handle.call("process", gp.EventView("next"))
+            store.extensions.deactivate("throttle", timeout=5)
     with gp.open_store(url, namespace=FLOWS, keyring=keyring) as store:
         flow = build_composite_machine()
         flow.start()

@@ -274,11 +274,15 @@ def test_verify_extensions_and_config(client: TestClient) -> None:
         KEY: [],
     }
     exts = _get(client, "/api/extensions", ns=NAMESPACE).json()["namespaces"][0]["items"]
-    assert [ext["name"] for ext in exts] == ["throttle"]
+    assert [(ext["name"], ext["status"], ext["revision"]) for ext in exts] == [
+        ("throttle", "inactive", 3)
+    ]
+    assert [old["status"] for old in exts[0]["history"]] == ["registered", "active", "inactive"]
+    assert exts[0]["stats"]["calls"] == 1 and exts[0]["stats"]["ok"] == 1
     configs = _get(client, "/api/config", ns=NAMESPACE).json()["namespaces"][0]["items"]
     (payments,) = configs
     assert [v["version"] for v in payments["versions"]] == [1, 2]
-    assert payments["versions"][1]["value"]["api_token"] == "**********"
+    assert payments["versions"][1]["value"]["api_token"] == {"$secret": "**********"}
     changed = {c["path"] for c in payments["versions"][1]["changes"]}
     assert {"$.retries", "$.api_token"} <= changed or {".retries", ".api_token"} <= changed
 

@@ -17,7 +17,7 @@ import msgspec
 from .._typedjson import typed_json
 from ..config._commit import ConfigLog, value_key
 from ..config._diff import diff
-from ..config._secret import decode_untyped, to_plain
+from ..config._secret import decode_untyped
 from ..errors import PersistError
 from ..extensions import ExtensionRegistry
 from ..formats.config import ConfigValue
@@ -65,7 +65,8 @@ def extensions(records: Records, namespace: str) -> list[dict[str, Any]]:
 
 
 def _value(payload: bytes) -> Any:
-    return typed_json(to_plain(decode_untyped(payload)))
+    """A stored configuration as typed JSON: each secret is ``{"$secret": "**********"}``."""
+    return typed_json(decode_untyped(payload))
 
 
 def configurations(records: Records, namespace: str) -> list[dict[str, Any]]:
