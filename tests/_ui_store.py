@@ -78,9 +78,10 @@ class UiStore:
     keys: Path
 
 
-def populate(tmp_path: Path, *, extension: bool = False) -> UiStore:
+def populate(tmp_path: Path, *, extension: bool = False, url: str | None = None) -> UiStore:
+    """The store at ``url`` (default: a new SQLite file in ``tmp_path``), populated."""
     path = tmp_path / "inspected.db"
-    url = f"sqlite:///{path}"
+    url = url or f"sqlite:///{path}"
     keyring = gp.KeyRing.generate()
     keys = tmp_path / "keys.json"
     keys.write_text(keyring.export(), encoding="utf-8")

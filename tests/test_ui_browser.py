@@ -27,8 +27,10 @@ import urllib.request
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
+from _postgres import PostgresServer
 from _ui_store import CONFIG_CANARY, HOSTILE_KEY, INVOICE_KEY, KEY, NAMESPACE, UiStore, populate
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -206,3 +208,19 @@ def test_screenshot_of_a_key_page(
     assert browser.save_screenshot(str(target))
     width, height = _png_size(target.read_bytes())
     assert width >= 800 and height >= 600
+
+
+def test_a_store_url_password_never_reaches_the_browser(
+    browser: webdriver.Chrome, postgres_server: PostgresServer, pg_url: str, tmp_path: Path
+) -> None:
+    """A real PostgreSQL store, opened by a URL with the test role's password in it."""
+    stored = populate(tmp_path, url=pg_url)
+    password = postgres_server.password
+    assert password in stored.url
+    for url in _serve(stored, "--keys", str(stored.keys)):
+        browser.get(url)
+        assert "***@" in browser.find_element(By.CSS_SELECTOR, ".store").text
+        for step in ("a.namespace-link", "a.key-link", "a.version-link", "#nav-config"):
+            _click(browser, step, None)
+            assert password not in browser.page_source, browser.current_url
+            assert quote(password, safe="") not in browser.page_source
