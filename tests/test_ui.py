@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import re
 import shutil
+import socket
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -340,6 +341,13 @@ def test_cli_without_a_store_or_the_extra_is_one_line(
     assert err.count("\n") == 1 and "no SQLite database" in err
     assert main(["ui", stored.url, "--port", "70000"]) == 2
     assert "invalid port" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["ui", stored.url, "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in err
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the extra were not installed
     assert main(["ui", stored.url, "--port", "0"]) == 2
     err = capsys.readouterr().err
