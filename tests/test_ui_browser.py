@@ -31,7 +31,17 @@ from urllib.parse import quote
 
 import pytest
 from _postgres import PostgresServer
-from _ui_store import CONFIG_CANARY, HOSTILE_KEY, INVOICE_KEY, KEY, NAMESPACE, UiStore, populate
+from _ui_store import (
+    BULK,
+    BULK_KEYS,
+    CONFIG_CANARY,
+    HOSTILE_KEY,
+    INVOICE_KEY,
+    KEY,
+    NAMESPACE,
+    UiStore,
+    populate,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -157,6 +167,28 @@ def test_pages_render_and_links_navigate(browser: webdriver.Chrome, decoded_url:
     _click(browser, "#nav-extensions")
     _click(browser, "#nav-namespaces")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Namespaces"
+
+
+def test_paging_and_search_by_clicking(browser: webdriver.Chrome, metadata_url: str) -> None:
+    browser.get(metadata_url)
+    _click(browser, "a.namespace-link", BULK)
+
+    def shown() -> list[str]:
+        return [element.text for element in browser.find_elements(By.CSS_SELECTOR, "a.key-link")]
+
+    assert shown() == BULK_KEYS[:50]
+    _click(browser, "a.next-page")
+    assert shown() == BULK_KEYS[50:100]
+    _click(browser, "a.next-page")
+    assert shown() == BULK_KEYS[100:]
+    assert not browser.find_elements(By.CSS_SELECTOR, "a.next-page")
+    _click(browser, "a.prev-page")
+    assert shown() == BULK_KEYS[50:100]
+    search = browser.find_element(By.ID, "search")
+    search.send_keys("-11")
+    search.submit()
+    assert shown() == BULK_KEYS[110:120]
+    assert "10 keys matching" in browser.find_element(By.CSS_SELECTOR, ".count").text
 
 
 def test_metadata_only_without_a_keyring(browser: webdriver.Chrome, metadata_url: str) -> None:
