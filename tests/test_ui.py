@@ -357,21 +357,24 @@ def test_cli_without_a_store_or_the_extra_is_one_line(
 def test_a_damaged_record_fails_alone(stored: UiStore, tmp_path: Path) -> None:
     copy = tmp_path / "damaged.db"
     shutil.copy(stored.path, copy)
-    with sqlite3.connect(copy) as conn:
+    with sqlite3.connect(copy) as conn:  # the newest snapshot
         conn.execute(
             "UPDATE gotstate_persist_records SET blob = "
             "CAST(substr(blob, 1, 40) || X'00' || substr(blob, 42) AS BLOB) "
-            "WHERE key = ? AND version = 1",
+            "WHERE key = ? AND version = 2",
             (KEY,),
         )
     damaged = UiStore(f"sqlite:///{copy}", copy, stored.keys)
     with _client(damaged, keyring=True) as client:
         results = _get(client, "/api/verify", ns=NAMESPACE).json()["results"]
         problems = {r["key"]: r["problems"] for r in results}
-        assert problems[KEY] and problems[KEY][0].startswith("version 1: IntegrityError")
+        assert len(problems[KEY]) == 1
+        assert problems[KEY][0].startswith("version 2: IntegrityError")
         assert problems[INVOICE_KEY] == []
         assert "FAILED" in _get(client, "/verify", ns=NAMESPACE).text
-        refused = client.get("/record", params={"ns": NAMESPACE, "key": KEY, "v": 1})
+        refused = client.get("/record", params={"ns": NAMESPACE, "key": KEY, "v": 2})
         assert refused.status_code == 500 and "IntegrityError" in refused.text
-        _get(client, "/record", ns=NAMESPACE, key=KEY, v=2)  # the others still show
-        _get(client, "/key", ns=NAMESPACE, key=KEY)
+        _get(client, "/record", ns=NAMESPACE, key=KEY, v=1)  # the others still show
+        key = _get(client, "/api/key", ns=NAMESPACE, key=KEY).json()
+        assert key["newest"] is None and "IntegrityError" in key["note"]
+        assert len(key["timeline"]) == 5

@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from .._redact import mask_url
 from ..backends import Backend, VersionInfo
 from ..errors import InvalidArgument, PersistError
@@ -198,6 +200,4 @@ class Inspector:
 
 
 def _fields(struct: object) -> dict[str, Any]:
-    import msgspec
-
     return msgspec.structs.asdict(struct) if isinstance(struct, msgspec.Struct) else {}

@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from ..errors import InvalidArgument, NotFound
+from ..errors import InvalidArgument, NotFound, PersistError
 from ._admin import configurations, extensions
 from ._reader import Inspector, versions_of
 from ._records import NO_KEYRING, Records
@@ -75,17 +75,21 @@ class Views:
             raise NotFound(f"key {key!r} has no snapshot and no journal entry in {namespace!r}")
         newest: dict[str, Any] | None = None
         note = None
-        if self._decoded():
-            shown = [item["number"] for item in timeline if item["type"] == "entry"]
-            events = self.records.events(namespace, key, since=min(shown) - 1) if shown else {}
-            for item in timeline:
-                if item["type"] == "entry":
-                    item.update(events.get(item["number"], {}))
-            snapshots = [item for item in timeline if item["type"] == "snapshot"]
-            if snapshots:
-                newest = self.records.document(namespace, key, snapshots[-1]["number"])
-        else:
+        if not self._decoded():
             note = NO_KEYRING
+        else:  # a record that fails to open is said so; the timeline still shows
+            try:
+                shown = [item["number"] for item in timeline if item["type"] == "entry"]
+                since = min(shown) - 1 if shown else 0
+                events = self.records.events(namespace, key, since=since) if shown else {}
+                for item in timeline:
+                    if item["type"] == "entry":
+                        item.update(events.get(item["number"], {}))
+                snapshots = [item for item in timeline if item["type"] == "snapshot"]
+                if snapshots:
+                    newest = self.records.document(namespace, key, snapshots[-1]["number"])
+            except PersistError as exc:
+                note = f"cannot decode every record of this key: {type(exc).__name__}: {exc}"
         return {
             "namespace": namespace,
             "key": key,
