@@ -22,7 +22,7 @@ UV := $(UV_VENV)/bin/uv
 UV_STAMP := $(UV_VENV)/.uv-$(UV_VERSION)
 # never fetch a Python build: use the interpreter given as PYTHON
 export UV_PYTHON_DOWNLOADS := never
-EXTRAS := --extra test --extra dev --extra postgres --extra s3
+EXTRAS := --extra test --extra dev --extra postgres --extra s3 --extra ui
 # the example third-party backend, discovered through its entry point (group `plugin`
 # in pyproject.toml installs examples/plugin_backend editable), and the example
 # extensions, registered by their entry-point names (group `examples`)
@@ -51,6 +51,8 @@ demo: $(STAMP)
 	$(BIN)/gotstate-persist ls $(DEMO_DB)
 	$(BIN)/gotstate-persist show $(DEMO_DB) order-42 --namespace orders --keys $(DEMO_KEYS)
 	$(BIN)/gotstate-persist verify $(DEMO_DB) --keys $(DEMO_KEYS)
+	@echo "--- look at it in a browser: the local, read-only inspector (Ctrl-C stops it) ---"
+	@echo "$(BIN)/gotstate-persist ui $(DEMO_DB) --keys $(DEMO_KEYS) --open"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -65,6 +67,7 @@ pytest: $(STAMP)
 	$(BIN)/pytest tests $(PLUGIN)/tests $(EXTENSIONS)/tests
 
 # Debian's PostgreSQL server (the tests start their own instance; S3 is moto, a pip package)
+# and headless Chromium with its driver (the inspector's browser tests)
 services:
 	bash scripts/test-services.sh
 
@@ -89,6 +92,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_undo.py
 	$(PY) benchmarks/bench_async.py
 	$(PY) benchmarks/bench_metrics.py
+	$(PY) benchmarks/bench_ui.py
 	$(PY) benchmarks/report_table.py $(BENCH_RESULTS)
 
 # Re-resolve uv.lock after a change to the requirements in pyproject.toml, keeping

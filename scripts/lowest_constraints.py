@@ -19,34 +19,53 @@ import tomllib
 from pathlib import Path
 
 # name, optional [extras], then the specifiers up to an environment marker
-_REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*([^;]*)")
+_REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[([^\]]*)\])?\s*([^;]*)")
 _FLOOR = re.compile(r">=\s*([0-9][0-9A-Za-z.+!-]*)")
 
 
 def floors(pyproject: Path, extras: list[str]) -> dict[str, str]:
-    """The ``>=`` floor of every dependency of the project and of the given extras."""
+    """The ``>=`` floor of every dependency of the project and of the given extras.
+
+    An extra may name another of the project's own (``gotstate-persist[ui]`` in
+    ``test``): that extra's requirements count as given too.
+    """
     project = tomllib.loads(pyproject.read_text("utf-8"))["project"]
     optional = project.get("optional-dependencies", {})
+    own_name = _normalized(project["name"])
     unknown = [extra for extra in extras if extra not in optional]
     if unknown:
         raise SystemExit(f"{pyproject}: no such extra: {', '.join(unknown)}")
     requirements = list(project.get("dependencies", []))
-    for extra in extras:
-        requirements += optional[extra]
+    pending, seen = list(extras), set()
+    while pending:
+        extra = pending.pop(0)
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for requirement in optional[extra]:
+            match = _REQUIREMENT.match(requirement)
+            if match is not None and _normalized(match.group(1)) == own_name:
+                pending += [name.strip() for name in (match.group(2) or "").split(",")]
+            else:
+                requirements.append(requirement)
     found: dict[str, str] = {}
     for requirement in requirements:
         match = _REQUIREMENT.match(requirement)
         if match is None:
             raise SystemExit(f"{pyproject}: cannot parse the requirement {requirement!r}")
-        name, specifiers = match.group(1), match.group(2)
+        name, specifiers = match.group(1), match.group(3)
         floor = _FLOOR.search(specifiers)
         if floor is None:
             raise SystemExit(
                 f"{pyproject}: {requirement!r} declares no floor (>=); give it one, so that "
                 "`make test-lowest` can test it"
             )
-        found[re.sub(r"[-_.]+", "-", name).lower()] = floor.group(1)
+        found[_normalized(name)] = floor.group(1)
     return found
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def main(argv: list[str]) -> int:

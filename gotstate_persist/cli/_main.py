@@ -20,6 +20,7 @@ from ._maintain import add_commands as add_maintain_commands
 from ._options import Subcommands
 from ._output import EXIT_USAGE, CommandParser, run_command
 from ._quota import add_commands as add_quota_commands
+from ._ui import add_commands as add_ui_commands
 
 __all__ = ["main"]
 
@@ -33,6 +34,7 @@ _COMMAND_GROUPS: tuple[Callable[[Subcommands], None], ...] = (
     add_maintain_commands,  # migrate, reseal, gc, db
     add_ext_commands,  # ext ls|show|history|register|activate|deactivate|unregister|verify|doctor
     add_config_commands,  # config ls|get|set|history|diff|rollback|explain|watch
+    add_ui_commands,  # ui
 )
 
 

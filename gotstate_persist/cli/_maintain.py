@@ -45,10 +45,10 @@ from ._stores import (
     refuse_process_local,
 )
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "load_formats"]
 
 
-def _load_formats(target: str) -> FormatRegistry:
+def load_formats(target: str) -> FormatRegistry:
     """The application's FormatRegistry named on the command line as ``module:attribute``.
 
     The name comes from the operator, never from stored data. The attribute is
@@ -93,7 +93,7 @@ def _one_line(exc: BaseException) -> str:
 def _cmd_rewrite(args: argparse.Namespace) -> int:
     """``migrate`` and ``reseal``: the same walk, the same report."""
     keys = load_keyring(args.keys)
-    registry = _load_formats(args.formats) if args.command == "migrate" else None
+    registry = load_formats(args.formats) if args.command == "migrate" else None
     if registry is not None:
         registry.newest_version(args.kind)  # an unknown kind is refused before anything opens
     failed = 0
