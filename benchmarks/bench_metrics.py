@@ -158,7 +158,6 @@ def bench(place: str, url_of: Callable[[str], str], rounds: int, options: dict[s
             "x time",
             detail=f"baseline {base * 1e6:.1f} us, {mode} {means[mode] * 1e6:.1f} us",
             at_most=None if spans else TARGET,
-            target="informational" if spans else None,
             how=HOW,
             line=(
                 f"save_machine {place:<22} baseline {base * 1e6:7.1f} us  {mode:<12} "
