@@ -24,7 +24,10 @@ def _example() -> ModuleType:
 def test_one_history_orders_schema_and_data_changes(
     database: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("GOTSTATE_PERSIST_KEYS", raising=False)
+    # the example sets the variable itself: setenv first, so that monkeypatch records
+    # (and restores at teardown) that it was unset, not only when it was set before
+    monkeypatch.setenv("GOTSTATE_PERSIST_KEYS", "")
+    monkeypatch.delenv("GOTSTATE_PERSIST_KEYS")
     url = (
         f"sqlite:///{tmp_path / 'app.db'}"
         if database == "sqlite"

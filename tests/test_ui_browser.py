@@ -25,7 +25,7 @@ import sys
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -43,6 +43,8 @@ from _ui_store import (
     populate,
 )
 
+from gotstate_persist.sealing import DEFAULT_ENV_VAR
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "images" / "inspector.png"
@@ -58,6 +60,8 @@ if _MISSING and not os.environ.get("CI"):
 from selenium import webdriver  # noqa: E402 - only once the browser is known to exist
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions  # noqa: E402
+from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +75,7 @@ def _serve(stored: UiStore, *extra: str) -> Iterator[str]:
     here = Path(__file__).resolve().parent
     paths = [str(here), str(here.parent / "examples"), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
+    env.pop(DEFAULT_ENV_VAR, None)  # the keyring is what the test passes, never the caller's
     server = subprocess.Popen(
         [*command, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
@@ -135,7 +140,24 @@ def _click(browser: webdriver.Chrome, selector: str, text: str | None = None) ->
     found = browser.find_elements(By.CSS_SELECTOR, selector)
     chosen = [element for element in found if text is None or element.text == text]
     assert chosen, (selector, text, browser.current_url)
-    chosen[0].click()
+    _navigating(browser, chosen[0].click)
+
+
+#: How long a page may take to load on a busy CI machine (a wait, never a time assertion).
+_PAGE_LOAD_S = 60
+
+
+def _navigating(browser: webdriver.Chrome, action: Callable[[], None]) -> None:
+    """Run ``action`` (a click, a form submit) and wait until the next page has loaded.
+
+    A click on a link returns before the new page is there: reading it at once
+    would read the old page or an empty one on a loaded machine.
+    """
+    old = browser.find_element(By.TAG_NAME, "html")
+    action()
+    wait = WebDriverWait(browser, _PAGE_LOAD_S)
+    wait.until(expected_conditions.staleness_of(old))
+    wait.until(lambda b: b.execute_script("return document.readyState") == "complete")
     _no_canary(browser)
 
 
@@ -157,7 +179,7 @@ def test_pages_render_and_links_navigate(browser: webdriver.Chrome, decoded_url:
     _click(browser, "a.diff-link")
     assert "from v1 to v2" in browser.find_element(By.TAG_NAME, "h1").text
     assert "current_state" in browser.find_element(By.ID, "changes").text
-    browser.back()
+    _navigating(browser, browser.back)
     _click(browser, "a.version-link", "snapshot v1")
     assert "Version 1" in browser.find_element(By.TAG_NAME, "h1").text
     cart = browser.find_element(By.CSS_SELECTOR, '.state-data[data-state="cart"]').text
@@ -186,7 +208,7 @@ def test_paging_and_search_by_clicking(browser: webdriver.Chrome, metadata_url: 
     assert shown() == BULK_KEYS[50:100]
     search = browser.find_element(By.ID, "search")
     search.send_keys("-11")
-    search.submit()
+    _navigating(browser, search.submit)
     assert shown() == BULK_KEYS[110:120]
     assert "10 keys matching" in browser.find_element(By.CSS_SELECTOR, ".count").text
 
