@@ -123,7 +123,7 @@ def test_every_page_renders_without_canaries(stored: UiStore, keyring: bool) -> 
 
 def test_namespaces_with_usage_and_a_masked_url(client: TestClient) -> None:
     found = _get(client, "/api/namespaces").json()
-    assert found["shape"] == 1
+    assert found["shape_version"] == 1
     names = {ns["name"]: ns for ns in found["namespaces"]}
     assert set(names) == {NAMESPACE, BULK, FLOWS}
     assert names[BULK]["keys"] == len(BULK_KEYS)

@@ -74,7 +74,7 @@ def _page(
             data = view(request)
         except _Refusal as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
-        return JSONResponse({"shape": JSON_SHAPE_VERSION, **data})
+        return JSONResponse({"shape_version": JSON_SHAPE_VERSION, **data})
 
     return html, api
 

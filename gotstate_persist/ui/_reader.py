@@ -42,9 +42,9 @@ MAX_QUERY_CHARS = 512
 
 
 def moment(info: VersionInfo) -> str:
-    """When a version was written, ISO 8601 UTC to the second (as the CLI's tables show it)."""
+    """When a version was written, ISO 8601 UTC to the second (offset included, as in --json)."""
     try:
-        return info.created_at.strftime("%Y-%m-%d %H:%M:%S")
+        return info.created_at.isoformat(timespec="seconds")
     except PersistError:
         return "(impossible timestamp)"
 
