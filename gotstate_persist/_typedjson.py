@@ -46,11 +46,19 @@ from uuid import UUID
 
 import msgspec
 
-from .config._secret import REDACTED, Secret
+from .config._secret import REDACTED, Secret, decode_untyped
 from .errors import FormatError, PersistError
 from .formats._values import StructType, UnsupportedValue, decode_tagged
+from .formats.config import ConfigValue
 
-__all__ = ["JSON_SHAPE_VERSION", "Undecodable", "from_typed_json", "tagged_json", "typed_json"]
+__all__ = [
+    "JSON_SHAPE_VERSION",
+    "Undecodable",
+    "from_typed_json",
+    "record_fields",
+    "tagged_json",
+    "typed_json",
+]
 
 #: Version of the documented shape of every ``--json`` document and inspector API answer.
 #: Bump it when a document changes incompatibly (a key removed or retyped).
@@ -155,14 +163,31 @@ def _scalar(value: object) -> Any:
         return {"$uuid": str(value)}
     if isinstance(value, enum.Enum):
         return {"$enum": {"type": type(value).__name__, "value": typed_json(value.value)}}
-    if isinstance(value, msgspec.Struct):
-        fields = typed_json(msgspec.structs.asdict(value))
-        return {"$struct": {"type": type(value).__name__, "fields": fields}}
     if isinstance(value, Secret):  # never its text
         return {"$secret": REDACTED}
+    if isinstance(value, msgspec.Struct):
+        return {"$struct": {"type": type(value).__name__, "fields": record_fields(value)}}
     if isinstance(value, (int, float, str, list, tuple, dict, set, frozenset)):
         return typed_json(_base(value))  # a subclass (IntEnum, OrderedDict): as its base
     return {"$undecodable": {"reason": f"no JSON form for {type(value).__name__}"}}
+
+
+def record_fields(record: msgspec.Struct) -> Any:
+    """A record's fields as typed JSON; a configuration's payload decoded, its secrets masked.
+
+    A configuration value stores its payload as msgpack bytes in which each
+    secret is an extension value: shown as ``$bytes`` they would hand the
+    secret to anyone who decodes base64, so the payload is shown decoded
+    instead, each secret as ``$secret``, and a payload that does not decode
+    as ``$undecodable`` (never its bytes).
+    """
+    fields = msgspec.structs.asdict(record)
+    if isinstance(record, ConfigValue):
+        try:
+            fields["payload"] = decode_untyped(record.payload)
+        except PersistError as exc:
+            fields["payload"] = Undecodable(str(exc))
+    return typed_json(fields)
 
 
 def _base(value: Any) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from .._pipeline import Inspection, RecordPipeline
-from .._typedjson import tagged_json, typed_json
+from .._typedjson import record_fields, tagged_json, typed_json
 from ..errors import PersistError
 from ..formats import MachineSnapshot, SubmachineSnapshot
 from ..formats._registry import FormatRegistry
@@ -103,7 +103,7 @@ def record_document(pipeline: RecordPipeline, inspection: Inspection) -> dict[st
     if isinstance(record, MachineSnapshot):
         body: Any = snapshot_view(record, pipeline.formats)
     elif typed:
-        body = typed_json(msgspec.structs.asdict(record))
+        body = record_fields(record)
     else:
         meta["note"] = "kind not registered in this tool: fields shown untyped"
         body = typed_json(record)
