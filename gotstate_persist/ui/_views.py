@@ -22,6 +22,16 @@ __all__ = ["Views"]
 
 _MAX_NUMBER = 10**18
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: What a stored time no calendar holds shows as (one damaged record must not fail a page).
+_IMPOSSIBLE_TIME = "(impossible timestamp)"
+
+
+def _moment_us(at_us: int) -> str:
+    """A stored time in microseconds since the epoch as ISO 8601, or a note that it is none."""
+    try:
+        return (_EPOCH + timedelta(microseconds=at_us)).isoformat()
+    except (OverflowError, ValueError, TypeError):
+        return _IMPOSSIBLE_TIME
 
 
 def _number(request: Request, name: str, default: int | None = None) -> int:
@@ -133,7 +143,7 @@ class Views:
         if not self._decoded():
             return {"namespaces": [], "note": NO_KEYRING}
         wanted = request.query_params.get("ns")
-        names = [wanted] if wanted else self.inspector.backend.namespaces()
+        names = [self._namespace(request)] if wanted else self.inspector.backend.namespaces()
         return {
             "namespaces": [{"name": name, "items": read(self.records, name)} for name in names],
             "note": None,
@@ -148,6 +158,5 @@ class Views:
             for item in namespace["items"]:
                 for version in item["versions"]:
                     if "changed_at_us" in version:
-                        at = _EPOCH + timedelta(microseconds=version.pop("changed_at_us"))
-                        version["changed_at"] = at.isoformat()
+                        version["changed_at"] = _moment_us(version.pop("changed_at_us"))
         return found
