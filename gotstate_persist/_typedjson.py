@@ -53,6 +53,7 @@ from .formats.config import ConfigValue
 
 __all__ = [
     "JSON_SHAPE_VERSION",
+    "MAX_READ_DEPTH",
     "Undecodable",
     "from_typed_json",
     "record_fields",
@@ -63,6 +64,9 @@ __all__ = [
 #: Version of the documented shape of every ``--json`` document and inspector API answer.
 #: Bump it when a document changes incompatibly (a key removed or retyped).
 JSON_SHAPE_VERSION: Final = 1
+#: How deep :func:`from_typed_json` follows nesting: far deeper than stored data may be
+#: (the codec's limit), shallow enough for Python's recursion.
+MAX_READ_DEPTH: Final = 200
 #: Integers beyond this magnitude lose precision as IEEE doubles (jq, JavaScript).
 _SAFE_INT: Final = 2**53
 
@@ -206,18 +210,26 @@ def from_typed_json(value: Any) -> Any:
 
     Raises :class:`~gotstate_persist.errors.FormatError` for a malformed tag
     object and for ``$struct``, ``$enum`` and ``$secret``, which name values
-    JSON alone cannot rebuild.
+    JSON alone cannot rebuild, and for nesting deeper than
+    :data:`MAX_READ_DEPTH` (a document from elsewhere may nest without end).
     """
+    return _read(value, 0)
+
+
+def _read(value: Any, depth: int) -> Any:
     t = type(value)
     if value is None or t is bool or t is str or t is int or t is float:
         return value
+    if depth >= MAX_READ_DEPTH:
+        raise _malformed(f"nesting deeper than {MAX_READ_DEPTH} levels")
+    depth += 1
     if t is list:
-        return [from_typed_json(item) for item in value]
+        return [_read(item, depth) for item in value]
     if t is not dict:
         raise FormatError(f"typed JSON holds a {t.__name__}, which JSON has no form for")
     tags = [key for key in value if key.startswith("$")]
     if not tags:
-        return {key: from_typed_json(item) for key, item in value.items()}
+        return {key: _read(item, depth) for key, item in value.items()}
     if len(tags) != 1:
         raise _malformed(f"an object with several tags {sorted(tags)}")
     tag = tags[0]
@@ -225,7 +237,7 @@ def from_typed_json(value: Any) -> Any:
     if extra - {"fold"} or (extra and tag not in ("$datetime", "$time")):
         raise _malformed(f"{tag} beside other keys {sorted(extra)}")
     try:
-        return _untag(tag, value[tag], value.get("fold", 0))
+        return _untag(tag, value[tag], value.get("fold", 0), depth)
     except (ValueError, TypeError, ArithmeticError, binascii.Error) as exc:
         raise _malformed(f"{tag} holding a bad value ({type(exc).__name__})") from None
 
@@ -234,10 +246,10 @@ def _malformed(what: str) -> FormatError:
     return FormatError(f"malformed typed JSON: {what}; it was not written by typed_json")
 
 
-def _items(body: Any) -> list[Any]:
+def _items(body: Any, depth: int) -> list[Any]:
     if type(body) is not list:
         raise TypeError("not a list")
-    return [from_typed_json(item) for item in body]
+    return [_read(item, depth) for item in body]
 
 
 def _text(body: Any) -> str:
@@ -246,11 +258,11 @@ def _text(body: Any) -> str:
     return body
 
 
-def _untag(tag: str, body: Any, fold: Any) -> Any:
+def _untag(tag: str, body: Any, fold: Any, depth: int) -> Any:
     if tag in ("$tuple", "$set", "$frozenset"):
-        return {"$tuple": tuple, "$set": set, "$frozenset": frozenset}[tag](_items(body))
+        return {"$tuple": tuple, "$set": set, "$frozenset": frozenset}[tag](_items(body, depth))
     if tag == "$dict":
-        pairs = _items(body)
+        pairs = _items(body, depth)
         if any(type(pair) is not list or len(pair) != 2 for pair in pairs):
             raise TypeError("not key-value pairs")
         return {key: item for key, item in pairs}
@@ -278,6 +290,10 @@ def _untag(tag: str, body: Any, fold: Any) -> Any:
     if tag == "$undecodable":
         if type(body) is not dict or type(body.get("reason")) is not str:
             raise TypeError("no reason")
+        if set(body) - {"reason", "kind", "version"}:
+            raise TypeError("unknown keys")
+        if type(body.get("kind", "")) is not str or type(body.get("version", 0)) is not int:
+            raise TypeError("kind not text or version not a whole number")
         return Undecodable(body["reason"], body.get("kind"), body.get("version"))
     if tag in ("$struct", "$enum", "$secret"):
         raise FormatError(f"typed JSON's {tag} names a value JSON alone cannot rebuild")

@@ -293,3 +293,25 @@ def test_malformed_tagged_data_is_undecodable_never_an_exception(value: Any) -> 
 def test_malformed_examples(value: Any) -> None:
     shown = tagged_json(value, gp.FormatRegistry().type_for)
     assert "$undecodable" in json.dumps(shown)
+
+
+def test_reading_back_refuses_endless_nesting_and_mistyped_tags() -> None:
+    """A document from elsewhere may nest without end or lie in a tag: a FormatError each."""
+    from gotstate_persist._typedjson import MAX_READ_DEPTH
+
+    deep: object = 1
+    for _ in range(5 * MAX_READ_DEPTH):
+        deep = {"$tuple": [deep]}
+    with pytest.raises(FormatError, match="nesting deeper"):
+        from_typed_json(deep)
+    shallow: object = 1
+    for _ in range(MAX_READ_DEPTH // 2 - 1):  # each $tuple level is two (object, list)
+        shallow = {"$tuple": [shallow]}
+    assert from_typed_json(shallow) is not None
+    for body in (
+        {"reason": "r", "kind": [1], "version": 1},
+        {"reason": "r", "kind": "k", "version": "z"},
+        {"reason": "r", "extra": 1},
+    ):
+        with pytest.raises(FormatError, match="malformed typed JSON"):
+            from_typed_json({"$undecodable": body})
