@@ -8,10 +8,15 @@ that reads the first line may connect at once.
 
 from __future__ import annotations
 
+import contextlib
+import html
 import ipaddress
+import os
 import socket
 import sys
+import tempfile
 import webbrowser
+from pathlib import Path
 from typing import TextIO
 
 import uvicorn
@@ -20,7 +25,7 @@ from ._access import new_token
 from ._app import create_app
 from ._reader import Inspector
 
-__all__ = ["serve"]
+__all__ = ["open_in_browser", "serve"]
 
 
 class _Announcing(uvicorn.Server):
@@ -31,6 +36,7 @@ class _Announcing(uvicorn.Server):
         self._url = url
         self._out = out
         self._open_browser = open_browser
+        self.launcher: Path | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -39,7 +45,28 @@ class _Announcing(uvicorn.Server):
         self._out.write(self._url + "\n")
         self._out.flush()
         if self._open_browser:
-            webbrowser.open(self._url)
+            self.launcher = open_in_browser(self._url)
+
+
+def open_in_browser(url: str) -> Path:
+    """Open ``url`` through a file only this user can read; returns the file (delete it after).
+
+    A browser is started with the address it opens on its command line, which
+    every local user can read (``/proc/PID/cmdline``); the token in ``url``
+    must not be. So, as Jupyter does, the browser opens a page in a file of
+    mode 0600 that forwards to ``url``.
+    """
+    fd, name = tempfile.mkstemp(prefix="gotstate-inspector-", suffix=".html")  # mode 0600
+    quoted = html.escape(url, quote=True)
+    with os.fdopen(fd, "w", encoding="utf-8") as page:
+        page.write(
+            '<!doctype html><meta charset="utf-8">'
+            f'<meta http-equiv="refresh" content="0;url={quoted}">'
+            f'<p><a href="{quoted}">Open the gotstate-persist inspector</a></p>\n'
+        )
+    path = Path(name)
+    webbrowser.open(path.as_uri())
+    return path
 
 
 def _url_host(host: str) -> str:
@@ -87,3 +114,6 @@ def serve(
         server.run(sockets=[sock])
     finally:
         sock.close()
+        if server.launcher is not None:
+            with contextlib.suppress(OSError):
+                server.launcher.unlink()
