@@ -111,7 +111,7 @@ lock-upgrade: $(UV_STAMP)
 # (it resolves and installs a second environment); run it after changing a floor.
 # LOWEST_TESTS narrows a rerun: `make test-lowest LOWEST_TESTS="-x tests/test_codec.py"`.
 LOWEST := .venv-lowest
-LOWEST_EXTRAS := test,postgres,s3
+LOWEST_EXTRAS := test,postgres,s3,otel,ui
 LOWEST_TESTS ?= tests $(PLUGIN)/tests $(EXTENSIONS)/tests
 test-lowest: $(UV_STAMP) services
 	$(UV) venv --quiet --clear --python $(PYTHON) $(LOWEST)
