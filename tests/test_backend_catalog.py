@@ -433,3 +433,21 @@ def test_migrate_and_reseal_through_a_catalog(tmp_path: Path) -> None:
         backend._objects.create(backend._object("default", "o1", 1, 3), b"x")
         assert backend.sweep("default") == 1
         assert len(_objects(backend)) == 5
+
+
+def test_sweep_removes_a_dead_writers_temporary_but_not_a_fresh_one(tmp_path: Path) -> None:
+    """A writer killed between writing its temporary and linking it leaves a ``.tmp-`` file
+    that no row names: the sweep removes it once it is as old as a stale reservation."""
+    root = tmp_path / "blobs"
+    with open_backend(f"file://{root}", catalog=f"sqlite:///{tmp_path / 'c.db'}") as backend:
+        assert isinstance(backend, CatalogBackend)
+        _put(backend, "k", 1, b"one")
+        (stored,) = _objects(backend)
+        temporary = root / stored.rsplit("/", 1)[0] / ".tmp-0123456789abcdef"
+        temporary.write_bytes(b"half a blob")
+        backend.sweep(NS)  # default age: a live writer's temporary is left alone
+        assert temporary.exists()
+        backend.sweep(NS, older_than_s=0)  # every writer is known dead
+        assert not temporary.exists()
+        assert _objects(backend) == [stored]
+        assert backend.get(NS, "k")[1] == b"one"

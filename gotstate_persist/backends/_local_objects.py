@@ -186,8 +186,10 @@ class LocalFiles(Objects):
         for directory in directories:
             _fsync_directory(directory)
 
-    def sweep(self, directory: str, names: Sequence[str]) -> None:
-        cutoff = time.time() - STALE_TEMPORARY_SECONDS
+    def sweep(
+        self, directory: str, names: Sequence[str], older_than_s: float = STALE_TEMPORARY_SECONDS
+    ) -> None:
+        cutoff = time.time() - older_than_s
         for name in names:
             path = os.path.join(directory, name)
             try:

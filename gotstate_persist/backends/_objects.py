@@ -141,8 +141,11 @@ class Objects(abc.ABC):
         """When the object was created or last changed, in seconds since the epoch."""
         return os.lstat(path).st_mtime
 
-    def sweep(self, directory: str, names: Sequence[str]) -> None:  # noqa: B027 - optional hook
-        """Delete crashed writers' temporaries among ``names`` (local files only)."""
+    def sweep(  # noqa: B027 - optional hook
+        self, directory: str, names: Sequence[str], older_than_s: float = STALE_TEMPORARY_SECONDS
+    ) -> None:
+        """Delete crashed writers' temporaries among ``names`` older than ``older_than_s``
+        (local files only)."""
 
     @contextmanager
     def holding(self, directory: str) -> Iterator[None]:

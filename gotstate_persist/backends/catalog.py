@@ -72,6 +72,7 @@ from ..errors import BackendError, InvalidArgument, NotFound, QuotaExceeded, Ver
 from ._layout import another_catalog
 from ._objectnames import (
     MAX_INT64,
+    TEMP_PREFIX,
     catalog_object_name,
     check_put_arguments,
     key_components,
@@ -412,11 +413,20 @@ class CatalogBackend(Backend):
         cutoff = _now_us() - int(older_than_s * 1_000_000)
         top = self._prefix.path(namespace_components(namespace))
         listed: dict[str, set[ObjectRef]] = {}
+        temporaries: dict[tuple[str, ...], list[str]] = {}
         with self._prefix.guard("listing objects"):
             for components, _size in self._objects.walk(top, sizes=False):
                 found = parse_catalog_object_path(components)
                 if found is not None:
                     listed.setdefault(found[0], set()).add(found[1:])
+                elif components and components[-1].startswith(TEMP_PREFIX):
+                    temporaries.setdefault(tuple(components[:-1]), []).append(components[-1])
+        for where, names in temporaries.items():
+            # a writer killed between writing its temporary and linking it: no row
+            # names a temporary, so only its age (as for reservations) says it is dead
+            directory = self._prefix.path([*namespace_components(namespace), *where])
+            with self._prefix.guard("removing temporaries"):
+                self._objects.sweep(directory, names, older_than_s)
         self._step("sweep:listed")
         swept = 0
         for key, version, fmt in self._rows.stale_reservations(namespace, cutoff):
