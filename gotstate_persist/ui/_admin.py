@@ -21,7 +21,7 @@ from ..config._secret import decode_untyped
 from ..errors import PersistError
 from ..extensions import ExtensionRegistry
 from ..formats.config import ConfigValue
-from ._reader import versions_of
+from ._reader import moment_us, versions_of
 from ._records import Records
 
 __all__ = ["configurations", "extensions"]
@@ -64,11 +64,6 @@ def extensions(records: Records, namespace: str) -> list[dict[str, Any]]:
         registry.close()
 
 
-def _value(payload: bytes) -> Any:
-    """A stored configuration as typed JSON: each secret is ``{"$secret": "**********"}``."""
-    return typed_json(decode_untyped(payload))
-
-
 def configurations(records: Records, namespace: str) -> list[dict[str, Any]]:
     """Every stored configuration: its versions (values redacted) and each version's changes."""
     pipeline = records.pipeline(namespace)
@@ -96,9 +91,9 @@ def configurations(records: Records, namespace: str) -> list[dict[str, Any]]:
             versions.append(
                 {
                     "version": stored.version,
-                    "changed_at_us": stored.changed_at_us,
+                    "changed_at": moment_us(stored.changed_at_us, timespec="auto"),
                     "reason": stored.reason,
-                    "value": _value(stored.payload),
+                    "value": typed_json(payload),  # each secret {"$secret": "**********"}
                     "changes": changes,
                 }
             )

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import msgspec
 
 from .._redact import mask_url
 from ..backends import Backend, VersionInfo
+from ..backends.base import EPOCH
 from ..errors import InvalidArgument, PersistError
 from ..formats import FormatRegistry
 from ..formats.machine import MACHINE_KIND
@@ -30,6 +32,7 @@ __all__ = [
     "TIMELINE_ITEMS",
     "Inspector",
     "moment",
+    "moment_us",
     "versions_of",
 ]
 
@@ -41,12 +44,21 @@ TIMELINE_ITEMS = 500
 MAX_QUERY_CHARS = 512
 
 
+#: What a stored time no calendar holds shows as (one damaged record must not fail a page).
+IMPOSSIBLE_TIME = "(impossible timestamp)"
+
+
 def moment(info: VersionInfo) -> str:
     """When a version was written, ISO 8601 UTC to the second (offset included, as in --json)."""
+    return moment_us(info.created_at_us)
+
+
+def moment_us(at_us: int, timespec: str = "seconds") -> str:
+    """A stored time (microseconds since the epoch) as ISO 8601 UTC, or :data:`IMPOSSIBLE_TIME`."""
     try:
-        return info.created_at.isoformat(timespec="seconds")
-    except PersistError:
-        return "(impossible timestamp)"
+        return (EPOCH + timedelta(microseconds=at_us)).isoformat(timespec=timespec)
+    except (OverflowError, TypeError):
+        return IMPOSSIBLE_TIME
 
 
 def versions_of(backend: Backend, namespace: str, key: str) -> list[VersionInfo]:

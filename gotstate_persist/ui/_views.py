@@ -8,7 +8,6 @@ string, never in the path, so a key may hold any character, ``/`` included.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -21,17 +20,6 @@ from ._records import NO_KEYRING, Records
 __all__ = ["Views"]
 
 _MAX_NUMBER = 10**18
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-#: What a stored time no calendar holds shows as (one damaged record must not fail a page).
-_IMPOSSIBLE_TIME = "(impossible timestamp)"
-
-
-def _moment_us(at_us: int) -> str:
-    """A stored time in microseconds since the epoch as ISO 8601, or a note that it is none."""
-    try:
-        return (_EPOCH + timedelta(microseconds=at_us)).isoformat()
-    except (OverflowError, ValueError, TypeError):
-        return _IMPOSSIBLE_TIME
 
 
 def _number(request: Request, name: str, default: int | None = None) -> int:
@@ -153,10 +141,4 @@ class Views:
         return self._per_namespace(request, extensions)
 
     def config(self, request: Request) -> dict[str, Any]:
-        found = self._per_namespace(request, configurations)
-        for namespace in found["namespaces"]:
-            for item in namespace["items"]:
-                for version in item["versions"]:
-                    if "changed_at_us" in version:
-                        version["changed_at"] = _moment_us(version.pop("changed_at_us"))
-        return found
+        return self._per_namespace(request, configurations)
