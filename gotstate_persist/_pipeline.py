@@ -52,7 +52,7 @@ from .codec import DEFAULT_LIMITS, MAX_DEPTH, MSGPACK, Codec, Limits, codec_by_i
 from .errors import FormatError, IntegrityError, InvalidArgument, QuotaExceeded, VersionConflict
 from .formats import MACHINE_KIND, FormatRegistry, MachineSnapshot
 from .formats._values import UnsupportedValue, comes_back_exactly
-from .sealing import KeyRing, envelope_overhead, open_envelope, seal
+from .sealing import EnvelopeHeader, KeyRing, envelope_overhead, open_envelope, read_header, seal
 
 __all__ = [
     "KEYRING_NEEDED",
@@ -118,11 +118,12 @@ class Opened:
 
 @dataclass(frozen=True, slots=True)
 class Inspection:
-    """What a tool sees of one record: typed when its kind is registered, else builtins."""
+    """One record as a tool sees it: typed if its kind is registered, and its blob's header."""
 
     info: VersionInfo
     record: Any
     typed: bool
+    header: EnvelopeHeader
 
 
 class RecordPipeline:
@@ -471,14 +472,16 @@ class RecordPipeline:
         Typed if its kind is registered, else as builtins: the CLI can still
         authenticate and show records of kinds it cannot import.
         """
-        opened = self.unwrap(*self.fetch(key, version))
+        info, blob = self.fetch(key, version)
+        opened, header = self.unwrap(info, blob), read_header(blob)  # unwrap authenticated it
         try:
-            record_type = self.formats.type_for(opened.kind, opened.format_version)
+            record_type: Any = self.formats.type_for(opened.kind, opened.format_version)
         except FormatError:
             if opened.kind in self.formats.kinds():
                 raise
-            return Inspection(opened.info, opened.codec.decode_inner(opened.body, Any), False)
-        return Inspection(opened.info, opened.codec.decode_inner(opened.body, record_type), True)
+            record_type = Any
+        record = opened.codec.decode_inner(opened.body, record_type)
+        return Inspection(opened.info, record, record_type is not Any, header)
 
     # Rewrites in place (migrate, reseal): same key, same version, new blob.
 

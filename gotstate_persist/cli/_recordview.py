@@ -24,7 +24,7 @@ from ..formats import MachineSnapshot, SubmachineSnapshot
 from ..formats._registry import FormatRegistry
 from ..formats._values import UnsupportedValue, decode_value
 from ..formats.machine import decode_structure
-from ..sealing import format_key_id, read_header
+from ..sealing import format_key_id
 from ..store import snapshot_ref
 
 __all__ = ["CannotDecode", "record_document", "shown_data", "snapshot_view", "state_data"]
@@ -89,7 +89,7 @@ def record_document(pipeline: RecordPipeline, inspection: Inspection) -> dict[st
     stored, and the record decoded."""
     ref = snapshot_ref(inspection.info, pipeline.namespace)
     record, typed = inspection.record, inspection.typed
-    header = read_header(pipeline.backend.get(pipeline.namespace, ref.key, ref.version)[1])
+    header = inspection.header
     meta: dict[str, Any] = {
         "namespace": ref.namespace,
         "key": ref.key,

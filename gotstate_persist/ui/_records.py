@@ -22,7 +22,7 @@ from ..errors import InvalidArgument, NotFound, PersistError
 from ..formats import MachineSnapshot, SubmachineSnapshot
 from ..formats.machine import MachineSnapshotV2, decode_structure
 from ..runtime import read_journal
-from ..sealing import format_key_id, read_header
+from ..sealing import format_key_id
 from ._diagram import diagrams
 from ._reader import Inspector, moment, versions_of
 
@@ -54,7 +54,7 @@ class Records:
         pipeline = self.pipeline(namespace)
         inspection = pipeline.inspect(key, version)
         info = inspection.info
-        header = read_header(pipeline.backend.get(namespace, key, version)[1])
+        header = inspection.header
         document: dict[str, Any] = {
             "namespace": namespace,
             "key": key,
