@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from gotstate_persist._keyring import KeyRing
+from gotstate_persist._keys import Bytes, Handover
 from gotstate_persist._wire import (
     ALGORITHMS_BY_ID,
     ENVELOPE_VERSION,
@@ -27,7 +28,14 @@ from gotstate_persist._wire import (
 )
 from gotstate_persist.errors import FormatError, InvalidArgument
 
-__all__ = ["EnvelopeHeader", "envelope_overhead", "open_envelope", "read_header", "seal"]
+__all__ = [
+    "EnvelopeHeader",
+    "envelope_overhead",
+    "open_envelope",
+    "read_header",
+    "seal",
+    "seal_handover",
+]
 
 _CONTEXT_PREFIX: Final = b"gotstate-persist/v1\x00"
 _MAX_VERSION: Final = 2**63 - 1
@@ -151,6 +159,21 @@ def seal(
     Save refuses whatever load would refuse, so a payload whose blob would
     exceed :data:`MAX_BLOB_BYTES` is a :class:`FormatError` here, not later.
     """
+    if isinstance(payload, memoryview):
+        payload = _view(payload)  # len() must count bytes, not items
+    elif not isinstance(payload, (bytes, bytearray)):
+        raise InvalidArgument(f"payload must be bytes, got {type(payload).__name__}")
+    return _seal(keyring, payload, codec_id, _context(namespace, key, version))
+
+
+def seal_handover(
+    keyring: KeyRing, payload: Handover, *, codec_id: int, namespace: str, key: str, version: int
+) -> bytes:
+    """:func:`seal` of a payload its holder gives up, so it can be freed while sealing."""
+    return _seal(keyring, payload, codec_id, _context(namespace, key, version))
+
+
+def _seal(keyring: KeyRing, payload: Bytes | Handover, codec_id: int, context: bytes) -> bytes:
     if not isinstance(keyring, KeyRing):
         raise InvalidArgument(f"keyring must be a KeyRing, got {type(keyring).__name__}")
     if not keyring.can_seal:
@@ -160,11 +183,7 @@ def seal(
         )
     if not is_int(codec_id) or not 1 <= codec_id <= 255:
         raise InvalidArgument(f"codec_id must be an int in 1..255, got {codec_id!r}")
-    if isinstance(payload, memoryview):
-        payload = _view(payload)  # len() must count bytes, not items
-    elif not isinstance(payload, (bytes, bytearray)):
-        raise InvalidArgument(f"payload must be bytes, got {type(payload).__name__}")
-    return keyring.seal_payload(codec_id, _context(namespace, key, version), payload)
+    return keyring.seal_payload(codec_id, context, payload)
 
 
 def open_envelope(

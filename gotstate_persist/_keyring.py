@@ -20,6 +20,7 @@ from typing import Any, Final
 from gotstate_persist._keys import (
     CREATE_HINT,
     Bytes,
+    Handover,
     Key,
     auth_failed,
     format_key_id,
@@ -155,7 +156,7 @@ class KeyRing:
 
     # -- sealing and opening ---------------------------------------------------
 
-    def seal_payload(self, codec_id: int, context: bytes, payload: Bytes) -> bytes:
+    def seal_payload(self, codec_id: int, context: bytes, payload: Bytes | Handover) -> bytes:
         """The ring's half of :func:`~gotstate_persist.sealing.seal`; call that instead.
 
         ``seal`` has checked its arguments and built ``context``; the ring

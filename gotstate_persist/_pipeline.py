@@ -31,15 +31,17 @@ import random
 import time
 import types
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
+from ._envelope import seal_handover
 from ._gcpause import GC_PAUSE_MIN_BYTES, gc_paused
+from ._keys import Handover
 from ._metrics import Metrics
 from ._names import check_name, check_stored_key, check_version
+from ._stages import Encoded, Inspection, Opened
 from .backends.base import (
     Backend,
     NewVersion,
@@ -52,7 +54,7 @@ from .codec import DEFAULT_LIMITS, MAX_DEPTH, MSGPACK, Codec, Limits, codec_by_i
 from .errors import FormatError, IntegrityError, InvalidArgument, QuotaExceeded, VersionConflict
 from .formats import MACHINE_KIND, FormatRegistry, MachineSnapshot
 from .formats._values import UnsupportedValue, comes_back_exactly
-from .sealing import EnvelopeHeader, KeyRing, envelope_overhead, open_envelope, read_header, seal
+from .sealing import KeyRing, envelope_overhead, open_envelope, read_header, seal
 
 __all__ = [
     "KEYRING_NEEDED",
@@ -89,41 +91,6 @@ def _snapshot_payload(snapshot_type: type[msgspec.Struct]) -> Any:
 def utc_now() -> datetime:
     """The default clock: aware UTC now."""
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class Encoded:
-    """A record encoded as a payload, not yet sealed (sealing binds the version)."""
-
-    kind: str
-    format_version: int
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Opened:
-    """An authenticated record whose body is still encoded.
-
-    ``kind`` and ``format_version`` come from inside the seal; the body's
-    decoder is chosen from them, never from the unauthenticated copy the
-    backend keeps beside the blob.
-    """
-
-    info: VersionInfo
-    codec: Codec
-    kind: str
-    format_version: int
-    body: msgspec.Raw
-
-
-@dataclass(frozen=True, slots=True)
-class Inspection:
-    """One record as a tool sees it: typed if its kind is registered, and its blob's header."""
-
-    info: VersionInfo
-    record: Any
-    typed: bool
-    header: EnvelopeHeader
 
 
 class RecordPipeline:
@@ -191,12 +158,15 @@ class RecordPipeline:
         if not self.keyring.can_seal:
             raise InvalidArgument(_VERIFY_ONLY)
 
-    def seal(self, payload: bytes, *, key: str, version: int, codec_id: int | None = None) -> bytes:
+    def seal(
+        self, payload: bytes | Handover, *, key: str, version: int, codec_id: int | None = None
+    ) -> bytes:
         """Seal ``payload`` as ``version`` of ``key`` in this namespace (primary key)."""
         self.require_sealing()
-        return seal(
+        sealer = seal_handover if isinstance(payload, Handover) else seal
+        return sealer(
             self.keyring,
-            payload,
+            payload,  # type: ignore[arg-type]  # matched to its sealer just above
             codec_id=self.codec.id if codec_id is None else codec_id,
             namespace=self.namespace,
             key=key,
@@ -228,14 +198,16 @@ class RecordPipeline:
     ) -> VersionInfo:
         """:meth:`append` of a record :meth:`encode` made: the record itself may be gone.
 
-        A large snapshot is dropped once encoded, so that sealing and writing
-        it never hold it and its bytes at once.
+        A large snapshot is dropped once encoded, and ``encoded`` gives its
+        payload up to the seal, so that sealing and writing never hold the
+        record, its payload and its blob at once.
         """
         check_stored_key(key)
         if expected_version is not None:
             check_version(expected_version, allow_zero=True)
         self.require_sealing()
         metrics = self.metrics
+        payload = encoded.handover()
         for attempt in range(MAX_APPEND_ATTEMPTS):
             head = self.backend.head(self.namespace, key)
             if expected_version is not None and head.newest != expected_version:
@@ -245,7 +217,7 @@ class RecordPipeline:
             if head.newest and head.kind != encoded.kind:
                 raise kind_mismatch(key, head.kind, encoded.kind)
             version = head.last_version + 1
-            blob = self.seal(encoded.payload, key=key, version=version)
+            blob = self.seal(payload, key=key, version=version)
             try:
                 info = self.backend.put(
                     self.namespace,
@@ -262,6 +234,11 @@ class RecordPipeline:
                     metrics.conflict(retried=expected_version is None)
                 if expected_version is not None:
                     raise
+                # the payload went with the seal: take it back out of the blob
+                _, taken = open_envelope(
+                    self.keyring, blob, namespace=self.namespace, key=key, version=version
+                )
+                payload = Handover(taken)
                 delay = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt)
                 time.sleep(random.uniform(0, delay))  # noqa: S311 - jitter, not crypto
                 continue
