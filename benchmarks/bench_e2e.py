@@ -16,17 +16,25 @@ Both sides run interleaved round by round on the same machine objects; each
 figure is the median over rounds of the median call, and the ratio printed is
 ours / by hand in time per call (issue 16 target: <= 1.00x).
 
+Beside them, for information, a floor: the same by-hand code with msgspec's
+MessagePack in place of pickle (no tagging, so tuples come back as lists and
+Decimals as strings; no authentication, no versions), measured side by side
+with the pickle version. The design allows msgspec only, so whatever this
+floor costs over pickle, every design of ours pays too.
+
 (2) Scaling: 10,000 states / 10 MB against 1,000 states / 1 MB, save and
 restore (target: the larger <= 10.5x the time of the smaller), and the peak
 memory a save and a restore allocate on top of what the machine already holds,
 measured with tracemalloc, as a multiple of the sealed snapshot's size
-(target: <= 3x).
+(target: <= 3x); beside them, for information, the peak of the by-hand save
+and restore of the same machine, as a multiple of the same size.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import pickle
 import sqlite3
 import statistics
 import sys
@@ -40,7 +48,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _report import figure  # noqa: E402
-from bench_snapshot import build, side_by_side, timed, unsafe_capture, unsafe_restore  # noqa: E402
+from bench_snapshot import (  # noqa: E402
+    build,
+    msgspec_capture,
+    msgspec_restore,
+    raw_state,
+    side_by_side,
+    timed,
+    unsafe_capture,
+    unsafe_restore,
+)
 
 import gotstate_persist as gp  # noqa: E402
 
@@ -53,13 +70,29 @@ HOW_HAND = (
     "(WAL, same synchronous); median call; ours time / by hand"
 )
 HOW_SCALE = "save_machine / restore_machine of 10,000 states / 10 MB: time / that of 1,000 / 1 MB"
+HOW_FLOOR = (
+    "the by-hand code with msgspec MessagePack in place of pickle (lossy: no tagging) vs "
+    "with pickle, side by side; median call; msgspec time / pickle time"
+)
+HOW_WALK = (
+    "a recursive Python visit calling type() once per value of the raw state (no encoding) "
+    "vs pickle.dumps of it, side by side; median call; visit time / pickle time"
+)
 HOW_MEMORY = "tracemalloc peak during one call beyond what was live, / the sealed snapshot's size"
 
 
 class ByHand:
-    """The baseline: pickle into a sqlite3 table, as users write it today."""
+    """The baseline: pickle into a sqlite3 table, as users write it today.
 
-    def __init__(self, path: Path, synchronous: str) -> None:
+    ``serializer="msgspec"``: the floor, msgspec's MessagePack in place of pickle.
+    """
+
+    def __init__(self, path: Path, synchronous: str, serializer: str = "pickle") -> None:
+        self.dumps, self.loads = (
+            (unsafe_capture, unsafe_restore)
+            if serializer == "pickle"
+            else (msgspec_capture, msgspec_restore)
+        )
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(f"PRAGMA synchronous={synchronous}")
@@ -70,7 +103,7 @@ class ByHand:
         self.versions: dict[str, int] = {}
 
     def save(self, key: str, machine: Any) -> None:
-        blob = unsafe_capture(machine)
+        blob = self.dumps(machine)
         version = self.versions.get(key, 0) + 1
         self.versions[key] = version
         self.db.execute("BEGIN IMMEDIATE")
@@ -81,7 +114,7 @@ class ByHand:
         (blob,) = self.db.execute(
             "SELECT blob FROM machines WHERE key = ? ORDER BY version DESC LIMIT 1", (key,)
         ).fetchone()
-        unsafe_restore(machine, blob)
+        self.loads(machine, blob)
 
     def close(self) -> None:
         self.db.close()
@@ -105,12 +138,65 @@ def ratio_line(label: str, base: float, ours: float, target: float) -> None:
     )
 
 
+def floor_line(label: str, base: float, floor: float) -> None:
+    ratio = floor / base
+    figure(
+        SECTION,
+        f"floor: {' '.join(label.split())}, msgspec by hand",
+        ratio,
+        "x time",
+        detail=f"pickle by hand {base * 1e3:.3f} ms, msgspec by hand {floor * 1e3:.3f} ms",
+        how=HOW_FLOOR,
+        line=(
+            f"{label:<44} pickle  {base * 1e3:8.3f} ms  msgspec {floor * 1e3:8.3f} ms  "
+            f"floor/by hand {ratio:5.2f}x (informational)"
+        ),
+    )
+
+
+def _visit(value: Any) -> None:
+    """Look at the type of every value once, in Python: the least an exact-type save does."""
+    kind = type(value)
+    if kind is dict:
+        for item in value.values():
+            _visit(item)
+    elif kind is list or kind is tuple:
+        for item in value:
+            _visit(item)
+
+
+def bench_walk_floor(rounds: int) -> None:
+    """Visiting every value once in Python vs pickle.dumps of the same state, side by side."""
+    for n_states, data_bytes in ((100, 1_000), (1_000, 100_000)):
+        state = raw_state(build(n_states, data_bytes))
+        base, walk = side_by_side(
+            lambda s=state: pickle.dumps(s, protocol=pickle.HIGHEST_PROTOCOL),
+            lambda s=state: _visit(s),
+            rounds,
+            20 if n_states <= 100 else 5,
+        )
+        ratio = walk / base
+        figure(
+            SECTION,
+            f"floor: one type() per value in Python, {n_states} states",
+            ratio,
+            "x time",
+            detail=f"pickle.dumps {base * 1e6:.1f} us, visit {walk * 1e6:.1f} us",
+            how=HOW_WALK,
+            line=(
+                f"visit every value, {n_states:>5} states   pickle.dumps {base * 1e6:8.1f} us  "
+                f"visit {walk * 1e6:8.1f} us  visit/pickle {ratio:5.2f}x (informational)"
+            ),
+        )
+
+
 def bench_vs_hand(tmp: Path, rounds: int) -> None:
     keys = gp.KeyRing.generate()
     print("(1) save_machine / restore_machine vs pickle + sqlite3 by hand, same synchronous")
     for synchronous in ("FULL", "NORMAL"):
         url = f"sqlite:///{tmp / f'ours-{synchronous}.db'}"
         hand = ByHand(tmp / f"hand-{synchronous}.db", synchronous)
+        floor = ByHand(tmp / f"floor-{synchronous}.db", synchronous, serializer="msgspec")
         with gp.open_store(url, keyring=keys, sqlite_synchronous=synchronous) as store:
             for n_states, data_bytes in ((100, 1_000), (1_000, 100_000)):
                 machine = build(n_states, data_bytes)
@@ -120,12 +206,13 @@ def bench_vs_hand(tmp: Path, rounds: int) -> None:
                 # warm both sides (WAL growth, caches) before timing
                 for _ in range(repeat * 3):
                     hand.save(key, machine)
+                    floor.save(key, machine)
                     store.save_machine(key, machine)
                 operations = (
-                    ("save   ", hand.save, store.save_machine, machine),
-                    ("restore", hand.restore, store.restore_machine, target),
+                    ("save   ", hand.save, store.save_machine, floor.save, machine),
+                    ("restore", hand.restore, store.restore_machine, floor.restore, target),
                 )
-                for name, by_hand, by_store, subject in operations:
+                for name, by_hand, by_store, by_floor, subject in operations:
                     base, ours = side_by_side(
                         lambda k=key, f=by_hand, m=subject: f(k, m),
                         lambda k=key, f=by_store, m=subject: f(k, m),
@@ -134,7 +221,15 @@ def bench_vs_hand(tmp: Path, rounds: int) -> None:
                     )
                     size = f"{n_states:>5} states / {data_bytes // 1000:>3} KB"
                     ratio_line(f"{name} {size}, {synchronous}", base, ours, TARGET_E2E)
+                    base, least = side_by_side(
+                        lambda k=key, f=by_hand, m=subject: f(k, m),
+                        lambda k=key, f=by_floor, m=subject: f(k, m),
+                        rounds,
+                        repeat,
+                    )
+                    floor_line(f"{name} {size}, {synchronous}", base, least)
         hand.close()
+        floor.close()
 
 
 def peak_extra(fn: Callable[[], object]) -> int:
@@ -189,27 +284,37 @@ def bench_scaling(tmp: Path, rounds: int) -> None:
             )
         key, machine, target = large
         size = store.versions(key)[-1].size
-        for label, fn in (
-            ("save_machine", lambda: store.save_machine(key, machine)),
-            ("restore_machine", lambda: store.restore_machine(key, target)),
-        ):
+        hand = ByHand(tmp / "scale-hand.db", "FULL")
+        hand.save(key, machine)
+        sides = (
+            ("save_machine", lambda: store.save_machine(key, machine), TARGET_MEMORY),
+            ("restore_machine", lambda: store.restore_machine(key, target), TARGET_MEMORY),
+            ("by hand, save", lambda: hand.save(key, machine), None),
+            ("by hand, restore", lambda: hand.restore(key, target), None),
+        )
+        for label, fn, at_most in sides:
             extra = peak_extra(fn)
-            ratio = extra / size
-            flag = "" if ratio <= TARGET_MEMORY else "  > target"
-            figure(
-                SECTION,
-                f"peak extra memory, {label}, 10,000 states",
-                ratio,
-                "x size",
-                detail=f"{extra / 1e6:.1f} MB, snapshot {size / 1e6:.1f} MB",
-                at_most=TARGET_MEMORY,
-                how=HOW_MEMORY,
-                line=(
-                    f"{label:<16} 10,000 states: peak extra memory {extra / 1e6:6.1f} MB = "
-                    f"{ratio:4.2f}x the snapshot ({size / 1e6:.1f} MB) "
-                    f"(target <= {TARGET_MEMORY}x){flag}"
-                ),
-            )
+            memory_line(label, extra, size, at_most)
+        hand.close()
+
+
+def memory_line(label: str, extra: int, size: int, at_most: float | None) -> None:
+    ratio = extra / size
+    flag = "" if at_most is None or ratio <= at_most else "  > target"
+    figure(
+        SECTION,
+        f"peak extra memory, {label}, 10,000 states",
+        ratio,
+        "x size",
+        detail=f"{extra / 1e6:.1f} MB, snapshot {size / 1e6:.1f} MB",
+        at_most=at_most,
+        how=HOW_MEMORY,
+        line=(
+            f"{label:<16} 10,000 states: peak extra memory {extra / 1e6:6.1f} MB = "
+            f"{ratio:4.2f}x the snapshot ({size / 1e6:.1f} MB) "
+            + (f"(target <= {at_most}x){flag}" if at_most is not None else "(informational)")
+        ),
+    )
 
 
 def main() -> None:
@@ -220,6 +325,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.only != "scale":
             bench_vs_hand(Path(tmp), args.rounds)
+            bench_walk_floor(args.rounds)
         if args.only != "hand":
             bench_scaling(Path(tmp), args.rounds)
 

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import msgspec  # noqa: E402
 from _report import figure  # noqa: E402
 from gotstate.core.events import Event  # noqa: E402
 from machines import build_ring_machine, set_data  # noqa: E402
@@ -74,19 +75,39 @@ def build(n_states: int, data_bytes: int) -> Any:
 
 
 def unsafe_capture(machine: Any) -> bytes:
+    return pickle.dumps(raw_state(machine), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def raw_state(machine: Any) -> dict[str, Any]:
     graph = machine._graph
     current = graph._current_state
-    state = {
+    return {
         "current": current.name if current else None,
         "started": machine._started,
         "history": {c.name: s.name for c, s in graph._history._history.items()},
         "data": {s.name: dict(d) for s, d in graph._state_data.items() if d},
     }
-    return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def unsafe_restore(machine: Any, blob: bytes) -> None:
-    state = pickle.loads(blob)
+    _apply_raw(machine, pickle.loads(blob))
+
+
+def msgspec_capture(machine: Any) -> bytes:
+    """The floor of any msgspec-only design: :func:`unsafe_capture` with msgspec for pickle."""
+    return _MSGPACK_ENCODER.encode(raw_state(machine))
+
+
+def msgspec_restore(machine: Any, blob: bytes) -> None:
+    """Lossy (tuples come back as lists, Decimals as str): a floor, not a restore."""
+    _apply_raw(machine, _MSGPACK_DECODER.decode(blob))
+
+
+_MSGPACK_ENCODER = msgspec.msgpack.Encoder()
+_MSGPACK_DECODER = msgspec.msgpack.Decoder()
+
+
+def _apply_raw(machine: Any, state: dict[str, Any]) -> None:
     graph = machine._graph
     by_name = {s.name: s for s in graph._nodes}
     with machine._transition_lock:
