@@ -396,6 +396,10 @@ class RecordPipeline:
         general path, which upcasts or reports it precisely.
         """
         info, blob = self.fetch(key, version)
+        return info, self.decode_snapshot(info, blob)
+
+    def decode_snapshot(self, info: VersionInfo, blob: bytes) -> MachineSnapshot:
+        """:meth:`load_snapshot` of a blob :meth:`fetch` returned."""
         newest = self.formats.newest_version(MACHINE_KIND)
         if (
             self.limits.max_depth == MAX_DEPTH
@@ -404,14 +408,14 @@ class RecordPipeline:
         ):
             snapshot = self._decode_newest_snapshot(info, blob, newest)
             if snapshot is not None:
-                return info, snapshot
+                return snapshot
         record = self.decode(self.unwrap(info, blob))
         if not isinstance(record, MachineSnapshot):
             raise FormatError(
-                f"key {key!r} holds a {info.kind!r} record, not a machine snapshot; "
+                f"key {info.key!r} holds a {info.kind!r} record, not a machine snapshot; "
                 "use store.load() for it"
             )
-        return info, record
+        return record
 
     def _decode_newest_snapshot(
         self, info: VersionInfo, blob: bytes, newest: int

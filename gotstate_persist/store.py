@@ -22,6 +22,7 @@ import msgspec
 
 from . import machine as _machine
 from . import runtime as _runtime
+from ._gcpause import gc_paused
 from ._metrics import Metrics, StoreStats, measured, stats_of
 from ._migrate import DEFAULT_BATCH_SIZE, MigrationReport, Progress, migrate, reseal
 from ._names import DEFAULT_NAMESPACE, check_name, check_version
@@ -31,6 +32,8 @@ from .backends import Backend, Usage, VersionInfo, open_backend
 from .codec import DEFAULT_LIMITS, Codec, Limits, codec_by_name
 from .errors import InvalidArgument, NotFound
 from .formats import FormatRegistry
+from .machine._apply import apply_locked
+from .machine._gotstate import locked
 from .quota import Quota, QuotaBackend
 from .runtime import Attached, Head, JournalEntry
 from .sealing import KeyRing
@@ -200,14 +203,21 @@ class Store:
             recovered = _runtime.recover(self._pipeline, key, machine, at=moment)
             assert recovered.snapshot is not None  # recover(at=) requires one
             return self._ref(recovered.snapshot)
-        info, record = self._pipeline.load_snapshot(key, version)
-        ref = self._ref(info)  # before apply: nothing may fail once the machine changed
-        _machine.apply(
-            machine,
-            record,
-            structs=self.formats.decode_struct,
-            migrations=self.formats.structure_migrations,
-        )
+        pipeline = self._pipeline
+        info, blob = pipeline.fetch(key, version)
+        # the machine's locks first (waiting for them must not pause the collector),
+        # then one pause over decode and apply (see apply_locked)
+        with locked(machine), gc_paused():
+            record = pipeline.decode_snapshot(info, blob)
+            del blob
+            ref = self._ref(info)  # before apply: nothing may fail once the machine changed
+            apply_locked(
+                machine,
+                record,
+                structs=self.formats.decode_struct,
+                migrations=self.formats.structure_migrations,
+            )
+            del record
         return ref
 
     # Machines that persist themselves (runtime/).

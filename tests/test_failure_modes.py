@@ -133,6 +133,46 @@ def test_garbage_collector_runs_while_waiting_for_a_machine(store: gp.Store) -> 
     assert gc.isenabled()
 
 
+def test_a_restore_pauses_the_collector_once_from_decode_to_apply(store: gp.Store) -> None:
+    """The decoded snapshot is freed before the collector can scan it.
+
+    With a pause for the decode and another for the apply, the first
+    collection after decoding traversed the whole decoded snapshot (two per
+    restore here); one pause over both leaves at most the collection of what
+    the restore kept, which may run after it returns.
+    """
+    machine = build_ring_machine(2_000)
+    machine.start()
+    leaves = [s.name for s in machine.get_states() if s.name.startswith("s-")]
+    for i, name in enumerate(leaves):
+        set_data(machine, name, "item", {"n": i, "tags": ["a", "b"], "pair": (i, None)})
+    store.save_machine("big", machine)
+    target = build_ring_machine(2_000)
+    started: list[int] = []
+    counting = [False]
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if counting[0] and phase == "start":
+            started.append(info["generation"])
+
+    restores = 5
+    gc.callbacks.append(count)
+    try:
+        for _ in range(restores):
+            counting[0] = True
+            store.restore_machine("big", target)
+            counting[0] = False
+    finally:
+        gc.callbacks.remove(count)
+    assert len(started) <= restores, f"collections during {restores} restores: {started}"
+    assert gc.isenabled()
+
+    def data(m: StateMachine) -> dict[str, dict[object, object]]:
+        return {s.name: dict(d) for s, d in m._graph._state_data.items() if d}
+
+    assert data(target) == data(machine) and len(data(target)) == len(leaves)
+
+
 def test_lowered_blob_limit_applies_on_load(sqlite_url: str, keyring: gp.KeyRing) -> None:
     with gp.open_store(sqlite_url, keyring=keyring, formats=_formats()) as s:
         s.save("o", Order("o" * 2000, 1))

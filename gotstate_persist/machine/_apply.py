@@ -39,7 +39,7 @@ from ._mismatch import mismatch
 from ._structure_migration import migrate_snapshot
 from ._tree import transitions_only
 
-__all__ = ["apply"]
+__all__ = ["apply", "apply_locked"]
 
 _Commit = Callable[[], None]
 
@@ -69,9 +69,33 @@ def apply(
     """
     if (structs is None) == (struct_type is None):
         raise InvalidArgument("apply takes exactly one of structs= and struct_type=")
+    with locked(machine):
+        apply_locked(
+            machine, snapshot, structs=structs, struct_type=struct_type, migrations=migrations
+        )
+
+
+def apply_locked(
+    machine: StateMachine,
+    snapshot: MachineSnapshot,
+    *,
+    structs: StructDecoder | None = None,
+    struct_type: StructType | None = None,
+    migrations: StructureMigrations | None = None,
+) -> None:
+    """:func:`apply` for a caller that already holds the machine's locks (``locked``).
+
+    ``Store.restore_machine`` takes the locks before it decodes, so that one
+    pause of the collector covers decode and apply: the decoded snapshot is
+    then freed by reference counting before any collection scans it (with a
+    pause each, the first collection after decoding traversed all of it, a
+    third of the time of a 10,000-state restore).
+    """
+    if (structs is None) == (struct_type is None):
+        raise InvalidArgument("apply takes exactly one of structs= and struct_type=")
     decoder = typed_structs(struct_type) if struct_type is not None else structs
     assert decoder is not None
-    with locked(machine), gc_paused(len(snapshot.data) > GC_PAUSE_MIN_STATES):
+    with gc_paused(len(snapshot.data) > GC_PAUSE_MIN_STATES):
         live = {tuple(path): sub for path, sub in all_submachines(machine)}
         derived = shape(machine)
         if snapshot.fingerprint != derived.fingerprint:
