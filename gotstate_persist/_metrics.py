@@ -141,11 +141,18 @@ class Sink(Protocol):
     """
 
     def traced(
-        self, operation: str, store: Any, key: object, call: Callable[[], Any], metrics: Metrics
+        self,
+        operation: str,
+        key: object,
+        metrics: Metrics,
+        method: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> Any:
-        """Run ``call`` as ``operation`` (timed, in a span); count it with ``metrics.finished``.
+        """Run ``method(*args, **kwargs)`` as ``operation`` (timed, in a span).
 
-        ``key``: the key the call was given (unchecked: the call checks it).
+        Counts it with ``metrics.finished``. ``key``: the key the call was
+        given (unchecked: the call checks it).
         """
 
     def close(self) -> None:
@@ -341,8 +348,9 @@ def measured(
             sink = metrics.telemetry
             if sink is not None:
                 key = args[0] if args else kwargs.get("key")
-                call = functools.partial(method, store, *args, **kwargs)
-                return sink.traced(operation, store, key, call, metrics)  # type: ignore[no-any-return]
+                return sink.traced(  # type: ignore[no-any-return]
+                    operation, key, metrics, method, (store, *args), kwargs
+                )
             started = perf_counter()
             try:
                 result = method(store, *args, **kwargs)

@@ -58,6 +58,9 @@ _UNSET = (ProxyTracerProvider, NoOpTracerProvider)
 #: OpenTelemetry's recommended boundaries for durations in seconds.
 _DURATION_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 _UNITS = {"bytes_written": "By", "bytes_read": "By"}
+#: How often, at most, a store without a tracer provider asks whether the
+#: application has set the global one since (spans start within this delay).
+_GLOBAL_CHECK_S = 1.0
 #: Durations queued before the thread that queues the next one records them all.
 _PENDING_MAX = 1024
 _DESCRIPTIONS = {
@@ -182,6 +185,8 @@ class OtelSink:
         self._formats = formats
         self._include_keys = include_keys
         self._attributes: dict[tuple[str, str, str], Mapping[str, str]] = {}
+        self._records_spans = tracer_provider is not None
+        self._checked_at = -_GLOBAL_CHECK_S
 
     def close(self) -> None:
         """Stop: spans and durations end now; the counters keep the counts so far."""
@@ -207,11 +212,34 @@ class OtelSink:
         except PersistError:
             return ""
 
+    def _tracing(self) -> bool:
+        """Whether spans are recorded: a provider was given, or the global one is set.
+
+        Asking OpenTelemetry for the global provider costs a microsecond (it
+        reads the environment), so it is asked at most every
+        :data:`_GLOBAL_CHECK_S` seconds until set; once set it stays set
+        (OpenTelemetry lets it be set only once).
+        """
+        if self._records_spans:
+            return True
+        now = perf_counter()
+        if now - self._checked_at < _GLOBAL_CHECK_S:
+            return False
+        self._checked_at = now
+        self._records_spans = not isinstance(trace.get_tracer_provider(), _UNSET)
+        return self._records_spans
+
     def traced(
-        self, operation: str, store: Any, key: object, call: Callable[[], Any], metrics: Metrics
+        self,
+        operation: str,
+        key: object,
+        metrics: Metrics,
+        method: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> Any:
-        if self._tracer_provider is None and isinstance(trace.get_tracer_provider(), _UNSET):
-            return self._timed(operation, call, metrics, None)  # nobody records spans
+        if not self._tracing():
+            return self._timed(operation, method, args, kwargs, metrics, None)
         attributes = {_NAMESPACE: self._namespace}
         if self._include_keys and isinstance(key, str):
             attributes[_KEY] = key
@@ -222,14 +250,20 @@ class OtelSink:
             record_exception=False,  # its message may quote a key
             set_status_on_exception=False,
         ) as span:
-            return self._timed(operation, call, metrics, span)
+            return self._timed(operation, method, args, kwargs, metrics, span)
 
     def _timed(
-        self, operation: str, call: Callable[[], Any], metrics: Metrics, span: Span | None
+        self,
+        operation: str,
+        method: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        metrics: Metrics,
+        span: Span | None,
     ) -> Any:
         started = perf_counter()
         try:
-            result = call()
+            result = method(*args, **kwargs)
         except BaseException as exc:
             seconds = perf_counter() - started
             metrics.finished(operation, seconds, exc)

@@ -286,6 +286,42 @@ def test_without_the_extra_instrument_says_what_to_install(tmp_path: Path) -> No
     assert "pip install 'gotstate-persist[otel]'" in out
 
 
+def test_a_global_tracer_provider_set_later_gets_spans(tmp_path: Path) -> None:
+    """Instrumented before the application sets its global provider: spans follow it.
+
+    The global provider is looked up at most once a second (it costs a read
+    of the environment); the check interval is zeroed here so the test waits
+    for nothing. Once one is set, every later operation is traced.
+    """
+    out = _run(
+        """
+        import os
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        import gotstate_persist as gp
+        from gotstate_persist import _otel, telemetry
+        from tests.machines import build_ring_machine
+        _otel._GLOBAL_CHECK_S = 0.0
+        machine = build_ring_machine()
+        machine.start()
+        with gp.open_store(os.environ["DB"], keyring=gp.KeyRing.generate()) as store:
+            telemetry.instrument(store)
+            store.save_machine("k", machine)  # no provider anywhere: no span
+            exporter = InMemorySpanExporter()
+            provider = TracerProvider()
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            trace.set_tracer_provider(provider)
+            store.save_machine("k", machine)
+            store.restore_machine("k", build_ring_machine())
+            print([span.name for span in exporter.get_finished_spans()])
+        """,
+        tmp_path,
+    )
+    assert out.strip() == str(["gotstate_persist.save_machine", "gotstate_persist.restore_machine"])
+
+
 def test_stores_on_one_provider_report_by_namespace_without_double_counting(
     sqlite_url: str, keyring: gp.KeyRing, otel: Otel
 ) -> None:
