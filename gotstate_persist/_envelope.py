@@ -33,6 +33,7 @@ __all__ = [
     "envelope_overhead",
     "open_envelope",
     "read_header",
+    "reopen_handover",
     "seal",
     "seal_handover",
 ]
@@ -171,6 +172,16 @@ def seal_handover(
 ) -> bytes:
     """:func:`seal` of a payload its holder gives up, so it can be freed while sealing."""
     return _seal(keyring, payload, codec_id, _context(namespace, key, version))
+
+
+def reopen_handover(
+    handover: Handover, blob: bytes, *, namespace: str, key: str, version: int
+) -> bytes:
+    """The payload :func:`seal_handover` sealed into ``blob`` for this namespace/key/version.
+
+    Opened with the key that sealed it, which the keyring may no longer hold.
+    """
+    return handover.reopen(blob, _context(namespace, key, version))
 
 
 def _seal(keyring: KeyRing, payload: Bytes | Handover, codec_id: int, context: bytes) -> bytes:

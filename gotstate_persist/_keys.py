@@ -68,25 +68,36 @@ class Handover:
     Sealing takes the bytes out (:meth:`take`) and keeps no other reference,
     so AEAD sealing frees the payload before it joins header and ciphertext:
     a large save holds two copies of its data at a time, not three (issue 16,
-    peak memory of ``save_machine``).
+    peak memory of ``save_machine``). The handover remembers the key that
+    sealed it, so a writer that loses its version to another gets the payload
+    back out of its own blob (:meth:`reopen`) even if that key was rotated
+    out or retired meanwhile.
     """
 
-    __slots__ = ("_payload",)
+    __slots__ = ("_payload", "_sealer")
 
     def __init__(self, payload: bytes) -> None:
         self._payload = payload
+        self._sealer: Key | None = None
 
     def __len__(self) -> int:
         return len(self._payload)
 
-    def take(self) -> bytes:
-        """The payload; this handover is left empty."""
+    def take(self, sealer: Key) -> bytes:
+        """The payload, for ``sealer`` to seal; this handover is left empty."""
         payload, self._payload = self._payload, b""
+        self._sealer = sealer
         return payload
 
+    def reopen(self, blob: bytes, context: bytes) -> bytes:
+        """The payload again, from the ``blob`` it was sealed into for ``context``."""
+        if self._sealer is None:
+            raise InvalidArgument("nothing was sealed from this payload yet")
+        return self._sealer.open(memoryview(blob), context)
 
-def _taken(payload: Bytes | Handover) -> Bytes:
-    return payload.take() if isinstance(payload, Handover) else payload
+
+def _taken(payload: Bytes | Handover, sealer: Key) -> Bytes:
+    return payload.take(sealer) if isinstance(payload, Handover) else payload
 
 
 _MAX_KEY_ID: Final = 2**32 - 1
@@ -197,7 +208,7 @@ class _AeadKey(Key):
         header = prefix + nonce
         # a handed-over payload's last reference is the argument: it is freed
         # before the join, which then copies the ciphertext alone
-        sealed = self._cipher.encrypt(nonce, _taken(payload), header + context)
+        sealed = self._cipher.encrypt(nonce, _taken(payload, self), header + context)
         return header + sealed
 
     def open(self, blob: memoryview, context: bytes) -> bytes:
@@ -226,7 +237,7 @@ class _HmacKey(Key):
         self._mac = hmac.new(secret, digestmod=hashlib.sha256)
 
     def seal(self, prefix: bytes, context: bytes, payload: Bytes | Handover) -> bytes:
-        payload = _taken(payload)
+        payload = _taken(payload, self)
         mac = self._mac.copy()
         mac.update(prefix)
         mac.update(context)
@@ -271,7 +282,7 @@ class _Ed25519Key(Key):
     def seal(self, prefix: bytes, context: bytes, payload: Bytes | Handover) -> bytes:
         if self._private is None:  # KeyRing checks first; this guards internal misuse
             raise InvalidArgument("this key can only verify")
-        payload = _taken(payload)
+        payload = _taken(payload, self)
         signature = self._private.sign(b"".join((prefix, context, payload)))
         return b"".join((prefix, payload, signature))
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import msgspec
 
-from ._envelope import seal_handover
+from ._envelope import reopen_handover, seal_handover
 from ._gcpause import GC_PAUSE_MIN_BYTES, gc_paused
 from ._keys import Handover
 from ._metrics import Metrics
@@ -235,10 +235,13 @@ class RecordPipeline:
                 if expected_version is not None:
                     raise
                 # the payload went with the seal: take it back out of the blob
-                _, taken = open_envelope(
-                    self.keyring, blob, namespace=self.namespace, key=key, version=version
+                # (with the key that sealed it: a rotation since cannot take it away)
+                payload = Handover(
+                    reopen_handover(
+                        payload, blob, namespace=self.namespace, key=key, version=version
+                    )
                 )
-                payload = Handover(taken)
+                del blob  # not held while the next attempt seals
                 delay = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt)
                 time.sleep(random.uniform(0, delay))  # noqa: S311 - jitter, not crypto
                 continue

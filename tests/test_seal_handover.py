@@ -111,3 +111,45 @@ def test_a_writer_that_loses_the_race_seals_its_payload_again(
             ours.verify(*ours.fetch("k", version))
     finally:
         backend.close()
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_a_lost_race_during_a_key_rotation_still_saves(tmp_path: Path, algorithm: str) -> None:
+    """The sealing key is rotated out and retired between our seal and our write.
+
+    The payload is taken back out of our blob with the key that sealed it
+    (the ring no longer holds it), then sealed again under the new primary.
+    """
+    keyring = gp.KeyRing.generate(algorithm)
+    first_key = keyring.primary_id
+    backend = open_backend(f"sqlite:///{tmp_path / 'rotation.db'}")
+    try:
+        rival = RecordPipeline(
+            backend, keyring=gp.KeyRing.generate(algorithm), namespace="ns", formats=_formats()
+        )
+        raced: list[bool] = []
+
+        def clock() -> datetime:
+            if not raced:
+                raced.append(True)
+                rival.append("k", Note("rival"))
+                keyring.rotate()
+                keyring.retire(first_key)
+            return datetime.now(UTC)
+
+        ours = RecordPipeline(
+            backend, keyring=keyring, namespace="ns", formats=_formats(), clock=clock
+        )
+        info = ours.append("k", Note("mine"))
+        assert info.version == 2 and keyring.primary_id != first_key
+        assert first_key not in keyring.key_ids
+        assert ours.load("k", 2)[1] == Note("mine")
+        assert sealing_key_of(ours, "k", 2) == keyring.primary_id
+    finally:
+        backend.close()
+
+
+def sealing_key_of(pipeline: RecordPipeline, key: str, version: int) -> int:
+    """The key id in the header of a stored version (its seal was checked by load)."""
+    _info, blob = pipeline.fetch(key, version)
+    return gp.sealing.read_header(blob).key_id
