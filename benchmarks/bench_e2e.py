@@ -292,7 +292,6 @@ def bench_scaling(tmp: Path, rounds: int) -> None:
 def scaling_line(label: str, times: dict[int, list[float]], at_most: float | None) -> None:
     small, large = statistics.median(times[1_000]), statistics.median(times[10_000])
     ratio = large / small
-    flag = "" if at_most is None or ratio <= at_most else "  > target"
     figure(
         SECTION,
         f"scaling {label}, 10,000 vs 1,000 states",
@@ -303,15 +302,19 @@ def scaling_line(label: str, times: dict[int, list[float]], at_most: float | Non
         how=HOW_SCALE,
         line=(
             f"{label:<16} 1,000: {small * 1e3:8.2f} ms  10,000: {large * 1e3:8.2f} ms  "
-            f"ratio {ratio:5.2f}x "
-            + (f"(target <= {at_most}x){flag}" if at_most is not None else "(informational)")
+            f"ratio {ratio:5.2f}x {_verdict(ratio, at_most)}"
         ),
     )
 
 
+def _verdict(ratio: float, at_most: float | None) -> str:
+    if at_most is None:
+        return "(informational)"
+    return f"(target <= {at_most}x)" + ("" if ratio <= at_most else "  > target")
+
+
 def memory_line(label: str, extra: int, size: int, at_most: float | None) -> None:
     ratio = extra / size
-    flag = "" if at_most is None or ratio <= at_most else "  > target"
     figure(
         SECTION,
         f"peak extra memory, {label}, 10,000 states",
@@ -322,8 +325,7 @@ def memory_line(label: str, extra: int, size: int, at_most: float | None) -> Non
         how=HOW_MEMORY,
         line=(
             f"{label:<16} 10,000 states: peak extra memory {extra / 1e6:6.1f} MB = "
-            f"{ratio:4.2f}x the snapshot ({size / 1e6:.1f} MB) "
-            + (f"(target <= {at_most}x){flag}" if at_most is not None else "(informational)")
+            f"{ratio:4.2f}x the snapshot ({size / 1e6:.1f} MB) {_verdict(ratio, at_most)}"
         ),
     )
 
