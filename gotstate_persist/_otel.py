@@ -179,7 +179,6 @@ class OtelSink:
         self._hub = hub_for(meter_provider)
         self._hub.join(namespace, metrics)
         self._metrics = metrics
-        self._tracer_provider = tracer_provider
         self._tracer = trace.get_tracer(_SCOPE, VERSION, tracer_provider=tracer_provider)
         self._namespace = namespace
         self._formats = formats

@@ -158,15 +158,12 @@ class RecordPipeline:
         if not self.keyring.can_seal:
             raise InvalidArgument(_VERIFY_ONLY)
 
-    def seal(
-        self, payload: bytes | Handover, *, key: str, version: int, codec_id: int | None = None
-    ) -> bytes:
+    def seal(self, payload: bytes, *, key: str, version: int, codec_id: int | None = None) -> bytes:
         """Seal ``payload`` as ``version`` of ``key`` in this namespace (primary key)."""
         self.require_sealing()
-        sealer = seal_handover if isinstance(payload, Handover) else seal
-        return sealer(
+        return seal(
             self.keyring,
-            payload,  # type: ignore[arg-type]  # matched to its sealer just above
+            payload,
             codec_id=self.codec.id if codec_id is None else codec_id,
             namespace=self.namespace,
             key=key,
@@ -217,7 +214,14 @@ class RecordPipeline:
             if head.newest and head.kind != encoded.kind:
                 raise kind_mismatch(key, head.kind, encoded.kind)
             version = head.last_version + 1
-            blob = self.seal(payload, key=key, version=version)
+            blob = seal_handover(
+                self.keyring,
+                payload,
+                codec_id=self.codec.id,
+                namespace=self.namespace,
+                key=key,
+                version=version,
+            )
             try:
                 info = self.backend.put(
                     self.namespace,

@@ -212,10 +212,7 @@ class Store:
             del blob
             ref = self._ref(info)  # before apply: nothing may fail once the machine changed
             apply_locked(
-                machine,
-                record,
-                structs=self.formats.decode_struct,
-                migrations=self.formats.structure_migrations,
+                machine, record, self.formats.decode_struct, self.formats.structure_migrations
             )
             del record
         return ref

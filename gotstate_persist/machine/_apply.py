@@ -69,32 +69,28 @@ def apply(
     """
     if (structs is None) == (struct_type is None):
         raise InvalidArgument("apply takes exactly one of structs= and struct_type=")
+    decoder = typed_structs(struct_type) if struct_type is not None else structs
+    assert decoder is not None
     with locked(machine):
-        apply_locked(
-            machine, snapshot, structs=structs, struct_type=struct_type, migrations=migrations
-        )
+        apply_locked(machine, snapshot, decoder, migrations)
 
 
 def apply_locked(
     machine: StateMachine,
     snapshot: MachineSnapshot,
-    *,
-    structs: StructDecoder | None = None,
-    struct_type: StructType | None = None,
-    migrations: StructureMigrations | None = None,
+    structs: StructDecoder,
+    migrations: StructureMigrations | None,
 ) -> None:
     """:func:`apply` for a caller that already holds the machine's locks (``locked``).
 
+    ``structs`` rebuilds the registered Structs in state data (``apply``'s
+    ``structs``, or the decoder it made of ``struct_type``).
     ``Store.restore_machine`` takes the locks before it decodes, so that one
     pause of the collector covers decode and apply: the decoded snapshot is
     then freed by reference counting before any collection scans it (with a
     pause each, the first collection after decoding traversed all of it, a
     third of the time of a 10,000-state restore).
     """
-    if (structs is None) == (struct_type is None):
-        raise InvalidArgument("apply takes exactly one of structs= and struct_type=")
-    decoder = typed_structs(struct_type) if struct_type is not None else structs
-    assert decoder is not None
     with gc_paused(len(snapshot.data) > GC_PAUSE_MIN_STATES):
         live = {tuple(path): sub for path, sub in all_submachines(machine)}
         derived = shape(machine)
@@ -112,11 +108,11 @@ def apply_locked(
         stored = {tuple(sub.path): sub for sub in snapshot.submachines}
         commits: list[_Commit] = []
         # the top machine first: its fingerprint covers the submachines' structure
-        _plan(machine, snapshot, decoder, commits, path="")
+        _plan(machine, snapshot, structs, commits, path="")
         if set(live) != set(stored) or len(stored) != len(snapshot.submachines):
             raise FormatError("the snapshot's submachines do not match the machine's")
         for key, sub_snapshot in stored.items():
-            _plan(live[key], sub_snapshot, decoder, commits, path="/".join(key))
+            _plan(live[key], sub_snapshot, structs, commits, path="/".join(key))
         for commit in commits:
             commit()
 
